@@ -1,0 +1,21 @@
+"""d3d_tf: D3D (Distilled 3D Networks) and DistInit in TensorFlow 2 / Keras 3."""
+from setuptools import find_packages, setup
+
+setup(
+    name="d3d_tf",
+    version="0.1.0",
+    description="D3D: Distilled 3D Networks for video action recognition, in TF2 / Keras 3",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["d3d_tf", "d3d_tf.*"]),
+    python_requires=">=3.10,<3.14",
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.10,<4",
+        "numpy>=1.26,<3",
+        "absl-py>=2.1,<3",
+    ],
+    extras_require={
+        "dev": ["pytest>=8,<10", "ruff>=0.6"],
+    },
+)
