@@ -14,6 +14,10 @@ setup(
         "keras>=3.10,<4",
         "numpy>=1.26,<3",
         "absl-py>=2.1,<3",
+        "av>=12",  # PyAV: video decode/encode with its own bundled FFmpeg
+        "opencv-contrib-python-headless>=4.10",  # TV-L1 optical flow (cv2.optflow)
+        "ai-edge-litert>=1.2",  # TFLite runtime (successor of tf.lite.Interpreter)
+        "matplotlib>=3.8",  # per-class plots, confusion matrices
     ],
     extras_require={
         "dev": ["pytest>=8,<10", "ruff>=0.6"],
