@@ -1,0 +1,254 @@
+"""Building blocks of the S3D-G family: unit conv, separable conv, self-gating, 3D pooling.
+
+All tensors are NDHWC: `[batch, time, height, width, channels]`.
+
+Layer names follow the TF-Slim S3D-G scopes with `.` standing in for `/` (Keras 3 forbids `/`
+in layer names): the slim scope `Mixed_4b/Branch_1/Conv2d_0b_3x3/temporal` is the Keras layer
+`Mixed_4b.Branch_1.Conv2d_0b_3x3.temporal`. `d3d_tf.models.naming` holds the one mapping
+between the two.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+from keras import ops
+
+POOLING_MODES = ("3d", "2d")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvConfig:
+    """Hyper-parameters shared by every conv of a network (the slim `s3dg_arg_scope`).
+
+    weight_decay: slim's `l2_regularizer(weight_decay)` adds `weight_decay * sum(w**2) / 2`;
+      Keras' `L2(l)` adds `l * sum(w**2)`, so kernels get `L2(weight_decay / 2)`.
+    """
+
+    batch_norm_decay: float = 0.999
+    batch_norm_epsilon: float = 1e-3
+    weight_decay: float = 1e-7
+    sync_batch_norm: bool = False
+    pooling: str = "3d"
+
+
+def _regularizer(cfg: ConvConfig):
+    return keras.regularizers.L2(cfg.weight_decay / 2.0) if cfg.weight_decay > 0 else None
+
+
+def _kernel_init():
+    return keras.initializers.TruncatedNormal(stddev=0.01)
+
+
+def unit_conv(x, filters: int, kernel_size, *, name: str, cfg: ConvConfig, strides=1):
+    """Conv3D without bias -> batch norm (no gamma, as slim) -> ReLU.
+
+    Args:
+      x: `[B,T,H,W,C]` float tensor.
+      kernel_size, strides: ints or `(t, h, w)` triples; padding is `SAME` (TF semantics).
+    Returns: `[B,T',H',W',filters]`.
+    """
+    x = keras.layers.Conv3D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=_kernel_init(),
+        kernel_regularizer=_regularizer(cfg),
+        name=name,
+    )(x)
+    x = keras.layers.BatchNormalization(
+        momentum=cfg.batch_norm_decay,
+        epsilon=cfg.batch_norm_epsilon,
+        scale=False,
+        synchronized=cfg.sync_batch_norm,
+        name=f"{name}.BatchNorm",
+    )(x)
+    return keras.layers.ReLU(name=f"{name}.relu")(x)
+
+
+class CenterIdentity(keras.initializers.Initializer):
+    """Initializer of a `[t,1,1,C,C]` temporal kernel: identity at the temporal center.
+
+    A separable conv therefore starts as its spatial part alone (slim's `center_initializer`),
+    which matters for training separable 3D nets from scratch.
+    """
+
+    def __call__(self, shape, dtype=None):
+        t, h, w, cin, cout = shape
+        if h != 1 or w != 1 or cin != cout or t % 2 == 0:
+            raise ValueError(f"CenterIdentity needs a [odd t,1,1,C,C] kernel, got {shape}")
+        value = np.zeros(shape, dtype="float32")
+        value[t // 2, 0, 0] = np.eye(cin, dtype="float32")
+        return ops.convert_to_tensor(value, dtype=dtype or "float32")
+
+
+def spatiotemporal_conv(
+    x, filters: int, kernel_size, *, name: str, cfg: ConvConfig, separable: bool, strides=1
+):
+    """Slim's `conv3d_spatiotemporal`.
+
+    Separable with a temporal kernel t > 1: a `[1,k,k]` unit conv (BN, ReLU), then a `[t,1,1]`
+    conv named `<name>.temporal` **with bias, ReLU and no BN**, initialized to the identity.
+    Otherwise a single full `[t,k,k]` unit conv.
+    """
+    t, kh, kw = kernel_size
+    if not separable or t == 1:
+        return unit_conv(x, filters, kernel_size, name=name, cfg=cfg, strides=strides)
+    st, sh, sw = strides if isinstance(strides, (tuple, list)) else (strides,) * 3
+    x = unit_conv(x, filters, (1, kh, kw), name=name, cfg=cfg, strides=(1, sh, sw))
+    x = keras.layers.Conv3D(
+        filters,
+        (t, 1, 1),
+        strides=(st, 1, 1),
+        padding="same",
+        use_bias=True,
+        kernel_initializer=CenterIdentity(),
+        kernel_regularizer=_regularizer(cfg),
+        name=f"{name}.temporal",
+    )(x)
+    return keras.layers.ReLU(name=f"{name}.temporal.relu")(x)
+
+
+@keras.saving.register_keras_serializable(package="d3d_tf")
+class SelfGating(keras.layers.Layer):
+    """S3D-G feature gating: `y = x * sigmoid(W . mean_{T,H,W}(x))`.
+
+    `W` is a bias-free 1x1x1 conv C->C, stored as `transformer_W` with slim's shape
+    `[1,1,1,C,C]`. Input and output: `[B,T,H,W,C]`.
+    """
+
+    def __init__(self, weight_decay: float = 1e-7, **kwargs):
+        super().__init__(**kwargs)
+        self.weight_decay = weight_decay
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        self.transformer_W = self.add_weight(
+            name="transformer_W",
+            shape=(1, 1, 1, channels, channels),
+            initializer=_kernel_init(),
+            regularizer=keras.regularizers.L2(self.weight_decay / 2.0)
+            if self.weight_decay > 0
+            else None,
+        )
+
+    def call(self, x):
+        context = ops.mean(x, axis=(1, 2, 3))  # [B,C]
+        gate = ops.sigmoid(ops.matmul(context, self.transformer_W[0, 0, 0]))
+        return x * gate[:, None, None, None, :]
+
+    def get_config(self):
+        return {**super().get_config(), "weight_decay": self.weight_decay}
+
+
+def self_gating(x, *, name: str, cfg: ConvConfig):
+    """Applies `SelfGating` named `<name>.self_gating` (slim: `<name>/self_gating/...`)."""
+    return SelfGating(weight_decay=cfg.weight_decay, name=f"{name}.self_gating")(x)
+
+
+def _triple(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v, v)
+
+
+def _pool2d_padding(padding: str) -> str:
+    padding = padding.lower()
+    if padding not in ("same", "valid"):
+        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+    return padding
+
+
+@keras.saving.register_keras_serializable(package="d3d_tf")
+class Pool3DAs2D(keras.layers.Layer):
+    """3D max / average pooling computed as two 2D pools (TFLite has no 3D pooling op).
+
+    A `[kt,kh,kw]` pool with strides `[st,sh,sw]` over `[B,T,H,W,C]` equals a `(kh,kw)` 2D pool
+    over `[B*T,H,W,C]` followed by a `(kt,1)` 2D pool over `[B,T,H'*W',C]`. Max is exactly
+    separable; so is average, because TF's SAME average divides by the count of valid
+    (unpadded) positions, which is a product over the three axes.
+    """
+
+    def __init__(self, pool_size, strides=None, padding="valid", mode="max", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("max", "avg"):
+            raise ValueError(f"mode must be 'max' or 'avg', got {mode!r}")
+        self.pool_size = _triple(pool_size)
+        self.strides = _triple(strides if strides is not None else pool_size)
+        self.padding = _pool2d_padding(padding)
+        self.mode = mode
+        pool2d = keras.layers.MaxPooling2D if mode == "max" else keras.layers.AveragePooling2D
+        kt, kh, kw = self.pool_size
+        st, sh, sw = self.strides
+        self._spatial = pool2d((kh, kw), (sh, sw), padding=self.padding, name="spatial")
+        self._temporal = pool2d((kt, 1), (st, 1), padding=self.padding, name="temporal")
+
+    def call(self, x):
+        shape = ops.shape(x)
+        t, h, w, c = (x.shape[i] if x.shape[i] is not None else shape[i] for i in range(1, 5))
+        y = ops.reshape(x, (-1, h, w, c))
+        if self.pool_size[1:] != (1, 1) or self.strides[1:] != (1, 1):
+            y = self._spatial(y)
+        h2, w2 = (y.shape[i] if y.shape[i] is not None else ops.shape(y)[i] for i in (1, 2))
+        y = ops.reshape(y, (-1, t, h2 * w2, c))
+        if self.pool_size[0] != 1 or self.strides[0] != 1:
+            y = self._temporal(y)
+        t2 = y.shape[1] if y.shape[1] is not None else ops.shape(y)[1]
+        return ops.reshape(y, (-1, t2, h2, w2, c))
+
+    def compute_output_shape(self, input_shape):
+        def out(n, k, s):
+            if n is None:
+                return None
+            return -(-n // s) if self.padding == "same" else (n - k) // s + 1
+
+        b, t, h, w, c = input_shape
+        k, s = self.pool_size, self.strides
+        return (b, out(t, k[0], s[0]), out(h, k[1], s[1]), out(w, k[2], s[2]), c)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "pool_size": self.pool_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "mode": self.mode,
+        }
+
+
+def max_pool3d(x, pool_size, strides, *, name: str, cfg: ConvConfig, padding="same"):
+    """Max pool with TF `SAME`/`VALID` semantics; `cfg.pooling` picks 3D ops or the 2D form."""
+    if cfg.pooling == "2d":
+        return Pool3DAs2D(pool_size, strides, padding=padding, mode="max", name=name)(x)
+    if cfg.pooling != "3d":
+        raise ValueError(f"pooling must be one of {POOLING_MODES}, got {cfg.pooling!r}")
+    return keras.layers.MaxPooling3D(pool_size, strides, padding=padding, name=name)(x)
+
+
+def avg_pool3d(x, pool_size, strides, *, name: str, cfg: ConvConfig, padding="valid"):
+    """Average pool; `cfg.pooling` picks 3D ops or the TFLite-friendly 2D form."""
+    if cfg.pooling == "2d":
+        return Pool3DAs2D(pool_size, strides, padding=padding, mode="avg", name=name)(x)
+    if cfg.pooling != "3d":
+        raise ValueError(f"pooling must be one of {POOLING_MODES}, got {cfg.pooling!r}")
+    return keras.layers.AveragePooling3D(pool_size, strides, padding=padding, name=name)(x)
+
+
+@keras.saving.register_keras_serializable(package="d3d_tf")
+class SpatioTemporalMean(keras.layers.Layer):
+    """Mean over the T, H, W axes of `[B,T,H,W,C]`: `[B,C]`, or `[B,1,1,1,C]` with keepdims."""
+
+    def __init__(self, keepdims: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.keepdims = keepdims
+
+    def call(self, x):
+        return ops.mean(x, axis=(1, 2, 3), keepdims=self.keepdims)
+
+    def compute_output_shape(self, input_shape):
+        b, c = input_shape[0], input_shape[-1]
+        return (b, 1, 1, 1, c) if self.keepdims else (b, c)
+
+    def get_config(self):
+        return {**super().get_config(), "keepdims": self.keepdims}

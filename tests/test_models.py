@@ -1,0 +1,348 @@
+"""Architecture tests of the S3D-G family against the TF-Slim reference table (DESIGN.md)."""
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from d3d_tf import models
+from d3d_tf.models import layers as L
+from d3d_tf.models import naming, summary
+
+# DESIGN.md reference table: input [1,64,224,224,3].
+REFERENCE_224 = {
+    "Conv2d_1a_7x7": (32, 112, 112, 64),
+    "MaxPool_2a_3x3": (32, 56, 56, 64),
+    "Conv2d_2b_1x1": (32, 56, 56, 64),
+    "Conv2d_2c_3x3": (32, 56, 56, 192),
+    "MaxPool_3a_3x3": (32, 28, 28, 192),
+    "Mixed_3b": (32, 28, 28, 256),
+    "Mixed_3c": (32, 28, 28, 480),
+    "MaxPool_4a_3x3": (16, 14, 14, 480),
+    "Mixed_4b": (16, 14, 14, 512),
+    "Mixed_4c": (16, 14, 14, 512),
+    "Mixed_4d": (16, 14, 14, 512),
+    "Mixed_4e": (16, 14, 14, 528),
+    "Mixed_4f": (16, 14, 14, 832),
+    "MaxPool_5a_2x2": (8, 7, 7, 832),
+    "Mixed_5b": (8, 7, 7, 832),
+    "Mixed_5c": (8, 7, 7, 1024),
+}
+
+
+def _shapes(model):
+    return {k: tuple(v.shape[1:]) for k, v in model.output.items()}
+
+
+@pytest.mark.parametrize("pooling", ["3d", "2d"])
+def test_endpoint_shapes_full_size(pooling):
+    backbone = models.build_backbone("s3dg", input_shape=(64, 224, 224, 3), pooling=pooling)
+    assert list(backbone.output) == list(REFERENCE_224)
+    assert _shapes(backbone) == REFERENCE_224
+
+
+def test_full_size_forward_pass_runs():
+    net = models.build_classifier("s3dg", num_classes=400, input_shape=(64, 224, 224, 3))
+    clip = np.random.default_rng(0).uniform(-1, 1, (1, 64, 224, 224, 3)).astype("float32")
+    logits = np.asarray(net(clip, training=False))
+    assert logits.shape == (1, 400)
+    assert np.all(np.isfinite(logits))
+
+
+def test_endpoint_shapes_112_and_10_frames():
+    small = models.build_backbone("s3dg", input_shape=(64, 112, 112, 3))
+    assert _shapes(small)["Mixed_5c"] == (8, 4, 4, 1024)
+    assert _shapes(small)["Conv2d_2c_3x3"] == (32, 28, 28, 192)
+    short = models.build_backbone("s3dg", input_shape=(10, 224, 224, 3))
+    assert _shapes(short)["Mixed_5c"] == (2, 7, 7, 1024)
+    assert _shapes(short)["Mixed_4f"] == (3, 14, 14, 832)
+    # The slim head's [2,7,7] pool shrinks to the 4x4 map and still gives [B, classes].
+    net = models.build_classifier("s3dg", num_classes=7, input_shape=(16, 112, 112, 3))
+    assert tuple(net.output.shape) == (None, 7)
+
+
+# --- parameter counts, computed from the layer table, not from the model ---------------------
+
+STEM, CONV2B, CONV2C = 64, 64, 192
+BLOCKS = [
+    ("Mixed_3b", (64, 96, 128, 16, 32, 32)),
+    ("Mixed_3c", (128, 128, 192, 32, 96, 64)),
+    ("Mixed_4b", (192, 96, 208, 16, 48, 64)),
+    ("Mixed_4c", (160, 112, 224, 24, 64, 64)),
+    ("Mixed_4d", (128, 128, 256, 24, 64, 64)),
+    ("Mixed_4e", (112, 144, 288, 32, 64, 64)),
+    ("Mixed_4f", (256, 160, 320, 32, 128, 128)),
+    ("Mixed_5b", (256, 160, 320, 32, 128, 128)),
+    ("Mixed_5c", (384, 192, 384, 48, 128, 128)),
+]
+
+
+def expected_params(first_t, separable, gating, classes=400, cin=3):
+    """(trainable, total) parameters of the slim S3D-G family from its channel table."""
+    trainable = total = 0
+
+    def unit(k_volume, c_in, c_out):  # conv without bias + BN without gamma
+        nonlocal trainable, total
+        trainable += k_volume * c_in * c_out + c_out  # kernel + beta
+        total += k_volume * c_in * c_out + 3 * c_out  # + moving mean and variance
+
+    def st_conv(c_in, c_out):  # [3,3,3] conv
+        nonlocal trainable, total
+        if separable:
+            unit(9, c_in, c_out)
+            trainable += 3 * c_out * c_out + c_out  # temporal kernel + bias, no BN
+            total += 3 * c_out * c_out + c_out
+        else:
+            unit(27, c_in, c_out)
+
+    def gate(c):
+        nonlocal trainable, total
+        if gating:
+            trainable += c * c
+            total += c * c
+
+    unit(first_t * 49, cin, STEM)
+    unit(1, STEM, CONV2B)
+    st_conv(CONV2B, CONV2C)
+    gate(CONV2C)
+    c = CONV2C
+    for _, (b0, b1a, b1b, b2a, b2b, b3) in BLOCKS:
+        unit(1, c, b0)
+        unit(1, c, b1a)
+        st_conv(b1a, b1b)
+        unit(1, c, b2a)
+        st_conv(b2a, b2b)
+        unit(1, c, b3)
+        for g in (b0, b1b, b2b, b3):
+            gate(g)
+        c = b0 + b1b + b2b + b3
+    trainable += c * classes + classes
+    total += c * classes + classes
+    return trainable, total
+
+
+@pytest.mark.parametrize(
+    "name,first_t,separable,gating",
+    [("s3dg", 3, True, True), ("s3d", 3, True, False), ("i3d", 7, False, False)],
+)
+def test_parameter_counts(name, first_t, separable, gating):
+    net = models.build_classifier(name, num_classes=400, input_shape=(16, 112, 112, 3))
+    trainable = int(sum(np.prod(w.shape) for w in net.trainable_weights))
+    want_trainable, want_total = expected_params(first_t, separable, gating)
+    assert trainable == want_trainable
+    assert net.count_params() == want_total
+
+
+# --- layer numerics ----------------------------------------------------------------------------
+
+
+def test_self_gating_matches_formula():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 3, 4, 5, 6)).astype("float32")
+    layer = L.SelfGating(name="g")
+    layer.build(x.shape)
+    w = rng.normal(size=(1, 1, 1, 6, 6)).astype("float32")
+    layer.transformer_W.assign(w)
+    mean = x.mean(axis=(1, 2, 3))  # [B,C]
+    gate = 1.0 / (1.0 + np.exp(-(mean @ w[0, 0, 0])))
+    want = x * gate[:, None, None, None, :]
+    np.testing.assert_allclose(np.asarray(layer(x)), want, rtol=1e-5, atol=1e-6)
+
+
+def test_gating_is_inside_s3dg_blocks_and_not_in_s3d():
+    s3dg = models.build_backbone("s3dg", input_shape=(8, 32, 32, 3), final_endpoint="3B")
+    s3d = models.build_backbone("s3d", input_shape=(8, 32, 32, 3), final_endpoint="3B")
+    gated = {layer.name for layer in s3dg.layers if isinstance(layer, L.SelfGating)}
+    assert gated == {
+        "Conv2d_2c_3x3.self_gating",
+        "Mixed_3b.Branch_0.Conv2d_0a_1x1.self_gating",
+        "Mixed_3b.Branch_1.Conv2d_0b_3x3.self_gating",
+        "Mixed_3b.Branch_2.Conv2d_0b_3x3.self_gating",
+        "Mixed_3b.Branch_3.Conv2d_0b_1x1.self_gating",
+    }
+    assert not [layer for layer in s3d.layers if isinstance(layer, L.SelfGating)]
+
+
+def test_separable_temporal_conv_starts_as_identity():
+    inp = keras.Input((5, 6, 6, 4))
+    cfg = L.ConvConfig()
+    out = L.spatiotemporal_conv(inp, 8, (3, 3, 3), name="X", cfg=cfg, separable=True)
+    model = keras.Model(inp, out)
+    temporal = model.get_layer("X.temporal")
+    kernel = np.asarray(temporal.kernel)
+    assert kernel.shape == (3, 1, 1, 8, 8)
+    np.testing.assert_array_equal(kernel[1, 0, 0], np.eye(8))
+    assert not kernel[0].any() and not kernel[2].any()
+    # The whole separable conv equals its spatial part + ReLU at initialization.
+    spatial = keras.Model(inp, model.get_layer("X.relu").output)
+    x = np.random.default_rng(2).normal(size=(2, 5, 6, 6, 4)).astype("float32")
+    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(spatial(x)), atol=1e-6)
+
+
+# --- TFLite-friendly pooling ------------------------------------------------------------------
+
+POOLS = [  # every pool S3D-G uses: (mode, kernel, stride, padding)
+    ("max", (1, 3, 3), (1, 2, 2), "same"),
+    ("max", (3, 3, 3), (2, 2, 2), "same"),
+    ("max", (2, 2, 2), (2, 2, 2), "same"),
+    ("max", (3, 3, 3), (1, 1, 1), "same"),
+    ("avg", (2, 7, 7), (1, 1, 1), "valid"),
+    ("avg", (2, 4, 4), (1, 1, 1), "valid"),
+    ("avg", (3, 3, 3), (2, 2, 2), "same"),
+]
+
+
+@pytest.mark.parametrize("mode,kernel,stride,padding", POOLS)
+@pytest.mark.parametrize("shape", [(2, 8, 14, 14, 5), (1, 9, 15, 13, 3), (3, 7, 7, 7, 2)])
+def test_pool_as_2d_equals_keras_3d(mode, kernel, stride, padding, shape):
+    x = np.random.default_rng(3).normal(size=shape).astype("float32")
+    ref_cls = keras.layers.MaxPooling3D if mode == "max" else keras.layers.AveragePooling3D
+    want = np.asarray(ref_cls(kernel, stride, padding=padding)(x))
+    got = np.asarray(L.Pool3DAs2D(kernel, stride, padding=padding, mode=mode)(x))
+    assert got.shape == want.shape
+    if mode == "max":
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_2d_pooling_model_equals_3d_pooling_model():
+    a = models.build_classifier("s3dg", num_classes=5, input_shape=(8, 48, 48, 3),
+                                depth_multiplier=0.25, pooling="3d")
+    b = models.build_classifier("s3dg", num_classes=5, input_shape=(8, 48, 48, 3),
+                                depth_multiplier=0.25, pooling="2d")
+    b.set_weights(a.get_weights())
+    x = np.random.default_rng(4).uniform(-1, 1, (2, 8, 48, 48, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(a(x)), np.asarray(b(x)), rtol=1e-5, atol=1e-5)
+
+
+# --- options, aliases and errors --------------------------------------------------------------
+
+
+def test_aliases_resolve_and_classifier_returns_endpoints():
+    assert models.resolve_endpoint("4F") == "Mixed_4f"
+    assert models.resolve_endpoint("2c") == "Conv2d_2c_3x3"
+    assert models.resolve_endpoint("Mixed_5c") == "Mixed_5c"
+    net = models.build_classifier("s3dg", num_classes=3, input_shape=(8, 32, 32, 3),
+                                  depth_multiplier=0.25, endpoints=("2C", "Mixed_4f"))
+    out = net(np.zeros((1, 8, 32, 32, 3), "float32"))
+    assert set(out) == {"logits", "Conv2d_2c_3x3", "Mixed_4f"}
+    assert tuple(out["logits"].shape) == (1, 3)
+    assert tuple(out["Mixed_4f"].shape) == (1, 2, 2, 2, 208)  # 832 * 0.25
+
+
+def test_final_endpoint_stops_the_build():
+    backbone = models.build_backbone("s3dg", input_shape=(8, 32, 32, 3), final_endpoint="3A")
+    assert list(backbone.output) == list(models.VALID_ENDPOINTS[:5])
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"final_endpoint": "Mixed_9z"}, "Unknown endpoint"),
+        ({"first_temporal_kernel_size": 4}, "1, 3, 5 or 7"),
+        ({"depth_multiplier": 0}, "depth_multiplier"),
+        ({"gating_startat": "MaxPool_3a_3x3"}, "gating_startat"),
+        ({"no_such_option": 1}, "Unknown option"),
+    ],
+)
+def test_bad_options_raise_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        models.build_backbone("s3dg", input_shape=(8, 32, 32, 3), **kwargs)
+
+
+def test_bad_preset_and_input_rank():
+    with pytest.raises(ValueError, match="Unknown model 'resnet9000'"):
+        models.build_backbone("resnet9000", input_shape=(8, 32, 32, 3))
+    with pytest.raises(ValueError, match="input_shape"):
+        models.build_backbone("s3dg", input_shape=(32, 32, 3))
+    with pytest.raises(ValueError, match="channels"):
+        models.build_backbone("s3dg", input_shape=(8, 32, 32, 3), in_channels=2)
+    with pytest.raises(ValueError, match="after final_endpoint"):
+        models.build_classifier("s3dg", num_classes=2, input_shape=(8, 32, 32, 3),
+                                final_endpoint="4F", endpoints=("5C",))
+
+
+def test_flow_model_builds_and_runs():
+    net = models.build_classifier("s3dg", num_classes=4, input_shape=(8, 32, 32, 2),
+                                  in_channels=2, depth_multiplier=0.25)
+    assert net.get_layer("Conv2d_1a_7x7").kernel.shape == (3, 7, 7, 2, 16)
+    out = np.asarray(net(np.zeros((2, 8, 32, 32, 2), "float32")))
+    assert out.shape == (2, 4)
+
+
+def test_depth_multiplier_and_min_depth():
+    backbone = models.build_backbone("s3dg", input_shape=(8, 32, 32, 3),
+                                     depth_multiplier=0.5, min_depth=16)
+    shapes = _shapes(backbone)
+    assert shapes["Conv2d_1a_7x7"][-1] == 32
+    assert shapes["Conv2d_2c_3x3"][-1] == 96
+    # Mixed_3b: 64,128,32,32 halves to 32,64,16,16 (16 -> 8 is raised to min_depth 16).
+    assert shapes["Mixed_3b"][-1] == 32 + 64 + 16 + 16
+    assert backbone.get_layer("Mixed_3b.Branch_2.Conv2d_0a_1x1").kernel.shape[-1] == 16
+    tiny = models.build_backbone("s3dg", input_shape=(8, 32, 32, 3),
+                                 depth_multiplier=0.1, min_depth=8)
+    assert _shapes(tiny)["Conv2d_1a_7x7"][-1] == 8  # int(6.4) = 6 -> min_depth 8
+
+
+def test_temporal_conv_startat_controls_temporal_kernels():
+    net = models.build_backbone("s3dg", input_shape=(8, 32, 32, 3), final_endpoint="4B",
+                                temporal_conv_startat="4B")
+    names = {layer.name for layer in net.layers}
+    assert "Conv2d_2c_3x3.temporal" not in names
+    assert "Mixed_3c.Branch_1.Conv2d_0b_3x3.temporal" not in names
+    assert "Mixed_4b.Branch_1.Conv2d_0b_3x3.temporal" in names
+    assert net.get_layer("Mixed_3c.Branch_1.Conv2d_0b_3x3").kernel.shape[:3] == (1, 3, 3)
+    i3d = models.build_backbone("i3d", input_shape=(8, 32, 32, 3), final_endpoint="3B")
+    assert i3d.get_layer("Conv2d_1a_7x7").kernel.shape[:3] == (7, 7, 7)
+    assert i3d.get_layer("Mixed_3b.Branch_1.Conv2d_0b_3x3").kernel.shape[:3] == (3, 3, 3)
+
+
+# --- names --------------------------------------------------------------------------------------
+
+
+def test_variable_names_follow_slim_scopes():
+    net = models.build_classifier("s3dg", num_classes=3, input_shape=(8, 32, 32, 3),
+                                  depth_multiplier=0.25)
+    names = {naming.slim_name(w.path) for w in net.weights}
+    for expected in [
+        "InceptionV1/Conv2d_1a_7x7/weights",
+        "InceptionV1/Conv2d_1a_7x7/BatchNorm/beta",
+        "InceptionV1/Conv2d_1a_7x7/BatchNorm/moving_mean",
+        "InceptionV1/Conv2d_2c_3x3/temporal/biases",
+        "InceptionV1/Conv2d_2c_3x3/self_gating/transformer_W/weights",
+        "InceptionV1/Mixed_4b/Branch_1/Conv2d_0b_3x3/temporal/weights",
+        "InceptionV1/Mixed_3b/Branch_0/Conv2d_0a_1x1/self_gating/transformer_W/weights",
+        "InceptionV1/Mixed_5c/Branch_3/Conv2d_0b_1x1/BatchNorm/moving_variance",
+        "InceptionV1/Logits/Conv2d_0c_1x1/weights",
+        "InceptionV1/Logits/Conv2d_0c_1x1/biases",
+    ]:
+        assert expected in names
+    assert len(names) == len(net.weights)
+    for w in net.weights:
+        assert naming.keras_path(naming.slim_name(w.path)) == w.path
+
+
+# --- summary tool -------------------------------------------------------------------------------
+
+
+def test_summary_table_counts_flops_and_params():
+    net = models.build_classifier("s3dg", num_classes=10, input_shape=(8, 32, 32, 3),
+                                  depth_multiplier=0.25)
+    rows = {r.endpoint: r for r in summary.endpoint_table(net)}
+    assert rows["Conv2d_1a_7x7"].output_shape == (4, 16, 16, 16)
+    # Stem: 2 * (4*16*16 outputs * 16 channels) * (3*7*7*3) MACs.
+    assert rows["Conv2d_1a_7x7"].flops == 2 * 4 * 16 * 16 * 16 * 3 * 7 * 7 * 3
+    assert sum(r.params for r in rows.values()) == net.count_params()
+
+
+def test_summary_cli_prints_every_endpoint():
+    out = subprocess.run(
+        [sys.executable, "-m", "d3d_tf.models.summary", "--model=s3d", "--frames=8",
+         "--size=64", "--depth_multiplier=0.25", "--num_classes=5"],
+        capture_output=True, text=True, check=True, timeout=300,
+    ).stdout
+    for endpoint in models.VALID_ENDPOINTS:
+        assert endpoint in out
+    assert "total" in out and "GFLOPs" in out
