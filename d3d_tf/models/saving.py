@@ -1,0 +1,149 @@
+"""A model directory: everything needed to rebuild a trained classifier, framework-light.
+
+    DIR/model.json      ModelSpec: preset, S3DGConfig fields, classes, input shape, labels,
+                        input range, modality, provenance and metrics
+    DIR/weights.npz     every variable, keyed by its Keras path (`Mixed_4b.Branch_1...../kernel`)
+
+Weights are keyed by path rather than by position so that a model can be rebuilt with other
+build-time options that own no variables (`pooling="2d"` for TFLite, another input size) and so
+that a backbone can be loaded into a classifier with a new head (fine-tuning).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+
+from d3d_tf.models import s3dg
+
+SPEC_FILE = "model.json"
+WEIGHTS_FILE = "weights.npz"
+INPUT_RANGES = ("[-1,1]", "[0,1]")
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    """What a saved classifier is.
+
+    input_shape: `(T, H, W, C)` the model was trained with; H, W and T may differ at inference
+      (the network is fully convolutional) but exports default to it.
+    input_range: how float pixels are scaled before the network: `[-1,1]` (ours) or `[0,1]`
+      (the released D3D checkpoints).
+    modality: `rgb` or `flow` (flow is `flow_px / 20` in [-1, 1], 2 channels).
+    """
+
+    name: str
+    num_classes: int
+    input_shape: tuple
+    config: dict
+    labels: list = dataclasses.field(default_factory=list)
+    input_range: str = "[-1,1]"
+    modality: str = "rgb"
+    source: str = ""
+    metrics: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        self.input_shape = tuple(self.input_shape)
+        if self.input_range not in INPUT_RANGES:
+            raise ValueError(f"input_range must be one of {INPUT_RANGES}, got {self.input_range!r}")
+        if self.labels and len(self.labels) != self.num_classes:
+            raise ValueError(
+                f"{len(self.labels)} labels given for a model with {self.num_classes} classes"
+            )
+
+    def build(self, **overrides) -> keras.Model:
+        """Builds the (untrained) classifier; `overrides` replace S3DGConfig fields."""
+        cfg = s3dg.S3DGConfig(**{**self.config, **overrides})
+        return s3dg.build_classifier(
+            self.name, num_classes=self.num_classes, input_shape=self.input_shape, config=cfg
+        )
+
+
+def spec_for(model: keras.Model, *, name: str, labels=(), **fields) -> ModelSpec:
+    """The ModelSpec of a classifier built by `s3dg.build_classifier`."""
+    cfg = model.d3d_config
+    inputs = model.inputs[0].shape[1:]
+    logits = model.output["logits"] if isinstance(model.output, dict) else model.output
+    return ModelSpec(
+        name=name,
+        num_classes=int(logits.shape[-1]),
+        input_shape=tuple(inputs),
+        config=dataclasses.asdict(cfg),
+        labels=list(labels),
+        **fields,
+    )
+
+
+def save_weights(model: keras.Model, path: str) -> None:
+    """Writes every variable of `model` to an `.npz` keyed by Keras variable path."""
+    arrays = {w.path: np.asarray(w) for w in model.weights}
+    if len(arrays) != len(model.weights):
+        raise ValueError("model has duplicate variable paths; cannot save by path")
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_weights(model: keras.Model, path: str, *, skip_prefixes=(), allow_missing=False) -> list:
+    """Loads an `.npz` written by `save_weights` into `model`, matching by variable path.
+
+    skip_prefixes: variable paths starting with these are left as initialized (e.g. `Logits.`
+      for a new head). allow_missing: tolerate model variables absent from the file.
+    Returns the paths that were loaded. Raises ValueError naming the file and the variable on a
+    shape mismatch, a missing variable, or a variable in the file the model does not have.
+    """
+    with np.load(path) as data:
+        stored = {k: data[k] for k in data.files}
+    loaded, missing = [], []
+    for w in model.weights:
+        if w.path.startswith(tuple(skip_prefixes)):
+            continue
+        if w.path not in stored:
+            missing.append(w.path)
+            continue
+        value = stored.pop(w.path)
+        if tuple(value.shape) != tuple(w.shape):
+            raise ValueError(
+                f"{path}: variable {w.path} has shape {value.shape} in the file but "
+                f"{tuple(w.shape)} in the model"
+            )
+        w.assign(value)
+        loaded.append(w.path)
+    if missing and not allow_missing:
+        raise ValueError(f"{path}: missing {len(missing)} variable(s), e.g. {missing[:3]}")
+    unused = [k for k in stored if not k.startswith(tuple(skip_prefixes))]
+    if unused:
+        raise ValueError(f"{path}: {len(unused)} variable(s) not in the model, e.g. {unused[:3]}")
+    return loaded
+
+
+def save_model_dir(directory: str, model: keras.Model, spec: ModelSpec) -> None:
+    """Writes `model.json` and `weights.npz` into `directory` (created if needed)."""
+    os.makedirs(directory, exist_ok=True)
+    save_weights(model, os.path.join(directory, WEIGHTS_FILE))
+    tmp = os.path.join(directory, SPEC_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(dataclasses.asdict(spec), f, indent=2)
+    os.replace(tmp, os.path.join(directory, SPEC_FILE))
+
+
+def load_spec(directory: str) -> ModelSpec:
+    path = os.path.join(directory, SPEC_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{directory} is not a d3d_tf model directory: no {SPEC_FILE}")
+    with open(path) as f:
+        return ModelSpec(**json.load(f))
+
+
+def load_model_dir(directory: str, **overrides) -> tuple[keras.Model, ModelSpec]:
+    """Rebuilds the classifier saved in `directory` and loads its weights.
+
+    overrides: S3DGConfig fields that own no variables (e.g. `pooling="2d"`, `dropout_keep_prob`).
+    """
+    spec = load_spec(directory)
+    model = spec.build(**overrides)
+    load_weights(model, os.path.join(directory, WEIGHTS_FILE))
+    return model, spec

@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from d3d_tf import models
+from d3d_tf.models import saving
+
+
+def _tiny(**kw):
+    return models.build_classifier("s3dg", num_classes=3, input_shape=(8, 32, 32, 3),
+                                   depth_multiplier=0.25, **kw)
+
+
+def test_model_dir_round_trip_with_other_pooling(tmp_path):
+    model = _tiny()
+    for w in model.weights:  # make every variable distinctive
+        w.assign(np.random.default_rng(len(w.path)).normal(size=w.shape).astype("float32"))
+    spec = saving.spec_for(model, name="s3dg", labels=["a", "b", "c"], source="test")
+    saving.save_model_dir(str(tmp_path), model, spec)
+    loaded, spec2 = saving.load_model_dir(str(tmp_path), pooling="2d")
+    assert spec2.labels == ["a", "b", "c"] and spec2.input_shape == (8, 32, 32, 3)
+    assert loaded.d3d_config.pooling == "2d"
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 8, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_load_weights_rejects_mismatches(tmp_path):
+    path = str(tmp_path / "w.npz")
+    saving.save_weights(_tiny(), path)
+    other = models.build_classifier("s3dg", num_classes=5, input_shape=(8, 32, 32, 3),
+                                    depth_multiplier=0.25)
+    with pytest.raises(ValueError, match="Logits.Conv2d_0c_1x1/kernel has shape"):
+        saving.load_weights(other, path)
+    # A new head: skip the logits and everything else loads.
+    loaded = saving.load_weights(other, path, skip_prefixes=("Logits.",))
+    assert loaded and not any(p.startswith("Logits.") for p in loaded)
+    s3d = models.build_classifier("s3d", num_classes=3, input_shape=(8, 32, 32, 3),
+                                  depth_multiplier=0.25)
+    with pytest.raises(ValueError, match="not in the model"):
+        saving.load_weights(s3d, path)
+
+
+def test_missing_model_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a d3d_tf model directory"):
+        saving.load_model_dir(str(tmp_path))
