@@ -346,3 +346,43 @@ def test_summary_cli_prints_every_endpoint():
     for endpoint in models.VALID_ENDPOINTS:
         assert endpoint in out
     assert "total" in out and "GFLOPs" in out
+
+
+# --- fast implementations equal the plain Keras ones -------------------------------------------
+
+
+def test_conv_impl_2d_equals_3d_in_training_and_inference():
+    kw = {"num_classes": 5, "input_shape": (8, 40, 40, 3), "depth_multiplier": 0.25}
+    a = models.build_classifier("s3dg", conv_impl="3d", **kw)
+    b = models.build_classifier("s3dg", conv_impl="2d", **kw)
+    assert [w.path for w in a.weights] == [w.path for w in b.weights]
+    b.set_weights(a.get_weights())
+    x = np.random.default_rng(5).uniform(-1, 1, (2, 8, 40, 40, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(a(x)), np.asarray(b(x)), rtol=1e-4, atol=1e-5)
+    # One training-mode pass updates the BN moving statistics identically.
+    a(x, training=True)
+    b(x, training=True)
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_allclose(np.asarray(wa), np.asarray(wb), rtol=1e-4, atol=1e-5)
+
+
+def test_fused_batch_norm_matches_keras_batch_norm():
+    x = np.random.default_rng(6).normal(2.0, 3.0, (3, 4, 5, 6, 7)).astype("float32")
+    ours = L.BatchNorm(momentum=0.9, epsilon=1e-3, scale=False)
+    ref = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3, scale=False)
+    ours.build(x.shape)
+    ref.build(x.shape)
+    beta = np.linspace(-1, 1, 7).astype("float32")
+    ours.beta.assign(beta)
+    ref.beta.assign(beta)
+    np.testing.assert_allclose(np.asarray(ours(x, training=True)),
+                               np.asarray(ref(x, training=True)), rtol=1e-4, atol=1e-4)
+    n = 3 * 4 * 5 * 6  # the fused kernel's moving variance is Bessel-corrected
+    np.testing.assert_allclose(np.asarray(ours.moving_mean), np.asarray(ref.moving_mean),
+                               rtol=1e-5, atol=1e-6)
+    var_ref = 0.9 + 0.1 * x.reshape(-1, 7).var(axis=0) * n / (n - 1)
+    np.testing.assert_allclose(np.asarray(ours.moving_variance), var_ref, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(ours(x, training=False)),
+                               (x - np.asarray(ours.moving_mean))
+                               / np.sqrt(np.asarray(ours.moving_variance) + 1e-3) + beta,
+                               rtol=1e-4, atol=1e-4)

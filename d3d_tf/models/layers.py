@@ -16,6 +16,7 @@ import numpy as np
 from keras import ops
 
 POOLING_MODES = ("3d", "2d")
+CONV_IMPLS = ("3d", "2d")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,7 @@ class ConvConfig:
     weight_decay: float = 1e-7
     sync_batch_norm: bool = False
     pooling: str = "3d"
+    conv_impl: str = "2d"
 
 
 def _regularizer(cfg: ConvConfig):
@@ -41,6 +43,112 @@ def _kernel_init():
     return keras.initializers.TruncatedNormal(stddev=0.01)
 
 
+@keras.saving.register_keras_serializable(package="d3d_tf")
+class Conv3D(keras.layers.Conv3D):
+    """`keras.layers.Conv3D` (same variables: kernel `[kt,kh,kw,Cin,Cout]`, bias) that can run
+    as 2D convolutions.
+
+    With `impl="2d"` a `[1,kh,kw]` conv with temporal stride 1 runs as a `CONV_2D` over
+    `[B*T,H,W,C]`, and a `[kt,1,1]` conv with spatial stride 1 as a `(kt,1)` `CONV_2D` over
+    `[B,T,H*W,C]` — the same result (SAME padding is per axis), ~1.4x faster with oneDNN on
+    CPU, and TFLite builtins that XNNPACK accelerates and int8 quantizes. Other kernels (the
+    full 3D stem, I3D's `[3,3,3]`) stay `conv3d`. `impl="3d"` always uses `conv3d`.
+    """
+
+    def __init__(self, *args, impl: str = "2d", **kwargs):
+        super().__init__(*args, **kwargs)
+        if impl not in CONV_IMPLS:
+            raise ValueError(f"impl must be one of {CONV_IMPLS}, got {impl!r}")
+        self.impl = impl
+
+    def call(self, x):
+        kt, kh, kw = self.kernel_size
+        st, sh, sw = self.strides
+        if self.impl == "3d" or self.dilation_rate != (1, 1, 1):
+            return super().call(x)
+        if kt == 1 and st == 1:
+            y = _conv2d_frames(x, self.kernel[0], (sh, sw), self.padding)
+        elif kh == 1 and kw == 1 and sh == 1 and sw == 1:
+            y = _conv2d_time(x, self.kernel[:, 0], (st, 1), self.padding)
+        else:
+            return super().call(x)
+        if self.use_bias:
+            y = y + ops.cast(self.bias, y.dtype)
+        return self.activation(y) if self.activation is not None else y
+
+    def get_config(self):
+        return {**super().get_config(), "impl": self.impl}
+
+
+def _dims(x):
+    """Static dims where known, dynamic otherwise, of a `[B,T,H,W,C]` tensor."""
+    shape = ops.shape(x)
+    return [x.shape[i] if x.shape[i] is not None else shape[i] for i in range(5)]
+
+
+def _conv2d_frames(x, kernel, strides, padding):
+    """Per-frame 2D conv: `[B,T,H,W,C]` as `[B*T,H,W,C]`."""
+    _, t, h, w, c = _dims(x)
+    y = ops.conv(ops.reshape(x, (-1, h, w, c)), ops.cast(kernel, x.dtype), strides, padding)
+    _, h2, w2, c2 = _dims4(y)
+    return ops.reshape(y, (-1, t, h2, w2, c2))
+
+
+def _conv2d_time(x, kernel, strides, padding):
+    """Temporal conv `[kt,1,1]`: `[B,T,H,W,C]` as `[B,T,H*W,C]` with a `(kt,1)` kernel."""
+    _, t, h, w, c = _dims(x)
+    y = ops.conv(ops.reshape(x, (-1, t, h * w, c)), ops.cast(kernel, x.dtype), strides, padding)
+    _, t2, _, c2 = _dims4(y)
+    return ops.reshape(y, (-1, t2, h, w, c2))
+
+
+def _dims4(y):
+    shape = ops.shape(y)
+    return [y.shape[i] if y.shape[i] is not None else shape[i] for i in range(4)]
+
+
+@keras.saving.register_keras_serializable(package="d3d_tf")
+class BatchNorm(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` (same variables) computed with TF's fused kernel.
+
+    Keras 3 normalizes 5D tensors with separate mean / variance / scale ops; TF's
+    `FusedBatchNormV3` over `[B*T,H,W,C]` does the same in one pass (~10x faster when training
+    on CPU). The moving averages follow Keras: `m = m * momentum + batch * (1 - momentum)`,
+    with the fused kernel's batch variance (Bessel-corrected, as TF's own Keras 2 BN did).
+    Synchronized BN, masks and non-last axes fall back to the Keras implementation.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        import tensorflow as tf
+
+        if (
+            self.synchronized
+            or mask is not None
+            or len(inputs.shape) != 5
+            or self.axis not in (-1, 4)
+        ):
+            return super().call(inputs, training=training, mask=mask)
+        training = bool(training) and self.trainable
+        c = inputs.shape[-1]
+        shape = ops.shape(inputs)
+        x = ops.reshape(inputs, (-1, *[inputs.shape[i] or shape[i] for i in (-3, -2)], c))
+        scale = self.gamma if self.scale else tf.ones([c], "float32")
+        offset = self.beta if self.center else tf.zeros([c], "float32")
+        if training:
+            y, mean, var = tf.compat.v1.nn.fused_batch_norm(
+                x, scale, offset, epsilon=self.epsilon, is_training=True
+            )[:3]
+            m = self.momentum
+            self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
+            self.moving_variance.assign(self.moving_variance * m + var * (1.0 - m))
+        else:
+            y = tf.compat.v1.nn.fused_batch_norm(
+                x, scale, offset, self.moving_mean, self.moving_variance,
+                epsilon=self.epsilon, is_training=False,
+            )[0]
+        return ops.reshape(y, shape)
+
+
 def unit_conv(x, filters: int, kernel_size, *, name: str, cfg: ConvConfig, strides=1):
     """Conv3D without bias -> batch norm (no gamma, as slim) -> ReLU.
 
@@ -49,7 +157,7 @@ def unit_conv(x, filters: int, kernel_size, *, name: str, cfg: ConvConfig, strid
       kernel_size, strides: ints or `(t, h, w)` triples; padding is `SAME` (TF semantics).
     Returns: `[B,T',H',W',filters]`.
     """
-    x = keras.layers.Conv3D(
+    x = Conv3D(
         filters,
         kernel_size,
         strides=strides,
@@ -57,9 +165,10 @@ def unit_conv(x, filters: int, kernel_size, *, name: str, cfg: ConvConfig, strid
         use_bias=False,
         kernel_initializer=_kernel_init(),
         kernel_regularizer=_regularizer(cfg),
+        impl=cfg.conv_impl,
         name=name,
     )(x)
-    x = keras.layers.BatchNormalization(
+    x = BatchNorm(
         momentum=cfg.batch_norm_decay,
         epsilon=cfg.batch_norm_epsilon,
         scale=False,
@@ -99,7 +208,7 @@ def spatiotemporal_conv(
         return unit_conv(x, filters, kernel_size, name=name, cfg=cfg, strides=strides)
     st, sh, sw = strides if isinstance(strides, (tuple, list)) else (strides,) * 3
     x = unit_conv(x, filters, (1, kh, kw), name=name, cfg=cfg, strides=(1, sh, sw))
-    x = keras.layers.Conv3D(
+    x = Conv3D(
         filters,
         (t, 1, 1),
         strides=(st, 1, 1),
@@ -107,6 +216,7 @@ def spatiotemporal_conv(
         use_bias=True,
         kernel_initializer=CenterIdentity(),
         kernel_regularizer=_regularizer(cfg),
+        impl=cfg.conv_impl,
         name=f"{name}.temporal",
     )(x)
     return keras.layers.ReLU(name=f"{name}.temporal.relu")(x)

@@ -114,6 +114,8 @@ class S3DGConfig:
     head: `slim` (avg pool [2,7,7] VALID shrunk to the input, dropout, 1x1x1 conv, mean over
       time) or `global` (mean over T,H,W, dropout, 1x1x1 conv): both accept any input size.
     pooling: `3d` (Keras 3D pools) or `2d` (the same pools as 2D ops, for TFLite).
+    conv_impl: `2d` runs `[1,k,k]` and `[t,1,1]` convs as 2D convs over reshaped tensors
+      (faster on CPU, TFLite-accelerable) or `3d` (always `conv3d`); same variables either way.
     """
 
     first_temporal_kernel_size: int = 3
@@ -131,6 +133,7 @@ class S3DGConfig:
     dropout_keep_prob: float = 0.8
     head: str = "slim"
     pooling: str = "3d"
+    conv_impl: str = "2d"
 
     def __post_init__(self):
         if self.first_temporal_kernel_size not in (1, 3, 5, 7):
@@ -148,6 +151,8 @@ class S3DGConfig:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if self.pooling not in L.POOLING_MODES:
             raise ValueError(f"pooling must be one of {L.POOLING_MODES}, got {self.pooling!r}")
+        if self.conv_impl not in L.CONV_IMPLS:
+            raise ValueError(f"conv_impl must be one of {L.CONV_IMPLS}, got {self.conv_impl!r}")
         if self.in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {self.in_channels}")
         # Normalize aliases so that the config always holds slim names.
@@ -173,6 +178,7 @@ class S3DGConfig:
             weight_decay=self.weight_decay,
             sync_batch_norm=self.sync_batch_norm,
             pooling=self.pooling,
+            conv_impl=self.conv_impl,
         )
 
 
@@ -298,7 +304,7 @@ def logits_head(net, num_classes: int, cfg: S3DGConfig):
     else:
         net = L.SpatioTemporalMean(keepdims=True, name="Logits.GlobalAvgPool")(net)
     net = keras.layers.Dropout(1.0 - cfg.dropout_keep_prob, name="Logits.Dropout_0b")(net)
-    net = keras.layers.Conv3D(
+    net = L.Conv3D(
         num_classes,
         1,
         use_bias=True,

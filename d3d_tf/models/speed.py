@@ -1,0 +1,123 @@
+"""Throughput of a model's forward pass and train step (used by `python -m d3d_tf.benchmark`).
+
+Modes: `eager` (Keras call per step), `function` (`tf.function`), `xla` (`jit_compile=True`).
+Precisions: `float32`, `bfloat16` (Keras `mixed_bfloat16`: bf16 compute, fp32 variables).
+Times are medians over `iters` calls after `warmup` calls (the first call traces/compiles).
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from d3d_tf import models
+from d3d_tf.models import summary
+
+MODES = ("eager", "function", "xla")
+PRECISIONS = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass
+class SpeedResult:
+    what: str  # "inference" or "train_step"
+    model: str
+    frames: int
+    size: int
+    batch: int
+    mode: str
+    precision: str
+    depth_multiplier: float
+    seconds_per_batch: float
+    clips_per_second: float
+    gflops_per_clip: float  # forward pass, 2 x MACs
+    achieved_gflops: float  # forward FLOPs (x3 for a train step) per second
+
+
+def median_seconds(fn, *, warmup: int = 1, iters: int = 3) -> float:
+    """Median wall time of `fn()` over `iters` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _build(name, frames, size, num_classes, depth_multiplier, precision):
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+    try:
+        return models.build_classifier(
+            name,
+            num_classes=num_classes,
+            input_shape=(frames, size, size, 3),
+            depth_multiplier=depth_multiplier,
+        )
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _compile(fn, mode):
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "eager":
+        return fn
+    return tf.function(fn, jit_compile=(mode == "xla"))
+
+
+def measure(
+    what: str,
+    *,
+    name: str = "s3dg",
+    frames: int = 64,
+    size: int = 224,
+    batch: int = 1,
+    mode: str = "function",
+    precision: str = "float32",
+    depth_multiplier: float = 1.0,
+    num_classes: int = 400,
+    warmup: int = 1,
+    iters: int = 3,
+) -> SpeedResult:
+    """Times `inference` (forward, training=False) or `train_step` (forward+backward+SGD)."""
+    model = _build(name, frames, size, num_classes, depth_multiplier, precision)
+    rng = np.random.default_rng(0)
+    clips = tf.constant(rng.uniform(-1, 1, (batch, frames, size, size, 3)).astype("float32"))
+    labels = tf.constant(rng.integers(0, num_classes, batch).astype("int32"))
+    if what == "inference":
+
+        def step():
+            return model(clips, training=False)
+
+    elif what == "train_step":
+        optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+        optimizer.build(model.trainable_variables)
+
+        def step():
+            with tf.GradientTape() as tape:
+                logits = tf.cast(model(clips, training=True), tf.float32)
+                loss = tf.reduce_mean(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+                ) + tf.add_n(model.losses)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+    else:
+        raise ValueError(f"what must be 'inference' or 'train_step', got {what!r}")
+    fn = _compile(step, mode)
+    seconds = median_seconds(lambda: np.asarray(fn()), warmup=warmup, iters=iters)
+    gflops = summary.total_flops(model) / 1e9
+    work = gflops * batch * (1 if what == "inference" else 3)  # backward ~ 2x forward
+    return SpeedResult(
+        what, name, frames, size, batch, mode, precision, depth_multiplier,
+        seconds, batch / seconds, gflops, work / seconds,
+    )
