@@ -25,6 +25,12 @@ class ConvConfig:
 
     weight_decay: slim's `l2_regularizer(weight_decay)` adds `weight_decay * sum(w**2) / 2`;
       Keras' `L2(l)` adds `l * sum(w**2)`, so kernels get `L2(weight_decay / 2)`.
+    batch_norm_scale: give batch norm a learned gamma (slim has none; torchvision has one).
+    temporal_batch_norm: the `[t,1,1]` conv of a separable conv is followed by batch norm (and
+      then has no bias), as in torchvision's S3D; slim uses a bias and no batch norm.
+    padding: `same` (TF `SAME`, slim) or `symmetric` (PyTorch: `(k-1)//2` on both sides of
+      every axis, then `VALID`; max pools pad with -inf). The two differ only for strided or
+      even kernels, so `symmetric` uses `SAME` where they agree.
     """
 
     batch_norm_decay: float = 0.999
@@ -33,6 +39,9 @@ class ConvConfig:
     sync_batch_norm: bool = False
     pooling: str = "3d"
     conv_impl: str = "2d"
+    batch_norm_scale: bool = False
+    temporal_batch_norm: bool = False
+    padding: str = "same"
 
 
 def _regularizer(cfg: ConvConfig):
@@ -149,32 +158,96 @@ class BatchNorm(keras.layers.BatchNormalization):
         return ops.reshape(y, shape)
 
 
-def unit_conv(x, filters: int, kernel_size, *, name: str, cfg: ConvConfig, strides=1):
-    """Conv3D without bias -> batch norm (no gamma, as slim) -> ReLU.
+PADDINGS = ("same", "symmetric")
 
-    Args:
-      x: `[B,T,H,W,C]` float tensor.
-      kernel_size, strides: ints or `(t, h, w)` triples; padding is `SAME` (TF semantics).
-    Returns: `[B,T',H',W',filters]`.
+
+@keras.saving.register_keras_serializable(package="d3d_tf")
+class ConstantPad3D(keras.layers.Layer):
+    """Pads the T, H, W axes of `[B,T,H,W,C]` by `pads` = `((t0,t1),(h0,h1),(w0,w1))` with `value`.
+
+    `value=-inf` before a max pool reproduces PyTorch's implicitly padded max pooling.
     """
-    x = Conv3D(
+
+    def __init__(self, pads, value: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.pads = tuple(tuple(int(v) for v in p) for p in pads)
+        self.value = float(value)
+
+    def call(self, x):
+        return ops.pad(x, ((0, 0), *self.pads, (0, 0)), constant_values=self.value)
+
+    def compute_output_shape(self, input_shape):
+        b, *spatial, c = input_shape
+        out = [None if n is None else n + p0 + p1 for n, (p0, p1) in zip(spatial, self.pads)]
+        return (b, *out, c)
+
+    def get_config(self):
+        return {**super().get_config(), "pads": self.pads, "value": self.value}
+
+
+def _explicit_pads(kernel_size, strides, cfg: ConvConfig):
+    """`((p,p),..)` when `cfg.padding` is `symmetric` and differs from TF `SAME`, else None.
+
+    With stride 1 and an odd kernel, `SAME` pads `(k-1)//2` on both sides: the same thing.
+    """
+    if cfg.padding == "same":
+        return None
+    if cfg.padding != "symmetric":
+        raise ValueError(f"padding must be one of {PADDINGS}, got {cfg.padding!r}")
+    kernel, stride = _triple(kernel_size), _triple(strides)
+    if all(s == 1 and k % 2 == 1 for k, s in zip(kernel, stride)):
+        return None
+    return tuple(((k - 1) // 2, (k - 1) // 2) for k in kernel)
+
+
+def _conv3d(x, filters, kernel_size, *, strides, use_bias, kernel_initializer, name, cfg):
+    """Conv3D with `cfg.padding`; an explicit pad layer is named `<name>.pad`."""
+    pads = _explicit_pads(kernel_size, strides, cfg)
+    if pads is not None:
+        x = ConstantPad3D(pads, name=f"{name}.pad")(x)
+    return Conv3D(
         filters,
         kernel_size,
         strides=strides,
-        padding="same",
-        use_bias=False,
-        kernel_initializer=_kernel_init(),
+        padding="same" if pads is None else "valid",
+        use_bias=use_bias,
+        kernel_initializer=kernel_initializer,
         kernel_regularizer=_regularizer(cfg),
         impl=cfg.conv_impl,
         name=name,
     )(x)
-    x = BatchNorm(
+
+
+def _batch_norm(x, *, name: str, cfg: ConvConfig):
+    return BatchNorm(
         momentum=cfg.batch_norm_decay,
         epsilon=cfg.batch_norm_epsilon,
-        scale=False,
+        scale=cfg.batch_norm_scale,
         synchronized=cfg.sync_batch_norm,
-        name=f"{name}.BatchNorm",
+        name=name,
     )(x)
+
+
+def unit_conv(x, filters: int, kernel_size, *, name: str, cfg: ConvConfig, strides=1):
+    """Conv3D without bias -> batch norm (no gamma unless `cfg.batch_norm_scale`) -> ReLU.
+
+    Args:
+      x: `[B,T,H,W,C]` float tensor.
+      kernel_size, strides: ints or `(t, h, w)` triples; padding per `cfg.padding` (default TF
+        `SAME`).
+    Returns: `[B,T',H',W',filters]`.
+    """
+    x = _conv3d(
+        x,
+        filters,
+        kernel_size,
+        strides=strides,
+        use_bias=False,
+        kernel_initializer=_kernel_init(),
+        name=name,
+        cfg=cfg,
+    )
+    x = _batch_norm(x, name=f"{name}.BatchNorm", cfg=cfg)
     return keras.layers.ReLU(name=f"{name}.relu")(x)
 
 
@@ -200,7 +273,8 @@ def spatiotemporal_conv(
     """Slim's `conv3d_spatiotemporal`.
 
     Separable with a temporal kernel t > 1: a `[1,k,k]` unit conv (BN, ReLU), then a `[t,1,1]`
-    conv named `<name>.temporal` **with bias, ReLU and no BN**, initialized to the identity.
+    conv named `<name>.temporal` **with bias, ReLU and no BN**, initialized to the identity
+    (with `cfg.temporal_batch_norm`: no bias, then BN `<name>.temporal.BatchNorm`, then ReLU).
     Otherwise a single full `[t,k,k]` unit conv.
     """
     t, kh, kw = kernel_size
@@ -208,17 +282,18 @@ def spatiotemporal_conv(
         return unit_conv(x, filters, kernel_size, name=name, cfg=cfg, strides=strides)
     st, sh, sw = strides if isinstance(strides, (tuple, list)) else (strides,) * 3
     x = unit_conv(x, filters, (1, kh, kw), name=name, cfg=cfg, strides=(1, sh, sw))
-    x = Conv3D(
+    x = _conv3d(
+        x,
         filters,
         (t, 1, 1),
         strides=(st, 1, 1),
-        padding="same",
-        use_bias=True,
+        use_bias=not cfg.temporal_batch_norm,
         kernel_initializer=CenterIdentity(),
-        kernel_regularizer=_regularizer(cfg),
-        impl=cfg.conv_impl,
         name=f"{name}.temporal",
-    )(x)
+        cfg=cfg,
+    )
+    if cfg.temporal_batch_norm:
+        x = _batch_norm(x, name=f"{name}.temporal.BatchNorm", cfg=cfg)
     return keras.layers.ReLU(name=f"{name}.temporal.relu")(x)
 
 
@@ -328,7 +403,15 @@ class Pool3DAs2D(keras.layers.Layer):
 
 
 def max_pool3d(x, pool_size, strides, *, name: str, cfg: ConvConfig, padding="same"):
-    """Max pool with TF `SAME`/`VALID` semantics; `cfg.pooling` picks 3D ops or the 2D form."""
+    """Max pool with TF `SAME`/`VALID` semantics; `cfg.pooling` picks 3D ops or the 2D form.
+
+    With `cfg.padding == "symmetric"` a `SAME` pool becomes PyTorch's: pad `(k-1)//2` with
+    -inf on both sides (layer `<name>.pad`), then `VALID`.
+    """
+    pads = _explicit_pads(pool_size, strides, cfg) if padding == "same" else None
+    if pads is not None:
+        x = ConstantPad3D(pads, value=float("-inf"), name=f"{name}.pad")(x)
+        padding = "valid"
     if cfg.pooling == "2d":
         return Pool3DAs2D(pool_size, strides, padding=padding, mode="max", name=name)(x)
     if cfg.pooling != "3d":

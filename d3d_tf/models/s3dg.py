@@ -116,6 +116,14 @@ class S3DGConfig:
     pooling: `3d` (Keras 3D pools) or `2d` (the same pools as 2D ops, for TFLite).
     conv_impl: `2d` runs `[1,k,k]` and `[t,1,1]` convs as 2D convs over reshaped tensors
       (faster on CPU, TFLite-accelerable) or `3d` (always `conv3d`); same variables either way.
+    stem_separable: `Conv2d_1a_7x7` as `[1,7,7]` + `[k,1,1]` (torchvision's S3D) instead of a
+      full `[k,7,7]` conv (slim).
+    temporal_batch_norm: batch norm after every `[t,1,1]` conv, which then has no bias
+      (torchvision); slim has a bias and no batch norm there.
+    batch_norm_scale: batch norm with a learned gamma (torchvision); slim has none.
+    padding: `same` (TF `SAME`, slim) or `symmetric` (PyTorch's explicit `(k-1)//2` padding of
+      convs and max pools, e.g. torchvision).
+    The last four default to slim so that slim checkpoints map one to one.
     """
 
     first_temporal_kernel_size: int = 3
@@ -134,6 +142,10 @@ class S3DGConfig:
     head: str = "slim"
     pooling: str = "3d"
     conv_impl: str = "2d"
+    stem_separable: bool = False
+    temporal_batch_norm: bool = False
+    batch_norm_scale: bool = False
+    padding: str = "same"
 
     def __post_init__(self):
         if self.first_temporal_kernel_size not in (1, 3, 5, 7):
@@ -153,6 +165,8 @@ class S3DGConfig:
             raise ValueError(f"pooling must be one of {L.POOLING_MODES}, got {self.pooling!r}")
         if self.conv_impl not in L.CONV_IMPLS:
             raise ValueError(f"conv_impl must be one of {L.CONV_IMPLS}, got {self.conv_impl!r}")
+        if self.padding not in L.PADDINGS:
+            raise ValueError(f"padding must be one of {L.PADDINGS}, got {self.padding!r}")
         if self.in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {self.in_channels}")
         # Normalize aliases so that the config always holds slim names.
@@ -179,6 +193,9 @@ class S3DGConfig:
             sync_batch_norm=self.sync_batch_norm,
             pooling=self.pooling,
             conv_impl=self.conv_impl,
+            batch_norm_scale=self.batch_norm_scale,
+            temporal_batch_norm=self.temporal_batch_norm,
+            padding=self.padding,
         )
 
 
@@ -186,6 +203,16 @@ PRESETS = {
     "s3dg": {},
     "s3d": {"gating_startat": None},
     "i3d": {"first_temporal_kernel_size": 7, "separable": False, "gating_startat": None},
+    # torchvision.models.video.s3d: S3D with a separable [1,7,7] + [7,1,1] stem, batch norm
+    # (with gamma) after every conv, PyTorch padding. Its head equals the slim head.
+    "s3d_torchvision": {
+        "gating_startat": None,
+        "first_temporal_kernel_size": 7,
+        "stem_separable": True,
+        "temporal_batch_norm": True,
+        "batch_norm_scale": True,
+        "padding": "symmetric",
+    },
 }
 
 
@@ -245,14 +272,15 @@ def s3dg_base(inputs, cfg: S3DGConfig) -> dict:
         if end_point == cfg.gating_startat:
             gating = True
         if end_point == "Conv2d_1a_7x7":
-            # Never separable: a separable first layer is slow (slim's comment).
-            net = L.unit_conv(
+            # Slim: never separable, a separable first layer is slow (slim's comment).
+            net = L.spatiotemporal_conv(
                 net,
                 cfg.depth(64),
                 (cfg.first_temporal_kernel_size, 7, 7),
                 strides=2,
                 name=end_point,
                 cfg=cc,
+                separable=cfg.stem_separable,
             )
         elif end_point in MAX_POOLS:
             kernel, stride = MAX_POOLS[end_point]

@@ -121,3 +121,43 @@ def measure(
         what, name, frames, size, batch, mode, precision, depth_multiplier,
         seconds, batch / seconds, gflops, work / seconds,
     )
+
+
+def activation_bytes_per_clip(name="s3dg", frames=64, size=224, depth_multiplier=1.0) -> int:
+    """Bytes of every layer output for one float32 clip: what a train step keeps for backprop."""
+    model = models.build_classifier(
+        name, num_classes=400, input_shape=(frames, size, size, 3),
+        depth_multiplier=depth_multiplier,
+    )
+    elements = 0
+    for layer in model.layers:
+        outputs = layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]
+        elements += sum(int(np.prod(o.shape[1:])) for o in outputs)
+    return 4 * elements
+
+
+def available_memory_bytes() -> int:
+    """MemAvailable from /proc/meminfo (Linux); 8 GiB if it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def largest_batch(what: str, *, memory_fraction=0.5, cap=64, **model_kw) -> int:
+    """Largest power-of-two batch whose estimated memory fits `memory_fraction` of free RAM.
+
+    A train step keeps every activation (x2 for their gradients); inference keeps about the
+    two largest layers at once, so it is bounded by `cap` long before memory.
+    """
+    per_clip = activation_bytes_per_clip(**model_kw)
+    per_clip = 2 * per_clip if what == "train_step" else per_clip // 8
+    budget = memory_fraction * available_memory_bytes()
+    batch = 1
+    while batch * 2 <= cap and batch * 2 * per_clip <= budget:
+        batch *= 2
+    return batch

@@ -1,0 +1,353 @@
+"""Importing TF-Slim checkpoints and torchvision S3D state dicts.
+
+The slim checkpoints are written here with tf.compat.v1 variables and a v1 Saver under the
+exact names TF-Slim's s3dg.py creates (listed by hand below, not derived from our naming
+module), and the converted model is compared with an independent tf.nn forward pass.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from d3d_tf.models import naming, saving
+from d3d_tf.weights import slim as slim_import
+from d3d_tf.weights import torch_s3d
+
+S = "InceptionV1"
+CLASSES = 5
+SHAPE = (8, 64, 64, 3)  # T, H, W, C
+
+
+def _depth(d, m=0.25):
+    return max(int(d * m), 16)
+
+
+def slim_variables(*, gating=True, separable=True, first_t=3, rng=None):
+    """Slim names -> random arrays for S3D-G (or I3D) at depth 0.25, up to Mixed_3b, + logits.
+
+    Names follow research/slim/nets/s3dg.py + i3d_utils.py: `<scope>/weights`, BatchNorm
+    beta/moving_mean/moving_variance (no gamma), `<scope>/temporal/{weights,biases}`,
+    `<scope>/self_gating/transformer_W/weights`, `Logits/Conv2d_0c_1x1/{weights,biases}`.
+    """
+    rng = rng or np.random.default_rng(0)
+    out = {}
+
+    def conv(scope, kernel, cin, cout):
+        fan_in = np.prod(kernel) * cin
+        out[f"{S}/{scope}/weights"] = rng.normal(0, 1.5 / np.sqrt(fan_in), (*kernel, cin, cout))
+        out[f"{S}/{scope}/BatchNorm/beta"] = rng.normal(0, 0.1, cout)
+        out[f"{S}/{scope}/BatchNorm/moving_mean"] = rng.normal(0, 0.1, cout)
+        out[f"{S}/{scope}/BatchNorm/moving_variance"] = rng.uniform(0.5, 1.5, cout)
+
+    def st_conv(scope, t, cin, cout):
+        if separable and t > 1:
+            conv(scope, (1, 3, 3), cin, cout)
+            out[f"{S}/{scope}/temporal/weights"] = rng.normal(0, 0.4, (t, 1, 1, cout, cout))
+            out[f"{S}/{scope}/temporal/biases"] = rng.normal(0, 0.1, cout)
+        else:
+            conv(scope, (t, 3, 3), cin, cout)
+
+    def gate(scope, c):
+        if gating:
+            out[f"{S}/{scope}/self_gating/transformer_W/weights"] = rng.normal(
+                0, 0.3, (1, 1, 1, c, c)
+            )
+
+    c1, c2, c3 = _depth(64), _depth(64), _depth(192)
+    conv("Conv2d_1a_7x7", (first_t, 7, 7), 3, c1)
+    conv("Conv2d_2b_1x1", (1, 1, 1), c1, c2)
+    st_conv("Conv2d_2c_3x3", 3, c2, c3)
+    gate("Conv2d_2c_3x3", c3)
+    d0, d1a, d1b, d2a, d2b, d3 = (_depth(d) for d in (64, 96, 128, 16, 32, 32))
+    m = "Mixed_3b"
+    conv(f"{m}/Branch_0/Conv2d_0a_1x1", (1, 1, 1), c3, d0)
+    gate(f"{m}/Branch_0/Conv2d_0a_1x1", d0)
+    conv(f"{m}/Branch_1/Conv2d_0a_1x1", (1, 1, 1), c3, d1a)
+    st_conv(f"{m}/Branch_1/Conv2d_0b_3x3", 3, d1a, d1b)
+    gate(f"{m}/Branch_1/Conv2d_0b_3x3", d1b)
+    conv(f"{m}/Branch_2/Conv2d_0a_1x1", (1, 1, 1), c3, d2a)
+    st_conv(f"{m}/Branch_2/Conv2d_0b_3x3", 3, d2a, d2b)
+    gate(f"{m}/Branch_2/Conv2d_0b_3x3", d2b)
+    conv(f"{m}/Branch_3/Conv2d_0b_1x1", (1, 1, 1), c3, d3)
+    gate(f"{m}/Branch_3/Conv2d_0b_1x1", d3)
+    cout = d0 + d1b + d2b + d3
+    out[f"{S}/Logits/Conv2d_0c_1x1/weights"] = rng.normal(0, 0.3, (1, 1, 1, cout, CLASSES))
+    out[f"{S}/Logits/Conv2d_0c_1x1/biases"] = rng.normal(0, 0.1, CLASSES)
+    return {k: v.astype(np.float32) for k, v in out.items()}
+
+
+def write_slim_checkpoint(directory, arrays):
+    """Writes `arrays` as a TF1 checkpoint with a v1 Saver; returns the checkpoint prefix."""
+    graph = tf.Graph()
+    with graph.as_default():
+        var_list = {
+            name: tf.compat.v1.Variable(value, name=name.replace("/", "_"))
+            for name, value in arrays.items()
+        }
+        saver = tf.compat.v1.train.Saver(var_list=var_list)
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            return saver.save(sess, os.path.join(str(directory), "model.ckpt"), global_step=7)
+
+
+# ---- independent reference: slim's forward pass in inference mode with tf.nn ----
+
+
+def _ref_conv(v, x, scope, stride=(1, 1, 1)):
+    w = v[f"{S}/{scope}/weights"]
+    x = tf.nn.conv3d(x, w, strides=(1, *stride, 1), padding="SAME")
+    mean, var = v[f"{S}/{scope}/BatchNorm/moving_mean"], v[f"{S}/{scope}/BatchNorm/moving_variance"]
+    x = (x - mean) / np.sqrt(var + 1e-3) + v[f"{S}/{scope}/BatchNorm/beta"]
+    x = tf.nn.relu(x)
+    if f"{S}/{scope}/temporal/weights" in v:
+        st = (stride[0], 1, 1)
+        x = tf.nn.conv3d(x, v[f"{S}/{scope}/temporal/weights"], (1, *st, 1), "SAME")
+        x = tf.nn.relu(x + v[f"{S}/{scope}/temporal/biases"])
+    gate = f"{S}/{scope}/self_gating/transformer_W/weights"
+    if gate in v:
+        ctx = tf.reduce_mean(x, axis=(1, 2, 3))
+        x = x * tf.sigmoid(ctx @ v[gate][0, 0, 0])[:, None, None, None, :]
+    return x
+
+
+def _ref_pool(x, k, s):
+    return tf.nn.max_pool3d(x, (1, *k, 1), (1, *s, 1), "SAME")
+
+
+def slim_reference(v, clip):
+    x = _ref_conv(v, clip, "Conv2d_1a_7x7", stride=(2, 2, 2))
+    x = _ref_pool(x, (1, 3, 3), (1, 2, 2))
+    x = _ref_conv(v, x, "Conv2d_2b_1x1")
+    x = _ref_conv(v, x, "Conv2d_2c_3x3")
+    x = _ref_pool(x, (1, 3, 3), (1, 2, 2))
+    m = "Mixed_3b"
+    b0 = _ref_conv(v, x, f"{m}/Branch_0/Conv2d_0a_1x1")
+    b1 = _ref_conv(v, _ref_conv(v, x, f"{m}/Branch_1/Conv2d_0a_1x1"), f"{m}/Branch_1/Conv2d_0b_3x3")
+    b2 = _ref_conv(v, _ref_conv(v, x, f"{m}/Branch_2/Conv2d_0a_1x1"), f"{m}/Branch_2/Conv2d_0b_3x3")
+    b3 = _ref_conv(v, _ref_pool(x, (3, 3, 3), (1, 1, 1)), f"{m}/Branch_3/Conv2d_0b_1x1")
+    x = tf.concat([b0, b1, b2, b3], axis=-1)
+    # Head: avg pool [2,7,7] VALID (shrunk to the input), 1x1x1 conv + bias, mean over T,H,W.
+    k = [min(a, b) for a, b in zip(x.shape[1:4], (2, 7, 7))]
+    x = tf.nn.avg_pool3d(x, (1, *k, 1), (1, 1, 1, 1, 1), "VALID")
+    x = tf.nn.conv3d(x, v[f"{S}/Logits/Conv2d_0c_1x1/weights"], (1,) * 5, "VALID")
+    x = x + v[f"{S}/Logits/Conv2d_0c_1x1/biases"]
+    return tf.reduce_mean(x, axis=(1, 2, 3)).numpy()
+
+
+def _import(prefix, **kw):
+    cfg = slim_import.SlimImportConfig(checkpoint=prefix, input_shape=SHAPE, **kw)
+    return slim_import.import_checkpoint(cfg, log=lambda *a: None)
+
+
+@pytest.mark.parametrize(
+    "kind,kwargs,preset",
+    [
+        ("s3dg", {"gating": True, "separable": True, "first_t": 3}, "s3dg"),
+        ("i3d", {"gating": False, "separable": False, "first_t": 7}, "i3d"),
+    ],
+)
+def test_slim_checkpoint_converts_exactly(tmp_path, kind, kwargs, preset):
+    arrays = slim_variables(**kwargs)
+    # Optimizer slots and the step are in real checkpoints and must be ignored.
+    extras = {"global_step": np.array(7, np.int64)}
+    extras[f"{S}/Conv2d_2b_1x1/weights/Momentum"] = np.zeros_like(
+        arrays[f"{S}/Conv2d_2b_1x1/weights"]
+    )
+    prefix = write_slim_checkpoint(tmp_path, {**arrays, **extras})
+    stored = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    assert f"{S}/Conv2d_1a_7x7/BatchNorm/moving_variance" in stored
+    assert set(arrays) <= set(stored)
+
+    model, info = _import(prefix)
+    cfg = model.d3d_config
+    assert info["preset"] == preset and info["scope"] == S
+    assert cfg.final_endpoint == "Mixed_3b" and cfg.depth_multiplier == 0.25
+    assert cfg.first_temporal_kernel_size == kwargs["first_t"]
+    assert (cfg.gating_startat is not None) == kwargs["gating"]
+    assert cfg.separable == kwargs["separable"]
+    assert sorted(info["skipped"]) == sorted(extras)
+
+    # Every checkpoint tensor landed in the model variable it belongs to, and nothing else.
+    weights = {w.path: np.asarray(w) for w in model.weights}
+    assert info["loaded"] == len(weights) == len(arrays)
+    for name, value in arrays.items():
+        np.testing.assert_array_equal(weights[naming.keras_path(name)], value, err_msg=name)
+
+    clip = np.random.default_rng(1).uniform(0, 1, (2, *SHAPE)).astype(np.float32)
+    got = model(clip, training=False).numpy()
+    want = slim_reference(arrays, clip)
+    assert np.abs(got - want).max() < 1e-4, np.abs(got - want).max()
+    assert np.std(want) > 1e-2  # the comparison is not between two constants
+
+
+def test_cli_writes_model_directory(tmp_path):
+    arrays = slim_variables()
+    prefix = write_slim_checkpoint(tmp_path, arrays)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"class_{i}\n" for i in range(CLASSES)))
+    out = tmp_path / "model"
+    cmd = [
+        sys.executable,
+        "-m",
+        "d3d_tf.convert_weights",
+        "--from=slim",
+        f"--checkpoint={prefix}",
+        f"--num_classes={CLASSES}",
+        f"--out={out}",
+        "--model=s3dg",
+        "--frames=8",
+        "--size=64",
+        f"--labels={labels}",
+    ]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    model, spec = saving.load_model_dir(str(out))
+    assert spec.name == "s3dg" and spec.input_range == "[0,1]" and spec.num_classes == CLASSES
+    assert spec.labels[-1] == f"class_{CLASSES - 1}" and spec.input_shape == SHAPE
+    clip = np.random.default_rng(2).uniform(0, 1, (1, *SHAPE)).astype(np.float32)
+    np.testing.assert_allclose(model(clip).numpy(), slim_reference(arrays, clip), atol=1e-4)
+
+    # A checkpoint that is not S3D-G is refused when --model says s3dg.
+    i3d = write_slim_checkpoint(tmp_path / "i3d", slim_variables(gating=False, separable=False))
+    bad = [c.replace(str(prefix), i3d) for c in cmd]
+    result = subprocess.run(bad, capture_output=True, text=True, env=env, check=False)
+    assert result.returncode != 0 and "separable" in result.stderr
+
+
+def test_use_ema_loads_shadows(tmp_path):
+    arrays = slim_variables()
+    name = f"{S}/Mixed_3b/Branch_0/Conv2d_0a_1x1/weights"
+    shadow = arrays[name] * 2.0
+    prefix = write_slim_checkpoint(tmp_path, {**arrays, name + "/ExponentialMovingAverage": shadow})
+    assert slim_import.has_ema(prefix)
+    plain, _ = _import(prefix)
+    ema, info = _import(prefix, use_ema=True)
+    path = naming.keras_path(name)
+    get = {w.path: np.asarray(w) for w in ema.weights}
+    np.testing.assert_array_equal(get[path], shadow)
+    np.testing.assert_array_equal(
+        {w.path: np.asarray(w) for w in plain.weights}[path], arrays[name]
+    )
+    assert info["ema"] == 1
+
+
+def test_rejects_missing_misshaped_and_extra_variables(tmp_path):
+    arrays = slim_variables()
+    gone = f"{S}/Mixed_3b/Branch_2/Conv2d_0b_3x3/BatchNorm/moving_variance"
+    broken = {k: v for k, v in arrays.items() if k != gone}
+    with pytest.raises(slim_import.CheckpointError, match=gone):
+        _import(write_slim_checkpoint(tmp_path / "missing", broken))
+
+    bad = f"{S}/Conv2d_2b_1x1/weights"
+    broken = {**arrays, bad: np.zeros((1, 1, 1, 16, 17), np.float32)}
+    with pytest.raises(slim_import.CheckpointError, match=f"{bad}: \\(1, 1, 1, 16, 17\\)"):
+        _import(write_slim_checkpoint(tmp_path / "shape", broken))
+
+    extra = f"{S}/Mixed_3b/Branch_0/Conv2d_0a_1x1/extra_scale"
+    broken = {**arrays, extra: np.ones(3, np.float32)}
+    with pytest.raises(slim_import.CheckpointError, match=extra):
+        _import(write_slim_checkpoint(tmp_path / "extra", broken))
+    # ... unless the user drops it on purpose.
+    _, info = _import(write_slim_checkpoint(tmp_path / "extra2", broken), ignore=("extra_",))
+    assert extra in info["skipped"]
+
+    with pytest.raises(slim_import.CheckpointError, match="--num_classes=7"):
+        _import(write_slim_checkpoint(tmp_path / "ok", arrays), num_classes=7)
+
+
+# ---- torchvision S3D ----
+
+
+def test_torchvision_table_covers_the_model():
+    """Without torch: every variable of s3d_torchvision has exactly one state-dict key."""
+    from d3d_tf import models
+
+    net = models.build_classifier("s3d_torchvision", num_classes=3, input_shape=(16, 32, 32, 3))
+    paths = {w.path for w in net.weights}
+    mapped = {}
+    for prefix, layer in torch_s3d.module_table().items():
+        leaves = (
+            ("weight", "bias", "running_mean", "running_var")
+            if layer.endswith("BatchNorm")
+            else (("weight", "bias") if layer.startswith("Logits") else ("weight",))
+        )
+        for leaf in leaves:
+            mapped[f"{prefix}.{leaf}"] = torch_s3d.keras_variable(f"{prefix}.{leaf}")[0]
+    assert sorted(mapped.values()) == sorted(paths)
+    assert torch_s3d.keras_variable("features.5.branch1.0.1.num_batches_tracked") is None
+    with pytest.raises(torch_s3d.StateDictError, match="features.99.weight"):
+        torch_s3d.keras_variable("features.99.weight")
+
+
+# Runs in its own process: importing torchvision (its triton dependency) after TensorFlow
+# crashes the interpreter, so the PyTorch side never shares a process with TF here.
+_TORCH_REFERENCE = """
+import sys
+import numpy as np
+import torch
+from torchvision.models.video import s3d
+
+out, classes, t, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+torch.manual_seed(0)
+net = s3d(num_classes=classes)
+with torch.no_grad():
+    for m in net.modules():
+        # He-initialized convs keep activations O(1) through the 30 layers, so that padding
+        # or layout mistakes show in the outputs; random batch-norm statistics test inference.
+        if isinstance(m, torch.nn.Conv3d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.uniform_(-0.2, 0.2)
+    net.classifier[1].weight.mul_(0.03)  # logits of order 1
+net.eval()
+torch.save(net.state_dict(), out + "/s3d.pth")
+clip = np.random.default_rng(3).normal(0, 1, (1, t, size, size, 3)).astype(np.float32)
+with torch.no_grad():  # NDHWC -> NCDHW, and the features back to NDHWC
+    x = torch.from_numpy(clip.transpose(0, 4, 1, 2, 3).copy())
+    logits = net(x).numpy()
+    features = net.features(x).numpy().transpose(0, 2, 3, 4, 1)
+np.save(out + "/clip.npy", clip)
+np.save(out + "/logits.npy", logits)
+np.save(out + "/mixed_5c.npy", features)
+"""
+
+
+def test_torchvision_s3d_matches(tmp_path):
+    pytest.importorskip("torch", reason="torch is not installed (optional extra `torch`)")
+    if importlib.util.find_spec("torchvision") is None:
+        pytest.skip("torchvision is not installed (needed only by this test)")
+    # torchvision's head needs >= 7x7 after /32 and >= 2 frames after /8: 16 x 224 x 224.
+    t, size = 16, 224
+    cmd = [sys.executable, "-c", _TORCH_REFERENCE, str(tmp_path), str(CLASSES), str(t), str(size)]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    model = torch_s3d.import_state_dict(
+        torch_s3d.read_state_dict(str(tmp_path / "s3d.pth")),
+        num_classes=CLASSES,
+        input_shape=(t, size, size, 3),
+        log=lambda *a: None,
+    )
+    clip, want = np.load(tmp_path / "clip.npy"), np.load(tmp_path / "logits.npy")
+    want_5c = np.load(tmp_path / "mixed_5c.npy")
+    both = keras.Model(model.inputs[0], [model.output, model.get_layer("Mixed_5c.concat").output])
+    got, got_5c = (y.numpy() for y in both(clip, training=False))
+    diff = np.abs(got - want).max()
+    diff_5c = np.abs(got_5c - want_5c).max() / np.abs(want_5c).max()
+    print(
+        f"torchvision S3D vs s3d_torchvision, input {clip.shape}: logits max abs diff "
+        f"{diff:.3g} (logits std {np.std(want):.3g}); Mixed_5c max diff / max {diff_5c:.3g}"
+    )
+    assert diff < 1e-4, diff
+    assert diff_5c < 1e-5, diff_5c
+    assert np.std(want) > 0.1 and np.std(want_5c) > 0.1
