@@ -21,5 +21,9 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8,<10", "ruff>=0.6"],
+        # Only `python -m d3d_tf.convert_weights --from=torchvision` needs torch (a CPU build
+        # is enough); torchvision only for its equivalence test.
+        "torch": ["torch>=2.1"],
+        "torchvision": ["torch>=2.1", "torchvision>=0.16"],
     },
 )
