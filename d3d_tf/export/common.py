@@ -118,12 +118,12 @@ def write_model_card(directory: str, spec: saving.ModelSpec, *, model_dir: str,
         json.dump(card, f, indent=2)
     lines = [
         f"# {spec.name} ({fmt})", "",
-        f"- Classes: {spec.num_classes} ({', '.join(card['classes'][:20])}"
-        f"{', ...' if spec.num_classes > 20 else ''})",
+        (f"- Classes: {spec.num_classes} ({', '.join(card['classes'][:20])}"
+         f"{', ...' if spec.num_classes > 20 else ''})"),
         f"- Input: uint8 RGB `[batch, {t}, {h}, {w}, 3]` (frames, height, width, channels)",
         f"- Normalization (inside the graph): {normalization_text(spec.input_range)}",
-        f"- Backbone: {spec.name}, depth_multiplier {spec.config.get('depth_multiplier')}, "
-        f"head {spec.config.get('head')}",
+        (f"- Backbone: {spec.name}, depth_multiplier {spec.config.get('depth_multiplier')}, "
+         f"head {spec.config.get('head')}"),
         f"- Source checkpoint: `{card['source_checkpoint']}`" + (
             f" (from {spec.source})" if spec.source else ""),
     ]
