@@ -115,6 +115,8 @@ def _write_tflite_saved_model(model: keras.Model, spec, path: str) -> None:
         logits = model(common.normalize(frames, spec.input_range), training=False)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
 
+    # ExportArchive rather than saved_model.write_module: with a plain tf.Module the converter
+    # keeps Keras variables as READ_VARIABLE ops that fail at run time instead of constants.
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(name="serving_default", fn=serve,
