@@ -189,3 +189,21 @@ def test_latency_measure_counts_calls():
     assert stats.per_clip_ms == stats.median_ms / 2
     stats = latency.tflite_latency(H.tflite_file("float32"), num_threads=1, warmup=1, runs=2)
     assert stats.min_ms > 0
+
+
+def test_calibration_clips_from_tfrecords(tmp_path):
+    from d3d_tf.data import records
+
+    rng = np.random.default_rng(0)
+    path = str(tmp_path / "val-00000.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for i in range(3):
+            frames = np.repeat(rng.integers(0, 256, (1, 40, 48, 3), dtype=np.uint8), 12, 0)
+            writer.write(records.make_sequence_example(
+                frames, video_id=f"v{i}", label=i).SerializeToString())
+    got = list(tflite.record_clips(str(tmp_path / "val-*.tfrecord"), 2, (8, 32, 32, 3)))
+    assert len(got) == 2
+    assert all(c.dtype == np.uint8 and c.shape == (1, 8, 32, 32, 3) for c in got)
+    assert got[0].std() > 10  # real pixels, not a constant
+    synthetic = list(tflite.synthetic_clips(3, (8, 32, 32, 3)))
+    assert len(synthetic) == 3 and synthetic[0].shape == (1, 8, 32, 32, 3)
