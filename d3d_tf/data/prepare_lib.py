@@ -235,6 +235,9 @@ def prepare(entries: list[VideoEntry], labels: list[str], config: PrepareConfig,
     """
     config.validate()
     start = time.monotonic()
+    # TensorFlow (for writing) is imported here, before the workers start, not when the first
+    # video is done: otherwise the import delays the first shard and finished videos pile up.
+    from d3d_tf.data import records  # noqa: F401
     chosen = [e for e in entries if e.split == config.split]
     if not chosen:
         splits = sorted({e.split for e in entries})
