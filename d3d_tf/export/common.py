@@ -1,0 +1,138 @@
+"""What every export format shares: finding the model directory, rebuilding the classifier at
+the export clip size, and turning uint8 frames into the network's input range.
+
+Exports serve RGB classifiers only (the paper's point: no optical flow at inference).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from d3d_tf.models import saving
+
+LABELS_FILE = "labels.txt"
+MODEL_CARD_JSON = "model_card.json"
+MODEL_CARD_MD = "model_card.md"
+
+
+def resolve_model_dir(path: str) -> str:
+    """`path` itself if it is a model directory, else `path/model` (a training run directory).
+
+    Raises FileNotFoundError naming `path` when neither holds a `model.json`.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--checkpoint {path}: no such file or directory")
+    for candidate in (path, os.path.join(path, "model")):
+        if os.path.isfile(os.path.join(candidate, saving.SPEC_FILE)):
+            return candidate
+    raise FileNotFoundError(
+        f"{path} is neither a model directory (no {saving.SPEC_FILE}) nor a training run "
+        f"directory (no model/{saving.SPEC_FILE})"
+    )
+
+
+def load_for_export(path: str, *, frames: int | None = None, size: int | None = None,
+                    pooling: str = "3d") -> tuple[keras.Model, saving.ModelSpec, str]:
+    """Rebuilds the classifier of a model (or run) directory for inference.
+
+    frames, size: clip length T and square side H = W in pixels; default: the spec's
+      input_shape. The network is fully convolutional, so weights load at any size (the slim
+      head's pool kernel shrinks to the input).
+    pooling: `3d`, or `2d` for TFLite (no MAX_POOL_3D / AVG_POOL_3D ops).
+    Returns (model, spec with the export input_shape, resolved model directory). Dropout is a
+    no-op because every export calls the model with training=False.
+    """
+    model_dir = resolve_model_dir(path)
+    spec = saving.load_spec(model_dir)
+    if spec.modality != "rgb":
+        raise ValueError(f"{model_dir}: only RGB models can be exported, this one is "
+                         f"{spec.modality!r}")
+    t, h, w, c = spec.input_shape
+    t = frames or t
+    h = size or h
+    w = size or w
+    if None in (t, h, w):
+        raise ValueError(f"{model_dir}: the spec's input_shape {spec.input_shape} leaves the "
+                         f"clip size open; pass --frames and --size")
+    spec = dataclasses.replace(spec, input_shape=(int(t), int(h), int(w), int(c)))
+    model = spec.build(pooling=pooling)
+    saving.load_weights(model, os.path.join(model_dir, saving.WEIGHTS_FILE))
+    return model, spec, model_dir
+
+
+def labels_of(spec: saving.ModelSpec) -> list[str]:
+    """The spec's class names, or `class_0` ... when the model directory has none."""
+    return list(spec.labels) if spec.labels else [f"class_{i}" for i in range(spec.num_classes)]
+
+
+def normalize(frames_uint8: tf.Tensor, input_range: str) -> tf.Tensor:
+    """uint8 frames [..., 3] in 0..255 -> float32 in `input_range` (`[-1,1]` or `[0,1]`)."""
+    x = tf.cast(frames_uint8, tf.float32)
+    if input_range == "[-1,1]":
+        return x / 127.5 - 1.0
+    if input_range == "[0,1]":
+        return x / 255.0
+    raise ValueError(f"unknown input_range {input_range!r}")
+
+
+def normalization_text(input_range: str) -> str:
+    return {"[-1,1]": "x / 127.5 - 1 (uint8 -> [-1, 1])",
+            "[0,1]": "x / 255 (uint8 -> [0, 1])"}[input_range]
+
+
+def write_labels(path: str, labels: list[str]) -> None:
+    with open(path, "w") as f:
+        f.write("".join(f"{name}\n" for name in labels))
+
+
+def read_labels(path: str) -> list[str]:
+    with open(path) as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def write_model_card(directory: str, spec: saving.ModelSpec, *, model_dir: str,
+                     fmt: str, extra: dict | None = None) -> dict:
+    """Writes `model_card.json` and `model_card.md` into `directory`; returns the card dict."""
+    t, h, w, c = spec.input_shape
+    card = {
+        "model": spec.name,
+        "format": fmt,
+        "num_classes": spec.num_classes,
+        "classes": labels_of(spec),
+        "input": {"frames": t, "height": h, "width": w, "channels": c, "dtype": "uint8",
+                  "layout": "[batch, frames, height, width, 3] RGB"},
+        "normalization": {"input_range": spec.input_range,
+                          "in_graph": normalization_text(spec.input_range)},
+        "config": spec.config,
+        "source_checkpoint": os.path.abspath(model_dir),
+        "source": spec.source,
+        "metrics": dict(spec.metrics),
+        **(extra or {}),
+    }
+    with open(os.path.join(directory, MODEL_CARD_JSON), "w") as f:
+        json.dump(card, f, indent=2)
+    lines = [
+        f"# {spec.name} ({fmt})", "",
+        (f"- Classes: {spec.num_classes} ({', '.join(card['classes'][:20])}"
+         f"{', ...' if spec.num_classes > 20 else ''})"),
+        f"- Input: uint8 RGB `[batch, {t}, {h}, {w}, 3]` (frames, height, width, channels)",
+        f"- Normalization (inside the graph): {normalization_text(spec.input_range)}",
+        (f"- Backbone: {spec.name}, depth_multiplier {spec.config.get('depth_multiplier')}, "
+         f"head {spec.config.get('head')}"),
+        f"- Source checkpoint: `{card['source_checkpoint']}`" + (
+            f" (from {spec.source})" if spec.source else ""),
+    ]
+    if spec.metrics:
+        lines.append("- Metrics: " + ", ".join(f"{k} = {v}" for k, v in spec.metrics.items()))
+    else:
+        lines.append("- Metrics: none recorded in model.json")
+    for key, value in (extra or {}).items():
+        lines.append(f"- {key}: {value}")
+    with open(os.path.join(directory, MODEL_CARD_MD), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return card

@@ -1,0 +1,166 @@
+"""SavedModel export for TF Serving.
+
+Layout written by `export_saved_model` (the TF Serving model base path is `<out>/<model_name>`):
+
+    <out>/<model_name>/<version>/saved_model.pb, variables/, assets.extra/labels.txt
+    <out>/<model_name>/labels.txt, model_card.json, model_card.md
+
+Signature `serving_default`:
+    input   frames                uint8   [batch, T, H, W, 3]   RGB, 0..255
+    outputs logits                float32 [batch, K]
+            probabilities         float32 [batch, K]            softmax of logits
+            top_k_indices         int32   [batch, k]            k = min(5, K), best first
+            top_k_scores          float32 [batch, k]
+            top_k_labels          string  [batch, k]            class names baked in
+
+T, H and W are fixed in the signature: a clip of another size is REJECTED by the signature
+(TF reports the expected and the given shape), as is any dtype but uint8 and any rank but 5.
+Resizing belongs to the client, which also has to pick the frames (short-side resize + centre
+crop, as `d3d_tf.predict` does); resizing inside the graph would hide a mismatch between
+training and serving preprocessing. Normalization (`x/127.5 - 1` or `x/255`, the model's
+`input_range`) is inside the graph, so clients send raw pixels.
+
+The graph is built with training=False (batch norm uses moving statistics, dropout is off);
+it holds only the RGB classifier (no teacher, no flow, no optimizer).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+
+import keras
+import tensorflow as tf
+
+from d3d_tf.export import common
+
+SIGNATURE_KEY = "serving_default"
+INPUT_NAME = "frames"
+OUTPUT_NAMES = ("logits", "probabilities", "top_k_indices", "top_k_scores", "top_k_labels")
+
+
+@dataclasses.dataclass
+class SavedModelConfig:
+    """What to export.
+
+    checkpoint: model directory, or a training run directory holding `model/`.
+    out_dir: TF Serving model root; the model goes to `<out_dir>/<model_name>/<version>`.
+    frames, size: clip length T and side H = W in pixels (default: the model's input_shape).
+    model_name: default: the spec's name (e.g. `s3dg`).
+    version: positive integer version directory.
+    top_k: number of top classes returned (capped at the number of classes).
+    overwrite: replace an existing version directory instead of failing.
+    """
+
+    checkpoint: str
+    out_dir: str
+    frames: int | None = None
+    size: int | None = None
+    model_name: str | None = None
+    version: int = 1
+    top_k: int = 5
+    overwrite: bool = False
+
+
+def serving_function(model: keras.Model, spec, *, top_k: int = 5):
+    """The `serving_default` function (see module doc) and its input signature."""
+    t, h, w, _ = spec.input_shape
+    labels = tf.constant(common.labels_of(spec))
+    k = min(top_k, spec.num_classes)
+    input_range = spec.input_range
+
+    def serve(frames):
+        # A loaded signature does not check shapes by itself (a rank-4 or 40x40 clip would
+        # run); EnsureShape fails at run time with "Shape of tensor frames [..] is not
+        # compatible with expected shape [?,T,H,W,3]".
+        frames = tf.ensure_shape(frames, [None, t, h, w, 3])
+        logits = model(common.normalize(frames, input_range), training=False)
+        probabilities = tf.nn.softmax(logits, axis=-1)
+        scores, indices = tf.math.top_k(probabilities, k=k)
+        return {
+            "logits": logits,
+            "probabilities": probabilities,
+            "top_k_indices": indices,
+            "top_k_scores": scores,
+            "top_k_labels": tf.gather(labels, indices),
+        }
+
+    signature = [tf.TensorSpec([None, t, h, w, 3], tf.uint8, name=INPUT_NAME)]
+    return serve, signature
+
+
+class _ServingModule(tf.Module):
+    """Tracks the model's variables once. (keras.export.ExportArchive stores every variable
+    twice, under `variables` and `_all_variables`: twice the size on disk.)"""
+
+    def __init__(self, model: keras.Model, fn, input_signature):
+        super().__init__()
+        self.model = model
+        self.serve = tf.function(fn, input_signature=input_signature)
+
+
+def write_module(model: keras.Model, fn, input_signature, path: str) -> None:
+    """Writes a SavedModel whose `serving_default` signature is `fn(frames)`."""
+    module = _ServingModule(model, fn, input_signature)
+    tf.saved_model.save(module, path, signatures={SIGNATURE_KEY: module.serve})
+
+
+def write_saved_model(model: keras.Model, spec, path: str, *, top_k: int = 5) -> None:
+    """Writes the SavedModel (signature in the module doc) of `model` to `path`."""
+    serve, signature = serving_function(model, spec, top_k=top_k)
+    write_module(model, serve, signature, path)
+
+
+def export_saved_model(config: SavedModelConfig) -> str:
+    """Exports a model directory as a TF Serving SavedModel; returns the version directory."""
+    if config.version < 1:
+        raise ValueError(f"--version must be a positive integer, got {config.version}")
+    model, spec, model_dir = common.load_for_export(
+        config.checkpoint, frames=config.frames, size=config.size)
+    name = config.model_name or spec.name
+    base = os.path.join(config.out_dir, name)
+    final = os.path.join(base, str(config.version))
+    if os.path.exists(final):
+        if not config.overwrite:
+            raise FileExistsError(f"{final} exists; pick another --version or pass --overwrite")
+        shutil.rmtree(final)
+    os.makedirs(base, exist_ok=True)
+    # Written under a non-numeric name then renamed: TF Serving watches `base` and must never
+    # load a half-written version.
+    tmp = os.path.join(base, f".tmp-{config.version}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_saved_model(model, spec, tmp, top_k=config.top_k)
+    labels = common.labels_of(spec)
+    os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+    common.write_labels(os.path.join(tmp, "assets.extra", common.LABELS_FILE), labels)
+    os.replace(tmp, final)
+    common.write_labels(os.path.join(base, common.LABELS_FILE), labels)
+    t, h, w, _ = spec.input_shape
+    common.write_model_card(base, spec, model_dir=model_dir, fmt="TF SavedModel", extra={
+        "signature": f"{SIGNATURE_KEY}: frames uint8 [batch, {t}, {h}, {w}, 3] -> "
+                     + ", ".join(OUTPUT_NAMES),
+        "version": config.version,
+    })
+    return final
+
+
+def find_saved_model(path: str) -> str:
+    """`path` if it holds saved_model.pb, else its highest numeric version subdirectory."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    if os.path.isdir(path):
+        versions = [d for d in os.listdir(path) if d.isdigit()
+                    and os.path.isfile(os.path.join(path, d, "saved_model.pb"))]
+        if versions:
+            return os.path.join(path, max(versions, key=int))
+    raise FileNotFoundError(f"{path}: no saved_model.pb here nor in a numeric version "
+                            f"subdirectory")
+
+
+def saved_model_labels(path: str) -> list[str] | None:
+    """Class names stored with a SavedModel version directory (None if there are none)."""
+    for candidate in (os.path.join(path, "assets.extra", common.LABELS_FILE),
+                      os.path.join(os.path.dirname(os.path.abspath(path)), common.LABELS_FILE)):
+        if os.path.isfile(candidate):
+            return common.read_labels(candidate)
+    return None

@@ -1,0 +1,235 @@
+"""TFLite export with builtin ops only, and an op-list check.
+
+The model is rebuilt with `pooling="2d"`: TFLite has no MAX_POOL_3D / AVG_POOL_3D builtin, so
+the 3D pools are expressed as 2D pools over reshaped tensors (exact for max pooling). The
+converter is restricted to builtin op sets, and the produced flatbuffer is parsed and rejected
+(`TFLiteOpsError`) if it holds any Select TF op (`Flex...`) or custom op.
+
+Model interface (batch fixed to 1, static shapes are what mobile delegates want):
+    input   frames         uint8   [1, T, H, W, 3]   RGB 0..255, normalized inside the model
+    outputs logits         float32 [1, K]
+            probabilities  float32 [1, K]
+uint8 input keeps the device code trivial (camera frames go in as they are) and makes the
+normalization part of the model, so it cannot be forgotten or done with the wrong range.
+
+Variants (`quantize`):
+    float32       plain conversion
+    float16       weights stored as float16 (dequantized to float32 at load on CPU)
+    dynamic_int8  weights int8, activations float (dynamic-range quantization)
+    int8          full-integer quantization calibrated on a representative dataset. TFLite's
+                  CONV_3D has no int8 kernel, so the converter runs with TFLITE_BUILTINS_INT8
+                  *and* TFLITE_BUILTINS: every CONV_3D stays float32 between QUANTIZE /
+                  DEQUANTIZE (see `op_counts` of the result); the rest is int8.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+
+import keras
+import numpy as np
+import tensorflow as tf
+from ai_edge_litert import schema_py_generated as schema
+
+from d3d_tf.export import common
+
+QUANTIZE_MODES = ("float32", "float16", "dynamic_int8", "int8")
+_BUILTIN_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+
+class TFLiteOpsError(ValueError):
+    """The converted model uses ops outside the TFLite builtin set."""
+
+
+@dataclasses.dataclass
+class TFLiteConfig:
+    """What to convert.
+
+    checkpoint: model directory, or a training run directory holding `model/`.
+    out_dir: directory for `<model_name>_<quantize>.tflite`, labels.txt and the model card.
+    frames, size: clip length T and side H = W in pixels (default: the model's input_shape).
+    quantize: one of QUANTIZE_MODES.
+    calibration_data: TFRecord glob for int8 calibration (eval-mode clips); None = synthetic
+      random clips (fine for tests, poor for accuracy).
+    calibration_clips: number of clips used for int8 calibration.
+    model_name: default: the spec's name.
+    """
+
+    checkpoint: str
+    out_dir: str
+    frames: int | None = None
+    size: int | None = None
+    quantize: str = "float32"
+    calibration_data: str | None = None
+    calibration_clips: int = 16
+    model_name: str | None = None
+
+
+def op_counts(tflite_model: bytes) -> dict[str, int]:
+    """{op name: number of uses} over all subgraphs of a .tflite flatbuffer.
+
+    Builtin ops are named as in the schema (`CONV_3D`, `QUANTIZE`, ...); custom ops (which
+    include Select TF ops, `FlexMaxPool3D` ...) by their custom code.
+    """
+    model = schema.Model.GetRootAsModel(tflite_model, 0)
+    names = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        # Builtin codes above 127 live only in BuiltinCode; the deprecated byte is capped.
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            names.append(code.CustomCode().decode())
+        else:
+            names.append(_BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}"))
+    counts = collections.Counter()
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+        for j in range(graph.OperatorsLength()):
+            counts[names[graph.Operators(j).OpcodeIndex()]] += 1
+    return dict(sorted(counts.items()))
+
+
+def non_builtin_ops(counts: dict[str, int]) -> list[str]:
+    """Names in an `op_counts` result that are not TFLite builtins (Flex or custom ops)."""
+    return [name for name in counts if name not in schema.BuiltinOperator.__dict__]
+
+
+def check_builtin_only(tflite_model: bytes, what: str = "model") -> dict[str, int]:
+    """Returns `op_counts`; raises TFLiteOpsError naming any Select TF / custom op."""
+    counts = op_counts(tflite_model)
+    bad = non_builtin_ops(counts)
+    if bad:
+        raise TFLiteOpsError(f"{what} uses non-builtin ops {bad}: it needs the Flex delegate "
+                             f"or custom kernels, which stock LiteRT does not have")
+    return counts
+
+
+def _write_tflite_saved_model(model: keras.Model, spec, path: str) -> None:
+    """SavedModel with the TFLite interface (module doc), the converter's input."""
+    t, h, w, _ = spec.input_shape
+
+    def serve(frames):
+        logits = model(common.normalize(frames, spec.input_range), training=False)
+        return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
+
+    # ExportArchive rather than saved_model.write_module: with a plain tf.Module the converter
+    # keeps Keras variables as READ_VARIABLE ops that fail at run time instead of constants.
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name="serving_default", fn=serve,
+                         input_signature=[tf.TensorSpec([1, t, h, w, 3], tf.uint8, name="frames")])
+    archive.write_out(path, verbose=False)
+
+
+def synthetic_clips(n: int, shape, seed: int = 0) -> Iterable[np.ndarray]:
+    """`n` random uint8 clips `[1,T,H,W,3]`: smooth moving blobs rather than white noise, so
+    calibration sees image-like activation ranges."""
+    rng = np.random.default_rng(seed)
+    t, h, w, _ = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for _ in range(n):
+        clip = np.empty((t, h, w, 3), np.float32)
+        base = rng.uniform(0, 255, 3)
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        vy, vx = rng.uniform(-2, 2, 2)
+        color = rng.uniform(0, 255, 3)
+        for i in range(t):
+            blob = np.exp(-((yy - cy - vy * i) ** 2 + (xx - cx - vx * i) ** 2) / (0.05 * h * w))
+            clip[i] = base * (1 - blob[..., None]) + color * blob[..., None]
+        clip += rng.normal(0, 8, clip.shape)
+        yield np.clip(clip, 0, 255).astype(np.uint8)[None]
+
+
+def record_clips(file_pattern: str, n: int, shape) -> Iterable[np.ndarray]:
+    """Up to `n` uint8 clips `[1,T,H,W,3]` from TFRecords (eval mode: centre crop, the centre
+    clip of each video, short side resized to H)."""
+    from d3d_tf.data import pipeline
+
+    t, h, _, _ = shape
+    cfg = pipeline.PipelineConfig(file_pattern=file_pattern, num_frames=t, crop_size=h,
+                                  training=False, batch_size=1, num_clips=1,
+                                  resize_short_side=h, rgb_range="[0,1]")
+    for element in pipeline.make_dataset(cfg).take(n):
+        rgb = element["rgb"].numpy()  # [1,T,H,W,3] in [0,1]
+        yield np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
+
+
+def convert(model: keras.Model, spec, *, quantize: str = "float32",
+            representative: Callable[[], Iterable[np.ndarray]] | None = None) -> bytes:
+    """Converts a classifier built with `pooling="2d"` to a builtin-ops-only .tflite.
+
+    representative: for `int8`, a callable returning an iterable of uint8 `[1,T,H,W,3]` clips.
+    Raises TFLiteOpsError if the result holds a Flex or custom op.
+    """
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"--quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    if model.d3d_config.pooling != "2d":
+        raise ValueError("build the model with pooling='2d' for TFLite (no MAX_POOL_3D builtin)")
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_tflite_saved_model(model, spec, tmp)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "dynamic_int8":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        elif quantize == "int8":
+            if representative is None:
+                raise ValueError("int8 quantization needs representative clips")
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([clip] for clip in representative())
+            # BUILTINS as well as BUILTINS_INT8: CONV_3D has no int8 kernel and stays float.
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                                   tf.lite.OpsSet.TFLITE_BUILTINS]
+        flatbuffer = converter.convert()
+    check_builtin_only(flatbuffer, f"{spec.name} ({quantize})")
+    return flatbuffer
+
+
+def export_tflite(config: TFLiteConfig) -> str:
+    """Converts a model directory to `<out_dir>/<model_name>_<quantize>.tflite`; returns its
+    path. Also writes labels.txt and model_card.{json,md} (with the op list) into out_dir."""
+    if config.quantize not in QUANTIZE_MODES:
+        raise ValueError(f"--quantize must be one of {QUANTIZE_MODES}, got {config.quantize!r}")
+    model, spec, model_dir = common.load_for_export(
+        config.checkpoint, frames=config.frames, size=config.size, pooling="2d")
+    if config.calibration_data:
+        def representative():
+            return record_clips(config.calibration_data, config.calibration_clips,
+                                spec.input_shape)
+    else:
+        def representative():
+            return synthetic_clips(config.calibration_clips, spec.input_shape)
+    flatbuffer = convert(model, spec, quantize=config.quantize, representative=representative)
+    os.makedirs(config.out_dir, exist_ok=True)
+    name = config.model_name or spec.name
+    path = os.path.join(config.out_dir, f"{name}_{config.quantize}.tflite")
+    with open(path, "wb") as f:
+        f.write(flatbuffer)
+    common.write_labels(os.path.join(config.out_dir, common.LABELS_FILE), common.labels_of(spec))
+    counts = op_counts(flatbuffer)
+    t, h, w, _ = spec.input_shape
+    extra = {
+        "tflite_file": os.path.basename(path),
+        "quantize": config.quantize,
+        "tflite_interface": f"frames uint8 [1, {t}, {h}, {w}, 3] -> logits, probabilities "
+                            "float32 [1, K]",
+        "tflite_ops": counts,
+    }
+    if config.quantize == "int8":
+        extra["calibration"] = config.calibration_data or "synthetic random clips"
+        extra["int8_caveat"] = ("CONV_3D has no int8 kernel: it runs in float32 between "
+                                "QUANTIZE/DEQUANTIZE")
+    common.write_model_card(config.out_dir, spec, model_dir=model_dir, fmt="TFLite",
+                            extra=extra)
+    return path
+
+
+def tflite_labels(path: str) -> list[str] | None:
+    """Class names written beside a .tflite file (None if there are none)."""
+    candidate = os.path.join(os.path.dirname(os.path.abspath(path)), common.LABELS_FILE)
+    return common.read_labels(candidate) if os.path.isfile(candidate) else None

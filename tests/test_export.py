@@ -1,0 +1,209 @@
+import json
+import os
+import subprocess
+import sys
+
+import export_helpers as H
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from d3d_tf.export import common, latency, saved_model, tflite
+
+BIN = os.path.dirname(sys.executable)
+
+
+def _read(path, mode="r"):
+    with open(path, mode) as f:
+        return f.read()
+
+
+def test_resolve_model_dir_accepts_run_dir_and_names_bad_paths(tmp_path):
+    run_dir = os.path.dirname(H.model_dir())
+    assert common.resolve_model_dir(run_dir) == H.model_dir()
+    assert common.resolve_model_dir(H.model_dir()) == H.model_dir()
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        common.resolve_model_dir(str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="neither a model directory"):
+        common.resolve_model_dir(str(tmp_path))
+
+
+def test_saved_model_layout_and_model_card():
+    version_dir = H.saved_model_version_dir()
+    base = os.path.dirname(version_dir)
+    assert os.path.basename(version_dir) == "3"
+    assert os.path.isfile(os.path.join(version_dir, "saved_model.pb"))
+    assert common.read_labels(os.path.join(base, "labels.txt")) == H.LABELS
+    assert saved_model.saved_model_labels(version_dir) == H.LABELS
+    card = json.loads(_read(os.path.join(base, "model_card.json")))
+    assert card["classes"] == H.LABELS
+    assert card["input"]["frames"] == H.FRAMES and card["input"]["height"] == H.SIZE
+    assert card["normalization"]["input_range"] == "[-1,1]"
+    assert card["metrics"] == {"top1": 0.25}
+    assert card["source_checkpoint"] == os.path.abspath(H.model_dir())
+    assert "top1 = 0.25" in _read(os.path.join(base, "model_card.md"))
+    # Only the numeric version directory is under the base path besides the side files.
+    assert sorted(os.listdir(base)) == ["3", "labels.txt", "model_card.json", "model_card.md"]
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        saved_model.export_saved_model(saved_model.SavedModelConfig(
+            checkpoint=H.model_dir(), out_dir=os.path.dirname(base), model_name="tiny",
+            version=3))
+
+
+def test_saved_model_parity_in_fresh_process():
+    x = H.clips(3)
+    ref = H.keras_probabilities(x)
+    assert np.ptp(ref, axis=0).max() > 0.05, "scores do not depend on the clip"
+    np.save(os.path.join(H.ROOT, "parity_x.npy"), x)
+    script = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        "f = tf.saved_model.load(sys.argv[1]).signatures['serving_default']\n"
+        "out = f(frames=tf.constant(np.load(sys.argv[2])))\n"
+        "np.savez(sys.argv[3], **{k: v.numpy().astype('S') if v.dtype == tf.string\n"
+        "                         else v.numpy() for k, v in out.items()})\n"
+    )
+    result = os.path.join(H.ROOT, "parity_out.npz")
+    proc = subprocess.run([sys.executable, "-c", script, H.saved_model_version_dir(),
+                           os.path.join(H.ROOT, "parity_x.npy"), result],
+                          env=H.env(), capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = np.load(result)
+    assert np.abs(out["probabilities"] - ref).max() <= 1e-4
+    np.testing.assert_allclose(out["probabilities"], tf.nn.softmax(out["logits"]).numpy(),
+                               atol=1e-6)
+    top = np.argsort(-ref, axis=1, kind="stable")[:, :4]
+    np.testing.assert_array_equal(out["top_k_indices"], top)
+    np.testing.assert_allclose(out["top_k_scores"], np.take_along_axis(ref, top, 1), atol=1e-4)
+    assert [[s.decode() for s in row] for row in out["top_k_labels"]] == [
+        [H.LABELS[i] for i in row] for row in top]
+
+
+def test_signature_rejects_wrong_dtype_rank_and_size():
+    fn = tf.saved_model.load(H.saved_model_version_dir()).signatures["serving_default"]
+    x = H.clips(1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a uint8 tensor"):
+        fn(frames=tf.constant(x.astype(np.float32)))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"not compatible with expected shape \[\?,8,32,32,3\]"):
+        fn(frames=tf.constant(x[0]))  # rank 4
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[1,8,40,40,3\] is not"):
+        fn(frames=tf.zeros([1, 8, 40, 40, 3], tf.uint8))  # other H x W: rejected, not resized
+
+
+def test_saved_model_cli_shows_the_documented_signature():
+    proc = subprocess.run([os.path.join(BIN, "saved_model_cli"), "show", "--all", "--dir",
+                           H.saved_model_version_dir()],
+                          env=H.env(), capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = proc.stdout.split("signature_def['serving_default']")[1]
+    assert "inputs['frames'] tensor_info:\n        dtype: DT_UINT8\n        shape: (-1, 8, 32, 32, 3)" in text
+    for name, dtype in [("logits", "DT_FLOAT"), ("probabilities", "DT_FLOAT"),
+                        ("top_k_indices", "DT_INT32"), ("top_k_scores", "DT_FLOAT"),
+                        ("top_k_labels", "DT_STRING")]:
+        shape = "(-1, 4)"
+        assert f"outputs['{name}'] tensor_info:\n        dtype: {dtype}\n        shape: {shape}" \
+            in text, name
+    assert "Method name is: tensorflow/serving/predict" in text
+
+
+def test_tflite_float32_builtin_ops_and_parity():
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = H.tflite_file("float32")
+    ops = tflite.op_counts(_read(path, "rb"))
+    assert tflite.non_builtin_ops(ops) == []
+    assert "CONV_3D" in ops and "MAX_POOL_2D" in ops
+    assert not any("POOL_3D" in name or name.startswith("Flex") for name in ops)
+    runner = Interpreter(model_path=path).get_signature_runner()
+    assert runner.get_input_details()["frames"]["dtype"] == np.uint8
+    x = H.clips(3)
+    ref = H.keras_probabilities(x)
+    got = np.concatenate([runner(frames=c[None])["probabilities"] for c in x])
+    assert np.abs(got - ref).max() <= 1e-4
+    card = json.loads(_read(os.path.join(os.path.dirname(path), "model_card.json")))
+    assert card["tflite_ops"] == ops and card["quantize"] == "float32"
+
+
+def test_op_check_rejects_flex_ops():
+    # A graph with a 3D max pool converted with Select TF ops allowed holds FlexMaxPool3D.
+    @tf.function(input_signature=[tf.TensorSpec([1, 4, 8, 8, 3], tf.float32)])
+    def pool(x):
+        return tf.nn.max_pool3d(x, [1, 2, 2, 2, 1], [1, 2, 2, 2, 1], "SAME")
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [pool.get_concrete_function()], pool)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
+                                           tf.lite.OpsSet.SELECT_TF_OPS]
+    flat = converter.convert()
+    assert "FlexMaxPool3D" in tflite.op_counts(flat)
+    with pytest.raises(tflite.TFLiteOpsError, match="FlexMaxPool3D"):
+        tflite.check_builtin_only(flat)
+
+
+def test_tflite_quantized_variants_builtin_ops_and_top1_agreement():
+    # A shallower network (up to Mixed_3c) keeps the conversions fast; it has every op kind.
+    from ai_edge_litert.interpreter import Interpreter
+
+    from d3d_tf import models
+    from d3d_tf.models import saving
+
+    model = models.build_classifier("s3dg", num_classes=4, input_shape=(8, 32, 32, 3),
+                                    depth_multiplier=0.25, final_endpoint="Mixed_3c",
+                                    pooling="2d")
+    H.informative_weights(model)
+    spec = saving.spec_for(model, name="s3dg")
+    x = H.clips(16, seed=5)
+    ref = tf.nn.softmax(model(tf.constant(x, tf.float32) / 127.5 - 1.0, training=False)).numpy()
+    flat = {q: tflite.convert(model, spec, quantize=q,
+                              representative=lambda: H.clips(8, seed=9)[:, None])
+            for q in tflite.QUANTIZE_MODES}
+    for quantize, buffer in flat.items():
+        ops = tflite.op_counts(buffer)
+        assert tflite.non_builtin_ops(ops) == [], quantize
+        runner = Interpreter(model_content=buffer).get_signature_runner()
+        probs = np.concatenate([runner(frames=c[None])["probabilities"] for c in x])
+        agreement = float((probs.argmax(1) == ref.argmax(1)).mean())
+        print(f"{quantize}: top-1 agreement with Keras float {agreement:.2f} on {len(x)} clips "
+              f"(classes {np.bincount(ref.argmax(1), minlength=4)}), max |dp| "
+              f"{np.abs(probs - ref).max():.4f}, {len(buffer)} bytes, ops {ops}")
+        if quantize in ("float32", "float16"):
+            assert np.abs(probs - ref).max() <= 1e-2
+        assert agreement >= 0.5  # random weights, synthetic clips: a loose sanity bound
+    # CONV_3D has no int8 kernel: it stays float between QUANTIZE / DEQUANTIZE.
+    ops = tflite.op_counts(flat["int8"])
+    assert ops["QUANTIZE"] > 0 and ops["DEQUANTIZE"] > 0 and ops["CONV_3D"] > 0
+    assert len(flat["float16"]) < 0.6 * len(flat["float32"])
+
+
+def test_tflite_rejects_3d_pooling_model():
+    model, spec, _ = common.load_for_export(H.model_dir())
+    with pytest.raises(ValueError, match="pooling='2d'"):
+        tflite.convert(model, spec)
+
+
+def test_latency_measure_counts_calls():
+    calls = []
+    stats = latency.measure(lambda: calls.append(1), warmup=2, runs=5, batch=2)
+    assert len(calls) == 7 and stats.runs == 5
+    assert 0 <= stats.min_ms <= stats.median_ms <= stats.p90_ms
+    assert stats.per_clip_ms == stats.median_ms / 2
+    stats = latency.tflite_latency(H.tflite_file("float32"), num_threads=1, warmup=1, runs=2)
+    assert stats.min_ms > 0
+
+
+def test_calibration_clips_from_tfrecords(tmp_path):
+    from d3d_tf.data import records
+
+    rng = np.random.default_rng(0)
+    path = str(tmp_path / "val-00000.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for i in range(3):
+            frames = np.repeat(rng.integers(0, 256, (1, 40, 48, 3), dtype=np.uint8), 12, 0)
+            writer.write(records.make_sequence_example(
+                frames, video_id=f"v{i}", label=i).SerializeToString())
+    got = list(tflite.record_clips(str(tmp_path / "val-*.tfrecord"), 2, (8, 32, 32, 3)))
+    assert len(got) == 2
+    assert all(c.dtype == np.uint8 and c.shape == (1, 8, 32, 32, 3) for c in got)
+    assert got[0].std() > 10  # real pixels, not a constant
+    synthetic = list(tflite.synthetic_clips(3, (8, 32, 32, 3)))
+    assert len(synthetic) == 3 and synthetic[0].shape == (1, 8, 32, 32, 3)
