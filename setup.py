@@ -24,6 +24,8 @@ setup(
         # Only `python -m d3d_tf.convert_weights --from=torchvision` needs torch (a CPU build
         # is enough); torchvision only for its equivalence test.
         "torch": ["torch>=2.1"],
+        # gRPC client of export/grpc_client.py; keep in step with the tensorflow version.
+        "serving": ["tensorflow-serving-api>=2.21,<2.22"],
         "torchvision": ["torch>=2.1", "torchvision>=0.16"],
     },
 )
