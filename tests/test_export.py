@@ -112,7 +112,8 @@ def test_tflite_float32_builtin_ops_and_parity():
     path = H.tflite_file("float32")
     ops = tflite.op_counts(_read(path, "rb"))
     assert tflite.non_builtin_ops(ops) == []
-    assert "CONV_3D" in ops and "MAX_POOL_2D" in ops
+    # Every conv lowered to CONV_2D (conv_impl="2d_all"): no 3D op left for the device.
+    assert "CONV_2D" in ops and "MAX_POOL_2D" in ops and "CONV_3D" not in ops
     assert not any("POOL_3D" in name or name.startswith("Flex") for name in ops)
     runner = Interpreter(model_path=path).get_signature_runner()
     assert runner.get_input_details()["frames"]["dtype"] == np.uint8
@@ -149,7 +150,7 @@ def test_tflite_quantized_variants_builtin_ops_and_top1_agreement():
 
     model = models.build_classifier("s3dg", num_classes=4, input_shape=(8, 32, 32, 3),
                                     depth_multiplier=0.25, final_endpoint="Mixed_3c",
-                                    pooling="2d")
+                                    pooling="2d", conv_impl="2d_all")
     H.informative_weights(model)
     spec = saving.spec_for(model, name="s3dg")
     x = H.clips(16, seed=5)
@@ -169,9 +170,9 @@ def test_tflite_quantized_variants_builtin_ops_and_top1_agreement():
         if quantize in ("float32", "float16"):
             assert np.abs(probs - ref).max() <= 1e-2
         assert agreement >= 0.5  # random weights, synthetic clips: a loose sanity bound
-    # CONV_3D has no int8 kernel: it stays float between QUANTIZE / DEQUANTIZE.
+    # All convs are CONV_2D, so full-integer int8 quantizes them: no float conv is left.
     ops = tflite.op_counts(flat["int8"])
-    assert ops["QUANTIZE"] > 0 and ops["DEQUANTIZE"] > 0 and ops["CONV_3D"] > 0
+    assert ops["QUANTIZE"] > 0 and ops["CONV_2D"] > 0 and "CONV_3D" not in ops
     assert len(flat["float16"]) < 0.6 * len(flat["float32"])
 
 

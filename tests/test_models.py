@@ -386,3 +386,23 @@ def test_fused_batch_norm_matches_keras_batch_norm():
                                (x - np.asarray(ours.moving_mean))
                                / np.sqrt(np.asarray(ours.moving_variance) + 1e-3) + beta,
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("frames", [7, 8, 9])
+@pytest.mark.parametrize(
+    "kernel,strides,padding",
+    [((3, 7, 7), (2, 2, 2), "same"), ((7, 7, 7), (2, 2, 2), "same"),
+     ((3, 3, 3), (1, 1, 1), "same"), ((3, 7, 7), (2, 2, 2), "valid"),
+     ((1, 3, 3), (1, 2, 2), "same"), ((3, 1, 1), (2, 1, 1), "same")],
+)
+def test_conv3d_as_2d_equals_conv3d(frames, kernel, strides, padding):
+    """Every lowering (per-frame, temporal, sum over shifted frames) equals tf.nn.conv3d."""
+    x = np.random.default_rng(7).normal(size=(2, frames, 20, 21, 3)).astype("float32")
+    ref = L.Conv3D(5, kernel, strides=strides, padding=padding, impl="3d")
+    low = L.Conv3D(5, kernel, strides=strides, padding=padding, impl="2d_all")
+    ref.build(x.shape)
+    low.build(x.shape)
+    low.set_weights(ref.get_weights())
+    want, got = np.asarray(ref(x)), np.asarray(low(x))
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -37,13 +37,15 @@ def resolve_model_dir(path: str) -> str:
 
 
 def load_for_export(path: str, *, frames: int | None = None, size: int | None = None,
-                    pooling: str = "3d") -> tuple[keras.Model, saving.ModelSpec, str]:
+                    pooling: str = "3d", conv_impl: str | None = None,
+                    ) -> tuple[keras.Model, saving.ModelSpec, str]:
     """Rebuilds the classifier of a model (or run) directory for inference.
 
     frames, size: clip length T and square side H = W in pixels; default: the spec's
       input_shape. The network is fully convolutional, so weights load at any size (the slim
       head's pool kernel shrinks to the input).
     pooling: `3d`, or `2d` for TFLite (no MAX_POOL_3D / AVG_POOL_3D ops).
+    conv_impl: None keeps the spec's; `2d_all` for TFLite lowers every conv to CONV_2D.
     Returns (model, spec with the export input_shape, resolved model directory). Dropout is a
     no-op because every export calls the model with training=False.
     """
@@ -60,7 +62,10 @@ def load_for_export(path: str, *, frames: int | None = None, size: int | None = 
         raise ValueError(f"{model_dir}: the spec's input_shape {spec.input_shape} leaves the "
                          f"clip size open; pass --frames and --size")
     spec = dataclasses.replace(spec, input_shape=(int(t), int(h), int(w), int(c)))
-    model = spec.build(pooling=pooling)
+    overrides = {"pooling": pooling}
+    if conv_impl is not None:
+        overrides["conv_impl"] = conv_impl
+    model = spec.build(**overrides)
     saving.load_weights(model, os.path.join(model_dir, saving.WEIGHTS_FILE))
     return model, spec, model_dir
 

@@ -1,7 +1,10 @@
 """TFLite export with builtin ops only, and an op-list check.
 
 The model is rebuilt with `pooling="2d"`: TFLite has no MAX_POOL_3D / AVG_POOL_3D builtin, so
-the 3D pools are expressed as 2D pools over reshaped tensors (exact for max pooling). The
+the 3D pools are expressed as 2D pools over reshaped tensors (exact for max pooling); and with
+`conv_impl="2d_all"`: every conv becomes CONV_2D (`[1,k,k]` per frame, `[t,1,1]` over time,
+the full `[3,7,7]` stem as a sum of 2D convs over shifted frames), because TFLite's CONV_3D is
+float-only and outside XNNPACK. The exported model therefore has no 3D op at all. The
 converter is restricted to builtin op sets, and the produced flatbuffer is parsed and rejected
 (`TFLiteOpsError`) if it holds any Select TF op (`Flex...`) or custom op.
 
@@ -16,10 +19,11 @@ Variants (`quantize`):
     float32       plain conversion
     float16       weights stored as float16 (dequantized to float32 at load on CPU)
     dynamic_int8  weights int8, activations float (dynamic-range quantization)
-    int8          full-integer quantization calibrated on a representative dataset. TFLite's
-                  CONV_3D has no int8 kernel, so the converter runs with TFLITE_BUILTINS_INT8
-                  *and* TFLITE_BUILTINS: every CONV_3D stays float32 between QUANTIZE /
-                  DEQUANTIZE (see `op_counts` of the result); the rest is int8.
+    int8          full-integer quantization calibrated on a representative dataset. With every
+                  conv lowered to CONV_2D the convs are int8; the converter still allows
+                  TFLITE_BUILTINS next to TFLITE_BUILTINS_INT8 so that a model built with
+                  CONV_3D (conv_impl="3d") converts too, its CONV_3D left in float32 between
+                  QUANTIZE / DEQUANTIZE (see `op_counts` of the result).
 """
 from __future__ import annotations
 
@@ -196,7 +200,8 @@ def export_tflite(config: TFLiteConfig) -> str:
     if config.quantize not in QUANTIZE_MODES:
         raise ValueError(f"--quantize must be one of {QUANTIZE_MODES}, got {config.quantize!r}")
     model, spec, model_dir = common.load_for_export(
-        config.checkpoint, frames=config.frames, size=config.size, pooling="2d")
+        config.checkpoint, frames=config.frames, size=config.size, pooling="2d",
+        conv_impl="2d_all")
     if config.calibration_data:
         def representative():
             return record_clips(config.calibration_data, config.calibration_clips,

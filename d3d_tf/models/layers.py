@@ -16,7 +16,7 @@ import numpy as np
 from keras import ops
 
 POOLING_MODES = ("3d", "2d")
-CONV_IMPLS = ("3d", "2d")
+CONV_IMPLS = ("3d", "2d", "2d_all")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +60,10 @@ class Conv3D(keras.layers.Conv3D):
     With `impl="2d"` a `[1,kh,kw]` conv with temporal stride 1 runs as a `CONV_2D` over
     `[B*T,H,W,C]`, and a `[kt,1,1]` conv with spatial stride 1 as a `(kt,1)` `CONV_2D` over
     `[B,T,H*W,C]` — the same result (SAME padding is per axis), ~1.4x faster with oneDNN on
-    CPU, and TFLite builtins that XNNPACK accelerates and int8 quantizes. Other kernels (the
-    full 3D stem, I3D's `[3,3,3]`) stay `conv3d`. `impl="3d"` always uses `conv3d`.
+    CPU, and TFLite builtins that XNNPACK accelerates and int8 quantizes. A full `[kt,kh,kw]`
+    kernel (the stem, I3D) stays `conv3d` (2.5x faster on CPU than the alternative), unless
+    `impl="2d_all"`: then it is a sum of `kt` 2D convs over temporally shifted frames (needs a
+    static T), so that a TFLite model has no `CONV_3D` at all. `impl="3d"` always uses `conv3d`.
     """
 
     def __init__(self, *args, impl: str = "2d", **kwargs):
@@ -79,6 +81,8 @@ class Conv3D(keras.layers.Conv3D):
             y = _conv2d_frames(x, self.kernel[0], (sh, sw), self.padding)
         elif kh == 1 and kw == 1 and sh == 1 and sw == 1:
             y = _conv2d_time(x, self.kernel[:, 0], (st, 1), self.padding)
+        elif self.impl == "2d_all" and x.shape[1] is not None:
+            y = _conv3d_as_2d_sum(x, self.kernel, self.strides, self.padding)
         else:
             return super().call(x)
         if self.use_bias:
@@ -109,6 +113,24 @@ def _conv2d_time(x, kernel, strides, padding):
     y = ops.conv(ops.reshape(x, (-1, t, h * w, c)), ops.cast(kernel, x.dtype), strides, padding)
     _, t2, _, c2 = _dims4(y)
     return ops.reshape(y, (-1, t2, h, w, c2))
+
+
+def _conv3d_as_2d_sum(x, kernel, strides, padding):
+    """Full 3D conv as `sum_dt conv2d(frames[st*t' + dt], kernel[dt])` with TF padding rules."""
+    t = _dims(x)[1]
+    kt, st = kernel.shape[0], strides[0]
+    if padding == "same":
+        t_out = -(-t // st)
+        pad = max((t_out - 1) * st + kt - t, 0)
+        x = ops.pad(x, ((0, 0), (pad // 2, pad - pad // 2), (0, 0), (0, 0), (0, 0)))
+    else:
+        t_out = (t - kt) // st + 1
+    y = None
+    for dt in range(kt):
+        frames = x[:, dt : dt + st * (t_out - 1) + 1 : st]  # [B,t_out,H,W,C]
+        term = _conv2d_frames(frames, kernel[dt], strides[1:], padding)
+        y = term if y is None else y + term
+    return y
 
 
 def _dims4(y):
