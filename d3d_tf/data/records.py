@@ -173,7 +173,16 @@ class ShardWriter:
         self.num_records += 1
 
     def close(self) -> None:
+        """Finishes the file and renames it to its final name."""
+        self.close_partial()
+        self.commit()
+
+    def close_partial(self) -> None:
+        """Finishes the temporary file without renaming it (see `commit`)."""
         self._writer.close()
+
+    def commit(self) -> None:
+        """Renames the finished temporary file to the final name (atomic on POSIX)."""
         os.replace(self.tmp_path, self.path)
 
     def abort(self) -> None:

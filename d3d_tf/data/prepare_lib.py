@@ -1,0 +1,368 @@
+"""Videos + labels -> sharded TFRecords (the library behind `python -m d3d_tf.prepare`).
+
+Work is split per video: worker processes decode, compute flow (the expensive part: TV-L1
+takes ~0.85 s per 224x224 pair on two cores) and JPEG/PNG-encode one video each; the parent
+receives the encoded frames in order and writes the shards. Workers import no TensorFlow
+(`codec` uses OpenCV), so they start fast.
+
+Resumable: shard k of split S is written to `.S-0000k-of-0000n.tfrecord.partial` and renamed
+to `S-0000k-of-0000n.tfrecord` only when complete, after its sidecar
+`.prepare/S-0000k-of-0000n.json` (video ids, skipped videos, counts, settings) is written. A
+rerun skips shards that have both, so an interrupted run (even SIGKILL) never leaves a
+truncated shard that looks finished, and the rerun writes each video exactly once. Which
+videos go to which shard is a deterministic function of the inputs and settings.
+
+A video that cannot be read (missing, corrupt, too short for flow) is skipped and reported;
+it never aborts the run. Outputs beside the shards: `labels.txt` (one class a line, line
+index = label id) and `S_info.json` (settings, per-class counts, totals, skipped videos).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import random
+import sys
+import time
+
+from d3d_tf.data.datasets import VideoEntry
+
+FLOW_CHOICES = ("tvl1", "farneback", "none")
+STATE_DIR = ".prepare"
+
+
+class PrepareError(ValueError):
+    """Bad settings or an output folder that does not match them."""
+
+
+@dataclasses.dataclass
+class PrepareConfig:
+    """How to turn videos into TFRecords. Sizes in pixels, rates in frames per second."""
+    out_dir: str
+    split: str = "train"             # which entries (VideoEntry.split) to write
+    flow: str = "tvl1"               # tvl1 | farneback | none
+    fps: float | None = None         # resample to this rate (None: keep the video's rate)
+    short_side: int | None = None    # resize so the short side is this (None: keep)
+    max_frames: int | None = None    # keep at most this many frames (after resampling)
+    num_shards: int = 8
+    workers: int = 0                 # processes; 0 = os.cpu_count(); 1 = in this process
+    jpeg_quality: int = 90
+    shuffle_seed: int = 0            # order of videos across shards (mixes classes)
+    progress_interval_s: float = 10.0  # seconds between progress lines when not a TTY
+
+    def settings(self) -> dict:
+        """What must match between a run and its resumption."""
+        return {"flow": self.flow, "fps": self.fps, "short_side": self.short_side,
+                "max_frames": self.max_frames, "num_shards": self.num_shards,
+                "jpeg_quality": self.jpeg_quality, "shuffle_seed": self.shuffle_seed}
+
+    def validate(self) -> None:
+        if self.flow not in FLOW_CHOICES:
+            raise PrepareError(f"flow must be one of {FLOW_CHOICES}, got {self.flow!r}")
+        if self.num_shards < 1:
+            raise PrepareError(f"num_shards must be >= 1, got {self.num_shards}")
+        if self.workers < 0:
+            raise PrepareError(f"workers must be >= 0, got {self.workers}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise PrepareError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+        for name in ("fps", "short_side", "max_frames"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise PrepareError(f"{name} must be positive, got {value}")
+
+
+@dataclasses.dataclass
+class PrepareSummary:
+    split: str
+    videos_written: int = 0
+    skipped: list = dataclasses.field(default_factory=list)  # [{video_id, path, reason}]
+    frames: int = 0
+    flow_pairs: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    shards_written: int = 0
+    shards_reused: int = 0
+    decode_s: float = 0.0   # summed over videos written in this run (worker time)
+    flow_s: float = 0.0
+    encode_s: float = 0.0
+    write_s: float = 0.0    # parent: building protos and writing
+    videos_this_run: int = 0
+    label_counts: dict = dataclasses.field(default_factory=dict)
+
+    def format(self) -> str:
+        shards = self.shards_written + self.shards_reused
+        lines = [(f"prepare {self.split}: {self.videos_written} videos written, "
+                  f"{len(self.skipped)} skipped, {self.frames} frames, {self.flow_pairs} flow "
+                  f"pairs, {self.bytes / 1e6:.1f} MB in {shards} shards ({self.shards_reused} "
+                  f"reused from an earlier run), {self.seconds:.1f} s")]
+        n = self.videos_this_run
+        if n:
+            lines.append(f"  per video (worker time): decode {self.decode_s / n:.3f} s, flow "
+                         f"{self.flow_s / n:.3f} s, encode {self.encode_s / n:.3f} s; "
+                         f"write {self.write_s / n:.3f} s")
+        for s in self.skipped:
+            lines.append(f"  skipped {s['video_id']} ({s['path']}): {s['reason']}")
+        return "\n".join(lines)
+
+
+def shard_name(split: str, index: int, num_shards: int) -> str:
+    return f"{split}-{index:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def assign_shards(entries: list[VideoEntry], num_shards: int, seed: int = 0
+                  ) -> list[list[VideoEntry]]:
+    """Deterministic video -> shard assignment: a seeded shuffle (so each shard mixes
+    classes), then round robin. Depends only on the entries, num_shards and seed."""
+    order = sorted(entries, key=lambda e: e.video_id)
+    random.Random(seed).shuffle(order)
+    return [order[k::num_shards] for k in range(num_shards)]
+
+
+# ---- worker side (no TensorFlow) ----------------------------------------------------------
+
+def _process_video(task: tuple) -> dict:
+    """Decodes, computes flow and encodes one video. Never raises: failures are reported."""
+    entry, cfg = task
+    from d3d_tf.data import codec, flow, video  # here: keeps worker start light
+    out = {"video_id": entry.video_id, "path": entry.path}
+    try:
+        t0 = time.perf_counter()
+        if not os.path.exists(entry.path):
+            raise video.VideoError(f"{entry.path}: file not found")
+        frames = video.read_video(entry.path, fps=cfg.fps, short_side=cfg.short_side,
+                                  max_frames=cfg.max_frames)
+        fps = cfg.fps or video.probe_video(entry.path).fps
+        t1 = time.perf_counter()
+        flow_images = None
+        if cfg.flow != "none":
+            if len(frames) < 2:
+                raise video.VideoError(f"{entry.path}: only {len(frames)} frame; flow needs 2")
+            flow_q = flow.quantize_flow(flow.compute_flow(frames, method=cfg.flow))
+        t2 = time.perf_counter()
+        if cfg.flow != "none":
+            flow_images = codec.encode_flow_png(flow_q)
+        jpegs = codec.encode_jpeg_frames(frames, cfg.jpeg_quality)
+        t3 = time.perf_counter()
+    except Exception as e:  # noqa: BLE001  (a bad video must never abort the run)
+        reason = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+        out["error"] = reason.replace("\n", " ")
+        return out
+    out.update(jpegs=jpegs, flow_images=flow_images, fps=float(fps), height=frames.shape[1],
+               width=frames.shape[2], decode_s=t1 - t0, flow_s=t2 - t1, encode_s=t3 - t2)
+    return out
+
+
+# ---- parent side ----------------------------------------------------------------------------
+
+class _Progress:
+    """Progress line with rate and ETA on stderr; redraws in place on a TTY, else prints a
+    line every `interval` seconds (so logs of non-interactive runs stay short)."""
+
+    def __init__(self, label: str, total: int, interval: float, stream=None):
+        self.label, self.total, self.interval = label, total, interval
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.start = self.last = time.monotonic()
+        self.done = self.skipped = self.printed = 0
+
+    def update(self, ok: bool, force: bool = False) -> None:
+        self.done += 1
+        self.skipped += 0 if ok else 1
+        now = time.monotonic()
+        if force or now - self.last >= (0.5 if self.tty else self.interval):
+            self.last = now
+            self._print(now)
+            self.printed = self.done
+
+    def _print(self, now: float, end: str = "") -> None:
+        elapsed = now - self.start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+        text = (f"[prepare {self.label}] {self.done}/{self.total} videos, {self.skipped} "
+                f"skipped, {rate:.2f} videos/s, elapsed {_hms(elapsed)}, ETA {_hms(eta)}")
+        if self.tty:
+            self.stream.write("\r" + text + end)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.tty or self.printed != self.done:
+            self._print(time.monotonic(), end="\n")
+
+
+def _hms(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "?"
+    seconds = round(seconds)
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _write_json(path: str, data: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _check_labels_file(out_dir: str, labels: list[str]) -> None:
+    path = os.path.join(out_dir, "labels.txt")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            existing = [line.rstrip("\n") for line in f if line.strip()]
+        if existing != labels:
+            raise PrepareError(f"{path} exists with a different label list ({len(existing)} vs "
+                               f"{len(labels)} classes); label ids would not match between "
+                               f"splits. Use a new --out_dir.")
+    elif labels:
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write("".join(label + "\n" for label in labels))
+        os.replace(path + ".tmp", path)
+
+
+def prepare(entries: list[VideoEntry], labels: list[str], config: PrepareConfig,
+            progress_stream=None) -> PrepareSummary:
+    """Writes the `config.split` entries as `out_dir/{split}-KKKKK-of-NNNNN.tfrecord`.
+
+    Args:
+      entries: videos from a `datasets.read_*` reader; only those with split == config.split
+        are written. Labels not in `labels` raise; label_name None means unlabeled (-1).
+      labels: class names, index = label id.
+    Returns:
+      The summary (also saved as `out_dir/{split}_info.json`).
+    """
+    config.validate()
+    start = time.monotonic()
+    # TensorFlow (for writing) is imported here, before the workers start, not when the first
+    # video is done: otherwise the import delays the first shard and finished videos pile up.
+    from d3d_tf.data import records  # noqa: F401
+    chosen = [e for e in entries if e.split == config.split]
+    if not chosen:
+        splits = sorted({e.split for e in entries})
+        raise PrepareError(f"no videos with split {config.split!r}; the input has {splits}")
+    label_ids = {name: i for i, name in enumerate(labels)}
+    for e in chosen:
+        if e.label_name is not None and e.label_name not in label_ids:
+            raise PrepareError(f"video {e.video_id} ({e.path}) has label {e.label_name!r} "
+                               f"which is not in the label list")
+    os.makedirs(os.path.join(config.out_dir, STATE_DIR), exist_ok=True)
+    _check_labels_file(config.out_dir, labels)
+
+    shards = assign_shards(chosen, config.num_shards, config.shuffle_seed)
+    summary = PrepareSummary(split=config.split)
+    pending = []
+    for k, shard_entries in enumerate(shards):
+        info = _finished_shard_info(config, k)
+        if info is None:
+            pending.append(k)
+        else:
+            summary.shards_reused += 1
+            _add_shard_info(summary, info)
+
+    total = sum(len(shards[k]) for k in pending)
+    progress = _Progress(config.split, total, config.progress_interval_s, progress_stream)
+    tasks = [(e, config) for k in pending for e in shards[k]]
+    results = iter(())
+    pool = None
+    if tasks:
+        workers = min(config.workers or os.cpu_count() or 1, len(tasks))
+        if workers > 1:
+            # spawn, not fork: the parent has TensorFlow's threads running.
+            pool = multiprocessing.get_context("spawn").Pool(workers)
+            results = pool.imap(_process_video, tasks, chunksize=1)
+        else:
+            results = map(_process_video, tasks)
+    try:
+        for k in pending:
+            info = _write_shard(config, k, shards[k], results, label_ids, progress, summary)
+            summary.shards_written += 1
+            _add_shard_info(summary, info)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    if total:
+        progress.finish()
+    summary.seconds = time.monotonic() - start
+    _write_json(os.path.join(config.out_dir, f"{config.split}_info.json"), {
+        "split": config.split, "labels": labels, "settings": config.settings(),
+        "file_pattern": f"{config.split}-*-of-{config.num_shards:05d}.tfrecord",
+        **{k: v for k, v in dataclasses.asdict(summary).items() if k != "split"}})
+    return summary
+
+
+def _state_path(config: PrepareConfig, k: int) -> str:
+    name = shard_name(config.split, k, config.num_shards)
+    return os.path.join(config.out_dir, STATE_DIR, name.replace(".tfrecord", ".json"))
+
+
+def _finished_shard_info(config: PrepareConfig, k: int) -> dict | None:
+    """The sidecar of shard k if the shard is complete, else None (shard must be written)."""
+    shard = os.path.join(config.out_dir, shard_name(config.split, k, config.num_shards))
+    state = _state_path(config, k)
+    if not (os.path.exists(shard) and os.path.exists(state)):
+        return None
+    with open(state, encoding="utf-8") as f:
+        info = json.load(f)
+    if info.get("settings") != config.settings():
+        raise PrepareError(f"{shard} was written with other settings {info.get('settings')} "
+                           f"than now {config.settings()}; use a new --out_dir or delete the "
+                           f"old shards")
+    return info
+
+
+def _add_shard_info(summary: PrepareSummary, info: dict) -> None:
+    summary.videos_written += info["videos"]
+    summary.skipped.extend(info["skipped"])
+    summary.frames += info["frames"]
+    summary.flow_pairs += info["flow_pairs"]
+    summary.bytes += info["bytes"]
+    for name, count in info["label_counts"].items():
+        summary.label_counts[name] = summary.label_counts.get(name, 0) + count
+
+
+def _write_shard(config, k, shard_entries, results, label_ids, progress, summary) -> dict:
+    from d3d_tf.data import records  # here: TF only in the parent
+    path = os.path.join(config.out_dir, shard_name(config.split, k, config.num_shards))
+    info = {"shard": os.path.basename(path), "settings": config.settings(), "videos": 0,
+            "video_ids": [], "skipped": [], "frames": 0, "flow_pairs": 0, "label_counts": {}}
+    writer = records.ShardWriter(path)
+    try:
+        for entry in shard_entries:
+            r = next(results)
+            assert r["video_id"] == entry.video_id, "results out of order"
+            if "error" in r:
+                info["skipped"].append({"video_id": entry.video_id, "path": entry.path,
+                                        "reason": r["error"]})
+                progress.update(ok=False)
+                continue
+            t0 = time.perf_counter()
+            label = -1 if entry.label_name is None else label_ids[entry.label_name]
+            example = records.build_sequence_example(
+                video_id=entry.video_id, label=label, label_name=entry.label_name, fps=r["fps"],
+                height=r["height"], width=r["width"], jpeg_frames=r["jpegs"],
+                flow_images=r["flow_images"])
+            writer.write(example)
+            summary.write_s += time.perf_counter() - t0
+            summary.decode_s += r["decode_s"]
+            summary.flow_s += r["flow_s"]
+            summary.encode_s += r["encode_s"]
+            summary.videos_this_run += 1
+            info["videos"] += 1
+            info["video_ids"].append(entry.video_id)
+            info["frames"] += len(r["jpegs"])
+            info["flow_pairs"] += len(r["flow_images"] or ())
+            name = entry.label_name or ""
+            info["label_counts"][name] = info["label_counts"].get(name, 0) + 1
+            progress.update(ok=True)
+        writer.close_partial()
+    except BaseException:
+        writer.abort()
+        raise
+    info["bytes"] = os.path.getsize(writer.tmp_path)
+    # Sidecar first, then the rename: a final-named shard always has its sidecar.
+    _write_json(_state_path(config, k), info)
+    writer.commit()
+    return info

@@ -1,0 +1,135 @@
+"""Input-pipeline throughput measurement (the library behind `benchmark --mode=data`).
+
+`run_data_benchmark` writes small synthetic TFRecord sets (numpy frames, JPEG / PNG encoded
+exactly as `prepare` stores them) into a folder and times `pipeline.make_dataset` in training
+mode (random window, crop, flip), reporting clips per second after a warm-up.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import cv2
+import numpy as np
+
+from d3d_tf.data import pipeline, records
+
+
+@dataclasses.dataclass
+class DataBenchCase:
+    """One row of the data benchmark. Sizes in frames / pixels."""
+    name: str
+    stored_frames: int        # N frames per stored video
+    stored_height: int        # stored frame size (short side = height)
+    stored_width: int
+    num_frames: int           # T of the clip
+    crop_size: int
+    batch_size: int
+    modalities: tuple[str, ...] = ("rgb",)
+    resize_short_side: int | None = None
+
+
+def default_cases(smoke: bool = False) -> list[DataBenchCase]:
+    """Demo size (16 frames, 64 crop from 80 px) and paper size (64x224^2 from 256 px)."""
+    if smoke:
+        sizes = [("tiny", 8, 40, 53, 4, 32, 2)]
+    else:
+        sizes = [("demo 16x64^2 (80 px stored)", 64, 80, 106, 16, 64, 8),
+                 ("paper 64x224^2 (256 px stored)", 64, 256, 341, 64, 224, 2)]
+    cases = []
+    for name, n, h, w, t, c, b in sizes:
+        for mods in (("rgb",), ("rgb", "flow")):
+            cases.append(DataBenchCase(f"{name} {'+'.join(mods)}", n, h, w, t, c, b, mods))
+    return cases
+
+
+def synthetic_video(num_frames: int, height: int, width: int, rng: np.random.Generator
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """A textured image translating over time: uint8 frames [N,H,W,3] and quantized flow
+    uint8 [N-1,H,W,2]. Smooth texture plus mild noise, so JPEG sizes resemble real video."""
+    base = rng.integers(0, 256, (height // 8 + 2, width // 8 + 2, 3), dtype=np.uint8)
+    big = cv2.resize(base, (width + num_frames * 2, height), interpolation=cv2.INTER_CUBIC)
+    frames = np.stack([big[:, 2 * t:2 * t + width] for t in range(num_frames)])
+    noise = rng.integers(-6, 7, frames.shape, dtype=np.int16)
+    frames = np.clip(frames.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    flow_q = np.full((num_frames - 1, height, width, 2), 128, np.uint8)
+    flow_q[..., 0] = 115  # -2 px in x
+    flow_q[..., 1] += rng.integers(0, 3, flow_q.shape[:-1], dtype=np.uint8)
+    return frames, flow_q
+
+
+def write_synthetic_shards(out_dir: str, case: DataBenchCase, num_videos: int,
+                           num_shards: int = 2, seed: int = 0) -> str:
+    """Writes `num_videos` synthetic videos (with flow) for `case`; returns the glob."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(out_dir, exist_ok=True)
+    writers = [records.ShardWriter(os.path.join(out_dir, f"bench-{k:05d}-of-{num_shards:05d}"
+                                                          f".tfrecord"))
+               for k in range(num_shards)]
+    for i in range(num_videos):
+        frames, flow_q = synthetic_video(case.stored_frames, case.stored_height,
+                                         case.stored_width, rng)
+        writers[i % num_shards].write(records.make_sequence_example(
+            frames, video_id=f"v{i:04d}", label=i % 4, label_name=f"c{i % 4}", flow_q=flow_q))
+    for w in writers:
+        w.close()
+    return os.path.join(out_dir, "bench-*.tfrecord")
+
+
+def measure_clips_per_second(config: pipeline.PipelineConfig, num_batches: int,
+                             warmup_batches: int = 2) -> dict:
+    """Iterates the pipeline; returns clips/s over `num_batches` after `warmup_batches`."""
+    it = iter(pipeline.make_dataset(config))
+    for _ in range(warmup_batches):
+        next(it)
+    clips = 0
+    start = time.perf_counter()
+    for _ in range(num_batches):
+        batch = next(it)
+        clips += int(batch["label"].shape[0])
+    seconds = time.perf_counter() - start
+    return {"clips": clips, "seconds": seconds, "clips_per_s": clips / seconds}
+
+
+def run_data_benchmark(work_dir: str, cases: list[DataBenchCase] | None = None,
+                       num_videos: int = 8, num_batches: int = 10, warmup_batches: int = 2,
+                       log=print) -> list[dict]:
+    """Writes synthetic shards for each stored size and measures every case.
+
+    Returns one dict per case: the case's fields plus clips, seconds, clips_per_s,
+    record_bytes (mean bytes per stored video).
+    """
+    cases = cases if cases is not None else default_cases()
+    results, patterns = [], {}
+    for case in cases:
+        key = (case.stored_frames, case.stored_height, case.stored_width)
+        if key not in patterns:
+            folder = os.path.join(work_dir, "x".join(map(str, key)))
+            t0 = time.perf_counter()
+            patterns[key] = write_synthetic_shards(folder, case, num_videos)
+            size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
+            log(f"wrote {num_videos} synthetic videos {key[0]}x{key[1]}x{key[2]} "
+                f"({size / num_videos / 1e6:.2f} MB each) in {time.perf_counter() - t0:.1f} s")
+            patterns[key] = (patterns[key], size / num_videos)
+        pattern, video_bytes = patterns[key]
+        config = pipeline.PipelineConfig(
+            file_pattern=pattern, num_frames=case.num_frames, crop_size=case.crop_size,
+            training=True, modalities=case.modalities, batch_size=case.batch_size,
+            resize_short_side=case.resize_short_side, shuffle_buffer=num_videos, seed=0)
+        result = measure_clips_per_second(config, num_batches, warmup_batches)
+        result.update(dataclasses.asdict(case), record_bytes=video_bytes)
+        log(f"{case.name}: {result['clips_per_s']:.1f} clips/s")
+        results.append(result)
+    return results
+
+
+def format_table(results: list[dict]) -> str:
+    rows = [("case", "clip", "batch", "clips/s", "ms/clip")]
+    for r in results:
+        rows.append((r["name"], f"{r['num_frames']}x{r['crop_size']}^2", str(r["batch_size"]),
+                     f"{r['clips_per_s']:.1f}", f"{1000 / r['clips_per_s']:.1f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""Videos + annotations -> sharded TFRecords for training and evaluation.
+
+  python -m d3d_tf.prepare --format=ucf101 --annotations=ucfTrainTestlist \
+      --video_dir=UCF-101 --split=train --out_dir=data/ucf101 --flow=tvl1 --num_shards=64
+
+See docs/data_pipeline.md for every input format. Rerunning the same command after an
+interruption skips the finished shards. `--verify=GLOB` checks existing shards instead.
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+from d3d_tf.data import datasets, prepare_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("format", "manifest", list(datasets.FORMATS),
+                  "Input format: kinetics (CSV), ucf101 / hmdb51 (split files), folder "
+                  "(class-per-folder tree), list (unlabeled file list), manifest (synthetic).")
+flags.DEFINE_string("annotations", "", "Kinetics CSV, UCF-101/HMDB-51 split folder, file "
+                    "list, or manifest.csv (unused for --format=folder).")
+flags.DEFINE_string("video_dir", "", "Folder holding the videos (kinetics, ucf101, hmdb51, "
+                    "folder).")
+flags.DEFINE_integer("fold", 1, "UCF-101 / HMDB-51 split number (1, 2 or 3).")
+flags.DEFINE_string("split", "train", "Which split to write (train, test, val, ...); "
+                    "folder and list inputs give every video this split.")
+flags.DEFINE_string("out_dir", None, "Output folder for shards, labels.txt and info JSON.")
+flags.DEFINE_enum("flow", "tvl1", list(prepare_lib.FLOW_CHOICES),
+                  "Optical flow to store: tvl1 (the papers'), farneback (fast, not the "
+                  "papers'), none.")
+flags.DEFINE_float("fps", None, "Resample videos to this frame rate (default: keep).")
+flags.DEFINE_integer("short_side", None, "Resize frames so the short side is this many "
+                     "pixels (default: keep).")
+flags.DEFINE_integer("max_frames", None, "Keep at most this many frames per video.")
+flags.DEFINE_integer("num_shards", 8, "Number of TFRecord shards for this split.")
+flags.DEFINE_integer("workers", 0, "Worker processes (0 = number of CPU cores).")
+flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of stored frames (1-100).")
+flags.DEFINE_string("verify", None, "Instead of preparing: read every shard matching this "
+                    "glob, check it, print its record count and exit.")
+
+
+def main(argv):
+    del argv
+    if FLAGS.verify:
+        from d3d_tf.data import records
+        try:
+            total = records.verify_shards(FLAGS.verify, parse=True)
+        except records.RecordError as e:
+            sys.exit(f"error: {e}")
+        print(f"{FLAGS.verify}: {total} records, all shards readable")
+        return
+    if not FLAGS.out_dir:
+        sys.exit("error: --out_dir is required")
+    try:
+        entries, labels = datasets.read_dataset(
+            FLAGS.format, annotations=FLAGS.annotations, video_dir=FLAGS.video_dir,
+            split=FLAGS.split, fold=FLAGS.fold)
+        config = prepare_lib.PrepareConfig(
+            out_dir=FLAGS.out_dir, split=FLAGS.split, flow=FLAGS.flow, fps=FLAGS.fps,
+            short_side=FLAGS.short_side, max_frames=FLAGS.max_frames,
+            num_shards=FLAGS.num_shards, workers=FLAGS.workers,
+            jpeg_quality=FLAGS.jpeg_quality)
+        summary = prepare_lib.prepare(entries, labels, config)
+    except (datasets.AnnotationError, prepare_lib.PrepareError) as e:
+        sys.exit(f"error: {e}")
+    print(summary.format())
+
+
+if __name__ == "__main__":
+    app.run(main)
