@@ -36,6 +36,9 @@ flags.DEFINE_enum("input_range", D.input_range, ["[-1,1]", "[0,1]"], "RGB scalin
 flags.DEFINE_float("dropout_keep_prob", D.dropout_keep_prob, "Head dropout keep probability.")
 flags.DEFINE_float("weight_decay", D.weight_decay, "L2 weight decay of the conv kernels "
                    "(added to the loss, as in slim S3D-G).")
+flags.DEFINE_float("batch_norm_decay", D.batch_norm_decay, "Decay of the BN moving averages "
+                   "used at evaluation (slim: 0.999; use ~0.9 for runs of a few hundred steps, "
+                   "whose moving averages would otherwise still be near their initial values).")
 flags.DEFINE_float("label_smoothing", D.label_smoothing, "Label smoothing of the CE loss.")
 flags.DEFINE_string("teacher", None, "distill: model directory of the frozen teacher.")
 flags.DEFINE_list("distill_endpoint", list(D.distill_endpoints), "distill: where to match the "
@@ -93,6 +96,7 @@ def config_from_flags() -> trainer.TrainConfig:
         resize_short_side=FLAGS.resize_short_side, min_scale=FLAGS.min_scale,
         modality=FLAGS.modality, input_range=FLAGS.input_range,
         dropout_keep_prob=FLAGS.dropout_keep_prob, weight_decay=FLAGS.weight_decay,
+        batch_norm_decay=FLAGS.batch_norm_decay,
         label_smoothing=FLAGS.label_smoothing, teacher=FLAGS.teacher,
         distill_endpoints=tuple(FLAGS.distill_endpoint),
         distill_weights=tuple(float(w) for w in FLAGS.distill_weight),

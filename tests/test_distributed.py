@@ -1,4 +1,5 @@
 """Distribution strategies and resume, each in its own process (slow-ish: ~1-2 min total)."""
+import glob
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(__file__))
-import train_fixtures  # noqa: E402
+import train_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "tests", "scripts")
@@ -32,7 +33,8 @@ def _result(output: str) -> dict:
 
 def test_mirrored_two_replicas_equals_one_device():
     proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, "mirrored_vs_single.py")],
-                          env=_env(), capture_output=True, text=True, timeout=600)
+                          env=_env(), capture_output=True, text=True, timeout=600,
+                          check=False)
     r = _result(proc.stdout + proc.stderr)
     assert r["replicas"] == 2
     assert r["max_change"] > 1e-3           # the steps did change the weights ...
@@ -52,10 +54,10 @@ def _free_port():
 def test_multi_worker_two_processes_end_identical(tmp_path):
     data = train_fixtures.write_dataset(str(tmp_path / "data"), videos=4, shards=2)
     model_dir = str(tmp_path / "run")
-    cfg = dict(model_dir=model_dir, train_data=data, depth_multiplier=0.25, num_frames=4,
-               crop_size=32, batch_size=4, train_steps=2, checkpoint_every=2, log_every=1,
-               learning_rate=0.05, strategy="multi_worker", seed=1,
-               sync_batch_norm=True)
+    cfg = {"model_dir": model_dir, "train_data": data, "depth_multiplier": 0.25, "num_frames": 4,
+               "crop_size": 32, "batch_size": 4, "train_steps": 2, "checkpoint_every": 2, "log_every": 1,
+               "learning_rate": 0.05, "strategy": "multi_worker", "seed": 1,
+               "sync_batch_norm": True}
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
@@ -106,11 +108,25 @@ def test_sigkill_then_resume_at_saved_step(tmp_path):
     saved = int(latest.rsplit("-", 1)[1])
     assert saved < 40, "the run finished before it could be killed"
     rerun = subprocess.run(args, env=_env(), cwd=ROOT, capture_output=True, text=True,
-                           timeout=600)
+                           timeout=600, check=False)
     log = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0, log[-3000:]
     assert f"at step {saved}" in log and "resumed from" in log
     assert f"step {saved + 1}/40" in log
     assert "step 1/40" not in log
-    spec = json.load(open(os.path.join(model_dir, "model", "model.json")))
+    with open(os.path.join(model_dir, "model", "model.json")) as f:
+        spec = json.load(f)
     assert "step=40" in spec["source"]
+
+
+def test_every_flagfile_parses():
+    files = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.flags"), recursive=True))
+    assert len(files) >= 10
+    proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, "parse_flagfiles.py"), *files],
+                          env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          check=False)
+    parsed = _result(proc.stdout + proc.stderr)
+    assert [p[0] for p in parsed] == files
+    tasks = {os.path.basename(p[0]): p[1] for p in parsed}
+    assert tasks["d3d.flags"] == "distill" and tasks["teacher.flags"] == "classify"
+    assert tasks["finetune_ucf101_split1.flags"] == "finetune"

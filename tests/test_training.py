@@ -8,14 +8,14 @@ import pytest
 import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(__file__))
-import train_fixtures  # noqa: E402
+import train_fixtures
 
-from d3d_tf import models  # noqa: E402
-from d3d_tf.models import saving  # noqa: E402
-from d3d_tf.training import losses, tasks, trainer  # noqa: E402
+from d3d_tf import models
+from d3d_tf.models import saving
+from d3d_tf.training import losses, tasks, trainer
 
 T, S, K = 4, 32, 4
-TINY = dict(num_classes=K, depth_multiplier=0.25, dropout_keep_prob=1.0)
+TINY = {"num_classes": K, "depth_multiplier": 0.25, "dropout_keep_prob": 1.0}
 # A short network (up to Mixed_3c) keeps graph tracing, the bulk of these tests' time, small.
 SHORT = dict(TINY, final_endpoint="Mixed_3c")
 
@@ -127,8 +127,8 @@ def test_finetune_init_and_freeze(tmp_path):
 
 def _config(tmp_path, **kw):
     data = train_fixtures.write_dataset(str(tmp_path / "data"), videos=4)
-    base = dict(model_dir=str(tmp_path / "run"), train_data=data, depth_multiplier=0.25,
-                num_frames=T, crop_size=S, batch_size=2, train_steps=2)
+    base = {"model_dir": str(tmp_path / "run"), "train_data": data, "depth_multiplier": 0.25,
+                "num_frames": T, "crop_size": S, "batch_size": 2, "train_steps": 2}
     return trainer.TrainConfig(**{**base, **kw})
 
 

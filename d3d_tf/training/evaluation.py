@@ -103,7 +103,7 @@ def accuracy_metrics(p: Predictions, num_classes: int | None = None) -> dict:
     top5 = np.any(ranked[:, :5] == labels[:, None], axis=1)
     per_class = [float(np.mean(top1[labels == c])) if np.any(labels == c) else float("nan")
                  for c in range(k)]
-    return {"count": int(len(labels)), "top1": float(np.mean(top1)),
+    return {"count": len(labels), "top1": float(np.mean(top1)),
             "top5": float(np.mean(top5)),
             "mean_class_accuracy": float(np.nanmean(per_class)), "per_class": per_class}
 
@@ -210,14 +210,14 @@ def write_report(out_dir: str, results: dict[str, dict], names: list[str]) -> No
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
-    lines = ["# Evaluation", "", "| model | clips | clip top-1 | clip top-5 | videos | "
-             "video top-1 | video top-5 | video mean class acc. |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["# Evaluation", "", ("| model | clips | clip top-1 | clip top-5 | videos | "
+             "video top-1 | video top-5 | video mean class acc. |"), "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         c, v = r["clip"], r["video"]
         lines.append(f"| {name} | {c['count']} | {100 * c['top1']:.2f} | {100 * c['top5']:.2f} | "
                      f"{v['count']} | {100 * v['top1']:.2f} | {100 * v['top5']:.2f} | "
                      f"{100 * v['mean_class_accuracy']:.2f} |")
-    lines += ["", f"{len(names)} classes. Video level = mean of clip softmaxes per video_id. "
-              "Per-class accuracies: per_class.csv; plots: *.png."]
+    lines += ["", (f"{len(names)} classes. Video level = mean of clip softmaxes per video_id. "
+              "Per-class accuracies: per_class.csv; plots: *.png.")]
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

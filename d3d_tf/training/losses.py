@@ -47,11 +47,11 @@ def distillation_mse(student, teacher):
     """
     student = tf.cast(student, tf.float32)
     teacher = tf.stop_gradient(tf.cast(teacher, tf.float32))
-    if student.shape.rank is not None and teacher.shape.rank is not None:
-        if student.shape[1:].is_fully_defined() and teacher.shape[1:].is_fully_defined() and \
-                student.shape[1:] != teacher.shape[1:]:
-            raise ValueError(f"distillation: student output {student.shape} and teacher output "
-                             f"{teacher.shape} differ in shape")
+    if student.shape.rank is not None and teacher.shape.rank is not None and \
+            student.shape[1:].is_fully_defined() and teacher.shape[1:].is_fully_defined() and \
+            student.shape[1:] != teacher.shape[1:]:
+        raise ValueError(f"distillation: student output {student.shape} and teacher output "
+                         f"{teacher.shape} differ in shape")
     sq = tf.square(student - teacher)
     axes = tf.range(1, tf.rank(sq))
     return tf.reduce_mean(sq, axis=axes)

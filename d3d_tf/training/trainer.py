@@ -54,6 +54,7 @@ class TrainConfig:
     input_range: str = "[-1,1]"
     dropout_keep_prob: float = 0.8
     weight_decay: float = 1e-7           # L2 on weights (the model's losses)
+    batch_norm_decay: float = 0.999      # BN moving-average decay; lower it for short runs
     label_smoothing: float = 0.0
     # distillation
     teacher: str | None = None           # model directory of the frozen teacher
@@ -225,9 +226,9 @@ def make_optimizer(c: TrainConfig):
 
 
 def _model_options(c: TrainConfig, in_channels: int) -> dict:
-    return dict(depth_multiplier=c.depth_multiplier, dropout_keep_prob=c.dropout_keep_prob,
-                weight_decay=c.weight_decay, sync_batch_norm=c.sync_batch_norm,
-                in_channels=in_channels)
+    return {"depth_multiplier": c.depth_multiplier, "dropout_keep_prob": c.dropout_keep_prob,
+                "weight_decay": c.weight_decay, "sync_batch_norm": c.sync_batch_norm,
+                "batch_norm_decay": c.batch_norm_decay, "in_channels": in_channels}
 
 
 def build_task(c: TrainConfig, num_classes: int, global_batch: int):
@@ -235,8 +236,8 @@ def build_task(c: TrainConfig, num_classes: int, global_batch: int):
     Returns (task, network, teacher spec or None)."""
     channels = 2 if c.modality == "flow" else 3
     shape = (c.num_frames, c.crop_size, c.crop_size, channels)
-    common = dict(label_smoothing=c.label_smoothing, global_batch_size=global_batch,
-                  clip_norm=c.clip_norm)
+    common = {"label_smoothing": c.label_smoothing, "global_batch_size": global_batch,
+                  "clip_norm": c.clip_norm}
     teacher_spec = None
     if c.task == "distill":
         inner = tuple(e for e in c.distill_endpoints if e != "logits")
@@ -260,7 +261,7 @@ def build_task(c: TrainConfig, num_classes: int, global_batch: int):
             # The backbone's architecture comes from the restored model; only the options
             # that own no variables (dropout, weight decay, sync BN) come from this run.
             options = {**init_spec.config, **{k: options[k] for k in (
-                "dropout_keep_prob", "weight_decay", "sync_batch_norm")}}
+                "dropout_keep_prob", "weight_decay", "sync_batch_norm", "batch_norm_decay")}}
             if options["in_channels"] != channels:
                 raise ValueError(f"--init_from={c.init_from} is a {init_spec.modality} model "
                                  f"but --modality={c.modality}")

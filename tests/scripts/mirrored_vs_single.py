@@ -12,12 +12,12 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-from d3d_tf import models  # noqa: E402
-from d3d_tf.training import strategy as strategy_lib  # noqa: E402
-from d3d_tf.training import tasks  # noqa: E402
+from d3d_tf import models
+from d3d_tf.training import strategy as strategy_lib
+from d3d_tf.training import tasks
 
 B, T, S = 4, 4, 32
 rng = np.random.default_rng(0)
