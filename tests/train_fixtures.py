@@ -7,13 +7,15 @@ import numpy as np
 
 from d3d_tf.data import records
 
-CLASSES = ("left", "right", "up", "down")
+# Classes are defined by motion only and survive the pipeline's horizontal flip (which would
+# turn "left" into "right" without changing the label).
+CLASSES = ("up", "down", "horizontal", "static")
 
 
 def moving_square(direction: int, *, frames: int, size: int, rng) -> tuple:
-    """uint8 [N,H,W,3] frames of a bright square moving in `direction` (0-3) and its
-    quantized flow uint8 [N-1,H,W,2] (the pipeline's encoding: q = round((f+20)*255/40))."""
-    dx, dy = [(-2, 0), (2, 0), (0, -2), (0, 2)][direction]
+    """uint8 [N,H,W,3] frames of a bright square moving as class `direction` (0-3, see CLASSES)
+    and its quantized flow uint8 [N-1,H,W,2] (pipeline encoding: q = round((f+20)*255/40))."""
+    dx, dy = [(0, -2), (0, 2), (2 * int(rng.choice([-1, 1])), 0), (0, 0)][direction]
     video = np.full((frames, size, size, 3), 40, np.uint8)
     video += rng.integers(0, 20, video.shape, dtype=np.uint8)
     y, x = rng.integers(size // 4, 3 * size // 4, 2)

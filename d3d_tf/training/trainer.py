@@ -407,7 +407,6 @@ def train(config: TrainConfig) -> dict:
     logs = {}
     while step < c.train_steps:
         batch = next(iterator)
-        t_step = time.time()
         logs = train_fn(batch)
         step += 1
         steps_last += 1
@@ -433,7 +432,6 @@ def train(config: TrainConfig) -> dict:
                                          step % c.summary_images_every == 0):
                     _image_summary(batch, step)
             t_last, steps_last = now, 0
-            del t_step
         if step % c.checkpoint_every == 0 or step == c.train_steps:
             manager.save(checkpoint_number=step)
         if c.eval_every and step % c.eval_every == 0 and step != c.train_steps:
