@@ -167,10 +167,12 @@ def _make_clip_fn(config: PipelineConfig):
             out["rgb"] = tf.reshape(rgb, [k, t, c, c, 3])
         if "flow" in mods:
             encoded = ex[records.FLOW_KEY]
-            tf.debugging.assert_equal(
+            check = tf.debugging.assert_equal(
                 tf.shape(encoded)[0], n - 1,
                 message="record has no flow/encoded (or not N-1 entries): prepare the "
                         "dataset with --flow=tvl1|farneback, or drop 'flow' from modalities")
+            with tf.control_dependencies([check]):  # check before gathering from it
+                encoded = tf.identity(encoded)
             pairs = tf.minimum(flat, n - 2)
             q = tf.map_fn(
                 lambda b: tf.io.decode_png(b, channels=3)[y0:y0 + side, x0:x0 + side, :2],
@@ -230,7 +232,8 @@ def make_dataset(config: PipelineConfig,
         ds = ds.repeat()
     # One [2] int64 stateless seed per element; `seed + pipeline_id` keeps pipelines distinct.
     seed = None if config.seed is None else config.seed + 1000003 * pipeline_id
-    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
+    rng = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip((ds, rng.batch(2)))
     ds = ds.map(_make_clip_fn(config), num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=deterministic)
     ds = ds.unbatch()  # [K,...] clips -> K elements (K = 1 in training)
