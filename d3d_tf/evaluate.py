@@ -1,0 +1,119 @@
+r"""Evaluate model directories on a TFRecord set: `python -m d3d_tf.evaluate --flagfile=...`.
+
+    python -m d3d_tf.evaluate --model=runs/d3d/model --model=runs/baseline/model \
+        --data='records/val-*.tfrecord' --ensemble --out_dir=runs/eval
+
+Writes results.json, report.md, per_class.csv, per-class plots (best/worst classes, and the
+per-class difference between the first two models), and a confusion matrix per model.
+With --ensemble, the softmax scores of all models are averaged (D3D + S3D-G, paper Table 2).
+"""
+from __future__ import annotations
+
+import os
+
+from absl import app, flags, logging
+
+from d3d_tf.data import pipeline
+from d3d_tf.models import saving
+from d3d_tf.training import evaluation
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("model", None, "Model directory (repeatable).")
+flags.DEFINE_multi_string("name", None, "Display name per --model (default: directory name).")
+flags.DEFINE_string("data", None, "Glob of evaluation TFRecord shards.")
+flags.DEFINE_string("labels", None, "labels.txt (default: the first model's labels, else "
+                    "labels.txt next to the shards).")
+flags.DEFINE_string("out_dir", None, "Where to write the report (created).")
+flags.DEFINE_integer("num_frames", None, "Frames per clip (default: the model's input T).")
+flags.DEFINE_integer("crop_size", None, "Centre crop side in pixels (default: the model's H).")
+flags.DEFINE_integer("frame_stride", 1, "Take every n-th stored frame.")
+flags.DEFINE_integer("resize_short_side", None, "Resize the short side before cropping.")
+flags.DEFINE_integer("num_clips", 1, "Evenly spaced clips per video (video score = mean of "
+                     "clip softmaxes).")
+flags.DEFINE_integer("batch_size", 8, "Evaluation batch size.")
+flags.DEFINE_bool("ensemble", False, "Also evaluate the average of all models' softmaxes.")
+flags.DEFINE_integer("plot_top", 10, "Best/worst classes shown in the per-class plots.")
+
+
+def evaluate_model(directory: str, *, data: str, num_frames=None, crop_size=None,
+                   frame_stride=1, resize_short_side=None, num_clips=1,
+                   batch_size=8) -> tuple[evaluation.Predictions, saving.ModelSpec]:
+    """Predictions of the model directory on `data` (deterministic order)."""
+    spec = saving.load_spec(directory)
+    t = num_frames or spec.input_shape[0]
+    size = crop_size or spec.input_shape[1]
+    overrides = {"dropout_keep_prob": 1.0}
+    spec_in = saving.ModelSpec(**{**spec.__dict__,
+                                  "input_shape": (t, size, size, spec.input_shape[3])})
+    model = spec_in.build(**overrides)
+    saving.load_weights(model, os.path.join(directory, saving.WEIGHTS_FILE))
+    cfg = pipeline.PipelineConfig(file_pattern=data, num_frames=t, frame_stride=frame_stride,
+                                  crop_size=size, training=False, modalities=(spec.modality,),
+                                  batch_size=batch_size, num_clips=num_clips,
+                                  resize_short_side=resize_short_side,
+                                  rgb_range=spec.input_range if spec.modality == "rgb"
+                                  else "[-1,1]")
+    preds = evaluation.predict(model, pipeline.make_dataset(cfg), modality=spec.modality,
+                               log_every=50)
+    return preds, spec
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.INFO)
+    if not FLAGS.model or not FLAGS.data or not FLAGS.out_dir:
+        raise app.UsageError("--model, --data and --out_dir are required")
+    for d in FLAGS.model:
+        if not os.path.isfile(os.path.join(d, saving.SPEC_FILE)):
+            raise app.UsageError(f"--model={d} is not a model directory (no {saving.SPEC_FILE})")
+    names = FLAGS.name or [os.path.basename(os.path.normpath(d)) if os.path.basename(
+        os.path.normpath(d)) != "model" else os.path.basename(os.path.dirname(
+            os.path.normpath(d))) for d in FLAGS.model]
+    if len(names) != len(FLAGS.model):
+        raise app.UsageError("give one --name per --model")
+    os.makedirs(FLAGS.out_dir, exist_ok=True)
+    preds, results = {}, {}
+    class_names = None
+    for name, d in zip(names, FLAGS.model):
+        logging.info("evaluating %s (%s)", name, d)
+        p, spec = evaluate_model(d, data=FLAGS.data, num_frames=FLAGS.num_frames,
+                                 crop_size=FLAGS.crop_size, frame_stride=FLAGS.frame_stride,
+                                 resize_short_side=FLAGS.resize_short_side,
+                                 num_clips=FLAGS.num_clips, batch_size=FLAGS.batch_size)
+        preds[name], results[name] = p, evaluation.metrics(p)
+        class_names = class_names or spec.labels
+        s = evaluation.summary(results[name])
+        logging.info("%s: clip top1 %.4f, video top1 %.4f top5 %.4f mca %.4f", name,
+                     s["clip_top1"], s["video_top1"], s["video_top5"],
+                     s["video_mean_class_accuracy"])
+    if FLAGS.ensemble and len(preds) > 1:
+        name = "+".join(names)
+        preds[name] = evaluation.ensemble([preds[n] for n in names])
+        results[name] = evaluation.metrics(preds[name])
+        logging.info("ensemble %s: video top1 %.4f", name, results[name]["video"]["top1"])
+    if FLAGS.labels:
+        class_names = evaluation.read_labels(FLAGS.labels)
+    if not class_names:
+        k = next(iter(preds.values())).probs.shape[1]
+        class_names = [str(i) for i in range(k)]
+    evaluation.write_report(FLAGS.out_dir, results, class_names)
+    per_class = {n: r["video"]["per_class"] for n, r in results.items()}
+    evaluation.write_per_class_csv(os.path.join(FLAGS.out_dir, "per_class.csv"), class_names,
+                                   per_class)
+    for i, (n, p) in enumerate(preds.items()):
+        safe = n.replace("/", "_").replace("+", "_plus_")
+        evaluation.plot_per_class(os.path.join(FLAGS.out_dir, f"per_class_{safe}.png"),
+                                  class_names, per_class[n], top=FLAGS.plot_top, title=n)
+        cm = evaluation.confusion_matrix(evaluation.video_level(p), len(class_names))
+        evaluation.plot_confusion(os.path.join(FLAGS.out_dir, f"confusion_{safe}.png"), cm,
+                                  class_names)
+    if len(names) >= 2:
+        a, b = names[1], names[0]
+        evaluation.plot_per_class_difference(
+            os.path.join(FLAGS.out_dir, "per_class_difference.png"), class_names,
+            per_class[a], per_class[b], label_a=a, label_b=b, top=FLAGS.plot_top)
+    logging.info("wrote %s", FLAGS.out_dir)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,223 @@
+"""Evaluation of classifiers: predictions over a dataset, accuracies, reports and plots.
+
+    preds = predict(network, dataset, modality="rgb")     # logits, labels, video_ids
+    result = metrics(preds.probs, preds.labels, preds.video_ids, labels=names)
+
+Clip level: every clip is scored on its own. Video level: the softmaxes of the clips of one
+video (same `video_id`) are averaged, as the paper and I3D do. An ensemble of models
+(D3D + S3D-G, Table 2) averages the models' softmax scores clip by clip.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+
+@dataclasses.dataclass
+class Predictions:
+    """probs float32 [N,K] (softmax), labels int [N], video_ids str [N] — one row per clip."""
+    probs: np.ndarray
+    labels: np.ndarray
+    video_ids: np.ndarray
+
+
+def read_labels(path: str) -> list[str]:
+    """Class names, one per line (labels.txt written by `d3d_tf.prepare`)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"labels file not found: {path}")
+    with open(path) as f:
+        names = [line.strip() for line in f if line.strip()]
+    if not names:
+        raise ValueError(f"labels file {path} is empty")
+    return names
+
+
+def predict(network, dataset: tf.data.Dataset, *, modality: str = "rgb",
+            max_batches: int | None = None, log_every: int = 0) -> Predictions:
+    """Runs `network` (logits [B,K] or dict with `logits`) over `dataset` elements
+    (`modality` [B,T,H,W,C], `label` [B], `video_id` [B]) with training=False."""
+
+    @tf.function(reduce_retracing=True)
+    def logits_fn(x):
+        out = network(x, training=False)
+        out = out["logits"] if isinstance(out, dict) else out
+        return tf.nn.softmax(tf.cast(out, tf.float32), axis=-1)
+
+    probs, labels, vids = [], [], []
+    for i, batch in enumerate(dataset):
+        if max_batches is not None and i >= max_batches:
+            break
+        probs.append(logits_fn(batch[modality]).numpy())
+        labels.append(batch["label"].numpy())
+        vids.append(batch["video_id"].numpy())
+        if log_every and (i + 1) % log_every == 0:
+            print(f"  evaluated {i + 1} batches", flush=True)
+    if not probs:
+        raise ValueError("evaluation dataset is empty")
+    return Predictions(np.concatenate(probs), np.concatenate(labels).astype(np.int64),
+                       np.array([v.decode() if isinstance(v, bytes) else str(v)
+                                 for v in np.concatenate(vids)]))
+
+
+def ensemble(preds: list[Predictions]) -> Predictions:
+    """Averages the softmax scores of several models evaluated on the same clips in the same
+    order (deterministic eval pipeline); checks that labels and video ids agree."""
+    first = preds[0]
+    for p in preds[1:]:
+        if p.probs.shape != first.probs.shape or not np.array_equal(p.video_ids, first.video_ids):
+            raise ValueError("ensemble members were not evaluated on the same clips "
+                             f"({p.probs.shape} vs {first.probs.shape})")
+    return Predictions(np.mean([p.probs for p in preds], axis=0), first.labels, first.video_ids)
+
+
+def video_level(p: Predictions) -> Predictions:
+    """Averages clip softmaxes per video_id (order of first appearance)."""
+    order, index = [], {}
+    for i, v in enumerate(p.video_ids):
+        if v not in index:
+            index[v] = len(order)
+            order.append(i)
+    groups = np.array([index[v] for v in p.video_ids])
+    sums = np.zeros((len(order), p.probs.shape[1]), np.float64)
+    np.add.at(sums, groups, p.probs)
+    counts = np.bincount(groups, minlength=len(order))[:, None]
+    return Predictions((sums / counts).astype(np.float32), p.labels[order], p.video_ids[order])
+
+
+def accuracy_metrics(p: Predictions, num_classes: int | None = None) -> dict:
+    """top1, top5 (fractions), mean per-class accuracy and the per-class accuracies
+    (NaN for classes without examples). Unlabeled rows (label < 0) are ignored."""
+    keep = p.labels >= 0
+    probs, labels = p.probs[keep], p.labels[keep]
+    k = num_classes or probs.shape[1]
+    if len(labels) == 0:
+        return {"count": 0, "top1": float("nan"), "top5": float("nan"),
+                "mean_class_accuracy": float("nan"), "per_class": [float("nan")] * k}
+    ranked = np.argsort(-probs, axis=1)
+    top1 = ranked[:, 0] == labels
+    top5 = np.any(ranked[:, :5] == labels[:, None], axis=1)
+    per_class = [float(np.mean(top1[labels == c])) if np.any(labels == c) else float("nan")
+                 for c in range(k)]
+    return {"count": len(labels), "top1": float(np.mean(top1)),
+            "top5": float(np.mean(top5)),
+            "mean_class_accuracy": float(np.nanmean(per_class)), "per_class": per_class}
+
+
+def confusion_matrix(p: Predictions, num_classes: int) -> np.ndarray:
+    """int64 [K,K]: rows true class, columns predicted class."""
+    keep = p.labels >= 0
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(cm, (p.labels[keep], np.argmax(p.probs[keep], axis=1)), 1)
+    return cm
+
+
+def metrics(p: Predictions) -> dict:
+    """Clip-level and video-level accuracy metrics (per-class lists included)."""
+    k = p.probs.shape[1]
+    return {"clip": accuracy_metrics(p, k), "video": accuracy_metrics(video_level(p), k)}
+
+
+def summary(result: dict) -> dict:
+    """The scalar part of `metrics` (for model.json and logs): video-level top1/top5/mca."""
+    return {f"{level}_{name}": result[level][name]
+            for level in ("clip", "video") for name in ("top1", "top5", "mean_class_accuracy")}
+
+
+# --- reports ---------------------------------------------------------------------------
+
+
+def write_per_class_csv(path: str, names: list[str], per_class: dict[str, list[float]]) -> None:
+    """CSV: class, then one accuracy column per model (keys of per_class)."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["class", *per_class])
+        for i, name in enumerate(names):
+            w.writerow([name, *(f"{v[i]:.4f}" for v in per_class.values())])
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_per_class(path: str, names: list[str], accuracy: list[float], *, top: int = 10,
+                   title: str = "per-class accuracy") -> None:
+    """Bar chart of the `top` best and `top` worst classes."""
+    plt = _pyplot()
+    acc = np.nan_to_num(np.asarray(accuracy, float), nan=-1.0)
+    order = np.argsort(-acc)
+    pick = list(order[:top]) + [i for i in order[-top:] if i not in order[:top]]
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(pick) + 1))
+    ax.barh(range(len(pick)), [max(acc[i], 0) for i in pick], color="tab:blue")
+    ax.set_yticks(range(len(pick)), [names[i] for i in pick], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("top-1 accuracy")
+    ax.set_title(f"{title}: best and worst {top}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_per_class_difference(path: str, names: list[str], acc_a: list[float],
+                              acc_b: list[float], *, label_a: str, label_b: str,
+                              top: int = 10) -> None:
+    """Per-class accuracy difference b - a: the classes that gain and lose most (the paper's
+    appendix Figs. 7-8 compare D3D with S3D-G this way)."""
+    plt = _pyplot()
+    diff = np.nan_to_num(np.asarray(acc_b, float) - np.asarray(acc_a, float))
+    order = np.argsort(-diff)
+    pick = list(order[:top]) + [i for i in order[-top:] if i not in order[:top]]
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(pick) + 1))
+    ax.barh(range(len(pick)), [diff[i] for i in pick],
+            color=["tab:green" if diff[i] >= 0 else "tab:red" for i in pick])
+    ax.set_yticks(range(len(pick)), [names[i] for i in pick], fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(0, color="k", lw=0.5)
+    ax.set_xlabel(f"accuracy({label_b}) - accuracy({label_a})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(path: str, cm: np.ndarray, names: list[str]) -> None:
+    """Row-normalized confusion matrix image."""
+    plt = _pyplot()
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    k = len(names)
+    size = min(4 + 0.25 * k, 20)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+    if k <= 60:
+        ax.set_xticks(range(k), names, rotation=90, fontsize=6)
+        ax.set_yticks(range(k), names, fontsize=6)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(out_dir: str, results: dict[str, dict], names: list[str]) -> None:
+    """Writes results.json and report.md for {model name: metrics(...)}."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    lines = ["# Evaluation", "", ("| model | clips | clip top-1 | clip top-5 | videos | "
+             "video top-1 | video top-5 | video mean class acc. |"), "|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        c, v = r["clip"], r["video"]
+        lines.append(f"| {name} | {c['count']} | {100 * c['top1']:.2f} | {100 * c['top5']:.2f} | "
+                     f"{v['count']} | {100 * v['top1']:.2f} | {100 * v['top5']:.2f} | "
+                     f"{100 * v['mean_class_accuracy']:.2f} |")
+    lines += ["", (f"{len(names)} classes. Video level = mean of clip softmaxes per video_id. "
+              "Per-class accuracies: per_class.csv; plots: *.png.")]
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")

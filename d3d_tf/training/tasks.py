@@ -1,0 +1,227 @@
+"""Training tasks: keras.Model subclasses with their own `train_step` / `test_step`.
+
+    task = Classifier(network, modality="rgb")                  # RGB or flow S3D-G
+    task = Distiller(student, teacher, teacher_modality="flow")  # D3D (paper Sec. 4)
+    task.compile(optimizer=...)
+    logs = task.train_step(batch)   # batch: dict from d3d_tf.data.pipeline.make_dataset
+
+A step works on one device and, called through `strategy.run`, on every replica of a
+tf.distribute strategy: the loss whose gradient is taken is the per-replica SUM of the
+per-example losses divided by the GLOBAL batch size, plus the L2 weight decay divided by the
+number of replicas (each replica holds the same weights, and the optimizer SUMS replica
+gradients). The logged values are the true ones: the mean over this replica's examples (so a
+MEAN over replicas with equal batches is the global-batch mean) and the full L2 term — not
+Keras' `compute_loss`, which divides by the replica count.
+
+Logged keys: `ce` (cross-entropy, nats), `distill` (Eq. 2, unweighted), `l2` (weight decay),
+`total` (the weighted objective), `top1`, `top5` (fractions), `grad_norm` (global L2 norm of
+the gradient before clipping).
+"""
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+
+from d3d_tf.models import s3dg, saving
+from d3d_tf.training import losses
+
+
+def _num_replicas() -> int:
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+class Task(keras.Model):
+    """Shared step logic. Subclasses implement `loss_terms`.
+
+    network: the classifier being trained (its output is logits [B,K] or a dict with `logits`).
+    modality: batch key fed to `network` (`rgb` [B,T,H,W,3] or `flow` [B,T,H,W,2]).
+    global_batch_size: the batch over all replicas; None = this replica's batch x replicas.
+    clip_norm: clip the (all-reduced) gradient to this global L2 norm; None = no clipping.
+    """
+
+    def __init__(self, network: keras.Model, *, modality: str = "rgb",
+                 label_smoothing: float = 0.0, global_batch_size: int | None = None,
+                 clip_norm: float | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if modality not in ("rgb", "flow"):
+            raise ValueError(f"modality must be 'rgb' or 'flow', got {modality!r}")
+        self.network = network
+        self.modality = modality
+        self.label_smoothing = float(label_smoothing)
+        self.global_batch_size = global_batch_size
+        self.clip_norm = clip_norm
+
+    def call(self, inputs, training=False):
+        x = inputs[self.modality] if isinstance(inputs, dict) else inputs
+        out = self.network(x, training=training)
+        return out["logits"] if isinstance(out, dict) else out
+
+    def loss_terms(self, batch, training: bool):
+        """Returns (terms {name: per-example float32 [B]}, weights {name: float}, logits [B,K])."""
+        raise NotImplementedError
+
+    def _objective(self, batch, training):
+        terms, weights, logits = self.loss_terms(batch, training)
+        per_example = tf.add_n([weights[n] * terms[n] for n in terms])
+        l2 = tf.add_n([tf.cast(x, tf.float32) for x in self.network.losses]) \
+            if self.network.losses else tf.constant(0.0)
+        return terms, per_example, l2, logits
+
+    def _logs(self, batch, terms, per_example, l2, logits):
+        labels = batch["label"]
+        logs = {n: tf.reduce_mean(v) for n, v in terms.items()}
+        logs["l2"] = l2
+        logs["total"] = tf.reduce_mean(per_example) + l2
+        logs["top1"] = tf.reduce_mean(losses.topk_correct(labels, logits, 1))
+        logs["top5"] = tf.reduce_mean(losses.topk_correct(labels, logits, 5))
+        return logs
+
+    def train_step(self, batch):
+        replicas = _num_replicas()
+        variables = self.network.trainable_variables
+        with tf.GradientTape() as tape:
+            terms, per_example, l2, logits = self._objective(batch, training=True)
+            global_batch = self.global_batch_size
+            if global_batch is None:
+                global_batch = tf.shape(per_example)[0] * replicas
+            scaled = tf.reduce_sum(per_example) / tf.cast(global_batch, tf.float32) \
+                + l2 / replicas
+        grads = tape.gradient(scaled, variables)
+        ctx = tf.distribute.get_replica_context()
+        if self.clip_norm and ctx is not None and replicas > 1:
+            # Clip the GLOBAL gradient: all-reduce here, clip, then hand the optimizer
+            # grad/replicas, which its own all-reduce (SUM) turns back into the global gradient.
+            grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            grads, norm = tf.clip_by_global_norm(grads, self.clip_norm)
+            grads = [g / replicas for g in grads]
+        elif self.clip_norm:
+            grads, norm = tf.clip_by_global_norm(grads, self.clip_norm)
+        else:
+            norm = tf.linalg.global_norm(grads)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        logs = self._logs(batch, terms, per_example, l2, logits)
+        logs["grad_norm"] = norm
+        return logs
+
+    def test_step(self, batch):
+        terms, per_example, l2, logits = self._objective(batch, training=False)
+        return self._logs(batch, terms, per_example, l2, logits)
+
+
+class Classifier(Task):
+    """Action classification on one modality: softmax cross-entropy (+ label smoothing).
+
+    Also the fine-tuning task: build `network` with the new classes, then
+    `init_from_model_dir(network, dir)` and optionally `freeze_until(network, "4F")`.
+    """
+
+    def loss_terms(self, batch, training):
+        logits = self(batch, training=training)
+        ce = losses.cross_entropy(batch["label"], logits, label_smoothing=self.label_smoothing)
+        return {"ce": ce}, {"ce": 1.0}, logits
+
+
+class Distiller(Task):
+    """D3D: an RGB student distilled from a frozen teacher (paper Eq. 1):
+
+        L = action_loss_weight * CE + sum_e distill_weight_e * MSE(student_e, teacher_e)
+
+    student: RGB classifier. If `endpoints` names intermediate endpoints (slim names or
+      aliases), it must be built with them (`build_classifier(..., endpoints=...)`).
+    teacher: classifier of the same family, fed `batch[teacher_modality]` (`flow`: the temporal
+      stream; `rgb`: "distilled from the spatial stream"), always with training=False; it is
+      frozen (trainable=False) and its outputs pass through stop_gradient.
+    endpoints: where to distil: `logits` (the paper's D3D) and/or endpoints such as `4F`.
+    distill_weights: lambda per endpoint (paper: 1 at logits and 2C/4C, 100 at 4F).
+    action_loss_weight: 0 = "D3D without action loss" (CE still logged).
+    """
+
+    def __init__(self, student: keras.Model, teacher: keras.Model, *,
+                 teacher_modality: str = "flow", endpoints=("logits",),
+                 distill_weights=(1.0,), action_loss_weight: float = 1.0, **kwargs):
+        super().__init__(student, modality="rgb", **kwargs)
+        if teacher_modality not in ("rgb", "flow"):
+            raise ValueError(f"teacher_modality must be 'rgb' or 'flow', got {teacher_modality!r}")
+        endpoints = tuple("logits" if e == "logits" else s3dg.resolve_endpoint(e)
+                          for e in endpoints)
+        distill_weights = tuple(float(w) for w in distill_weights)
+        if len(distill_weights) == 1 and len(endpoints) > 1:
+            distill_weights = distill_weights * len(endpoints)
+        if len(distill_weights) != len(endpoints):
+            raise ValueError(f"{len(distill_weights)} distillation weights for "
+                             f"{len(endpoints)} endpoints {endpoints}")
+        for net, who in ((student, "student"), (teacher, "teacher")):
+            for e in endpoints:
+                if e != "logits" and not (isinstance(net.output, dict) and e in net.output):
+                    raise ValueError(f"the {who} network does not output endpoint {e!r}; build "
+                                     f"it with build_classifier(..., endpoints=({e!r},))")
+        self.teacher = teacher
+        self.teacher.trainable = False
+        self.teacher_modality = teacher_modality
+        self.endpoints = endpoints
+        self.distill_weights = distill_weights
+        self.action_loss_weight = float(action_loss_weight)
+
+    @staticmethod
+    def _outputs(out):
+        return out if isinstance(out, dict) else {"logits": out}
+
+    def loss_terms(self, batch, training):
+        student = self._outputs(self.network(batch["rgb"], training=training))
+        teacher = self._outputs(self.teacher(batch[self.teacher_modality], training=False))
+        logits = student["logits"]
+        terms = {"ce": losses.cross_entropy(batch["label"], logits,
+                                            label_smoothing=self.label_smoothing)}
+        weights = {"ce": self.action_loss_weight}
+        for e, w in zip(self.endpoints, self.distill_weights):
+            name = "distill" if len(self.endpoints) == 1 else f"distill_{e}"
+            terms[name] = losses.distillation_mse(student[e], tf.stop_gradient(teacher[e]))
+            weights[name] = w
+        return terms, weights, logits
+
+
+# --- building blocks for the tasks -------------------------------------------------------
+
+
+def load_teacher(directory: str, *, input_shape, endpoints=()) -> tuple[keras.Model, object]:
+    """The frozen teacher of a model directory, rebuilt for `input_shape` (T,H,W,C) and with
+    `endpoints` as extra outputs. Dropout is off (keep 1.0): the teacher only ever infers."""
+    spec = saving.load_spec(directory)
+    cfg = s3dg.S3DGConfig(**{**spec.config, "dropout_keep_prob": 1.0})
+    model = s3dg.build_classifier(spec.name, num_classes=spec.num_classes,
+                                  input_shape=tuple(input_shape), config=cfg,
+                                  endpoints=tuple(e for e in endpoints if e != "logits"))
+    saving.load_weights(model, os.path.join(directory, saving.WEIGHTS_FILE))
+    model.trainable = False
+    return model, spec
+
+
+def init_from_model_dir(network: keras.Model, directory: str) -> list:
+    """Fine-tuning init: loads every variable of `directory` except the head (`Logits.`).
+
+    Returns the loaded variable paths; raises ValueError naming the directory on a mismatch.
+    """
+    spec = saving.load_spec(directory)
+    if spec.config.get("in_channels") != network.d3d_config.in_channels:
+        raise ValueError(f"{directory}: a {spec.modality} model ({spec.config.get('in_channels')} "
+                         f"input channels) cannot initialize a network with "
+                         f"{network.d3d_config.in_channels} input channels")
+    return saving.load_weights(network, os.path.join(directory, saving.WEIGHTS_FILE),
+                               skip_prefixes=("Logits.",))
+
+
+def freeze_until(network: keras.Model, endpoint: str) -> list[str]:
+    """Freezes every layer of the blocks up to and including `endpoint` (e.g. `4F`).
+
+    Frozen BatchNorm layers run in inference mode (Keras 3). Returns the frozen layer names.
+    """
+    last = s3dg.VALID_ENDPOINTS.index(s3dg.resolve_endpoint(endpoint))
+    frozen_blocks = set(s3dg.VALID_ENDPOINTS[:last + 1])
+    frozen = []
+    for layer in network.layers:
+        if layer.name.split(".")[0] in frozen_blocks:
+            layer.trainable = False
+            frozen.append(layer.name)
+    return frozen

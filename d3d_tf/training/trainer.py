@@ -1,0 +1,453 @@
+"""The training loop: one function, `train(TrainConfig)`, for every task and strategy.
+
+Keras 3 `fit` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), so this loop
+calls the task's `train_step` through `strategy.run` on a dataset distributed with
+`strategy.distribute_datasets_from_function` (each input pipeline reads its share of the
+shards and batches the per-replica batch).
+
+Outputs under `model_dir`:
+  ckpt/            tf.train.CheckpointManager checkpoints (network, optimizer incl. its step
+                   counter); a rerun with the same model_dir resumes from the latest one
+  train/, eval/    TensorBoard summaries (loss terms, accuracy, learning rate, clips/s, frames)
+  model/           the final model directory (`d3d_tf.models.saving`), also rewritten at each
+                   evaluation: what export / predict / evaluate consume
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from d3d_tf import models
+from d3d_tf.data import pipeline, records
+from d3d_tf.models import saving
+from d3d_tf.training import evaluation, summaries, tasks
+from d3d_tf.training import strategy as strategy_lib
+
+TASKS = ("classify", "distill", "finetune")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs. Sizes in frames / pixels; steps are optimizer steps."""
+    model_dir: str
+    train_data: str                      # glob of TFRecord shards
+    task: str = "classify"               # classify | distill | finetune
+    eval_data: str | None = None         # glob; None = no evaluation
+    labels: str | None = None            # labels.txt; default: next to the first train shard
+    model: str = "s3dg"                  # preset of d3d_tf.models
+    depth_multiplier: float = 1.0
+    num_frames: int = 64
+    frame_stride: int = 1
+    crop_size: int = 224
+    resize_short_side: int | None = None
+    min_scale: float = 1.0               # random-resized-crop scale (1 = plain random crop)
+    modality: str = "rgb"                # input of the trained network (classify/finetune)
+    input_range: str = "[-1,1]"
+    dropout_keep_prob: float = 0.8
+    weight_decay: float = 1e-7           # L2 on weights (the model's losses)
+    batch_norm_decay: float = 0.999      # BN moving-average decay; lower it for short runs
+    label_smoothing: float = 0.0
+    # distillation
+    teacher: str | None = None           # model directory of the frozen teacher
+    distill_endpoints: tuple = ("logits",)
+    distill_weights: tuple = (1.0,)      # lambda, one per endpoint (or one for all)
+    action_loss_weight: float = 1.0
+    # fine-tuning
+    init_from: str | None = None         # model directory; head (Logits.*) re-initialized
+    freeze_until: str | None = None      # freeze blocks up to this endpoint
+    # optimization
+    optimizer: str = "sgd"
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    adamw_weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    step_boundaries: tuple = ()          # step schedule: steps where lr *= step_factor
+    step_factor: float = 0.1
+    cosine_alpha: float = 0.0            # final lr fraction of cosine decay
+    clip_norm: float | None = None
+    train_steps: int = 1000
+    batch_size: int = 8                  # GLOBAL batch
+    strategy: str = "default"
+    sync_batch_norm: bool = False
+    mixed_precision: bool = False        # mixed_bfloat16
+    # bookkeeping
+    checkpoint_every: int = 500
+    max_checkpoints: int = 3
+    eval_every: int = 0                  # 0 = only at the end
+    eval_clips: int = 1
+    eval_batch_size: int | None = None
+    log_every: int = 10
+    summary_images_every: int = 0        # 0 = only the first step
+    shuffle_buffer: int = 256
+    seed: int = 0
+
+
+# --- validation ------------------------------------------------------------------------
+
+
+def _require_data(pattern: str, what: str) -> list[str]:
+    files = sorted(tf.io.gfile.glob(pattern)) if pattern else []
+    if not files:
+        raise FileNotFoundError(f"{what}: no TFRecord files match {pattern!r}")
+    return files
+
+
+def _records_have_flow(files: list[str]) -> bool:
+    first = next(records.read_records(files[0]))
+    parsed = records.parse_sequence_example(tf.constant(first), with_rgb=False, with_flow=True)
+    return int(tf.shape(parsed[records.FLOW_KEY])[0]) > 0
+
+
+def labels_path(config: TrainConfig) -> str:
+    if config.labels:
+        return config.labels
+    files = sorted(tf.io.gfile.glob(config.train_data))
+    return os.path.join(os.path.dirname(files[0]) if files else ".", "labels.txt")
+
+
+def validate(config: TrainConfig) -> None:
+    """Checks the configuration before anything is built; ValueError/FileNotFoundError with a
+    message naming the flag and the file."""
+    c = config
+    if c.task not in TASKS:
+        raise ValueError(f"--task={c.task!r} unknown; choose one of {', '.join(TASKS)}")
+    if c.model not in models.PRESETS:
+        raise ValueError(f"--model={c.model!r} unknown; choose one of {', '.join(models.PRESETS)}")
+    if c.optimizer not in OPTIMIZERS:
+        raise ValueError(f"--optimizer={c.optimizer!r} unknown; choose one of {OPTIMIZERS}")
+    if c.schedule not in SCHEDULES:
+        raise ValueError(f"--schedule={c.schedule!r} unknown; choose one of {SCHEDULES}")
+    if c.modality not in ("rgb", "flow"):
+        raise ValueError(f"--modality must be rgb or flow, got {c.modality!r}")
+    if c.strategy not in strategy_lib.STRATEGIES:
+        raise ValueError(f"--strategy={c.strategy!r} unknown; choose one of "
+                         f"{', '.join(strategy_lib.STRATEGIES)}")
+    if c.train_steps < 1 or c.batch_size < 1:
+        raise ValueError("--train_steps and --batch_size must be >= 1")
+    train_files = _require_data(c.train_data, "--train_data")
+    if c.eval_data:
+        _require_data(c.eval_data, "--eval_data")
+    if not os.path.isfile(labels_path(c)):
+        raise FileNotFoundError(f"labels file {labels_path(c)} not found: pass --labels or put "
+                                "labels.txt next to the training shards")
+    needs_flow = c.modality == "flow"
+    for e in c.distill_endpoints:
+        if e != "logits":
+            models.resolve_endpoint(e)
+    if c.task == "distill":
+        if not c.teacher:
+            raise ValueError("--task=distill needs --teacher=<model directory>")
+        if not os.path.isfile(os.path.join(c.teacher, saving.SPEC_FILE)):
+            raise FileNotFoundError(f"--teacher={c.teacher}: not a model directory (no "
+                                    f"{saving.SPEC_FILE}); train the teacher first")
+        teacher_spec = saving.load_spec(c.teacher)
+        needs_flow = needs_flow or teacher_spec.modality == "flow"
+        if c.modality != "rgb":
+            raise ValueError("--task=distill trains an RGB student: use --modality=rgb")
+        if len(c.distill_weights) not in (1, len(c.distill_endpoints)):
+            raise ValueError(f"--distill_weight has {len(c.distill_weights)} values for "
+                             f"{len(c.distill_endpoints)} --distill_endpoint values")
+        inner = [e for e in c.distill_endpoints if e != "logits"]
+        if inner and teacher_spec.config.get("depth_multiplier") != c.depth_multiplier:
+            raise ValueError(
+                f"distillation at {inner} needs feature maps of equal shape: the teacher has "
+                f"depth_multiplier {teacher_spec.config.get('depth_multiplier')}, the student "
+                f"{c.depth_multiplier}")
+    if c.task == "finetune":
+        if not c.init_from:
+            raise ValueError("--task=finetune needs --init_from=<model directory>")
+        if not os.path.isfile(os.path.join(c.init_from, saving.SPEC_FILE)):
+            raise FileNotFoundError(f"--init_from={c.init_from}: not a model directory (no "
+                                    f"{saving.SPEC_FILE})")
+    elif c.init_from and c.task != "finetune":
+        raise ValueError("--init_from is only used with --task=finetune")
+    if c.freeze_until:
+        models.resolve_endpoint(c.freeze_until)
+    if needs_flow and not _records_have_flow(train_files):
+        raise ValueError(f"this run needs optical flow ({'teacher' if c.task == 'distill' else '--modality=flow'}) "
+                         f"but the records {c.train_data} have none: prepare the data with flow "
+                         "(d3d_tf.prepare --flow=tvl1)")
+
+
+# --- building --------------------------------------------------------------------------
+
+
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from 0 to `base(warmup_steps)` over `warmup_steps`, then `base(step)`."""
+
+    def __init__(self, base, warmup_steps: int):
+        self.base = base
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        lr = tf.cast(self.base(step), tf.float32)
+        if not self.warmup_steps:
+            return lr
+        frac = tf.minimum(step / float(self.warmup_steps), 1.0)
+        return tf.where(step < self.warmup_steps, frac * tf.cast(
+            self.base(float(self.warmup_steps)), tf.float32), lr)
+
+    def get_config(self):
+        return {"warmup_steps": self.warmup_steps}
+
+
+def make_schedule(c: TrainConfig):
+    if c.schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            0.0 if c.warmup_steps else c.learning_rate,
+            decay_steps=max(c.train_steps - c.warmup_steps, 1), alpha=c.cosine_alpha,
+            warmup_target=c.learning_rate if c.warmup_steps else None,
+            warmup_steps=c.warmup_steps)
+    if c.schedule == "step":
+        bounds = [int(b) for b in c.step_boundaries]
+        values = [c.learning_rate * c.step_factor ** i for i in range(len(bounds) + 1)]
+        base = keras.optimizers.schedules.PiecewiseConstantDecay(bounds, values) if bounds \
+            else (lambda step: tf.constant(c.learning_rate))
+        return WarmupSchedule(base, c.warmup_steps)
+    return WarmupSchedule(lambda step: tf.constant(c.learning_rate), c.warmup_steps)
+
+
+def make_optimizer(c: TrainConfig):
+    lr = make_schedule(c)
+    if c.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=c.momentum)
+    return keras.optimizers.AdamW(lr, weight_decay=c.adamw_weight_decay)
+
+
+def _model_options(c: TrainConfig, in_channels: int) -> dict:
+    return {"depth_multiplier": c.depth_multiplier, "dropout_keep_prob": c.dropout_keep_prob,
+                "weight_decay": c.weight_decay, "sync_batch_norm": c.sync_batch_norm,
+                "batch_norm_decay": c.batch_norm_decay, "in_channels": in_channels}
+
+
+def build_task(c: TrainConfig, num_classes: int, global_batch: int):
+    """Builds (inside the current strategy scope) the network, the task and its optimizer.
+    Returns (task, network, teacher spec or None)."""
+    channels = 2 if c.modality == "flow" else 3
+    shape = (c.num_frames, c.crop_size, c.crop_size, channels)
+    common = {"label_smoothing": c.label_smoothing, "global_batch_size": global_batch,
+                  "clip_norm": c.clip_norm}
+    teacher_spec = None
+    if c.task == "distill":
+        inner = tuple(e for e in c.distill_endpoints if e != "logits")
+        network = models.build_classifier(c.model, num_classes=num_classes, input_shape=shape,
+                                          endpoints=inner, **_model_options(c, 3))
+        t_channels = 2 if saving.load_spec(c.teacher).modality == "flow" else 3
+        teacher, teacher_spec = tasks.load_teacher(
+            c.teacher, input_shape=(*shape[:3], t_channels), endpoints=inner)
+        if teacher_spec.num_classes != num_classes and "logits" in c.distill_endpoints:
+            raise ValueError(f"teacher {c.teacher} has {teacher_spec.num_classes} classes, the "
+                             f"data {num_classes}: logits cannot be distilled")
+        task = tasks.Distiller(network, teacher, teacher_modality=teacher_spec.modality,
+                               endpoints=c.distill_endpoints, distill_weights=c.distill_weights,
+                               action_loss_weight=c.action_loss_weight, **common)
+    else:
+        options = _model_options(c, channels)
+        name = c.model
+        if c.task == "finetune":
+            init_spec = saving.load_spec(c.init_from)
+            name = init_spec.name
+            # The backbone's architecture comes from the restored model; only the options
+            # that own no variables (dropout, weight decay, sync BN) come from this run.
+            options = {**init_spec.config, **{k: options[k] for k in (
+                "dropout_keep_prob", "weight_decay", "sync_batch_norm", "batch_norm_decay")}}
+            if options["in_channels"] != channels:
+                raise ValueError(f"--init_from={c.init_from} is a {init_spec.modality} model "
+                                 f"but --modality={c.modality}")
+        network = models.build_classifier(name, num_classes=num_classes, input_shape=shape,
+                                          **options)
+        task = tasks.Classifier(network, modality=c.modality, **common)
+    task.compile(optimizer=make_optimizer(c))
+    return task, network, teacher_spec
+
+
+def _pipeline(c: TrainConfig, *, training: bool, batch: int, seed: int | None,
+              modalities) -> pipeline.PipelineConfig:
+    return pipeline.PipelineConfig(
+        file_pattern=c.train_data if training else c.eval_data, num_frames=c.num_frames,
+        frame_stride=c.frame_stride, crop_size=c.crop_size, training=training,
+        modalities=tuple(modalities), batch_size=batch,
+        num_clips=1 if training else c.eval_clips, resize_short_side=c.resize_short_side,
+        min_scale=c.min_scale if training else 1.0, rgb_range=c.input_range,
+        shuffle_buffer=c.shuffle_buffer, seed=seed)
+
+
+def _image_summary(batch, step):
+    """First clip of the batch: up to 4 frames (RGB, or flow as (x, y, 0))."""
+    for key in ("rgb", "flow"):
+        if key not in batch:
+            continue
+        x = batch[key]
+        x = x.values[0] if hasattr(x, "values") else x
+        clip = tf.cast(x[0], tf.float32)                  # [T,H,W,C]
+        frames = tf.gather(clip, np.linspace(0, clip.shape[0] - 1, min(4, clip.shape[0]))
+                           .astype(np.int32))
+        if key == "flow":
+            frames = tf.concat([frames, tf.zeros_like(frames[..., :1])], -1)
+        lo = -1.0 if tf.reduce_min(frames) < 0 else 0.0
+        summaries.images(f"input/{key}", (frames - lo) / (1.0 - lo), step=step)
+
+
+# --- the loop --------------------------------------------------------------------------
+
+
+def evaluate_network(c: TrainConfig, network, modality: str) -> dict:
+    """Clip- and video-level metrics of `network` on `c.eval_data` (single pass, local)."""
+    cfg = _pipeline(c, training=False, batch=c.eval_batch_size or c.batch_size, seed=c.seed,
+                    modalities=(modality,))
+    preds = evaluation.predict(network, pipeline.make_dataset(cfg), modality=modality)
+    return evaluation.metrics(preds)
+
+
+def save_model(c: TrainConfig, directory: str, network, names, modality, metrics: dict,
+               step: int) -> None:
+    spec = saving.spec_for(network, name=network.name if network.name in models.PRESETS
+                           else c.model, labels=names, modality=modality,
+                           input_range=c.input_range,
+                           source=f"d3d_tf.train task={c.task} step={step}", metrics=metrics)
+    saving.save_model_dir(directory, network, spec)
+
+
+def train(config: TrainConfig) -> dict:
+    """Trains (or resumes) the run described by `config`; returns the final metrics dict."""
+    c = config
+    validate(c)
+    names = evaluation.read_labels(labels_path(c))
+    if c.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    strategy = strategy_lib.make_strategy(c.strategy)
+    replicas = strategy.num_replicas_in_sync
+    per_replica = strategy_lib.per_replica_batch(strategy, c.batch_size)
+    chief = strategy_lib.is_chief(strategy)
+    out_dir = strategy_lib.worker_dir(c.model_dir, strategy)
+    os.makedirs(out_dir, exist_ok=True)
+    tf.random.set_seed(c.seed)
+    keras.utils.set_random_seed(c.seed)
+    logging.info("strategy %s: %d replica(s), global batch %d = %d per replica",
+                 c.strategy, replicas, c.batch_size, per_replica)
+
+    with strategy.scope():
+        task, network, teacher_spec = build_task(c, len(names), c.batch_size)
+        optimizer = task.optimizer
+        optimizer.build(network.trainable_variables)
+        ckpt = tf.train.Checkpoint(network=network, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, "ckpt"),
+                                         max_to_keep=c.max_checkpoints)
+    latest = tf.train.latest_checkpoint(os.path.join(c.model_dir, "ckpt"))
+    if latest:
+        ckpt.restore(latest).assert_existing_objects_matched()
+        logging.info("resumed from %s at step %d", latest, int(optimizer.iterations.numpy()))
+    elif c.task == "finetune":
+        loaded = tasks.init_from_model_dir(network, c.init_from)
+        logging.info("fine-tuning: %d variables from %s, new %d-class head",
+                     len(loaded), c.init_from, len(names))
+    if c.freeze_until:
+        frozen = tasks.freeze_until(network, c.freeze_until)
+        logging.info("froze %d layers up to %s", len(frozen), c.freeze_until)
+    start = int(optimizer.iterations.numpy())
+
+    modalities = ["rgb"] if c.task in ("distill",) else [c.modality]
+    if teacher_spec is not None and teacher_spec.modality not in modalities:
+        modalities.append(teacher_spec.modality)
+    # Reseed from the start step so that a resumed run does not replay the same clips.
+    seed = c.seed + start
+
+    def dataset_fn(ctx):
+        return pipeline.make_dataset(_pipeline(c, training=True, batch=c.batch_size,
+                                               seed=seed, modalities=modalities), ctx)
+
+    dist_ds = strategy.distribute_datasets_from_function(dataset_fn)
+    iterator = iter(dist_ds)
+
+    @tf.function
+    def train_fn(batch):
+        logs = strategy.run(task.train_step, args=(batch,))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                for k, v in logs.items()}
+
+    writer = tf.summary.create_file_writer(os.path.join(out_dir, "train")) if chief \
+        else tf.summary.create_noop_writer()
+    eval_writer = tf.summary.create_file_writer(os.path.join(out_dir, "eval")) if chief \
+        else tf.summary.create_noop_writer()
+    train_modality = "rgb" if c.task == "distill" else c.modality
+    results: dict = {}
+
+    def run_eval(step):
+        nonlocal results
+        if not c.eval_data:
+            return
+        t0 = time.time()
+        results = evaluate_network(c, network, train_modality)
+        s = evaluation.summary(results)
+        logging.info("eval step %d: clip top1 %.4f top5 %.4f | video top1 %.4f mca %.4f (%.0fs)",
+                     step, s["clip_top1"], s["clip_top5"], s["video_top1"],
+                     s["video_mean_class_accuracy"], time.time() - t0)
+        with eval_writer.as_default():
+            for k, v in s.items():
+                summaries.scalar(f"eval/{k}", v, step=step)
+        if chief:
+            save_model(c, os.path.join(c.model_dir, "model"), network, names, train_modality,
+                       s, step)
+
+    step = start
+    t_last, steps_last = time.time(), 0
+    t_begin = time.time()
+    step_times = []
+    logs = {}
+    while step < c.train_steps:
+        batch = next(iterator)
+        logs = train_fn(batch)
+        step += 1
+        steps_last += 1
+        if step == start + 1 or step % c.log_every == 0 or step == c.train_steps:
+            values = {k: float(v) for k, v in logs.items()}     # syncs with the device
+            if not all(math.isfinite(v) for v in values.values()):
+                raise FloatingPointError(f"non-finite loss at step {step}: {values}")
+            now = time.time()
+            if step > start + 1:
+                step_times.append((now - t_last) / steps_last)
+            clips_per_s = steps_last * c.batch_size / max(now - t_last, 1e-9)
+            lr = float(optimizer.learning_rate)
+            remaining = (c.train_steps - step) * (now - t_last) / steps_last
+            logging.info("step %d/%d  %s  lr %.3g  %.1f clips/s  ETA %dm%02ds", step,
+                         c.train_steps, "  ".join(f"{k} {v:.4g}" for k, v in values.items()),
+                         lr, clips_per_s, remaining // 60, remaining % 60)
+            with writer.as_default():
+                for k, v in values.items():
+                    summaries.scalar(f"train/{k}", v, step=step)
+                summaries.scalar("train/learning_rate", lr, step=step)
+                summaries.scalar("train/clips_per_second", clips_per_s, step=step)
+                if step == start + 1 or (c.summary_images_every and
+                                         step % c.summary_images_every == 0):
+                    _image_summary(batch, step)
+            t_last, steps_last = now, 0
+        if step % c.checkpoint_every == 0 or step == c.train_steps:
+            manager.save(checkpoint_number=step)
+        if c.eval_every and step % c.eval_every == 0 and step != c.train_steps:
+            run_eval(step)
+            t_last, steps_last = time.time(), 0
+    total = time.time() - t_begin
+    run_eval(step)
+    if chief and not c.eval_data:
+        save_model(c, os.path.join(c.model_dir, "model"), network, names, train_modality, {},
+                   step)
+    writer.flush()
+    eval_writer.flush()
+    summary = {"step": step, "start_step": start,
+               "seconds_per_step": float(np.median(step_times)) if step_times else None,
+               "train_seconds": total,
+               "final_train_logs": {k: float(v) for k, v in logs.items()},
+               **(evaluation.summary(results) if results else {})}
+    logging.info("done: %s", summary)
+    return summary

@@ -1,0 +1,14 @@
+"""One worker of a 2-worker MultiWorkerMirroredStrategy run (TF_CONFIG set by the caller).
+
+argv[1]: JSON of TrainConfig fields. Runs d3d_tf.training.trainer.train.
+"""
+import json
+import sys
+
+from absl import logging
+
+from d3d_tf.training import trainer
+
+logging.set_verbosity(logging.INFO)
+print("RESULT", json.dumps(trainer.train(trainer.TrainConfig(**json.loads(sys.argv[1])))),
+      flush=True)
