@@ -26,6 +26,9 @@ flags.DEFINE_integer("frame_stride", D.frame_stride, "Take every n-th stored fra
 flags.DEFINE_integer("crop_size", D.crop_size, "Square crop side in pixels (H = W).")
 flags.DEFINE_integer("resize_short_side", None, "Resize the short side to this many pixels "
                      "before cropping (default: as stored).")
+flags.DEFINE_bool("random_flip", D.random_flip, "Training: flip clips horizontally with "
+                  "p=0.5 (RGB and flow together, flow x negated). A flip mirrors motion, so turn "
+                  "it off when classes are left/right or rotation-sense motions.")
 flags.DEFINE_float("min_scale", D.min_scale, "Training crop side scaled by U(min_scale, 1) "
                    "then resized (random-resized crop); 1 = plain random crop.")
 flags.DEFINE_string("train_data", None, "Glob of training TFRecord shards.")
@@ -94,6 +97,7 @@ def config_from_flags() -> trainer.TrainConfig:
         depth_multiplier=FLAGS.depth_multiplier, num_frames=FLAGS.num_frames,
         frame_stride=FLAGS.frame_stride, crop_size=FLAGS.crop_size,
         resize_short_side=FLAGS.resize_short_side, min_scale=FLAGS.min_scale,
+        random_flip=FLAGS.random_flip,
         modality=FLAGS.modality, input_range=FLAGS.input_range,
         dropout_keep_prob=FLAGS.dropout_keep_prob, weight_decay=FLAGS.weight_decay,
         batch_norm_decay=FLAGS.batch_norm_decay,

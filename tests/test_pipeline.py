@@ -103,6 +103,16 @@ def test_rgb_and_flow_share_window_crop_and_flip(pattern):
     assert flips == {True, False}
 
 
+def test_random_flip_off_never_flips(pattern):
+    cfg = PipelineConfig(pattern, num_frames=4, crop_size=32, batch_size=4,
+                         modalities=("rgb", "flow"), seed=3, random_flip=False)
+    for batch in pipeline.make_dataset(cfg).take(6):
+        for flow in batch["flow"].numpy():
+            cols = flow_columns(flow).mean(axis=1)
+            assert cols[0, 0] < cols[0, -1]  # columns increase left to right: not mirrored
+            assert (flow[..., 0] > 0).all()  # stored flow x is positive, never negated
+
+
 def test_eval_yields_k_clips_per_video_once(pattern):
     t, k = 4, 3
     cfg = PipelineConfig(pattern, num_frames=t, crop_size=32, training=False, num_clips=k,

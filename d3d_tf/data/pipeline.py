@@ -23,7 +23,9 @@ T = num_frames frames taken every s = frame_stride frames, spanning L = (T-1)*s 
     position (and side scaled by U(min_scale, 1) when min_scale < 1, a random-resized crop);
     eval: the centre. Flow is cut from the same window and its values are multiplied by the
     same resize factor, because flow is measured in pixels of the image it describes.
-  * Flip (training only, p = 0.5): RGB and flow of a clip flip together; flow x is negated.
+  * Flip (training only, p = 0.5, `random_flip`): RGB and flow of a clip flip together; flow x
+    is negated. A flip mirrors motion (left <-> right, clockwise <-> counter-clockwise), so
+    datasets whose classes are such motions (the built-in synthetic set) train without it.
   * Eval yields every clip of every video once: K clips per video as separate elements, in
     order, video_id repeated, so scores can be averaged per video.
 
@@ -59,6 +61,8 @@ class PipelineConfig:
     num_clips: int = 1           # eval: K evenly spaced clips per video (training: ignored)
     resize_short_side: int | None = None  # short side before cropping (None = as stored)
     min_scale: float = 1.0       # training: crop side scaled by U(min_scale, 1), then resized
+    random_flip: bool = True     # training: horizontal flip with p = 0.5. Turn it off when the
+                                 # class depends on left/right motion or rotation sense.
     rgb_range: str = "[-1,1]"    # or "[0,1]" (imported checkpoints)
     shuffle_buffer: int = 256    # records (training only)
     repeat: bool | None = None   # default: repeat in training, single pass in eval
@@ -151,7 +155,7 @@ def _make_clip_fn(config: PipelineConfig):
         flat = tf.reshape(idx, [-1])                         # [K*T]
         y0, x0, side = _crop_window(h, w, config, seed)
         flip = False
-        if config.training:
+        if config.training and config.random_flip:
             flip = tf.random.stateless_uniform([], seed + 2) < 0.5
         out = {}
         if "rgb" in mods:
@@ -161,7 +165,7 @@ def _make_clip_fn(config: PipelineConfig):
                 tf.gather(ex[records.IMAGE_KEY], flat),
                 fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
             rgb = _resize(tf.cast(frames, tf.float32), side, c)
-            if config.training:
+            if config.training and config.random_flip:
                 rgb = tf.cond(flip, lambda: tf.reverse(rgb, axis=[2]), lambda: rgb)
             rgb = rgb / 127.5 - 1.0 if config.rgb_range == "[-1,1]" else rgb / 255.0
             out["rgb"] = tf.reshape(rgb, [k, t, c, c, 3])
@@ -181,7 +185,7 @@ def _make_clip_fn(config: PipelineConfig):
             # Inverse of flow.quantize_flow: q = round((f + B) * 255 / (2B)) -> f/B.
             flow = tf.cast(q, tf.float32) * (2.0 / 255.0) - 1.0
             flow = _resize(flow, side, c) * (float(c) / tf.cast(side, tf.float32))
-            if config.training:
+            if config.training and config.random_flip:
                 flow = tf.cond(flip, lambda: tf.reverse(flow, axis=[2]) * [-1.0, 1.0],
                                lambda: flow)
             out["flow"] = tf.reshape(tf.clip_by_value(flow, -1.0, 1.0), [k, t, c, c, 2])

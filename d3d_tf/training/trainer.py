@@ -50,6 +50,7 @@ class TrainConfig:
     crop_size: int = 224
     resize_short_side: int | None = None
     min_scale: float = 1.0               # random-resized-crop scale (1 = plain random crop)
+    random_flip: bool = True             # horizontal flip augmentation (mirrors motion!)
     modality: str = "rgb"                # input of the trained network (classify/finetune)
     input_range: str = "[-1,1]"
     dropout_keep_prob: float = 0.8
@@ -279,7 +280,8 @@ def _pipeline(c: TrainConfig, *, training: bool, batch: int, seed: int | None,
         frame_stride=c.frame_stride, crop_size=c.crop_size, training=training,
         modalities=tuple(modalities), batch_size=batch,
         num_clips=1 if training else c.eval_clips, resize_short_side=c.resize_short_side,
-        min_scale=c.min_scale if training else 1.0, rgb_range=c.input_range,
+        min_scale=c.min_scale if training else 1.0, random_flip=c.random_flip,
+        rgb_range=c.input_range,
         shuffle_buffer=c.shuffle_buffer, seed=seed)
 
 

@@ -1,0 +1,157 @@
+"""The main job, end to end on the built-in motion dataset: `make demo`.
+
+    python -m d3d_tf.demo --out_dir=demo_out [--seeds=3]
+
+Stages (each a `python -m d3d_tf.<tool>` command, printed before it runs):
+synthetic videos -> TFRecords with TV-L1 flow -> flow teacher, RGB S3D-G baseline, D3D student
+-> evaluation of all three and the D3D+S3D-G ensemble -> SavedModel and TFLite export of D3D ->
+`predict` on a held-out video -> `demo_out/report.md`.
+
+A finished stage leaves `demo_out/stages/<stage>.done` holding its command; rerunning skips it
+(delete the marker, or the whole `demo_out/`, to redo it). An interrupted stage reruns from
+its own resume point (training resumes from its last checkpoint, `prepare` skips finished
+shards).
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out_dir", "demo_out", "Where every artifact of the demo goes.")
+flags.DEFINE_integer("seeds", 1, "Train the three networks this many times (seeds 0..N-1) and "
+                     "report mean ± std.")
+flags.DEFINE_string("configs", "configs/demo", "Folder of the demo flagfiles "
+                    "(teacher.flags, baseline.flags, d3d.flags).")
+flags.DEFINE_integer("workers", 0, "Worker processes for flow extraction (0 = all cores).")
+flags.DEFINE_bool("tflite_int8", True, "Also export a full-integer int8 TFLite model.")
+
+RUNS = (  # name, flagfile, method label, modality, is run at inference on RGB only
+    ("teacher", "teacher.flags", "Temporal stream (flow teacher)", "flow"),
+    ("baseline", "baseline.flags", "S3D-G (RGB baseline)", "rgb"),
+    ("d3d", "d3d.flags", "D3D (distilled from flow)", "rgb"),
+)
+
+
+@dataclasses.dataclass
+class Stage:
+    name: str
+    command: list
+    outputs: tuple = ()
+
+
+def _python_module(module, *args):
+    return [sys.executable, "-m", f"d3d_tf.{module}", *args]
+
+
+def run_stage(out_dir: str, stage: Stage) -> float:
+    """Runs `stage` unless its marker exists; returns its wall time in seconds (0 if skipped)."""
+    marker = os.path.join(out_dir, "stages", f"{stage.name}.done")
+    pretty = " ".join(shlex.quote(str(c)) for c in stage.command)
+    if os.path.exists(marker):
+        print(f"[demo] {stage.name}: done before, skipping ({marker})", flush=True)
+        return 0.0
+    print(f"\n[demo] ===== {stage.name} =====\n[demo] $ {pretty}", flush=True)
+    start = time.time()
+    result = subprocess.run(stage.command, check=False)
+    if result.returncode != 0:
+        sys.exit(f"[demo] stage {stage.name!r} failed (exit {result.returncode}): {pretty}\n"
+                 "Fix the problem and rerun `make demo`: finished stages are reused.")
+    seconds = time.time() - start
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    with open(marker, "w") as f:
+        json.dump({"command": pretty, "seconds": seconds}, f)
+    print(f"[demo] {stage.name}: finished in {seconds:.0f} s", flush=True)
+    return seconds
+
+
+def stage_seconds(out_dir: str, name: str) -> float | None:
+    marker = os.path.join(out_dir, "stages", f"{name}.done")
+    if not os.path.exists(marker):
+        return None
+    with open(marker) as f:
+        return json.load(f)["seconds"]
+
+
+def main(argv):
+    del argv
+    out = FLAGS.out_dir
+    os.makedirs(out, exist_ok=True)
+    videos = os.path.join(out, "videos")
+    records = os.path.join(out, "records")
+    run_stage(out, Stage("synthetic", _python_module("synthetic", f"--out_dir={videos}")))
+    for split in ("train", "test"):
+        run_stage(out, Stage(f"prepare_{split}", _python_module(
+            "prepare", "--format=manifest", f"--annotations={videos}/manifest.csv",
+            f"--split={split}", f"--out_dir={records}", "--flow=tvl1",
+            f"--workers={FLAGS.workers}", "--num_shards=4")))
+    test_data = os.path.join(records, "test-*.tfrecord")
+    model_dirs = {}
+    for seed in range(FLAGS.seeds):
+        suffix = "" if FLAGS.seeds == 1 else f"_seed{seed}"
+        for name, flagfile, _, _ in RUNS:
+            run_dir = os.path.join(out, "runs", name + suffix)
+            extra = [f"--model_dir={run_dir}", f"--seed={seed}"]
+            if name == "d3d":
+                extra.append(f"--teacher={model_dirs[('teacher', seed)]}")
+            run_stage(out, Stage(f"train_{name}{suffix}", _python_module(
+                "train", f"--flagfile={os.path.join(FLAGS.configs, flagfile)}", *extra)))
+            model_dirs[(name, seed)] = os.path.join(run_dir, "model")
+        eval_dir = os.path.join(out, "eval" + suffix)
+        run_stage(out, Stage(f"evaluate{suffix}", _python_module(
+            "evaluate", f"--data={test_data}", f"--out_dir={eval_dir}",
+            "--models=" + ",".join(model_dirs[(n, seed)] for n, _, _, _ in RUNS),
+            "--names=" + ",".join(n for n, _, _, _ in RUNS),
+            "--ensemble=d3d+baseline", "--compare=baseline,d3d")))
+    d3d_model = model_dirs[("d3d", 0)]
+    export_dir = os.path.join(out, "export")
+    run_stage(out, Stage("export_saved_model", _python_module(
+        "export", f"--checkpoint={d3d_model}", "--format=saved_model", f"--out={export_dir}",
+        "--model_name=d3d")))
+    variants = ["float32"] + (["int8"] if FLAGS.tflite_int8 else [])
+    for q in variants:
+        run_stage(out, Stage(f"export_tflite_{q}", _python_module(
+            "export", f"--checkpoint={d3d_model}", "--format=tflite", f"--out={export_dir}",
+            f"--quantize={q}", f"--calibration_data={os.path.join(records, 'train-*.tfrecord')}")))
+    held_out = _held_out_video(videos)
+    saved_models = sorted(glob.glob(os.path.join(export_dir, "d3d", "*")))
+    tflite_files = sorted(glob.glob(os.path.join(export_dir, "*float32*.tflite")))
+    for tag, model in (("saved_model", saved_models[-1:]), ("tflite", tflite_files[:1])):
+        if model:
+            run_stage(out, Stage(f"predict_{tag}", [*_python_module(
+                "predict", held_out, f"--model={model[0]}", "--json"),
+            ] + [f"--output={os.path.join(out, f'predict_{tag}.json')}"]))
+    from d3d_tf import demo_report
+
+    path = demo_report.write_report(out, seeds=FLAGS.seeds, held_out=held_out)
+    print(f"\n[demo] report: {path}")
+
+
+def _held_out_video(videos_dir: str) -> str:
+    import csv
+
+    with open(os.path.join(videos_dir, "manifest.csv")) as f:
+        for row in csv.DictReader(f):
+            if row["split"] == "test":
+                return os.path.join(videos_dir, row["path"])
+    raise SystemExit(f"{videos_dir}/manifest.csv has no test video")
+
+
+def mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+if __name__ == "__main__":
+    app.run(main)
