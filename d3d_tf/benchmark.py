@@ -1,38 +1,223 @@
-"""Benchmarks. `python -m d3d_tf.benchmark --mode=data` times the tf.data input pipeline on a
-synthetic TFRecord set (RGB-only and RGB+flow, demo and paper sizes) and prints a table."""
+"""Throughput and latency of d3d_tf on this machine: one table per part, `--json` for all.
+
+    python -m d3d_tf.benchmark                       # every part (several minutes)
+    python -m d3d_tf.benchmark --parts=model,distill # some parts
+    python -m d3d_tf.benchmark --smoke               # tiny sizes: checks that it all runs
+
+Parts:
+  model    S3D-G inference and train-step clips/s at 64x224^2 (batch 1 and the largest batch
+           that fits) and at the demo size; eager vs tf.function vs XLA, float32 vs bfloat16;
+           FLOPs per clip and achieved GFLOP/s
+  distill  D3D train step vs the RGB baseline's (the frozen flow teacher's forward pass is the
+           extra cost)
+  data     tf.data clips/s, RGB-only and RGB+flow, at the demo size and at 64x224^2
+  flow     TV-L1 frame pairs/s as `prepare` runs it, with 1 and 2 worker processes
+  export   SavedModel vs TFLite float32 / int8 latency per clip
+Timings are medians after a warm-up call; numbers depend on the machine and its load.
+"""
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import sys
 import tempfile
 
 from absl import app, flags
 
-from d3d_tf.data import throughput
-
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("mode", "data", ["data"], "What to benchmark: data (tf.data clips/s).")
-flags.DEFINE_bool("smoke", False, "Tiny sizes and few batches: checks that it runs (seconds).")
-flags.DEFINE_integer("num_videos", 8, "Synthetic videos written per stored size.")
-flags.DEFINE_integer("num_batches", 10, "Timed batches per case (after warm-up).")
-flags.DEFINE_integer("warmup_batches", 2, "Untimed batches per case.")
-flags.DEFINE_string("work_dir", None, "Folder for the synthetic TFRecords (default: a "
-                    "temporary folder, deleted afterwards).")
-flags.DEFINE_string("json", None, "Also write the results as JSON to this file ('-' = stdout).")
+PARTS = ("model", "distill", "data", "flow", "export")
+flags.DEFINE_list("parts", list(PARTS), f"Which parts to run, from {PARTS}.")
+flags.DEFINE_bool("smoke", False, "Tiny sizes and few iterations: checks that it runs.")
+flags.DEFINE_list("modes", ["eager", "function", "xla"], "model: execution modes.")
+flags.DEFINE_list("precisions", ["float32", "bfloat16"], "model: float32 and/or bfloat16.")
+flags.DEFINE_integer("iters", 3, "Timed calls per case (after one warm-up call).")
+flags.DEFINE_integer("max_batch", 8, "model: cap of the 'largest batch that fits' search.")
+flags.DEFINE_integer("demo_frames", 16, "Demo size: frames per clip.")
+flags.DEFINE_integer("demo_size", 64, "Demo size: crop side, pixels.")
+flags.DEFINE_float("demo_depth_multiplier", 0.25, "Demo size: depth multiplier.")
+flags.DEFINE_integer("num_videos", 8, "data: synthetic videos written per stored size.")
+flags.DEFINE_integer("num_batches", 10, "data: timed batches per case.")
+flags.DEFINE_string("json", None, "Also write every result as JSON to this file ('-' = stdout).")
+
+
+def _table(header, rows) -> str:
+    rows = [tuple(str(c) for c in header)] + [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _sizes():
+    """(label, frames, size, depth_multiplier) of the full and the demo model."""
+    if FLAGS.smoke:
+        return [("tiny", 8, 32, 0.25)]
+    return [("S3D-G 64x224^2", 64, 224, 1.0),
+            (f"demo {FLAGS.demo_frames}x{FLAGS.demo_size}^2 d{FLAGS.demo_depth_multiplier}",
+             FLAGS.demo_frames, FLAGS.demo_size, FLAGS.demo_depth_multiplier)]
+
+
+def model_part(log) -> list[dict]:
+    from d3d_tf.models import speed
+
+    results = []
+    for label, frames, size, dm in _sizes():
+        full = size >= 224
+        batches = [1] if FLAGS.smoke else [1, 8] if not full else [1, None]
+        for what in ("inference", "train_step"):
+            for batch in batches:
+                if batch is None:
+                    batch = speed.largest_batch(what, cap=FLAGS.max_batch, frames=frames,
+                                                size=size, depth_multiplier=dm)
+                    if batch == 1:
+                        continue
+                for mode in FLAGS.modes:
+                    for precision in FLAGS.precisions:
+                        # At full size only batch 1 gets the whole matrix; larger batches run
+                        # the fastest configuration (tf.function) to bound the benchmark's time.
+                        if full and batch > 1 and mode != "function":
+                            continue
+                        r = speed.measure(what, frames=frames, size=size, batch=batch,
+                                          mode=mode, precision=precision, depth_multiplier=dm,
+                                          iters=1 if FLAGS.smoke else FLAGS.iters)
+                        row = {"case": label, **dataclasses.asdict(r)}
+                        log(f"model {label} {what} b{batch} {mode} {precision}: "
+                            f"{r.clips_per_second:.2f} clips/s")
+                        results.append(row)
+    return results
+
+
+def model_table(results) -> str:
+    return _table(
+        ("case", "what", "batch", "mode", "precision", "s/batch", "clips/s", "GFLOPs/clip",
+         "GFLOP/s"),
+        [(r["case"], r["what"], r["batch"], r["mode"], r["precision"],
+          f"{r['seconds_per_batch']:.3f}", f"{r['clips_per_second']:.2f}",
+          f"{r['gflops_per_clip']:.2f}", f"{r['achieved_gflops']:.1f}") for r in results])
+
+
+def distill_part(log) -> list[dict]:
+    from d3d_tf.models import speed
+
+    results = []
+    for label, frames, size, dm in _sizes():
+        batch = 1 if size >= 224 or FLAGS.smoke else 8
+        r = speed.measure_distillation(frames=frames, size=size, batch=batch,
+                                       depth_multiplier=dm, iters=1 if FLAGS.smoke else FLAGS.iters)
+        log(f"distill {label}: baseline {r['baseline']:.3f} s, d3d {r['d3d']:.3f} s")
+        results.append({"case": label, "batch": batch, **r})
+    return results
+
+
+def distill_table(results) -> str:
+    return _table(("case", "batch", "baseline s/step", "D3D s/step", "D3D / baseline"),
+                  [(r["case"], r["batch"], f"{r['baseline']:.3f}", f"{r['d3d']:.3f}",
+                    f"{r['ratio']:.2f}") for r in results])
+
+
+def data_part(log) -> list[dict]:
+    from d3d_tf.data import throughput
+
+    with tempfile.TemporaryDirectory(prefix="d3d_bench_") as tmp:
+        return throughput.run_data_benchmark(
+            tmp, throughput.default_cases(smoke=FLAGS.smoke),
+            num_videos=min(FLAGS.num_videos, 4) if FLAGS.smoke else FLAGS.num_videos,
+            num_batches=min(FLAGS.num_batches, 3) if FLAGS.smoke else FLAGS.num_batches,
+            warmup_batches=1 if FLAGS.smoke else 2, log=log)
+
+
+def flow_part(log) -> list[dict]:
+    from d3d_tf.data import throughput
+
+    results = []
+    sizes = [32] if FLAGS.smoke else [80, 224]
+    for size in sizes:
+        for workers in (1, 2):
+            r = throughput.tvl1_pairs_per_second(size, workers,
+                                                 pairs_per_worker=2 if FLAGS.smoke else 8)
+            log(f"tvl1 {size}px {workers} workers: {r['pairs_per_s']:.2f} pairs/s")
+            results.append(r)
+    return results
+
+
+def flow_table(results) -> str:
+    return _table(("frame", "workers", "pairs", "pairs/s", "s/pair"),
+                  [(f"{r['size']}x{r['size']}", r["workers"], r["pairs"],
+                    f"{r['pairs_per_s']:.2f}", f"{1 / r['pairs_per_s']:.3f}") for r in results])
+
+
+def export_part(log) -> list[dict]:
+    from d3d_tf import models
+    from d3d_tf.export import latency, saved_model, tflite
+    from d3d_tf.models import saving
+
+    results = []
+    for label, frames, size, dm in _sizes():
+        with tempfile.TemporaryDirectory(prefix="d3d_bench_export_") as tmp:
+            net = models.build_classifier("s3dg", num_classes=400 if size >= 224 else 8,
+                                          input_shape=(frames, size, size, 3),
+                                          depth_multiplier=dm)
+            spec = saving.spec_for(net, name="s3dg")
+            model_dir = os.path.join(tmp, "model")
+            saving.save_model_dir(model_dir, net, spec)
+            runs = 2 if FLAGS.smoke else (3 if size >= 224 else 10)
+            path = saved_model.export_saved_model(saved_model.SavedModelConfig(
+                checkpoint=model_dir, out_dir=os.path.join(tmp, "sm"), model_name="m"))
+            stats = latency.saved_model_latency(path, runs=runs)
+            results.append({"case": label, "format": "SavedModel", "ms": stats.per_clip_ms,
+                            "bytes": _dir_bytes(path)})
+            variants = ["float32", "int8"] if size < 224 or FLAGS.smoke else ["float32"]
+            for q in variants:
+                tfl = tflite.export_tflite(tflite.TFLiteConfig(
+                    checkpoint=model_dir, out_dir=os.path.join(tmp, "tfl"), model_name="m",
+                    quantize=q, calibration_clips=4))
+                stats = latency.tflite_latency(tfl, runs=runs)
+                results.append({"case": label, "format": f"TFLite {q}", "ms": stats.per_clip_ms,
+                                "bytes": os.path.getsize(tfl)})
+            for r in results[-1 - len(variants):]:
+                log(f"export {label} {r['format']}: {r['ms']:.1f} ms/clip")
+    return results
+
+
+def _dir_bytes(path):
+    return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
+
+
+def export_table(results) -> str:
+    return _table(("case", "format", "size (MB)", "ms/clip"),
+                  [(r["case"], r["format"], f"{r['bytes'] / 1e6:.2f}", f"{r['ms']:.1f}")
+                   for r in results])
 
 
 def main(argv):
     del argv
-    cases = throughput.default_cases(smoke=FLAGS.smoke)
-    num_videos = min(FLAGS.num_videos, 4) if FLAGS.smoke else FLAGS.num_videos
-    num_batches = min(FLAGS.num_batches, 3) if FLAGS.smoke else FLAGS.num_batches
-    warmup = min(FLAGS.warmup_batches, 1) if FLAGS.smoke else FLAGS.warmup_batches
-    with tempfile.TemporaryDirectory(prefix="d3d_bench_") as tmp:
-        results = throughput.run_data_benchmark(
-            FLAGS.work_dir or tmp, cases, num_videos=num_videos, num_batches=num_batches,
-            warmup_batches=warmup)
-    print(throughput.format_table(results))
+    from d3d_tf.data import throughput
+
+    unknown = [p for p in FLAGS.parts if p not in PARTS]
+    if unknown:
+        raise app.UsageError(f"--parts: unknown {unknown}; choose from {PARTS}")
+
+    def log(msg):
+        print(f"[benchmark] {msg}", file=sys.stderr, flush=True)
+
+    runners = {
+        "model": (model_part, model_table),
+        "distill": (distill_part, distill_table),
+        "data": (data_part, throughput.format_table),
+        "flow": (flow_part, flow_table),
+        "export": (export_part, export_table),
+    }
+    everything = {"smoke": FLAGS.smoke, "cpu_count": os.cpu_count()}
+    tables = []
+    for part in FLAGS.parts:
+        run, table = runners[part]
+        results = run(log)
+        everything[part] = results
+        tables.append(f"## {part}\n{table(results)}")
+        print(tables[-1] + "\n", flush=True)
     if FLAGS.json:
-        text = json.dumps({"mode": "data", "results": results}, indent=1)
+        text = json.dumps(everything, indent=1, default=float)
         if FLAGS.json == "-":
             print(text)
         else:

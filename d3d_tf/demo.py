@@ -15,11 +15,9 @@ shards).
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import os
 import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -46,7 +44,7 @@ RUNS = (  # name, flagfile, method label, modality, is run at inference on RGB o
 class Stage:
     name: str
     command: list
-    outputs: tuple = ()
+    stdout: str | None = None  # file that receives the command's standard output
 
 
 def _python_module(module, *args):
@@ -62,7 +60,11 @@ def run_stage(out_dir: str, stage: Stage) -> float:
         return 0.0
     print(f"\n[demo] ===== {stage.name} =====\n[demo] $ {pretty}", flush=True)
     start = time.time()
-    result = subprocess.run(stage.command, check=False)
+    if stage.stdout:
+        with open(stage.stdout, "w") as f:
+            result = subprocess.run(stage.command, stdout=f, check=False)
+    else:
+        result = subprocess.run(stage.command, check=False)
     if result.returncode != 0:
         sys.exit(f"[demo] stage {stage.name!r} failed (exit {result.returncode}): {pretty}\n"
                  "Fix the problem and rerun `make demo`: finished stages are reused.")
@@ -74,66 +76,61 @@ def run_stage(out_dir: str, stage: Stage) -> float:
     return seconds
 
 
-def stage_seconds(out_dir: str, name: str) -> float | None:
-    marker = os.path.join(out_dir, "stages", f"{name}.done")
-    if not os.path.exists(marker):
-        return None
-    with open(marker) as f:
-        return json.load(f)["seconds"]
-
-
 def main(argv):
     del argv
     out = FLAGS.out_dir
     os.makedirs(out, exist_ok=True)
+    start = time.time()
     videos = os.path.join(out, "videos")
     records = os.path.join(out, "records")
-    run_stage(out, Stage("synthetic", _python_module("synthetic", f"--out_dir={videos}")))
-    for split in ("train", "test"):
+    run_stage(out, Stage("synthetic", _python_module(
+        "synthetic", f"--out_dir={videos}", f"--workers={FLAGS.workers}")))
+    for split, shards in (("train", 4), ("test", 2)):
         run_stage(out, Stage(f"prepare_{split}", _python_module(
             "prepare", "--format=manifest", f"--annotations={videos}/manifest.csv",
             f"--split={split}", f"--out_dir={records}", "--flow=tvl1",
-            f"--workers={FLAGS.workers}", "--num_shards=4")))
+            f"--workers={FLAGS.workers}", f"--num_shards={shards}")))
     test_data = os.path.join(records, "test-*.tfrecord")
-    model_dirs = {}
     for seed in range(FLAGS.seeds):
         suffix = "" if FLAGS.seeds == 1 else f"_seed{seed}"
+        model_dirs = {}
         for name, flagfile, _, _ in RUNS:
             run_dir = os.path.join(out, "runs", name + suffix)
-            extra = [f"--model_dir={run_dir}", f"--seed={seed}"]
+            extra = [f"--model_dir={run_dir}", f"--seed={seed}",
+                     f"--train_data={os.path.join(records, 'train-*.tfrecord')}",
+                     f"--eval_data={test_data}", f"--labels={os.path.join(records, 'labels.txt')}"]
             if name == "d3d":
-                extra.append(f"--teacher={model_dirs[('teacher', seed)]}")
+                extra.append(f"--teacher={model_dirs['teacher']}")
             run_stage(out, Stage(f"train_{name}{suffix}", _python_module(
                 "train", f"--flagfile={os.path.join(FLAGS.configs, flagfile)}", *extra)))
-            model_dirs[(name, seed)] = os.path.join(run_dir, "model")
-        eval_dir = os.path.join(out, "eval" + suffix)
+            model_dirs[name] = os.path.join(run_dir, "model")
         run_stage(out, Stage(f"evaluate{suffix}", _python_module(
-            "evaluate", f"--data={test_data}", f"--out_dir={eval_dir}",
-            "--models=" + ",".join(model_dirs[(n, seed)] for n, _, _, _ in RUNS),
-            "--names=" + ",".join(n for n, _, _, _ in RUNS),
-            "--ensemble=d3d+baseline", "--compare=baseline,d3d")))
-    d3d_model = model_dirs[("d3d", 0)]
+            "evaluate", f"--data={test_data}", f"--out_dir={os.path.join(out, 'eval' + suffix)}",
+            *[f"--model={model_dirs[n]}" for n, _, _, _ in RUNS],
+            *[f"--name={n}" for n, _, _, _ in RUNS],
+            "--ensemble_of=d3d+baseline", "--compare=baseline,d3d", "--num_clips=2")))
+        if seed == 0:
+            d3d_model = model_dirs["d3d"]
     export_dir = os.path.join(out, "export")
     run_stage(out, Stage("export_saved_model", _python_module(
         "export", f"--checkpoint={d3d_model}", "--format=saved_model", f"--out={export_dir}",
-        "--model_name=d3d")))
-    variants = ["float32"] + (["int8"] if FLAGS.tflite_int8 else [])
-    for q in variants:
+        "--model_name=d3d", "--overwrite")))
+    for q in ["float32"] + (["int8"] if FLAGS.tflite_int8 else []):
         run_stage(out, Stage(f"export_tflite_{q}", _python_module(
             "export", f"--checkpoint={d3d_model}", "--format=tflite", f"--out={export_dir}",
-            f"--quantize={q}", f"--calibration_data={os.path.join(records, 'train-*.tfrecord')}")))
+            "--model_name=d3d", f"--quantize={q}",
+            f"--calibration_data={os.path.join(records, 'train-*.tfrecord')}")))
     held_out = _held_out_video(videos)
-    saved_models = sorted(glob.glob(os.path.join(export_dir, "d3d", "*")))
-    tflite_files = sorted(glob.glob(os.path.join(export_dir, "*float32*.tflite")))
-    for tag, model in (("saved_model", saved_models[-1:]), ("tflite", tflite_files[:1])):
-        if model:
-            run_stage(out, Stage(f"predict_{tag}", [*_python_module(
-                "predict", held_out, f"--model={model[0]}", "--json"),
-            ] + [f"--output={os.path.join(out, f'predict_{tag}.json')}"]))
+    for tag, model in (("saved_model", os.path.join(export_dir, "d3d")),
+                       ("tflite", os.path.join(export_dir, "d3d_float32.tflite"))):
+        run_stage(out, Stage(f"predict_{tag}", _python_module(
+            "predict", held_out, f"--model={model}", "--json", "--num_clips=2"),
+            stdout=os.path.join(out, f"predict_{tag}.json")))
     from d3d_tf import demo_report
 
     path = demo_report.write_report(out, seeds=FLAGS.seeds, held_out=held_out)
-    print(f"\n[demo] report: {path}")
+    print(f"\n[demo] finished in {time.time() - start:.0f} s (stages reused from earlier runs "
+          f"are not counted); report: {path}")
 
 
 def _held_out_video(videos_dir: str) -> str:
@@ -144,13 +141,6 @@ def _held_out_video(videos_dir: str) -> str:
             if row["split"] == "test":
                 return os.path.join(videos_dir, row["path"])
     raise SystemExit(f"{videos_dir}/manifest.csv has no test video")
-
-
-def mean_std(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 if __name__ == "__main__":

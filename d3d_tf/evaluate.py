@@ -32,6 +32,10 @@ flags.DEFINE_integer("num_clips", 1, "Evenly spaced clips per video (video score
                      "clip softmaxes).")
 flags.DEFINE_integer("batch_size", 8, "Evaluation batch size.")
 flags.DEFINE_bool("ensemble", False, "Also evaluate the average of all models' softmaxes.")
+flags.DEFINE_multi_string("ensemble_of", None, "An ensemble to evaluate, as --name values "
+                          "joined by '+', e.g. d3d+baseline (repeatable).")
+flags.DEFINE_list("compare", None, "Two --name values A,B: plot the per-class accuracy of B "
+                  "minus A (default: the first two models).")
 flags.DEFINE_integer("plot_top", 10, "Best/worst classes shown in the per-class plots.")
 
 
@@ -91,6 +95,16 @@ def main(argv):
         preds[name] = evaluation.ensemble([preds[n] for n in names])
         results[name] = evaluation.metrics(preds[name])
         logging.info("ensemble %s: video top1 %.4f", name, results[name]["video"]["top1"])
+    for spec_str in FLAGS.ensemble_of or []:
+        members = spec_str.split("+")
+        unknown = [m for m in members if m not in names]
+        if unknown or len(members) < 2:
+            raise app.UsageError(f"--ensemble_of={spec_str}: needs 2+ of the --name values "
+                                 f"{names}, unknown {unknown}")
+        preds[spec_str] = evaluation.ensemble([preds[m] for m in members])
+        results[spec_str] = evaluation.metrics(preds[spec_str])
+        logging.info("ensemble %s: video top1 %.4f", spec_str,
+                     results[spec_str]["video"]["top1"])
     if FLAGS.labels:
         class_names = evaluation.read_labels(FLAGS.labels)
     if not class_names:
@@ -107,8 +121,13 @@ def main(argv):
         cm = evaluation.confusion_matrix(evaluation.video_level(p), len(class_names))
         evaluation.plot_confusion(os.path.join(FLAGS.out_dir, f"confusion_{safe}.png"), cm,
                                   class_names)
-    if len(names) >= 2:
+    if FLAGS.compare:
+        if len(FLAGS.compare) != 2 or any(n not in results for n in FLAGS.compare):
+            raise app.UsageError(f"--compare needs two of {list(results)}")
+        a, b = FLAGS.compare
+    elif len(names) >= 2:
         a, b = names[1], names[0]
+    if FLAGS.compare or len(names) >= 2:
         evaluation.plot_per_class_difference(
             os.path.join(FLAGS.out_dir, "per_class_difference.png"), class_names,
             per_class[a], per_class[b], label_a=a, label_b=b, top=FLAGS.plot_top)

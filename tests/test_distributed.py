@@ -117,6 +117,10 @@ def test_sigkill_then_resume_at_saved_step(tmp_path):
     with open(os.path.join(model_dir, "model", "model.json")) as f:
         spec = json.load(f)
     assert "step=40" in spec["source"]
+    with open(os.path.join(model_dir, "train_summary.json")) as f:
+        summary = json.load(f)
+    assert summary["step"] == 40 and summary["start_step"] == saved
+    assert summary["seconds_per_step"] > 0
 
 
 def test_every_flagfile_parses():

@@ -133,3 +133,34 @@ def format_table(results: list[dict]) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _tvl1_job(args) -> int:
+    size, pairs, seed = args
+    from d3d_tf.data import flow
+
+    frames, _ = synthetic_video(pairs + 1, size, size, np.random.default_rng(seed))
+    flow.compute_flow(frames, method="tvl1")
+    return pairs
+
+
+def tvl1_pairs_per_second(size: int, workers: int, pairs_per_worker: int = 8) -> dict:
+    """TV-L1 frame pairs per second at `size`x`size` px with `workers` processes, the way
+    `prepare` spreads videos over processes (each process computes whole videos)."""
+    import multiprocessing
+
+    jobs = [(size, pairs_per_worker, i) for i in range(workers)]
+    warmup = [(size, 1, i) for i in range(workers)]
+    if workers == 1:
+        _tvl1_job(warmup[0])
+        start = time.perf_counter()
+        done = sum(_tvl1_job(j) for j in jobs)
+        seconds = time.perf_counter() - start
+    else:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            pool.map(_tvl1_job, warmup, chunksize=1)  # process start-up and imports, untimed
+            start = time.perf_counter()
+            done = sum(pool.map(_tvl1_job, jobs, chunksize=1))
+            seconds = time.perf_counter() - start
+    return {"size": size, "workers": workers, "pairs": done, "seconds": seconds,
+            "pairs_per_s": done / seconds}

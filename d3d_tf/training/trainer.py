@@ -15,6 +15,7 @@ Outputs under `model_dir`:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -452,4 +453,7 @@ def train(config: TrainConfig) -> dict:
                "final_train_logs": {k: float(v) for k, v in logs.items()},
                **(evaluation.summary(results) if results else {})}
     logging.info("done: %s", summary)
+    if chief:  # step time and final metrics for reports (`make demo` reads it)
+        with open(os.path.join(c.model_dir, "train_summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
     return summary
