@@ -26,6 +26,10 @@ flags.DEFINE_float("fps", D.fps, "Frame rate written into the mp4 files.")
 flags.DEFINE_float("test_fraction", D.test_fraction, "Fraction of each class's videos in the "
                    "'test' split (the last indices; deterministic).")
 flags.DEFINE_integer("seed", D.seed, "Base seed: the same seed gives the same frames.")
+flags.DEFINE_list("speed", [str(v) for v in D.speed], "Translation speed range (min,max), "
+                  "pixels per frame.")
+flags.DEFINE_float("background_drift", D.background_drift, "Maximum background speed, pixels "
+                   "per frame (half of the videos have a still background); 0 = always still.")
 flags.DEFINE_integer("workers", 0, "Processes rendering and encoding (0 = all cores).")
 
 
@@ -38,7 +42,9 @@ def main(argv):
         config = synthetic.SyntheticConfig(
             num_classes=FLAGS.classes, videos_per_class=FLAGS.videos_per_class,
             num_frames=FLAGS.frames, size=FLAGS.size, fps=FLAGS.fps,
-            test_fraction=FLAGS.test_fraction, seed=FLAGS.seed)
+            test_fraction=FLAGS.test_fraction, seed=FLAGS.seed,
+            speed=tuple(float(v) for v in FLAGS.speed),
+            background_drift=FLAGS.background_drift)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
     workers = FLAGS.workers or os.cpu_count() or 1
