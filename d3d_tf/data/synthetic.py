@@ -224,10 +224,12 @@ def render_motion(config: SyntheticConfig, class_name: str,
     # Object sprite: texture x shape mask, drawn at a resolution that covers its largest size.
     max_log_scale = config.scale_rate[1] * (t_frames - 1) / 2.0
     diameter = rng.uniform(*config.object_size) * s  # at the middle frame, pixels
-    sprite_size = math.ceil(diameter * math.exp(max_log_scale)) | 1
+    sprite_size = math.ceil(diameter * math.exp(max_log_scale)) | 1  # odd: a center pixel
     obj_color = rng.uniform(30, 225, 3).astype(np.float32)
-    sprite = _periodic_texture(rng, sprite_size, sigma=rng.uniform(1.0, 2.5) * sprite_size / diameter,
-                               color=obj_color, contrast=rng.uniform(40, 60))
+    # Texture grain of 1-2.5 frame pixels at the middle frame's size.
+    grain = rng.uniform(1.0, 2.5) * sprite_size / diameter
+    sprite = _periodic_texture(rng, sprite_size, sigma=grain, color=obj_color,
+                               contrast=rng.uniform(40, 60))
     mask = _shape_mask(rng, sprite_size)
 
     speed = rng.uniform(*config.speed)
