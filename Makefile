@@ -4,7 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo clean
+SEEDS ?= 1
+
+.PHONY: venv test lint demo benchmark clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +18,13 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# The whole method on the built-in synthetic data; finished stages are reused on rerun.
+demo: $(STAMP)
+	$(PY) -m d3d_tf.demo --out_dir=demo_out --seeds=$(SEEDS)
+
+benchmark: $(STAMP)
+	$(PY) -m d3d_tf.benchmark --json=benchmark.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check d3d_tf tests
