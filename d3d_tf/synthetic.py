@@ -37,7 +37,8 @@ def main(argv):
             num_frames=_FRAMES.value, size=_SIZE.value, fps=_FPS.value,
             test_fraction=_TEST_FRACTION.value, seed=_SEED.value)
     except ValueError as e:  # name the bad flag's value instead of a traceback
-        raise app.UsageError(f"{e} (flags: num_classes is --classes, num_frames is --frames)") from e
+        raise app.UsageError(
+            f"{e} (flags: num_classes is --classes, num_frames is --frames)") from e
     manifest = synthetic.generate_dataset(config, _OUT_DIR.value, num_workers=_WORKERS.value)
     logging.info("Done: %s", manifest)
 
