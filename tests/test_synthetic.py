@@ -57,6 +57,8 @@ def test_generate_dataset_files_and_manifest(tmp_path):
     synthetic.generate_dataset(SMALL, str(par), num_workers=2)
     assert (par / "manifest.csv").read_text() == "\n".join(lines) + "\n"
     np.testing.assert_array_equal(video.read_video(par / first["path"]), frames)
+    for r in rows:  # the encoder is deterministic too: byte-identical files
+        assert (par / r["path"]).read_bytes() == (tmp_path / r["path"]).read_bytes(), r["path"]
 
 
 def test_cli_writes_requested_classes(tmp_path):
