@@ -1,78 +1,136 @@
-"""The built-in motion dataset: deterministic, balanced, and classified by motion alone."""
+"""Tests for the synthetic motion dataset: determinism, files, and 'class = motion only'."""
 import csv
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
-from d3d_tf.data import flow as flow_lib
-from d3d_tf.data import synthetic, video
+from d3d_tf.data import flow, synthetic, video
 
-SMALL = synthetic.SyntheticConfig(videos_per_class=4, num_frames=8, size=48)
+SMALL = synthetic.SyntheticConfig(num_classes=8, videos_per_class=3, num_frames=6, size=32,
+                                  test_fraction=1 / 3, seed=3)
 
 
-def test_same_seed_same_frames_other_seed_other_frames():
+def test_render_is_deterministic_and_seeded():
     a = synthetic.render_video(SMALL, 2, 1)
-    b = synthetic.render_video(SMALL, 2, 1)
-    assert a.shape == (8, 48, 48, 3) and a.dtype == np.uint8
-    np.testing.assert_array_equal(a, b)
-    other = synthetic.render_video(synthetic.SyntheticConfig(
-        videos_per_class=4, num_frames=8, size=48, seed=1), 2, 1)
-    assert np.abs(a.astype(int) - other).mean() > 5
-    assert np.abs(a.astype(int) - synthetic.render_video(SMALL, 2, 2)).mean() > 5
+    assert a.shape == (6, 32, 32, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, synthetic.render_video(SMALL, 2, 1))
+    other_seed = synthetic.SyntheticConfig(**{**SMALL.__dict__, "seed": 4})
+    assert not np.array_equal(a, synthetic.render_video(other_seed, 2, 1))
+    assert not np.array_equal(a, synthetic.render_video(SMALL, 2, 2))
+    # Frames change over time (something moves).
+    assert np.abs(a[0].astype(int) - a[-1]).mean() > 1.0
 
 
-@pytest.mark.parametrize("a,b", [("move_left", "move_right"), ("move_up", "move_down"),
-                                 ("rotate_clockwise", "rotate_counterclockwise"),
-                                 ("grow", "shrink")])
-def test_class_is_motion_only_a_video_backwards_is_its_twin(a, b):
-    """Same appearance draws: a class's frames reversed are exactly its twin's frames, so
-    the set of frames (everything a single frame can show) is the same for both classes."""
-    cfg = synthetic.SyntheticConfig(num_frames=9, size=48, background_drift=0.0)
-    va = synthetic.render_motion(cfg, a, np.random.default_rng(11))
-    vb = synthetic.render_motion(cfg, b, np.random.default_rng(11))
-    np.testing.assert_array_equal(va[::-1], vb)
-    assert np.abs(va.astype(int) - vb).mean() > 1  # but the videos differ: motion is the class
-
-
-def test_motion_is_visible_in_flow():
-    cfg = synthetic.SyntheticConfig(num_frames=6, size=64, background_drift=0.0)
-    mean_dx = {}
-    for name in ("move_left", "move_right"):
-        frames = synthetic.render_motion(cfg, name, np.random.default_rng(3))
-        flow = flow_lib.compute_flow(frames, method="farneback")
-        moving = np.abs(flow[0]).sum(-1) > 0.5  # the object, not the still background
-        assert moving.mean() > 0.02
-        mean_dx[name] = float(flow[..., 0][:, moving].mean())
-    assert mean_dx["move_left"] < -0.5 and mean_dx["move_right"] > 0.5
-
-
-def test_cli_writes_balanced_manifest_and_readable_videos(tmp_path):
-    out = tmp_path / "synth"
-    subprocess.run([sys.executable, "-m", "d3d_tf.synthetic", f"--out_dir={out}",
-                    "--classes=3", "--videos_per_class=4", "--frames=6", "--size=32",
-                    "--workers=1"], check=True, timeout=300, capture_output=True)
-    with open(out / "manifest.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["path", "label_name", "split"]
-    labels = (out / "labels.txt").read_text().split()
-    assert labels == list(synthetic.CLASS_NAMES[:3])
-    for name in labels:
-        mine = [r for r in rows if r["label_name"] == name]
-        assert len(mine) == 4
-        assert sorted(r["split"] for r in mine) == ["test", "train", "train", "train"]
-    frames = video.read_video(str(out / rows[0]["path"]))
-    assert frames.shape == (6, 32, 32, 3)
-    again = synthetic.render_video(synthetic.SyntheticConfig(
-        num_classes=3, videos_per_class=4, num_frames=6, size=32), 0, 0)
-    assert np.abs(frames.astype(int) - again).mean() < 6  # the mp4 holds the rendered frames
-
-
-def test_bad_config_is_rejected():
+def test_config_validation():
     with pytest.raises(ValueError, match="num_classes"):
-        synthetic.SyntheticConfig(num_classes=99)
-    out = subprocess.run([sys.executable, "-m", "d3d_tf.synthetic"], check=False,
-                         capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode != 0 and "--out_dir is required" in out.stderr
+        synthetic.SyntheticConfig(num_classes=len(synthetic.CLASS_NAMES) + 1)
+    with pytest.raises(ValueError, match="test_fraction"):
+        synthetic.SyntheticConfig(test_fraction=1.0)
+    assert synthetic.SyntheticConfig(num_classes=3).class_names == synthetic.CLASS_NAMES[:3]
+
+
+def test_generate_dataset_files_and_manifest(tmp_path):
+    manifest = synthetic.generate_dataset(SMALL, str(tmp_path), num_workers=1)
+    assert manifest == str(tmp_path / "manifest.csv")
+    lines = (tmp_path / "manifest.csv").read_text().splitlines()
+    assert lines[0] == "path,label_name,split"
+    rows = list(csv.DictReader(lines))
+    assert len(rows) == 8 * 3
+    labels = (tmp_path / "labels.txt").read_text().splitlines()
+    assert labels == list(synthetic.CLASS_NAMES)
+    for name in labels:  # balanced classes, balanced deterministic split (1 of 3 is test)
+        mine = [r for r in rows if r["label_name"] == name]
+        assert [r["split"] for r in mine] == ["train", "train", "test"]
+    for r in rows:
+        path = tmp_path / r["path"]  # relative to the manifest's folder
+        assert path.is_file() and r["path"].endswith(".mp4")
+    first = rows[0]
+    frames = video.read_video(tmp_path / first["path"])
+    rendered = synthetic.render_video(SMALL, labels.index(first["label_name"]), 0)
+    assert frames.shape == rendered.shape
+    assert np.abs(frames.astype(int) - rendered).mean() < 6.0  # H.264 at CRF 17, 4:2:0
+    # Parallel generation writes the same frames.
+    par = tmp_path / "par"
+    synthetic.generate_dataset(SMALL, str(par), num_workers=2)
+    assert (par / "manifest.csv").read_text() == "\n".join(lines) + "\n"
+    np.testing.assert_array_equal(video.read_video(par / first["path"]), frames)
+    for r in rows:  # the encoder is deterministic too: byte-identical files
+        assert (par / r["path"]).read_bytes() == (tmp_path / r["path"]).read_bytes(), r["path"]
+
+
+def test_cli_writes_requested_classes(tmp_path):
+    out = tmp_path / "cli"
+    subprocess.run([sys.executable, "-m", "d3d_tf.synthetic", f"--out_dir={out}", "--classes=2",
+                    "--videos_per_class=2", "--frames=3", "--size=24", "--test_fraction=0.5"],
+                   check=True, capture_output=True)
+    assert (out / "labels.txt").read_text().splitlines() == list(synthetic.CLASS_NAMES[:2])
+    rows = list(csv.DictReader((out / "manifest.csv").read_text().splitlines()))
+    assert [(r["label_name"], r["split"]) for r in rows] == [
+        ("move_left", "train"), ("move_left", "test"), ("move_right", "train"),
+        ("move_right", "test")]
+
+
+def _nearest_centroid_loo_accuracy(features, labels):
+    """Leave-one-out accuracy of a nearest-centroid classifier on standardized features."""
+    x = np.asarray(features, np.float64)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-9)
+    correct = 0
+    for k in range(len(x)):
+        keep = np.arange(len(x)) != k
+        centroids = np.stack([x[keep & (labels == c)].mean(0) for c in np.unique(labels)])
+        correct += np.argmin(((centroids - x[k]) ** 2).sum(1)) == labels[k]
+    return correct / len(x)
+
+
+def test_class_is_not_visible_in_a_single_frame_but_in_flow():
+    """Appearance of one frame carries no class; the motion does."""
+    config = synthetic.SyntheticConfig(videos_per_class=10, num_frames=8, size=48, seed=0)
+    rng = np.random.default_rng(0)
+    frame_features, rel_flow, labels = [], [], []
+    for c in range(config.num_classes):
+        for i in range(config.videos_per_class):
+            v = synthetic.render_video(config, c, i)
+            f = v[rng.integers(len(v))].astype(np.float32)  # one frame, unknown time
+            gray = f.mean(-1)
+            coarse = cv2.resize(gray, (4, 4), interpolation=cv2.INTER_AREA).ravel()
+            frame_features.append(np.concatenate([f.mean((0, 1)), [gray.std()], coarse]))
+            fl = flow.compute_flow(v[3:5], method="farneback")[0]
+            rel = fl - np.median(fl.reshape(-1, 2), axis=0)  # object motion vs background
+            rel_flow.append(rel.mean((0, 1)))
+            labels.append(c)
+    labels = np.array(labels)
+    chance = 1 / config.num_classes
+    # Mean colour, contrast and a coarse 4x4 layout of one frame: chance level.
+    assert _nearest_centroid_loo_accuracy(frame_features, labels) < 2 * chance
+    # Mean relative flow separates every translation direction, video by video.
+    rel_flow = np.array(rel_flow)
+    for name, axis, sign in (("move_left", 0, -1), ("move_right", 0, 1), ("move_up", 1, -1),
+                             ("move_down", 1, 1)):
+        values = rel_flow[labels == synthetic.CLASS_NAMES.index(name), axis] * sign
+        assert (values > 0.1).all(), name
+
+
+def _curl_div(rel):
+    """(curl, divergence) of a [H,W,2] flow averaged over its moving pixels."""
+    du_dy, du_dx = np.gradient(rel[..., 0])
+    dv_dy, dv_dx = np.gradient(rel[..., 1])
+    moving = np.hypot(rel[..., 0], rel[..., 1]) > 0.25
+    return (dv_dx - du_dy)[moving].mean(), (du_dx + dv_dy)[moving].mean()
+
+
+def test_rotation_and_scaling_show_in_tvl1_flow():
+    config = synthetic.SyntheticConfig(videos_per_class=6, num_frames=6, size=64, seed=0)
+    stats = {}
+    for name in ("rotate_clockwise", "rotate_counterclockwise", "grow", "shrink"):
+        c = synthetic.CLASS_NAMES.index(name)
+        values = []
+        for i in range(config.videos_per_class):
+            fl = flow.compute_flow(synthetic.render_video(config, c, i)[2:4])[0]
+            values.append(_curl_div(fl - np.median(fl.reshape(-1, 2), axis=0)))
+        stats[name] = np.mean(values, axis=0)
+    # Image y points down, so clockwise on screen has positive dv/dx - du/dy.
+    assert stats["rotate_clockwise"][0] > 0 > stats["rotate_counterclockwise"][0]
+    assert stats["grow"][1] > 0 > stats["shrink"][1]

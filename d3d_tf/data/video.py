@@ -235,7 +235,10 @@ def read_video(path, *, fps: float | None = None, short_side: int | None = None,
 
     try:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # frame + slice threading in the decoder
+        if stream.codec_context.width * stream.codec_context.height >= 320 * 240:
+            # Decoder threads pay off for large frames only: for small videos the thread
+            # start-up doubles the decode time (measured: 8 vs 17 ms for 24 frames at 80x80).
+            stream.thread_type = "AUTO"
         frames = _decoded_frames(container, stream, path)
         if fps is None:
             for _, frame in frames:
@@ -296,7 +299,8 @@ def write_video(path, frames, fps: float = 25.0) -> None:
     """Writes RGB frames as a video file.
 
     mp4 / m4v / mov / mkv / avi get H.264 (``libx264``, ``yuv420p``, CRF 17: visually
-    lossless; ``mpeg4`` if this PyAV has no x264), webm gets VP9. Odd frame sizes are padded
+    lossless; ``mpeg4`` if this PyAV has no x264), webm gets VP9. The encoder runs on one
+    thread so that the same frames always give the same file. Odd frame sizes are padded
     to even by replicating the last row / column and the original size is stored in the
     container's ``comment`` tag so :func:`read_video` crops it back.
 
@@ -328,11 +332,17 @@ def write_video(path, frames, fps: float = 25.0) -> None:
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height = width + pad_w, height + pad_h
         stream.pix_fmt = "yuv420p"
+        # Reproducible output: threaded x264 ("threads" option; codec_context.thread_count
+        # is not enough) and, for small frames, x264's macroblock-tree rate control gave
+        # different bytes and decoded pixels from run to run for the same frames.
         if codec == "libx264":
-            stream.options = {"crf": "17", "preset": "fast"}
+            stream.options = {"crf": "17", "preset": "fast", "threads": "1",
+                              "x264-params": "mbtree=0"}
         elif codec == "libvpx-vp9":
-            stream.options = {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8"}
+            stream.options = {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8",
+                              "threads": "1"}
         else:  # mpeg4: a fixed, high-quality quantizer
+            stream.options = {"threads": "1"}
             stream.codec_context.qscale = 2
         for frame in frames:
             if pad_h or pad_w:
