@@ -80,6 +80,8 @@ def main(argv):
     del argv
     out = FLAGS.out_dir
     os.makedirs(out, exist_ok=True)
+    # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) hides the progress lines.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     start = time.time()
     videos = os.path.join(out, "videos")
     records = os.path.join(out, "records")
