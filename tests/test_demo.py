@@ -1,0 +1,60 @@
+"""The demo's stage runner (reuse, failure) and its report (numbers land in the table)."""
+import json
+import os
+import sys
+
+import pytest
+
+from d3d_tf import demo, demo_report
+
+
+def test_finished_stages_are_reused(tmp_path):
+    log = tmp_path / "log.txt"
+    cmd = [sys.executable, "-c", f"open({str(log)!r}, 'a').write('ran\\n')"]
+    stage = demo.Stage("append", cmd)
+    assert demo.run_stage(str(tmp_path), stage) > 0
+    assert demo.run_stage(str(tmp_path), stage) == 0.0  # marker found: not run again
+    assert log.read_text() == "ran\n"
+    marker = json.loads((tmp_path / "stages" / "append.done").read_text())
+    assert "append" not in marker["command"] and marker["seconds"] > 0
+
+
+def test_failed_stage_stops_with_its_name_and_leaves_no_marker(tmp_path):
+    stage = demo.Stage("broken", [sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(SystemExit, match="stage 'broken' failed \\(exit 3\\)"):
+        demo.run_stage(str(tmp_path), stage)
+    assert not (tmp_path / "stages" / "broken.done").exists()
+
+
+def _write(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
+def test_report_table_holds_the_measured_numbers(tmp_path):
+    out = str(tmp_path)
+    accuracy = {"teacher": (0.8, 1.0), "baseline": (0.25, 0.75), "d3d": (0.5, 0.875),
+                "d3d+baseline": (0.625, 1.0)}
+    for seed, delta in enumerate((0.0, 0.1)):
+        suffix = f"_seed{seed}"
+        for name, step in (("teacher", 0.10), ("baseline", 0.12), ("d3d", 0.18)):
+            _write(os.path.join(out, "runs", name + suffix, "train_summary.json"),
+                   {"seconds_per_step": step + delta})
+        _write(os.path.join(out, "eval" + suffix, "results.json"),
+               {n: {"video": {"top1": a + delta, "top5": b}} for n, (a, b) in accuracy.items()})
+    _write(os.path.join(out, "records", "train_info.json"), {"flow_s": 50.0, "flow_pairs": 500})
+    with open(demo_report.write_report(out, seeds=2)) as f:
+        report = f.read()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in report.splitlines() if line.startswith("| ") and "---" not in line}
+    d3d = rows["D3D (RGB student distilled from the flow teacher)"]
+    assert d3d[:2] == ["RGB + flow", "RGB"]
+    assert d3d[2] == "55.0 ± 7.1"  # mean and sample std of 50 and 60
+    assert d3d[3] == "87.5 ± 0.0"
+    assert d3d[4] == "0.230 ± 0.071"
+    assert rows["Temporal stream (S3D-G on TV-L1 flow, the teacher)"][2] == "85.0 ± 7.1"
+    assert rows["D3D + S3D-G ensemble (mean of softmaxes)"][2] == "67.5 ± 7.1"
+    # D3D / baseline step time: mean(0.18, 0.28) / mean(0.12, 0.22).
+    assert "= 1.35" in report
+    assert "0.100 s per frame pair" in report
