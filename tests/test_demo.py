@@ -58,3 +58,4 @@ def test_report_table_holds_the_measured_numbers(tmp_path):
     # D3D / baseline step time: mean(0.18, 0.28) / mean(0.12, 0.22).
     assert "= 1.35" in report
     assert "0.100 s per frame pair" in report
+    assert "D3D (55.0%) beats the RGB baseline (30.0%)" in report
