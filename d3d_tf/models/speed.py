@@ -7,14 +7,13 @@ Times are medians over `iters` calls after `warmup` calls (the first call traces
 from __future__ import annotations
 
 import dataclasses
-import statistics
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from d3d_tf import models
+from d3d_tf.export import latency
 from d3d_tf.models import summary
 
 MODES = ("eager", "function", "xla")
@@ -39,14 +38,7 @@ class SpeedResult:
 
 def median_seconds(fn, *, warmup: int = 1, iters: int = 3) -> float:
     """Median wall time of `fn()` over `iters` calls after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return latency.measure(fn, warmup=warmup, runs=iters).median_ms / 1e3
 
 
 def _build(name, frames, size, num_classes, depth_multiplier, precision):
