@@ -117,6 +117,15 @@ def labels_path(config: TrainConfig) -> str:
     return os.path.join(os.path.dirname(files[0]) if files else ".", "labels.txt")
 
 
+def _require_model_dir(path, flag: str, task: str, hint: str = "") -> None:
+    """Raises a clear error unless `path` (the value of `flag`) is a model directory."""
+    if not path:
+        raise ValueError(f"{task} needs {flag}=<model directory>")
+    if not os.path.isfile(os.path.join(path, saving.SPEC_FILE)):
+        raise FileNotFoundError(f"{flag}={path}: not a model directory (no "
+                                f"{saving.SPEC_FILE}){hint}")
+
+
 def validate(config: TrainConfig) -> None:
     """Checks the configuration before anything is built; ValueError/FileNotFoundError with a
     message naming the flag and the file."""
@@ -147,11 +156,7 @@ def validate(config: TrainConfig) -> None:
         if e != "logits":
             models.resolve_endpoint(e)
     if c.task == "distill":
-        if not c.teacher:
-            raise ValueError("--task=distill needs --teacher=<model directory>")
-        if not os.path.isfile(os.path.join(c.teacher, saving.SPEC_FILE)):
-            raise FileNotFoundError(f"--teacher={c.teacher}: not a model directory (no "
-                                    f"{saving.SPEC_FILE}); train the teacher first")
+        _require_model_dir(c.teacher, "--teacher", "--task=distill", "; train the teacher first")
         teacher_spec = saving.load_spec(c.teacher)
         needs_flow = needs_flow or teacher_spec.modality == "flow"
         if c.modality != "rgb":
@@ -166,11 +171,7 @@ def validate(config: TrainConfig) -> None:
                 f"depth_multiplier {teacher_spec.config.get('depth_multiplier')}, the student "
                 f"{c.depth_multiplier}")
     if c.task == "finetune":
-        if not c.init_from:
-            raise ValueError("--task=finetune needs --init_from=<model directory>")
-        if not os.path.isfile(os.path.join(c.init_from, saving.SPEC_FILE)):
-            raise FileNotFoundError(f"--init_from={c.init_from}: not a model directory (no "
-                                    f"{saving.SPEC_FILE})")
+        _require_model_dir(c.init_from, "--init_from", "--task=finetune")
     elif c.init_from and c.task != "finetune":
         raise ValueError("--init_from is only used with --task=finetune")
     if c.freeze_until:
