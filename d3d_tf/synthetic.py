@@ -30,7 +30,21 @@ flags.DEFINE_list("speed", [str(v) for v in D.speed], "Translation speed range (
                   "pixels per frame.")
 flags.DEFINE_float("background_drift", D.background_drift, "Maximum background speed, pixels "
                    "per frame (half of the videos have a still background); 0 = always still.")
+flags.DEFINE_list("background_contrast", [str(v) for v in D.background_contrast],
+                  "Background texture contrast range (min,max), grey levels; 0,0 = a plain "
+                  "background, 25,45 = the default textured background.")
+flags.DEFINE_float("texture_scale", D.texture_scale, "Multiplies the grain size of every texture; "
+                   "larger = smoother textures.")
 flags.DEFINE_integer("workers", 0, "Processes rendering and encoding (0 = all cores).")
+
+
+def _range(name: str) -> tuple[float, float]:
+    values = getattr(FLAGS, name)
+    try:
+        lo, hi = (float(v) for v in values)
+    except ValueError:
+        raise app.UsageError(f"--{name} takes two numbers min,max, got {','.join(values)!r}")
+    return lo, hi
 
 
 def main(argv):
@@ -43,8 +57,9 @@ def main(argv):
             num_classes=FLAGS.classes, videos_per_class=FLAGS.videos_per_class,
             num_frames=FLAGS.frames, size=FLAGS.size, fps=FLAGS.fps,
             test_fraction=FLAGS.test_fraction, seed=FLAGS.seed,
-            speed=tuple(float(v) for v in FLAGS.speed),
-            background_drift=FLAGS.background_drift)
+            speed=_range("speed"), background_drift=FLAGS.background_drift,
+            background_contrast=_range("background_contrast"),
+            texture_scale=FLAGS.texture_scale)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
     workers = FLAGS.workers or os.cpu_count() or 1

@@ -29,6 +29,12 @@ def test_config_validation():
         synthetic.SyntheticConfig(num_classes=len(synthetic.CLASS_NAMES) + 1)
     with pytest.raises(ValueError, match="test_fraction"):
         synthetic.SyntheticConfig(test_fraction=1.0)
+    with pytest.raises(ValueError, match="speed"):
+        synthetic.SyntheticConfig(speed=(2.0, 1.0))
+    with pytest.raises(ValueError, match="background_contrast"):
+        synthetic.SyntheticConfig(background_contrast=(-1.0, 5.0))
+    with pytest.raises(ValueError, match="texture_scale"):
+        synthetic.SyntheticConfig(texture_scale=0.0)
     assert synthetic.SyntheticConfig(num_classes=3).class_names == synthetic.CLASS_NAMES[:3]
 
 
@@ -71,6 +77,21 @@ def test_cli_writes_requested_classes(tmp_path):
     assert [(r["label_name"], r["split"]) for r in rows] == [
         ("move_left", "train"), ("move_left", "test"), ("move_right", "train"),
         ("move_right", "test")]
+
+
+def test_cli_plain_background_and_bad_range(tmp_path):
+    common = [sys.executable, "-m", "d3d_tf.synthetic", "--classes=1", "--videos_per_class=1",
+              "--frames=2", "--size=32", "--background_drift=0"]
+    plain, textured = tmp_path / "plain", tmp_path / "textured"
+    subprocess.run([*common, f"--out_dir={plain}", "--background_contrast=0,0",
+                    "--texture_scale=2"], check=True, capture_output=True)
+    subprocess.run([*common, f"--out_dir={textured}"], check=True, capture_output=True)
+    path = "move_left/move_left_000.mp4"
+    # Same seed, same object and background colour; the textured background varies more.
+    assert video.read_video(str(textured / path)).std() > video.read_video(str(plain / path)).std()
+    bad = subprocess.run([*common, f"--out_dir={tmp_path / 'bad'}", "--speed=1"],
+                         check=False, capture_output=True, text=True)
+    assert bad.returncode != 0 and "--speed takes two numbers" in bad.stderr
 
 
 def _nearest_centroid_loo_accuracy(features, labels):

@@ -1,7 +1,7 @@
 """The built-in synthetic motion dataset: the class is defined by motion alone.
 
-Each video shows one textured object over a textured background that is either still or
-drifting slowly in a random direction. The class is the object's motion (see
+Each video shows one textured object over a textured (or, with `background_contrast=(0, 0)`,
+plain) background that is either still or drifting slowly in a random direction. The class is the object's motion (see
 :data:`CLASS_NAMES`): translation left / right / up / down, rotation clockwise /
 counter-clockwise, growing (approach) or shrinking (recede). Everything else is random
 and shared by all classes: background and object textures and colours, the object's
@@ -57,9 +57,11 @@ CLASS_NAMES = (
 class SyntheticConfig:
     """How to make the synthetic dataset.
 
-    The defaults suit the CPU demo (16-frame clips, 64 px crops): 8 classes x 24 videos of
-    24 frames at 80x80 px; TV-L1 for the whole set (4416 frame pairs, ~0.1 s each on one
-    core) takes ~3.7 minutes with 2 worker processes on 2 otherwise idle cores.
+    The defaults are the demo's data: 8 classes x 24 videos of 24 frames at 80x80 px.
+    Easier settings for RGB networks trained from scratch: a plain still background
+    (``background_contrast=(0, 0)``, ``background_drift=0``), slow motion (``speed=(0.7, 1.2)``)
+    and coarse textures (``texture_scale=2``): there a depth-0.25 RGB S3D-G trained with AdamW
+    learns 4 translation classes within 2400 steps, where with the defaults it stays at chance.
 
     Attributes:
       num_classes: use the first ``num_classes`` entries of :data:`CLASS_NAMES`.
@@ -78,6 +80,10 @@ class SyntheticConfig:
       object_size: (min, max) object diameter at the middle frame, fraction of ``size``.
       background_drift: max background speed, pixels per frame (half of the videos have
         a still background).
+      background_contrast: (min, max) contrast of the background texture, grey levels
+        (standard deviation of the texture's luminance); (0, 0) = a plain background.
+      texture_scale: multiplies the grain size of every texture (background and object):
+        larger = smoother textures, whose motion is easier to see for small 3D convs.
     """
 
     num_classes: int = 8
@@ -92,6 +98,8 @@ class SyntheticConfig:
     growth_speed: tuple[float, float] = (0.7, 1.1)
     object_size: tuple[float, float] = (0.4, 0.55)
     background_drift: float = 0.75
+    background_contrast: tuple[float, float] = (25.0, 45.0)
+    texture_scale: float = 1.0
 
     def __post_init__(self):
         if not 1 <= self.num_classes <= len(CLASS_NAMES):
@@ -107,6 +115,16 @@ class SyntheticConfig:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
         if not self.fps > 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
+        for name in ("speed", "angular_speed", "growth_speed", "object_size",
+                     "background_contrast"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"{name} must be a (min, max) range with 0 <= min <= max, "
+                                 f"got {(lo, hi)}")
+        if self.background_drift < 0:
+            raise ValueError(f"background_drift must be >= 0, got {self.background_drift}")
+        if not self.texture_scale > 0:
+            raise ValueError(f"texture_scale must be positive, got {self.texture_scale}")
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -217,8 +235,8 @@ def render_motion(config: SyntheticConfig, class_name: str,
 
     # Background: a periodic texture, still or drifting (wrapping around).
     bg_color = rng.uniform(40, 215, 3).astype(np.float32)
-    bg = _periodic_texture(rng, s, sigma=rng.uniform(1.5, 3.0), color=bg_color,
-                           contrast=rng.uniform(25, 45))
+    bg = _periodic_texture(rng, s, sigma=rng.uniform(1.5, 3.0) * config.texture_scale,
+                           color=bg_color, contrast=rng.uniform(*config.background_contrast))
     drift = rng.uniform(0, config.background_drift) if rng.random() < 0.5 else 0.0
     drift_angle = rng.uniform(0, 2 * np.pi)
     drift_v = drift * np.array([np.cos(drift_angle), np.sin(drift_angle)])
@@ -230,8 +248,8 @@ def render_motion(config: SyntheticConfig, class_name: str,
     growth = min(rng.uniform(*config.growth_speed), 0.75 * (diameter / 2) / max(t_mid, 1e-6))
     sprite_size = math.ceil(diameter + 2 * growth * t_mid) | 1  # odd: a center pixel
     obj_color = rng.uniform(30, 225, 3).astype(np.float32)
-    # Texture grain of 1-2.5 frame pixels at the middle frame's size.
-    grain = rng.uniform(1.0, 2.5) * sprite_size / diameter
+    # Texture grain of (1-2.5) * texture_scale frame pixels at the middle frame's size.
+    grain = rng.uniform(1.0, 2.5) * config.texture_scale * sprite_size / diameter
     sprite = _periodic_texture(rng, sprite_size, sigma=grain, color=obj_color,
                                contrast=rng.uniform(40, 60))
     mask = _shape_mask(rng, sprite_size)
