@@ -29,7 +29,7 @@ flags.DEFINE_string("out_dir", "demo_out", "Where every artifact of the demo goe
 flags.DEFINE_integer("seeds", 1, "Train the three networks this many times (seeds 0..N-1) and "
                      "report mean ± std.")
 flags.DEFINE_string("configs", "configs/demo", "Folder of the demo flagfiles "
-                    "(teacher.flags, baseline.flags, d3d.flags).")
+                    "(synthetic.flags, teacher.flags, baseline.flags, d3d.flags).")
 flags.DEFINE_integer("workers", 0, "Worker processes for flow extraction (0 = all cores).")
 flags.DEFINE_bool("tflite_int8", True, "Also export a full-integer int8 TFLite model.")
 
@@ -86,7 +86,8 @@ def main(argv):
     videos = os.path.join(out, "videos")
     records = os.path.join(out, "records")
     run_stage(out, Stage("synthetic", _python_module(
-        "synthetic", f"--out_dir={videos}", f"--workers={FLAGS.workers}")))
+        "synthetic", f"--flagfile={os.path.join(FLAGS.configs, 'synthetic.flags')}",
+        f"--out_dir={videos}", f"--workers={FLAGS.workers}")))
     for split, shards in (("train", 4), ("test", 2)):
         run_stage(out, Stage(f"prepare_{split}", _python_module(
             "prepare", "--format=manifest", f"--annotations={videos}/manifest.csv",
