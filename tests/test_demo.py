@@ -44,6 +44,8 @@ def test_report_table_holds_the_measured_numbers(tmp_path):
         _write(os.path.join(out, "eval" + suffix, "results.json"),
                {n: {"video": {"top1": a + delta, "top5": b}} for n, (a, b) in accuracy.items()})
     _write(os.path.join(out, "records", "train_info.json"), {"flow_s": 50.0, "flow_pairs": 500})
+    with open(os.path.join(out, "records", "labels.txt"), "w") as f:
+        f.write("move_left\nmove_right\n")
     with open(demo_report.write_report(out, seeds=2)) as f:
         report = f.read()
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
@@ -59,3 +61,5 @@ def test_report_table_holds_the_measured_numbers(tmp_path):
     assert "= 1.35" in report
     assert "0.100 s per frame pair" in report
     assert "D3D (55.0%) beats the RGB baseline (30.0%)" in report
+    assert "D3D beat the baseline in 2 of 2 seeds" in report
+    assert "(move_left, move_right)" in report  # the classes, read from labels.txt

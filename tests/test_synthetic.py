@@ -1,5 +1,6 @@
 """Tests for the synthetic motion dataset: determinism, files, and 'class = motion only'."""
 import csv
+import os
 import subprocess
 import sys
 
@@ -92,6 +93,19 @@ def test_cli_plain_background_and_bad_range(tmp_path):
     bad = subprocess.run([*common, f"--out_dir={tmp_path / 'bad'}", "--speed=1"],
                          check=False, capture_output=True, text=True)
     assert bad.returncode != 0 and "--speed takes two numbers" in bad.stderr
+
+
+def test_demo_data_flagfile(tmp_path):
+    """configs/demo/synthetic.flags parses and selects the 4 translation classes."""
+    flagfile = os.path.join(os.path.dirname(__file__), "..", "configs", "demo", "synthetic.flags")
+    subprocess.run([sys.executable, "-m", "d3d_tf.synthetic", f"--flagfile={flagfile}",
+                    f"--out_dir={tmp_path}", "--videos_per_class=4", "--frames=3", "--size=32"],
+                   check=True, capture_output=True)
+    assert (tmp_path / "labels.txt").read_text().split() == list(synthetic.CLASS_NAMES[:4])
+    with open(tmp_path / "manifest.csv") as f:
+        splits = [row["split"] for row in csv.DictReader(f)]
+    assert splits == ["train"] * 3 + ["test"] + ["train"] * 3 + ["test"] + \
+        ["train"] * 3 + ["test"] + ["train"] * 3 + ["test"]
 
 
 def _nearest_centroid_loo_accuracy(features, labels):

@@ -57,11 +57,12 @@ CLASS_NAMES = (
 class SyntheticConfig:
     """How to make the synthetic dataset.
 
-    The defaults are the demo's data: 8 classes x 24 videos of 24 frames at 80x80 px.
-    Easier settings for RGB networks trained from scratch: a plain still background
-    (``background_contrast=(0, 0)``, ``background_drift=0``), slow motion (``speed=(0.7, 1.2)``)
-    and coarse textures (``texture_scale=2``): there a depth-0.25 RGB S3D-G trained with AdamW
-    learns 4 translation classes within 2400 steps, where with the defaults it stays at chance.
+    The defaults: 8 classes x 24 videos of 24 frames at 80x80 px on textured backgrounds.
+    The demo (``configs/demo/synthetic.flags``) uses easier settings for RGB networks trained
+    from scratch: a plain still background (``background_contrast=(0, 0)``,
+    ``background_drift=0``), slow motion (``speed=(0.7, 1.2)``) and coarse textures
+    (``texture_scale=2``): there a depth-0.25 RGB S3D-G trained with AdamW learns 4
+    translation classes within 2400 steps, where with the defaults it stays at chance.
 
     Attributes:
       num_classes: use the first ``num_classes`` entries of :data:`CLASS_NAMES`.
