@@ -1,4 +1,6 @@
 """Architecture tests of the S3D-G family against the TF-Slim reference table (DESIGN.md)."""
+import os
+import platform
 import subprocess
 import sys
 
@@ -406,3 +408,49 @@ def test_conv3d_as_2d_equals_conv3d(frames, kernel, strides, padding):
     want, got = np.asarray(ref(x)), np.asarray(low(x))
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_conv3d_on_few_channels_is_padded_and_exact(channels, padding):
+    """A full 3D kernel on 1-2 channels (the flow stem) runs on zero-padded channels (Eigen's
+    conv3d backward pass is ~100x slower there) with the output and kernel gradient of conv3d."""
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(8).normal(size=(2, 9, 20, 21, channels)), tf.float32)
+    ref = L.Conv3D(4, (7, 7, 7), strides=(2, 2, 2), padding=padding, impl="3d")
+    ours = L.Conv3D(4, (7, 7, 7), strides=(2, 2, 2), padding=padding, impl="2d")
+    ref.build(x.shape)
+    ours.build(x.shape)
+    ours.set_weights(ref.get_weights())
+    grads = []
+    for layer in (ref, ours):
+        with tf.GradientTape() as tape:
+            y = layer(x)
+            loss = tf.reduce_sum(y * y)
+        grads.append(tape.gradient(loss, layer.kernel))
+        if layer is ref:
+            want = np.asarray(y)
+        else:
+            np.testing.assert_allclose(np.asarray(y), want, rtol=1e-4, atol=1e-4)
+    assert grads[1].shape == (7, 7, 7, channels, 4)
+    scale = float(np.abs(grads[0]).max())
+    np.testing.assert_allclose(np.asarray(grads[1]), np.asarray(grads[0]), rtol=1e-4,
+                               atol=1e-5 * scale)
+    # The graph's Conv3D sees 3 input channels.
+    graph = tf.function(ours).get_concrete_function(tf.TensorSpec(x.shape, tf.float32)).graph
+    convs = [op for op in graph.get_operations() if op.type == "Conv3D"]
+    assert [op.inputs[0].shape[-1] for op in convs] == [L.MIN_CONV3D_CHANNELS]
+
+
+def test_importing_d3d_tf_turns_onednn_on_unless_told_otherwise():
+    code = ("import d3d_tf, tensorflow; from tensorflow.python.util import _pywrap_util_port "
+            "as p; print('ONEDNN', p.IsMklEnabled())")
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                        check=True)
+    off = subprocess.run([sys.executable, "-c", code], env={**env, "TF_ENABLE_ONEDNN_OPTS": "0"},
+                         capture_output=True, text=True, check=True)
+    assert "ONEDNN False" in off.stdout
+    if platform.machine() in ("x86_64", "AMD64"):  # oneDNN kernels are built for x86 only
+        assert "ONEDNN True" in on.stdout

@@ -64,6 +64,8 @@ class Conv3D(keras.layers.Conv3D):
     kernel (the stem, I3D) stays `conv3d` (2.5x faster on CPU than the alternative), unless
     `impl="2d_all"`: then it is a sum of `kt` 2D convs over temporally shifted frames (needs a
     static T), so that a TFLite model has no `CONV_3D` at all. `impl="3d"` always uses `conv3d`.
+    A full kernel on 1 or 2 input channels (the flow stem) gets zero channels up to 3 first:
+    see `MIN_CONV3D_CHANNELS`.
     """
 
     def __init__(self, *args, impl: str = "2d", **kwargs):
@@ -83,6 +85,8 @@ class Conv3D(keras.layers.Conv3D):
             y = _conv2d_time(x, self.kernel[:, 0], (st, 1), self.padding)
         elif self.impl == "2d_all" and x.shape[1] is not None:
             y = _conv3d_as_2d_sum(x, self.kernel, self.strides, self.padding)
+        elif x.shape[-1] is not None and x.shape[-1] < MIN_CONV3D_CHANNELS:
+            y = _conv3d_padded_channels(x, self.kernel, self.strides, self.padding)
         else:
             return super().call(x)
         if self.use_bias:
@@ -113,6 +117,22 @@ def _conv2d_time(x, kernel, strides, padding):
     y = ops.conv(ops.reshape(x, (-1, t, h * w, c)), ops.cast(kernel, x.dtype), strides, padding)
     _, t2, _, c2 = _dims4(y)
     return ops.reshape(y, (-1, t2, h, w, c2))
+
+
+# oneDNN (TF 2.21) has no fast conv3d backward pass for 1 or 2 input channels on CPUs without
+# AVX-512: the flow stem's [7,7,7,2,16] kernel gradient took 23 s instead of 0.23 s for
+# 3 channels (batch 8x16x64x64, AMD EPYC with AVX2), which made the flow teacher 100x slower
+# to train than the RGB network. Zero channels bring the input to 3: the same output and the
+# same gradient for the real kernel (the gradient of the padding is dropped).
+MIN_CONV3D_CHANNELS = 3
+
+
+def _conv3d_padded_channels(x, kernel, strides, padding):
+    """`conv3d` of a `[B,T,H,W,C<3]` input with zero channels (and zero kernel rows) added."""
+    extra = MIN_CONV3D_CHANNELS - x.shape[-1]
+    x = ops.pad(x, ((0, 0), (0, 0), (0, 0), (0, 0), (0, extra)))
+    kernel = ops.pad(ops.cast(kernel, x.dtype), ((0, 0), (0, 0), (0, 0), (0, extra), (0, 0)))
+    return ops.conv(x, kernel, strides, padding)
 
 
 def _conv3d_as_2d_sum(x, kernel, strides, padding):
