@@ -105,15 +105,17 @@ def distill_part(log) -> list[dict]:
         batch = 1 if size >= 224 or FLAGS.smoke else 8
         r = speed.measure_distillation(frames=frames, size=size, batch=batch,
                                        depth_multiplier=dm, iters=1 if FLAGS.smoke else FLAGS.iters)
-        log(f"distill {label}: baseline {r['baseline']:.3f} s, d3d {r['d3d']:.3f} s")
+        log(f"distill {label}: baseline {r['baseline']:.3f} s, d3d {r['d3d']:.3f} s, "
+            f"flow teacher {r['teacher']:.3f} s")
         results.append({"case": label, "batch": batch, **r})
     return results
 
 
 def distill_table(results) -> str:
-    return _table(("case", "batch", "baseline s/step", "D3D s/step", "D3D / baseline"),
+    return _table(("case", "batch", "baseline s/step", "D3D s/step", "D3D / baseline",
+                   "flow teacher s/step"),
                   [(r["case"], r["batch"], f"{r['baseline']:.3f}", f"{r['d3d']:.3f}",
-                    f"{r['ratio']:.2f}") for r in results])
+                    f"{r['ratio']:.2f}", f"{r['teacher']:.3f}") for r in results])
 
 
 def data_part(log) -> list[dict]:

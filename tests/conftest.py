@@ -1,3 +1,6 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# What `import d3d_tf` sets (d3d_tf/__init__.py), here because test modules import tensorflow
+# before d3d_tf: the tests run the oneDNN kernels users get.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

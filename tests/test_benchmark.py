@@ -29,7 +29,7 @@ def test_benchmark_smoke_runs_every_part(tmp_path):
         assert r["clips_per_second"] > 0 and r["gflops_per_clip"] > 0
         assert abs(r["clips_per_second"] - r["batch"] / r["seconds_per_batch"]) < 1e-6
     (distill,) = results["distill"]
-    assert distill["baseline"] > 0 and distill["d3d"] > 0
+    assert distill["baseline"] > 0 and distill["d3d"] > 0 and distill["teacher"] > 0
     assert abs(distill["ratio"] - distill["d3d"] / distill["baseline"]) < 1e-9
     data = results["data"]
     assert [tuple(r["modalities"]) for r in data] == [("rgb",), ("rgb", "flow")]

@@ -130,8 +130,12 @@ MIN_CONV3D_CHANNELS = 3
 def _conv3d_padded_channels(x, kernel, strides, padding):
     """`conv3d` of a `[B,T,H,W,C<3]` input with zero channels (and zero kernel rows) added."""
     extra = MIN_CONV3D_CHANNELS - x.shape[-1]
-    x = ops.pad(x, ((0, 0), (0, 0), (0, 0), (0, 0), (0, extra)))
-    kernel = ops.pad(ops.cast(kernel, x.dtype), ((0, 0), (0, 0), (0, 0), (0, extra), (0, 0)))
+    # Concatenated zeros, not a Pad op: grappler's oneDNN remapper fuses Pad into the conv as
+    # spatial padding and drops the channel padding ("input and filter must have the same
+    # depth: 2 vs 3" at run time).
+    x = ops.concatenate([x] + [ops.zeros_like(x[..., :1])] * extra, axis=-1)
+    kernel = ops.cast(kernel, x.dtype)
+    kernel = ops.concatenate([kernel] + [ops.zeros_like(kernel[:, :, :, :1])] * extra, axis=3)
     return ops.conv(x, kernel, strides, padding)
 
 
