@@ -88,6 +88,20 @@ def _labels(path: str) -> list[str]:
         return [line.strip() for line in f if line.strip()]
 
 
+def _true_label(videos_dir: str, video: str) -> str | None:
+    """The manifest's label of `video` (a path as `predict` printed it), if listed."""
+    import csv
+
+    manifest = os.path.join(videos_dir, "manifest.csv")
+    if not video or not os.path.exists(manifest):
+        return None
+    with open(manifest) as f:
+        for row in csv.DictReader(f):
+            if os.path.abspath(os.path.join(videos_dir, row["path"])) == os.path.abspath(video):
+                return row["label_name"]
+    return None
+
+
 def _mean_top1(evals, name):
     values = [e[name]["video"]["top1"] for e in evals if e and name in e]
     return statistics.mean(values) if values else None
@@ -179,15 +193,15 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None) -
     for name, method, train_in, infer_in in METHODS:
         top1 = [e[name]["video"]["top1"] if e and name in e else None for e in evals]
         top5 = [e[name]["video"]["top5"] if e and name in e else None for e in evals]
-        steps = [t["seconds_per_step"] if t else None for t in train.get(name, [])]
+        steps = [t.get("seconds_per_step") if t else None for t in train.get(name, [])]
         cost = f"{gflops[name]:.2f} GFLOPs" if gflops.get(name) else "n/a"
         if name == "teacher" and tvl1_pair_s and frames:
             cost += f" + TV-L1 flow {tvl1_pair_s * frames:.2f} s"
         lines.append(f"| {method} | {train_in} | {infer_in} | {_fmt(top1)} | {_fmt(top5)} | "
                      f"{_fmt(steps, 1.0, 3) if steps else '—'} | {cost} |")
     lines.append("")
-    base = [t["seconds_per_step"] for t in train["baseline"] if t]
-    d3d = [t["seconds_per_step"] for t in train["d3d"] if t]
+    base = [t["seconds_per_step"] for t in train["baseline"] if t and t["seconds_per_step"]]
+    d3d = [t["seconds_per_step"] for t in train["d3d"] if t and t["seconds_per_step"]]
     if base and d3d:
         lines.append(f"Cost of distillation: D3D train step / baseline train step = "
                      f"{statistics.mean(d3d) / statistics.mean(base):.2f} (the teacher's "
@@ -240,9 +254,11 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None) -
                 result = json.loads(f.read().strip().splitlines()[-1])
             top = result.get("top_k") or result.get("predictions") or []
             best = ", ".join(f"{p['label']} {p['score']:.2f}" for p in top[:3]) if top else ""
+            video = result.get("video", held_out or "")
+            truth = _true_label(videos_dir, video)
             lines.append(f"- `predict` with the {tag.replace('_', ' ')} on "
-                         f"`{os.path.relpath(result.get('video', held_out or ''), out_dir)}`: "
-                         f"{best}")
+                         f"`{os.path.relpath(video, out_dir)}`"
+                         + (f" (true class: {truth})" if truth else "") + f": {best}")
     lines.append("")
 
     lines += ["## Artifacts", ""]

@@ -32,7 +32,7 @@ def _write(path, obj):
         json.dump(obj, f)
 
 
-def test_report_table_holds_the_measured_numbers(tmp_path):
+def test_report_table_holds_the_measured_numbers(tmp_path, monkeypatch):
     out = str(tmp_path)
     accuracy = {"teacher": (0.8, 1.0), "baseline": (0.25, 0.75), "d3d": (0.5, 0.875),
                 "d3d+baseline": (0.625, 1.0)}
@@ -46,7 +46,14 @@ def test_report_table_holds_the_measured_numbers(tmp_path):
     _write(os.path.join(out, "records", "train_info.json"), {"flow_s": 50.0, "flow_pairs": 500})
     with open(os.path.join(out, "records", "labels.txt"), "w") as f:
         f.write("move_left\nmove_right\n")
-    with open(demo_report.write_report(out, seeds=2)) as f:
+    os.makedirs(os.path.join(out, "videos"))
+    with open(os.path.join(out, "videos", "manifest.csv"), "w") as f:
+        f.write("path,label_name,split\nmove_left/move_left_003.mp4,move_left,test\n")
+    held_out = os.path.join(out, "videos", "move_left", "move_left_003.mp4")
+    _write(os.path.join(out, "predict_saved_model.json"), {
+        "video": held_out, "top_k": [{"label": "move_right", "index": 1, "score": 0.75}]})
+    monkeypatch.setattr(demo_report, "flow_pictures", lambda *a, **k: [])  # no real video
+    with open(demo_report.write_report(out, seeds=2, held_out=held_out)) as f:
         report = f.read()
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in report.splitlines() if line.startswith("| ") and "---" not in line}
@@ -63,3 +70,4 @@ def test_report_table_holds_the_measured_numbers(tmp_path):
     assert "D3D (55.0%) beats the RGB baseline (30.0%)" in report
     assert "D3D beat the baseline in 2 of 2 seeds" in report
     assert "(move_left, move_right)" in report  # the classes, read from labels.txt
+    assert "`videos/move_left/move_left_003.mp4` (true class: move_left): move_right 0.75" in report

@@ -141,10 +141,17 @@ def test_flow_teacher_trains_and_evaluates_end_to_end(tmp_path):
                   log_every=1)
     cfg = trainer.TrainConfig(**{**cfg.__dict__, "eval_data": cfg.train_data})
     trainer.train(cfg)
-    with open(os.path.join(cfg.model_dir, "train_summary.json")) as f:
-        assert json.load(f)["step"] == 4
+    summary_path = os.path.join(cfg.model_dir, "train_summary.json")
+    with open(summary_path) as f:
+        first = json.load(f)
+    assert first["step"] == 4 and first["seconds_per_step"] > 0
     spec = saving.load_spec(os.path.join(cfg.model_dir, "model"))
     assert spec.modality == "flow" and spec.input_shape[-1] == 2
+    # Rerunning the finished run trains nothing and keeps the measured step time.
+    trainer.train(cfg)
+    with open(summary_path) as f:
+        again = json.load(f)
+    assert again["start_step"] == 4 and again["seconds_per_step"] == first["seconds_per_step"]
 
 
 def test_validation_errors(tmp_path):

@@ -455,6 +455,11 @@ def train(config: TrainConfig) -> dict:
                **(evaluation.summary(results) if results else {})}
     logging.info("done: %s", summary)
     if chief:  # step time and final metrics for reports (`make demo` reads it)
-        with open(os.path.join(c.model_dir, "train_summary.json"), "w") as f:
+        path = os.path.join(c.model_dir, "train_summary.json")
+        if not step_times and os.path.exists(path):
+            # Rerun of a finished run: no step was timed now; keep the measured step time.
+            with open(path) as f:
+                summary["seconds_per_step"] = json.load(f).get("seconds_per_step")
+        with open(path, "w") as f:
             json.dump(summary, f, indent=2)
     return summary
