@@ -119,11 +119,12 @@ def _conv2d_time(x, kernel, strides, padding):
     return ops.reshape(y, (-1, t2, h, w, c2))
 
 
-# oneDNN (TF 2.21) has no fast conv3d backward pass for 1 or 2 input channels on CPUs without
-# AVX-512: the flow stem's [7,7,7,2,16] kernel gradient took 23 s instead of 0.23 s for
-# 3 channels (batch 8x16x64x64, AMD EPYC with AVX2), which made the flow teacher 100x slower
-# to train than the RGB network. Zero channels bring the input to 3: the same output and the
-# same gradient for the real kernel (the gradient of the padding is dropped).
+# TensorFlow's Eigen conv3d (what TF 2.21 runs when oneDNN is off) has a ~100x slower backward
+# pass for 1 or 2 input channels: the flow stem's [7,7,7,2,16] kernel gradient took 23 s
+# instead of 0.23 s for 3 channels (batch 8x16x64x64, AMD EPYC with AVX2), and the flow
+# teacher trained at 11 s/step. With oneDNN it is fast either way, and 3 channels still cut the
+# demo teacher's step from 0.18 to 0.14 s. Zero channels bring the input to 3: the same output
+# and the same gradient for the real kernel (the gradient of the padding is dropped).
 MIN_CONV3D_CHANNELS = 3
 
 
