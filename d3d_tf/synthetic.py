@@ -28,6 +28,9 @@ flags.DEFINE_float("test_fraction", D.test_fraction, "Fraction of each class's v
 flags.DEFINE_integer("seed", D.seed, "Base seed: the same seed gives the same frames.")
 flags.DEFINE_list("speed", [str(v) for v in D.speed], "Translation speed range (min,max), "
                   "pixels per frame.")
+flags.DEFINE_float("direction_jitter", D.direction_jitter, "Translation classes move along "
+                   "their axis turned by a random angle in [-x, x] degrees per video (0 = exactly "
+                   "left/right/up/down; must be < 45).")
 flags.DEFINE_float("background_drift", D.background_drift, "Maximum background speed, pixels "
                    "per frame (half of the videos have a still background); 0 = always still.")
 flags.DEFINE_list("background_contrast", [str(v) for v in D.background_contrast],
@@ -57,7 +60,8 @@ def main(argv):
             num_classes=FLAGS.classes, videos_per_class=FLAGS.videos_per_class,
             num_frames=FLAGS.frames, size=FLAGS.size, fps=FLAGS.fps,
             test_fraction=FLAGS.test_fraction, seed=FLAGS.seed,
-            speed=_range("speed"), background_drift=FLAGS.background_drift,
+            speed=_range("speed"), direction_jitter=FLAGS.direction_jitter,
+            background_drift=FLAGS.background_drift,
             background_contrast=_range("background_contrast"),
             texture_scale=FLAGS.texture_scale)
     except ValueError as e:

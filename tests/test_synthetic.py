@@ -36,7 +36,28 @@ def test_config_validation():
         synthetic.SyntheticConfig(background_contrast=(-1.0, 5.0))
     with pytest.raises(ValueError, match="texture_scale"):
         synthetic.SyntheticConfig(texture_scale=0.0)
+    with pytest.raises(ValueError, match="direction_jitter"):
+        synthetic.SyntheticConfig(direction_jitter=45.0)
     assert synthetic.SyntheticConfig(num_classes=3).class_names == synthetic.CLASS_NAMES[:3]
+
+
+def test_direction_jitter_turns_translations_only():
+    # 30 degrees counter-clockwise on screen: a rightward move also goes up (y points down).
+    dx, dy, _, _ = synthetic._object_pose("move_right", 10.0, 1.0, 0.0, 0.0, jitter=30.0)
+    np.testing.assert_allclose([dx, dy], [10 * np.cos(np.pi / 6), -10 * np.sin(np.pi / 6)])
+    dx, dy, _, _ = synthetic._object_pose("move_down", 10.0, 1.0, 0.0, 0.0, jitter=30.0)
+    np.testing.assert_allclose([dx, dy], [10 * np.sin(np.pi / 6), 10 * np.cos(np.pi / 6)])
+    assert synthetic._object_pose("grow", 2.0, 1.0, 5.0, 0.5, jitter=30.0) == (0, 0, 0, 1.0)
+    # Same appearance (the jitter is the last random draw): with an odd frame count the
+    # middle frame (dt = 0) is identical; the other frames differ for a translation class.
+    base = synthetic.SyntheticConfig(**{**SMALL.__dict__, "num_frames": 5})
+    jittered = synthetic.SyntheticConfig(**{**base.__dict__, "direction_jitter": 40.0})
+    a, b = synthetic.render_video(base, 1, 0), synthetic.render_video(jittered, 1, 0)
+    np.testing.assert_array_equal(a[2], b[2])
+    assert np.abs(a[0].astype(int) - b[0]).mean() > 0.5
+    # Rotation classes do not translate, so jitter leaves them unchanged.
+    np.testing.assert_array_equal(synthetic.render_video(base, 4, 0),
+                                  synthetic.render_video(jittered, 4, 0))
 
 
 def test_generate_dataset_files_and_manifest(tmp_path):

@@ -74,6 +74,10 @@ class SyntheticConfig:
         indices of each class; the split is therefore deterministic and balanced).
       seed: base random seed.
       speed: (min, max) translation speed, pixels per frame.
+      direction_jitter: translations move along the class's axis rotated by a per-video angle
+        drawn uniformly from [-direction_jitter, direction_jitter] degrees (0 = exactly
+        left / right / up / down). With jitter, some videos of a class lean towards a
+        neighbouring class, as real actions do, and a teacher's logits say by how much.
       angular_speed: (min, max) rotation speed, degrees per frame.
       growth_speed: (min, max) speed at which the object's radius grows / shrinks, pixels
         per frame (the speed of its outline). Capped per video so that the radius stays
@@ -95,6 +99,7 @@ class SyntheticConfig:
     test_fraction: float = 0.25
     seed: int = 0
     speed: tuple[float, float] = (1.5, 3.0)
+    direction_jitter: float = 0.0
     angular_speed: tuple[float, float] = (5.0, 9.0)
     growth_speed: tuple[float, float] = (0.7, 1.1)
     object_size: tuple[float, float] = (0.4, 0.55)
@@ -122,6 +127,9 @@ class SyntheticConfig:
             if not 0 <= lo <= hi:
                 raise ValueError(f"{name} must be a (min, max) range with 0 <= min <= max, "
                                  f"got {(lo, hi)}")
+        if not 0 <= self.direction_jitter < 45:
+            raise ValueError(f"direction_jitter must be in [0, 45) degrees (45 would make "
+                             f"neighbouring classes overlap), got {self.direction_jitter}")
         if self.background_drift < 0:
             raise ValueError(f"background_drift must be >= 0, got {self.background_drift}")
         if not self.texture_scale > 0:
@@ -180,11 +188,13 @@ def _shape_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     return mask.astype(np.float32) / 255.0
 
 
-def _object_pose(class_name: str, dt: float, speed: float, omega: float, growth: float):
+def _object_pose(class_name: str, dt: float, speed: float, omega: float, growth: float,
+                 jitter: float = 0.0):
     """(dx, dy, dangle_deg, dradius) of the object at ``dt`` frames from the middle frame.
 
     Image coordinates: x right, y down; a positive OpenCV angle turns counter-clockwise
-    as seen on screen.
+    as seen on screen. Translations are rotated by ``jitter`` degrees (counter-clockwise
+    on screen).
     """
     dx = dy = dangle = dradius = 0.0
     if class_name == "move_left":
@@ -205,6 +215,10 @@ def _object_pose(class_name: str, dt: float, speed: float, omega: float, growth:
         dradius = -growth * dt
     else:
         raise ValueError(f"unknown synthetic class {class_name!r}; known: {CLASS_NAMES}")
+    if jitter:
+        # On screen y points down, so a counter-clockwise turn is (x, y) -> (x c + y s, -x s + y c).
+        c, s = math.cos(math.radians(jitter)), math.sin(math.radians(jitter))
+        dx, dy = dx * c + dy * s, -dx * s + dy * c
     return dx, dy, dangle, dradius
 
 
@@ -259,6 +273,9 @@ def render_motion(config: SyntheticConfig, class_name: str,
     omega = rng.uniform(*config.angular_speed)
     center = rng.uniform(0, s, 2)  # position at the middle frame, uniform on the torus
     angle0 = rng.uniform(0, 360)
+    # Drawn last (and for every class) so that the draws above, and hence the videos made
+    # without jitter, stay what they were before this option existed.
+    jitter = rng.uniform(-config.direction_jitter, config.direction_jitter)
 
     frames = np.empty((t_frames, s, s, 3), np.uint8)
     sc = (sprite_size - 1) / 2.0
@@ -269,7 +286,7 @@ def render_motion(config: SyntheticConfig, class_name: str,
         m_bg = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
         frame = cv2.warpAffine(bg, m_bg, (s, s), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_WRAP)
-        dx, dy, dangle, dradius = _object_pose(class_name, dt, speed, omega, growth)
+        dx, dy, dangle, dradius = _object_pose(class_name, dt, speed, omega, growth, jitter)
         scale = (diameter + 2 * dradius) / sprite_size
         pos = np.mod(center + [dx, dy], s)
         m = cv2.getRotationMatrix2D((sc, sc), angle0 + dangle, scale)
