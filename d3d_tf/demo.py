@@ -93,27 +93,10 @@ def main(argv):
             "prepare", "--format=manifest", f"--annotations={videos}/manifest.csv",
             f"--split={split}", f"--out_dir={records}", "--flow=tvl1",
             f"--workers={FLAGS.workers}", f"--num_shards={shards}")))
-    test_data = os.path.join(records, "test-*.tfrecord")
     for seed in range(FLAGS.seeds):
-        suffix = "" if FLAGS.seeds == 1 else f"_seed{seed}"
-        model_dirs = {}
-        for name, flagfile, _, _ in RUNS:
-            run_dir = os.path.join(out, "runs", name + suffix)
-            extra = [f"--model_dir={run_dir}", f"--seed={seed}",
-                     f"--train_data={os.path.join(records, 'train-*.tfrecord')}",
-                     f"--eval_data={test_data}", f"--labels={os.path.join(records, 'labels.txt')}"]
-            if name == "d3d":
-                extra.append(f"--teacher={model_dirs['teacher']}")
-            run_stage(out, Stage(f"train_{name}{suffix}", _python_module(
-                "train", f"--flagfile={os.path.join(FLAGS.configs, flagfile)}", *extra)))
-            model_dirs[name] = os.path.join(run_dir, "model")
-        run_stage(out, Stage(f"evaluate{suffix}", _python_module(
-            "evaluate", f"--data={test_data}", f"--out_dir={os.path.join(out, 'eval' + suffix)}",
-            *[f"--model={model_dirs[n]}" for n, _, _, _ in RUNS],
-            *[f"--name={n}" for n, _, _, _ in RUNS],
-            "--ensemble_of=d3d+baseline", "--compare=baseline,d3d", "--num_clips=2")))
-        if seed == 0:
-            d3d_model = model_dirs["d3d"]
+        for stage in seed_stages(out, FLAGS.configs, records, seed):
+            run_stage(out, stage)
+    d3d_model = os.path.join(out, "runs", "d3d", "model")  # seed 0's student is exported
     export_dir = os.path.join(out, "export")
     run_stage(out, Stage("export_saved_model", _python_module(
         "export", f"--checkpoint={d3d_model}", "--format=saved_model", f"--out={export_dir}",
@@ -134,6 +117,35 @@ def main(argv):
     path = demo_report.write_report(out, seeds=FLAGS.seeds, held_out=held_out)
     print(f"\n[demo] finished in {time.time() - start:.0f} s (stages reused from earlier runs "
           f"are not counted); report: {path}")
+
+
+def run_suffix(seed: int) -> str:
+    """Suffix of seed `seed`'s run and evaluation folders: none for seed 0, so that
+    `make demo SEEDS=3` after `make demo` reuses the first seed's trainings."""
+    return "" if seed == 0 else f"_seed{seed}"
+
+
+def seed_stages(out: str, configs: str, records: str, seed: int) -> list[Stage]:
+    """The teacher, baseline and D3D trainings of one seed, then their evaluation."""
+    suffix = run_suffix(seed)
+    test_data = os.path.join(records, "test-*.tfrecord")
+    stages, model_dirs = [], {}
+    for name, flagfile, _, _ in RUNS:
+        run_dir = os.path.join(out, "runs", name + suffix)
+        extra = [f"--model_dir={run_dir}", f"--seed={seed}",
+                 f"--train_data={os.path.join(records, 'train-*.tfrecord')}",
+                 f"--eval_data={test_data}", f"--labels={os.path.join(records, 'labels.txt')}"]
+        if name == "d3d":
+            extra.append(f"--teacher={model_dirs['teacher']}")
+        stages.append(Stage(f"train_{name}{suffix}", _python_module(
+            "train", f"--flagfile={os.path.join(configs, flagfile)}", *extra)))
+        model_dirs[name] = os.path.join(run_dir, "model")
+    stages.append(Stage(f"evaluate{suffix}", _python_module(
+        "evaluate", f"--data={test_data}", f"--out_dir={os.path.join(out, 'eval' + suffix)}",
+        *[f"--model={model_dirs[n]}" for n, _, _, _ in RUNS],
+        *[f"--name={n}" for n, _, _, _ in RUNS],
+        "--ensemble_of=d3d+baseline", "--compare=baseline,d3d", "--num_clips=2")))
+    return stages
 
 
 def _held_out_video(videos_dir: str) -> str:

@@ -39,7 +39,9 @@ def _fmt(values, scale=100.0, digits=1):
 
 
 def _suffixes(seeds: int):
-    return [""] if seeds == 1 else [f"_seed{s}" for s in range(seeds)]
+    from d3d_tf.demo import run_suffix
+
+    return [run_suffix(s) for s in range(seeds)]
 
 
 def _network_gflops(model_dir: str) -> float | None:
@@ -177,8 +179,9 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None) -
          "single frame tells the class, as in the paper's 'open vs close a door' example: "
          "the class is in the motion, which the flow teacher is given and the RGB networks "
          "must find. The demo's data (`configs/demo/synthetic.flags`) is made easy for RGB "
-         "networks trained from scratch on a CPU: a plain still background, slow motion and "
-         "coarse textures."), ""]
+         "networks trained from scratch on a CPU: a plain still background and coarse textures; "
+         "each video's direction is turned by up to 30 degrees, so the flow teacher's logits "
+         "carry how far a video leans towards a neighbouring class."), ""]
     if spec:
         t, h, w, _ = spec["input_shape"]
         lines.append(f"Clips: {t} frames of {h}x{w} px; network `{spec['name']}` with "

@@ -26,6 +26,19 @@ def test_failed_stage_stops_with_its_name_and_leaves_no_marker(tmp_path):
     assert not (tmp_path / "stages" / "broken.done").exists()
 
 
+def test_seed_zero_runs_keep_their_names_so_more_seeds_reuse_them(tmp_path):
+    names = {seed: [s.name for s in demo.seed_stages("out", "configs/demo", "out/records", seed)]
+             for seed in (0, 2)}
+    assert names[0] == ["train_teacher", "train_baseline", "train_d3d", "evaluate"]
+    assert names[2] == ["train_teacher_seed2", "train_baseline_seed2", "train_d3d_seed2",
+                        "evaluate_seed2"]
+    d3d = demo.seed_stages("out", "configs/demo", "out/records", 2)[2].command
+    assert "--seed=2" in d3d and "--model_dir=out/runs/d3d_seed2" in d3d
+    assert "--teacher=out/runs/teacher_seed2/model" in d3d  # its own seed's teacher
+    evaluate = demo.seed_stages("out", "configs/demo", "out/records", 0)[3].command
+    assert "--model=out/runs/d3d/model" in evaluate and "--out_dir=out/eval" in evaluate
+
+
 def _write(path, obj):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
@@ -37,7 +50,7 @@ def test_report_table_holds_the_measured_numbers(tmp_path, monkeypatch):
     accuracy = {"teacher": (0.8, 1.0), "baseline": (0.25, 0.75), "d3d": (0.5, 0.875),
                 "d3d+baseline": (0.625, 1.0)}
     for seed, delta in enumerate((0.0, 0.1)):
-        suffix = f"_seed{seed}"
+        suffix = demo.run_suffix(seed)
         for name, step in (("teacher", 0.10), ("baseline", 0.12), ("d3d", 0.18)):
             _write(os.path.join(out, "runs", name + suffix, "train_summary.json"),
                    {"seconds_per_step": step + delta})
