@@ -123,20 +123,28 @@ def _interpretation(evals, seeds: int) -> list[str]:
     else:
         lines.append(f"- The flow teacher ({teacher:.1%}) did not beat the RGB baseline "
                      f"({base:.1%}) in this run.")
-    if d3d > base:
+    pairs = [(e["d3d"]["video"]["top1"], e["baseline"]["video"]["top1"]) for e in evals
+             if e and "d3d" in e and "baseline" in e]
+    wins = sum(d > b for d, b in pairs)
+    count = next((e["d3d"]["video"].get("count") for e in evals if e and "d3d" in e), None)
+    # A claim needs a gap of more than two test videos, and the same sign in every seed.
+    margin = 2.0 / count if count else 0.05
+    if d3d - base > margin and wins == len(pairs):
         lines.append(f"- D3D ({d3d:.1%}) beats the RGB baseline ({base:.1%}) at the same "
                      "inference cost: distilling the teacher's logits moved some of its motion "
                      "knowledge into the RGB network.")
+    elif base - d3d > margin and wins == 0:
+        lines.append(f"- D3D ({d3d:.1%}) is **worse** than the RGB baseline ({base:.1%}) in "
+                     "this run: at this budget the distillation target slowed the student "
+                     "down rather than helped it.")
     else:
-        lines.append(f"- D3D ({d3d:.1%}) did **not** beat the RGB baseline ({base:.1%}) in "
-                     "this run. At this budget (a shrunk network trained for minutes on a small "
-                     "dataset) the RGB student cannot reproduce the teacher's logits from "
-                     "pixels (its distillation loss stays high), so the extra target mostly "
-                     "adds noise; the paper's gains come from 140k steps on Kinetics.")
-    pairs = [(e["d3d"]["video"]["top1"], e["baseline"]["video"]["top1"]) for e in evals
-             if e and "d3d" in e and "baseline" in e]
+        lines.append(f"- D3D ({d3d:.1%}) and the RGB baseline ({base:.1%}) show **no reliable "
+                     "difference**: the gap is within two test videos or changes sign between "
+                     "seeds. At this budget (a shrunk network trained for minutes on a small "
+                     "dataset) when an RGB network starts to see the motion depends on its "
+                     "seed and data order far more than on the distillation loss; the "
+                     "paper's gains come from 140k steps on Kinetics.")
     if len(pairs) > 1:
-        wins = sum(d > b for d, b in pairs)
         lines.append(f"- D3D beat the baseline in {wins} of {len(pairs)} seeds.")
     count = next((e["d3d"]["video"].get("count") for e in evals if e and "d3d" in e), None)
     if count:
@@ -147,8 +155,8 @@ def _interpretation(evals, seeds: int) -> list[str]:
                  "synthetic and the networks are shrunk (depth multiplier) and trained for "
                  "minutes on a CPU.")
     lines.append("- They do not show what happens on harder data at this budget: on the "
-                 "synthetic generator's default data (textured, drifting backgrounds, faster "
-                 "motion, 8 classes with rotations and scaling) both RGB networks stay near "
+                 "synthetic generator's default data (textured, drifting backgrounds, "
+                 "8 classes with rotations and scaling) both RGB networks stay near "
                  "chance within the demo's few thousand steps, so the demo uses the easy "
                  "settings in `configs/demo/synthetic.flags`.")
     return lines

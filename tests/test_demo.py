@@ -84,3 +84,23 @@ def test_report_table_holds_the_measured_numbers(tmp_path, monkeypatch):
     assert "D3D beat the baseline in 2 of 2 seeds" in report
     assert "(move_left, move_right)" in report  # the classes, read from labels.txt
     assert "`videos/move_left/move_left_003.mp4` (true class: move_left): move_right 0.75" in report
+
+
+def test_report_calls_a_gap_of_one_test_video_noise(tmp_path, monkeypatch):
+    out = str(tmp_path)
+    for name in ("teacher", "baseline", "d3d"):
+        _write(os.path.join(out, "runs", name, "train_summary.json"), {"seconds_per_step": 0.1})
+    top1 = {"teacher": 1.0, "baseline": 20 / 32, "d3d": 21 / 32, "d3d+baseline": 0.625}
+    _write(os.path.join(out, "eval", "results.json"),
+           {n: {"video": {"top1": a, "top5": 1.0, "count": 32}} for n, a in top1.items()})
+    monkeypatch.setattr(demo_report, "flow_pictures", lambda *a, **k: [])
+    with open(demo_report.write_report(out, seeds=1)) as f:
+        report = f.read()
+    assert "D3D (65.6%) and the RGB baseline (62.5%) show **no reliable difference**" in report
+    assert "beats the RGB baseline" not in report
+    # Four videos better is a claim.
+    top1["d3d"] = 24 / 32
+    _write(os.path.join(out, "eval", "results.json"),
+           {n: {"video": {"top1": a, "top5": 1.0, "count": 32}} for n, a in top1.items()})
+    with open(demo_report.write_report(out, seeds=1)) as f:
+        assert "D3D (75.0%) beats the RGB baseline (62.5%)" in f.read()
