@@ -24,6 +24,8 @@ import time
 
 from absl import app, flags
 
+from d3d_tf.demo_report import run_suffix
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", "demo_out", "Where every artifact of the demo goes.")
 flags.DEFINE_integer("seeds", 1, "Train the three networks this many times (seeds 0..N-1) and "
@@ -117,12 +119,6 @@ def main(argv):
     path = demo_report.write_report(out, seeds=FLAGS.seeds, held_out=held_out)
     print(f"\n[demo] finished in {time.time() - start:.0f} s (stages reused from earlier runs "
           f"are not counted); report: {path}")
-
-
-def run_suffix(seed: int) -> str:
-    """Suffix of seed `seed`'s run and evaluation folders: none for seed 0, so that
-    `make demo SEEDS=3` after `make demo` reuses the first seed's trainings."""
-    return "" if seed == 0 else f"_seed{seed}"
 
 
 def seed_stages(out: str, configs: str, records: str, seed: int) -> list[Stage]:

@@ -38,9 +38,17 @@ def _fmt(values, scale=100.0, digits=1):
     return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
 
 
-def _suffixes(seeds: int):
-    from d3d_tf.demo import run_suffix
+def run_suffix(seed: int) -> str:
+    """Suffix of seed `seed`'s run and evaluation folders: none for seed 0, so that
+    `make demo SEEDS=3` after `make demo` reuses the first seed's trainings.
 
+    Lives here, not in `d3d_tf.demo`: importing that module defines its flags, which fails
+    inside `python -m d3d_tf.demo` (the module runs as __main__ and would be imported again).
+    """
+    return "" if seed == 0 else f"_seed{seed}"
+
+
+def _suffixes(seeds: int):
     return [run_suffix(s) for s in range(seeds)]
 
 

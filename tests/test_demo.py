@@ -1,6 +1,7 @@
 """The demo's stage runner (reuse, failure) and its report (numbers land in the table)."""
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -39,6 +40,15 @@ def test_seed_zero_runs_keep_their_names_so_more_seeds_reuse_them(tmp_path):
     assert "--model=out/runs/d3d/model" in evaluate and "--out_dir=out/eval" in evaluate
 
 
+def test_report_module_does_not_import_the_demo_cli():
+    # `python -m d3d_tf.demo` runs as __main__; if the report imported d3d_tf.demo, its flags
+    # would be defined a second time (DuplicateFlagError) when the report is written.
+    code = ("import sys; from d3d_tf import demo_report; "
+            "assert demo_report._suffixes(3) == ['', '_seed1', '_seed2']; "
+            "assert 'd3d_tf.demo' not in sys.modules, 'demo_report imported d3d_tf.demo'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def _write(path, obj):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
@@ -50,7 +60,7 @@ def test_report_table_holds_the_measured_numbers(tmp_path, monkeypatch):
     accuracy = {"teacher": (0.8, 1.0), "baseline": (0.25, 0.75), "d3d": (0.5, 0.875),
                 "d3d+baseline": (0.625, 1.0)}
     for seed, delta in enumerate((0.0, 0.1)):
-        suffix = demo.run_suffix(seed)
+        suffix = demo_report.run_suffix(seed)
         for name, step in (("teacher", 0.10), ("baseline", 0.12), ("d3d", 0.18)):
             _write(os.path.join(out, "runs", name + suffix, "train_summary.json"),
                    {"seconds_per_step": step + delta})
