@@ -178,3 +178,16 @@ def test_validation_errors(tmp_path):
         trainer.validate(_config(tmp_path, task="distill", teacher=tdir,
                                  distill_endpoints=("4F",), depth_multiplier=0.5))
     trainer.validate(_config(tmp_path, task="distill", teacher=tdir))   # valid
+
+
+def test_cpu_bfloat16_support_is_read_from_cpuinfo(tmp_path):
+    from d3d_tf.training import trainer
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\n")
+    assert trainer.cpu_has_native_bfloat16(str(info)) is False
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile\n")
+    assert trainer.cpu_has_native_bfloat16(str(info)) is True
+    info.write_text("processor\t: 0\n")  # no flags line (e.g. not x86)
+    assert trainer.cpu_has_native_bfloat16(str(info)) is None
+    assert trainer.cpu_has_native_bfloat16(str(tmp_path / "missing")) is None
