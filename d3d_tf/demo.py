@@ -24,6 +24,7 @@ import time
 
 from absl import app, flags
 
+from d3d_tf import demo_report
 from d3d_tf.demo_report import run_suffix
 
 FLAGS = flags.FLAGS
@@ -98,7 +99,7 @@ def main(argv):
     for seed in range(FLAGS.seeds):
         for stage in seed_stages(out, FLAGS.configs, records, seed):
             run_stage(out, stage)
-    d3d_model = os.path.join(out, "runs", "d3d", "model")  # seed 0's student is exported
+    d3d_model = os.path.join(out, "runs", "d3d" + run_suffix(0), "model")  # seed 0's student
     export_dir = os.path.join(out, "export")
     run_stage(out, Stage("export_saved_model", _python_module(
         "export", f"--checkpoint={d3d_model}", "--format=saved_model", f"--out={export_dir}",
@@ -114,8 +115,6 @@ def main(argv):
         run_stage(out, Stage(f"predict_{tag}", _python_module(
             "predict", held_out, f"--model={model}", "--json", "--num_clips=2"),
             stdout=os.path.join(out, f"predict_{tag}.json")))
-    from d3d_tf import demo_report
-
     path = demo_report.write_report(out, seeds=FLAGS.seeds, held_out=held_out)
     print(f"\n[demo] finished in {time.time() - start:.0f} s (stages reused from earlier runs "
           f"are not counted); report: {path}")
