@@ -25,7 +25,6 @@ import time
 from absl import app, flags
 
 from d3d_tf import demo_report
-from d3d_tf.demo_report import run_suffix
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", "demo_out", "Where every artifact of the demo goes.")
@@ -99,7 +98,8 @@ def main(argv):
     for seed in range(FLAGS.seeds):
         for stage in seed_stages(out, FLAGS.configs, records, seed):
             run_stage(out, stage)
-    d3d_model = os.path.join(out, "runs", "d3d" + run_suffix(0), "model")  # seed 0's student
+    # Seed 0's student is the one exported.
+    d3d_model = os.path.join(out, "runs", "d3d" + demo_report.run_suffix(0), "model")
     export_dir = os.path.join(out, "export")
     run_stage(out, Stage("export_saved_model", _python_module(
         "export", f"--checkpoint={d3d_model}", "--format=saved_model", f"--out={export_dir}",
@@ -122,7 +122,7 @@ def main(argv):
 
 def seed_stages(out: str, configs: str, records: str, seed: int) -> list[Stage]:
     """The teacher, baseline and D3D trainings of one seed, then their evaluation."""
-    suffix = run_suffix(seed)
+    suffix = demo_report.run_suffix(seed)
     test_data = os.path.join(records, "test-*.tfrecord")
     stages, model_dirs = [], {}
     for name, flagfile, _, _ in RUNS:
