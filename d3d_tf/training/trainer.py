@@ -26,8 +26,11 @@ import tensorflow as tf
 from absl import logging
 
 from d3d_tf import models
+from d3d_tf import config_flags
+from d3d_tf.config_flags import field
 from d3d_tf.data import pipeline, records
-from d3d_tf.models import saving
+from d3d_tf.data.pipeline import MODALITIES, RGB_RANGES
+from d3d_tf.models import layers, s3dg, saving
 from d3d_tf.training import evaluation, summaries, tasks
 from d3d_tf.training import strategy as strategy_lib
 
@@ -38,60 +41,103 @@ SCHEDULES = ("cosine", "step", "constant")
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything a training run needs. Sizes in frames / pixels; steps are optimizer steps."""
-    model_dir: str
-    train_data: str                      # glob of TFRecord shards
-    task: str = "classify"               # classify | distill | finetune
-    eval_data: str | None = None         # glob; None = no evaluation
-    labels: str | None = None            # labels.txt; default: next to the first train shard
-    model: str = "s3dg"                  # preset of d3d_tf.models
-    depth_multiplier: float = 1.0
-    num_frames: int = 64
-    frame_stride: int = 1
-    crop_size: int = 224
-    resize_short_side: int | None = None
-    min_scale: float = 1.0               # random-resized-crop scale (1 = plain random crop)
-    random_flip: bool = True             # horizontal flip augmentation (mirrors motion!)
-    modality: str = "rgb"                # input of the trained network (classify/finetune)
-    input_range: str = "[-1,1]"
-    dropout_keep_prob: float = 0.8
-    weight_decay: float = 1e-7           # L2 on weights (the model's losses)
-    batch_norm_decay: float = 0.999      # BN moving-average decay; lower it for short runs
-    label_smoothing: float = 0.0
+    """Everything a training run needs. Sizes in frames / pixels; steps are optimizer steps.
+
+    Each field is also a flag of `python -m d3d_tf.train` (same name, default and help text,
+    `d3d_tf.config_flags`): a new option is one field here.
+    """
+    model_dir: str = field(help="Output directory: checkpoints (ckpt/), TensorBoard summaries "
+                           "(train/, eval/) and the final model directory (model/).")
+    train_data: str = field(help="Glob of training TFRecord shards.")
+    task: str = field("classify", "classify: train on one modality; distill: RGB student + "
+                      "frozen teacher (D3D); finetune: restore a backbone, new head.",
+                      choices=TASKS)
+    eval_data: str | None = field(None, "Glob of validation TFRecord shards (optional).")
+    labels: str | None = field(None, "labels.txt (default: next to the training shards).")
+    # network (the options of d3d_tf.models.S3DGConfig that a run may set)
+    model: str = field("s3dg", "Network preset of d3d_tf.models (s3dg, s3d, i3d, ...).")
+    depth_multiplier: float = field(1.0, "Channel multiplier of every conv.", min=0.0)
+    first_temporal_kernel_size: int | None = field(
+        None, "Temporal size of the [k,7,7] stem conv (1, 3, 5, 7; default: the preset's).")
+    temporal_conv_startat: str | None = field(
+        None, "First block with temporal kernels (2C, 3B, ..., or 'none' for a 2D network; "
+        "default: the preset's).")
+    gating_startat: str | None = field(
+        None, "First block with self-gating (2C, 3B, ..., or 'none'; default: the preset's).")
+    head: str = field("slim", "Classifier head: slim (avg pool [2,7,7], 1x1x1 conv, mean over "
+                      "time) or global (mean over T,H,W, 1x1x1 conv).", choices=s3dg.HEADS)
+    conv_impl: str = field("2d", "How convolutions run (same variables and numbers): 2d lowers "
+                           "[1,k,k] and [t,1,1] convs to 2D convs, 2d_all also the stem, 3d "
+                           "uses conv3d.", choices=layers.CONV_IMPLS)
+    num_frames: int = field(64, "Frames per clip (T).", min=1)
+    frame_stride: int = field(1, "Take every n-th stored frame.", min=1)
+    crop_size: int = field(224, "Square crop side in pixels (H = W).", min=1)
+    resize_short_side: int | None = field(None, "Resize the short side to this many pixels "
+                                          "before cropping (default: as stored).")
+    min_scale: float = field(1.0, "Training crop side scaled by U(min_scale, 1) then resized "
+                             "(random-resized crop); 1 = plain random crop.")
+    random_flip: bool = field(True, "Training: flip clips horizontally with p=0.5 (RGB and "
+                              "flow together, flow x negated). A flip mirrors motion, so turn "
+                              "it off when classes are left/right or rotation-sense motions.")
+    modality: str = field("rgb", "Input of the trained network.", choices=MODALITIES)
+    rgb_range: str = field("[-1,1]", "How RGB pixels are scaled for the network.",
+                           choices=RGB_RANGES, aliases=("input_range",))
+    dropout_keep_prob: float = field(0.8, "Head dropout keep probability.")
+    weight_decay: float = field(1e-7, "L2 weight decay of the conv kernels (added to the loss, "
+                                "as in slim S3D-G).", min=0)
+    batch_norm_decay: float = field(0.999, "Decay of the BN moving averages used at evaluation "
+                                    "(slim: 0.999; use ~0.9 for runs of a few hundred steps, "
+                                    "whose moving averages would otherwise still be near their "
+                                    "initial values).")
+    label_smoothing: float = field(0.0, "Label smoothing of the CE loss.", min=0)
     # distillation
-    teacher: str | None = None           # model directory of the frozen teacher
-    distill_endpoints: tuple = ("logits",)
-    distill_weights: tuple = (1.0,)      # lambda, one per endpoint (or one for all)
-    action_loss_weight: float = 1.0
+    teacher: str | None = field(None, "distill: model directory of the frozen teacher.")
+    distill_endpoints: tuple = field(("logits",), "distill: where to match the teacher: logits "
+                                     "and/or endpoints (2C, 4C, 4F, ... or slim names).",
+                                     aliases=("distill_endpoint",))
+    distill_weights: tuple = field((1.0,), "distill: lambda of Eq. 1, one per "
+                                   "--distill_endpoints value (or one for all).", item=float,
+                                   aliases=("distill_weight",))
+    action_loss_weight: float = field(1.0, "distill: weight of the CE loss; 0 = 'D3D without "
+                                      "action loss'.")
     # fine-tuning
-    init_from: str | None = None         # model directory; head (Logits.*) re-initialized
-    freeze_until: str | None = None      # freeze blocks up to this endpoint
+    init_from: str | None = field(None, "finetune: model directory whose backbone initializes "
+                                  "the network (the head is re-initialized).")
+    freeze_until: str | None = field(None, "Freeze all blocks up to this endpoint (e.g. 4F).")
     # optimization
-    optimizer: str = "sgd"
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-    adamw_weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    warmup_steps: int = 0
-    step_boundaries: tuple = ()          # step schedule: steps where lr *= step_factor
-    step_factor: float = 0.1
-    cosine_alpha: float = 0.0            # final lr fraction of cosine decay
-    clip_norm: float | None = None
-    train_steps: int = 1000
-    batch_size: int = 8                  # GLOBAL batch
-    strategy: str = "default"
-    sync_batch_norm: bool = False
-    mixed_precision: bool = False        # mixed_bfloat16
+    optimizer: str = field("sgd", "SGD with momentum or AdamW.", choices=OPTIMIZERS)
+    learning_rate: float = field(0.1, "Peak learning rate.", min=0)
+    momentum: float = field(0.9, "SGD momentum.", min=0)
+    adamw_weight_decay: float = field(1e-4, "AdamW decoupled weight decay.", min=0)
+    schedule: str = field("cosine", "Learning-rate schedule after the warmup.",
+                          choices=SCHEDULES)
+    warmup_steps: int = field(0, "Linear warmup steps from 0.", min=0)
+    step_boundaries: tuple = field((), "step schedule: steps where lr *= step_factor.", item=int)
+    step_factor: float = field(0.1, "step schedule: decay factor.")
+    cosine_alpha: float = field(0.0, "cosine schedule: final lr fraction.")
+    clip_norm: float | None = field(None, "Clip gradients to this global L2 norm.")
+    train_steps: int = field(1000, "Optimizer steps in total.", min=1)
+    batch_size: int = field(8, "GLOBAL batch size (all replicas); must be divisible by the "
+                            "replica count.", min=1)
+    strategy: str = field("default", "Distribution: one device, MirroredStrategy, or "
+                          "MultiWorkerMirroredStrategy (TF_CONFIG).",
+                          choices=strategy_lib.STRATEGIES)
+    sync_batch_norm: bool = field(False, "Batch-norm statistics over the global batch (all "
+                                  "replicas).")
+    mixed_precision: bool = field(False, "mixed_bfloat16 compute: faster on GPUs and on CPUs "
+                                  "with AVX512-BF16/AMX, ~10x slower on other CPUs.")
     # bookkeeping
-    checkpoint_every: int = 500
-    max_checkpoints: int = 3
-    eval_every: int = 0                  # 0 = only at the end
-    eval_clips: int = 1
-    eval_batch_size: int | None = None
-    log_every: int = 10
-    summary_images_every: int = 0        # 0 = only the first step
-    shuffle_buffer: int = 256
-    seed: int = 0
+    checkpoint_every: int = field(500, "Checkpoint every N steps.", min=1)
+    max_checkpoints: int = field(3, "Checkpoints to keep.", min=1)
+    eval_every: int = field(0, "Evaluate (and rewrite model/) every N steps; 0 = only at the "
+                            "end.", min=0)
+    eval_clips: int = field(1, "Clips per validation video.", min=1)
+    eval_batch_size: int | None = field(None, "Evaluation batch (default --batch_size).")
+    log_every: int = field(10, "Progress line every N steps.", min=1)
+    summary_images_every: int = field(0, "Input-frame image summaries every N steps (0 = first "
+                                      "step only).", min=0)
+    shuffle_buffer: int = field(256, "Training shuffle buffer (videos).", min=1)
+    seed: int = field(0, "Random seed (initialization and data order).")
 
 
 # --- validation ------------------------------------------------------------------------
@@ -130,21 +176,11 @@ def validate(config: TrainConfig) -> None:
     """Checks the configuration before anything is built; ValueError/FileNotFoundError with a
     message naming the flag and the file."""
     c = config
-    if c.task not in TASKS:
-        raise ValueError(f"--task={c.task!r} unknown; choose one of {', '.join(TASKS)}")
+    config_flags.check(c)  # choices and lower bounds declared on the fields
     if c.model not in models.PRESETS:
         raise ValueError(f"--model={c.model!r} unknown; choose one of {', '.join(models.PRESETS)}")
-    if c.optimizer not in OPTIMIZERS:
-        raise ValueError(f"--optimizer={c.optimizer!r} unknown; choose one of {OPTIMIZERS}")
-    if c.schedule not in SCHEDULES:
-        raise ValueError(f"--schedule={c.schedule!r} unknown; choose one of {SCHEDULES}")
-    if c.modality not in ("rgb", "flow"):
-        raise ValueError(f"--modality must be rgb or flow, got {c.modality!r}")
-    if c.strategy not in strategy_lib.STRATEGIES:
-        raise ValueError(f"--strategy={c.strategy!r} unknown; choose one of "
-                         f"{', '.join(strategy_lib.STRATEGIES)}")
-    if c.train_steps < 1 or c.batch_size < 1:
-        raise ValueError("--train_steps and --batch_size must be >= 1")
+    if c.depth_multiplier <= 0:
+        raise ValueError(f"--depth_multiplier must be > 0, got {c.depth_multiplier}")
     train_files = _require_data(c.train_data, "--train_data")
     if c.eval_data:
         _require_data(c.eval_data, "--eval_data")
@@ -162,8 +198,8 @@ def validate(config: TrainConfig) -> None:
         if c.modality != "rgb":
             raise ValueError("--task=distill trains an RGB student: use --modality=rgb")
         if len(c.distill_weights) not in (1, len(c.distill_endpoints)):
-            raise ValueError(f"--distill_weight has {len(c.distill_weights)} values for "
-                             f"{len(c.distill_endpoints)} --distill_endpoint values")
+            raise ValueError(f"--distill_weights has {len(c.distill_weights)} values for "
+                             f"{len(c.distill_endpoints)} --distill_endpoints values")
         inner = [e for e in c.distill_endpoints if e != "logits"]
         if inner and teacher_spec.config.get("depth_multiplier") != c.depth_multiplier:
             raise ValueError(
@@ -228,10 +264,21 @@ def make_optimizer(c: TrainConfig):
     return keras.optimizers.AdamW(lr, weight_decay=c.adamw_weight_decay)
 
 
+# TrainConfig fields passed to the network builder as they are (S3DGConfig fields).
+_NETWORK_FIELDS = ("depth_multiplier", "dropout_keep_prob", "weight_decay", "sync_batch_norm",
+                   "batch_norm_decay", "head", "conv_impl")
+# Fields whose None means "the preset's value" and whose "none" means None.
+_PRESET_FIELDS = ("first_temporal_kernel_size", "temporal_conv_startat", "gating_startat")
+
+
 def _model_options(c: TrainConfig, in_channels: int) -> dict:
-    return {"depth_multiplier": c.depth_multiplier, "dropout_keep_prob": c.dropout_keep_prob,
-                "weight_decay": c.weight_decay, "sync_batch_norm": c.sync_batch_norm,
-                "batch_norm_decay": c.batch_norm_decay, "in_channels": in_channels}
+    """The S3DGConfig options of this run (on top of the `c.model` preset)."""
+    options = {k: getattr(c, k) for k in _NETWORK_FIELDS}
+    for k in _PRESET_FIELDS:
+        value = getattr(c, k)
+        if value is not None:
+            options[k] = None if str(value).lower() == "none" else value
+    return {**options, "in_channels": in_channels}
 
 
 def build_task(c: TrainConfig, num_classes: int, global_batch: int):
@@ -283,7 +330,7 @@ def _pipeline(c: TrainConfig, *, training: bool, batch: int, seed: int | None,
         modalities=tuple(modalities), batch_size=batch,
         num_clips=1 if training else c.eval_clips, resize_short_side=c.resize_short_side,
         min_scale=c.min_scale if training else 1.0, random_flip=c.random_flip,
-        rgb_range=c.input_range,
+        rgb_range=c.rgb_range,
         shuffle_buffer=c.shuffle_buffer, seed=seed)
 
 
@@ -318,7 +365,7 @@ def save_model(c: TrainConfig, directory: str, network, names, modality, metrics
                step: int) -> None:
     spec = saving.spec_for(network, name=network.name if network.name in models.PRESETS
                            else c.model, labels=names, modality=modality,
-                           input_range=c.input_range,
+                           input_range=c.rgb_range,
                            source=f"d3d_tf.train task={c.task} step={step}", metrics=metrics)
     saving.save_model_dir(directory, network, spec)
 

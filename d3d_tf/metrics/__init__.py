@@ -1,0 +1,1 @@
+"""Evaluation metrics that are not classification accuracy (flow EPE, detection mAP, ...)."""
