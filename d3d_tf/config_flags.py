@@ -149,7 +149,7 @@ def from_flags(cls, *, flag_values=flags.FLAGS, exclude=(), **overrides):
     return cls(**values, **overrides)
 
 
-def field(default=_MISSING, help: str = "", **metadata):  # noqa: A002 (reads as a flag)
+def field(default=_MISSING, help: str = "", **metadata):
     """`dataclasses.field` with flag metadata: `field(8, "Batch size.", choices=...)`."""
     meta = {"help": help, **metadata}
     if isinstance(default, (list, dict, set)):

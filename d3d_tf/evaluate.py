@@ -46,11 +46,8 @@ def evaluate_model(directory: str, *, data: str, num_frames=None, crop_size=None
     spec = saving.load_spec(directory)
     t = num_frames or spec.input_shape[0]
     size = crop_size or spec.input_shape[1]
-    overrides = {"dropout_keep_prob": 1.0}
-    spec_in = saving.ModelSpec(**{**spec.__dict__,
-                                  "input_shape": (t, size, size, spec.input_shape[3])})
-    model = spec_in.build(**overrides)
-    saving.load_weights(model, os.path.join(directory, saving.WEIGHTS_FILE))
+    model, spec = saving.load_model_dir(directory, input_shape=(t, size, size),
+                                        dropout_keep_prob=1.0)
     cfg = pipeline.PipelineConfig(file_pattern=data, num_frames=t, frame_stride=frame_stride,
                                   crop_size=size, training=False, modalities=(spec.modality,),
                                   batch_size=batch_size, num_clips=num_clips,

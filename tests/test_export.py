@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from d3d_tf.export import common, latency, saved_model, tflite
+from d3d_tf.models import saving
 
 BIN = os.path.dirname(sys.executable)
 
@@ -20,12 +21,12 @@ def _read(path, mode="r"):
 
 def test_resolve_model_dir_accepts_run_dir_and_names_bad_paths(tmp_path):
     run_dir = os.path.dirname(H.model_dir())
-    assert common.resolve_model_dir(run_dir) == H.model_dir()
-    assert common.resolve_model_dir(H.model_dir()) == H.model_dir()
+    assert saving.resolve_model_dir(run_dir) == H.model_dir()
+    assert saving.resolve_model_dir(H.model_dir()) == H.model_dir()
     with pytest.raises(FileNotFoundError, match="no such file"):
-        common.resolve_model_dir(str(tmp_path / "missing"))
+        saving.resolve_model_dir(str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="neither a model directory"):
-        common.resolve_model_dir(str(tmp_path))
+        saving.resolve_model_dir(str(tmp_path))
 
 
 def test_saved_model_layout_and_model_card():

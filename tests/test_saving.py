@@ -40,5 +40,5 @@ def test_load_weights_rejects_mismatches(tmp_path):
 
 
 def test_missing_model_dir_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a d3d_tf model directory"):
+    with pytest.raises(FileNotFoundError, match="neither a model directory"):
         saving.load_model_dir(str(tmp_path))

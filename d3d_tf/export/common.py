@@ -5,7 +5,6 @@ Exports serve RGB classifiers only (the paper's point: no optical flow at infere
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
@@ -17,23 +16,6 @@ from d3d_tf.models import saving
 LABELS_FILE = "labels.txt"
 MODEL_CARD_JSON = "model_card.json"
 MODEL_CARD_MD = "model_card.md"
-
-
-def resolve_model_dir(path: str) -> str:
-    """`path` itself if it is a model directory, else `path/model` (a training run directory).
-
-    Raises FileNotFoundError naming `path` when neither holds a `model.json`.
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"--checkpoint {path}: no such file or directory")
-    for candidate in (path, os.path.join(path, "model")):
-        if os.path.isfile(os.path.join(candidate, saving.SPEC_FILE)):
-            return candidate
-    raise FileNotFoundError(
-        f"{path} is neither a model directory (no {saving.SPEC_FILE}) nor a training run "
-        f"directory (no model/{saving.SPEC_FILE})"
-    )
 
 
 def load_for_export(path: str, *, frames: int | None = None, size: int | None = None,
@@ -49,24 +31,21 @@ def load_for_export(path: str, *, frames: int | None = None, size: int | None = 
     Returns (model, spec with the export input_shape, resolved model directory). Dropout is a
     no-op because every export calls the model with training=False.
     """
-    model_dir = resolve_model_dir(path)
+    model_dir = saving.resolve_model_dir(path)
     spec = saving.load_spec(model_dir)
     if spec.modality != "rgb":
         raise ValueError(f"{model_dir}: only RGB models can be exported, this one is "
                          f"{spec.modality!r}")
-    t, h, w, c = spec.input_shape
-    t = frames or t
-    h = size or h
-    w = size or w
+    t, h, w, _ = spec.input_shape
+    t, h, w = frames or t, size or h, size or w
     if None in (t, h, w):
         raise ValueError(f"{model_dir}: the spec's input_shape {spec.input_shape} leaves the "
                          f"clip size open; pass --frames and --size")
-    spec = dataclasses.replace(spec, input_shape=(int(t), int(h), int(w), int(c)))
     overrides = {"pooling": pooling}
     if conv_impl is not None:
         overrides["conv_impl"] = conv_impl
-    model = spec.build(**overrides)
-    saving.load_weights(model, os.path.join(model_dir, saving.WEIGHTS_FILE))
+    model, spec = saving.load_model_dir(model_dir, input_shape=(int(t), int(h), int(w)),
+                                        **overrides)
     return model, spec, model_dir
 
 

@@ -54,11 +54,22 @@ class ModelSpec:
                 f"{len(self.labels)} labels given for a model with {self.num_classes} classes"
             )
 
-    def build(self, **overrides) -> keras.Model:
-        """Builds the (untrained) classifier; `overrides` replace S3DGConfig fields."""
+    def build(self, *, input_shape=None, endpoints=(), **overrides) -> keras.Model:
+        """Builds the (untrained) classifier.
+
+        input_shape: `(T, H, W)` or `(T, H, W, C)` to build at another clip size (the network
+          is fully convolutional; C must be the spec's); default: `self.input_shape`.
+        endpoints: extra outputs (slim names or aliases), as in `s3dg.build_classifier`.
+        overrides: S3DGConfig fields that own no variables (`pooling`, `conv_impl`,
+          `dropout_keep_prob`, ...).
+        """
         cfg = s3dg.S3DGConfig(**{**self.config, **overrides})
+        shape = self.input_shape if input_shape is None else tuple(input_shape)
+        if len(shape) == 3:
+            shape = (*shape, self.input_shape[3])
         return s3dg.build_classifier(
-            self.name, num_classes=self.num_classes, input_shape=self.input_shape, config=cfg
+            self.name, num_classes=self.num_classes, input_shape=shape, config=cfg,
+            endpoints=endpoints,
         )
 
 
@@ -130,20 +141,49 @@ def save_model_dir(directory: str, model: keras.Model, spec: ModelSpec) -> None:
     os.replace(tmp, os.path.join(directory, SPEC_FILE))
 
 
-def load_spec(directory: str) -> ModelSpec:
-    path = os.path.join(directory, SPEC_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{directory} is not a d3d_tf model directory: no {SPEC_FILE}")
+def load_spec(path: str) -> ModelSpec:
+    """The ModelSpec of a model directory or of a training run directory (`RUN/model`)."""
+    path = os.path.join(resolve_model_dir(path), SPEC_FILE)
     with open(path) as f:
         return ModelSpec(**json.load(f))
 
 
-def load_model_dir(directory: str, **overrides) -> tuple[keras.Model, ModelSpec]:
-    """Rebuilds the classifier saved in `directory` and loads its weights.
+def resolve_model_dir(path: str) -> str:
+    """`path` itself if it is a model directory, else `path/model` (a training run directory).
 
-    overrides: S3DGConfig fields that own no variables (e.g. `pooling="2d"`, `dropout_keep_prob`).
+    Raises FileNotFoundError naming `path` when neither holds a `model.json`.
     """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    for candidate in (path, os.path.join(path, "model")):
+        if os.path.isfile(os.path.join(candidate, SPEC_FILE)):
+            return candidate
+    raise FileNotFoundError(
+        f"{path} is neither a model directory (no {SPEC_FILE}) nor a training run "
+        f"directory (no model/{SPEC_FILE})"
+    )
+
+
+def load_model_dir(path: str, *, input_shape=None, endpoints=(), trainable: bool = True,
+                   **overrides) -> tuple[keras.Model, ModelSpec]:
+    """Rebuilds the classifier saved in a model (or run) directory and loads its weights.
+
+    The one way every tool (evaluation, distillation teachers, fine-tuning, export, probes)
+    turns a model directory back into a network.
+
+    input_shape: `(T, H, W)` (or with C) to rebuild at another clip size; default: the spec's.
+    endpoints: extra outputs (e.g. `("3A",)`): the model then returns a dict with `logits`.
+    trainable: False freezes every variable (teachers, frozen probes).
+    overrides: S3DGConfig fields that own no variables (e.g. `pooling="2d"`,
+      `dropout_keep_prob=1.0`).
+    Returns (model, spec); `spec.input_shape` is the shape the model was built with.
+    """
+    directory = resolve_model_dir(path)
     spec = load_spec(directory)
-    model = spec.build(**overrides)
+    model = spec.build(input_shape=input_shape, endpoints=endpoints, **overrides)
     load_weights(model, os.path.join(directory, WEIGHTS_FILE))
-    return model, spec
+    if not trainable:
+        model.trainable = False
+    built = tuple(model.inputs[0].shape[1:])
+    return model, dataclasses.replace(spec, input_shape=built)

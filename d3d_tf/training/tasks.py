@@ -188,14 +188,9 @@ class Distiller(Task):
 def load_teacher(directory: str, *, input_shape, endpoints=()) -> tuple[keras.Model, object]:
     """The frozen teacher of a model directory, rebuilt for `input_shape` (T,H,W,C) and with
     `endpoints` as extra outputs. Dropout is off (keep 1.0): the teacher only ever infers."""
-    spec = saving.load_spec(directory)
-    cfg = s3dg.S3DGConfig(**{**spec.config, "dropout_keep_prob": 1.0})
-    model = s3dg.build_classifier(spec.name, num_classes=spec.num_classes,
-                                  input_shape=tuple(input_shape), config=cfg,
-                                  endpoints=tuple(e for e in endpoints if e != "logits"))
-    saving.load_weights(model, os.path.join(directory, saving.WEIGHTS_FILE))
-    model.trainable = False
-    return model, spec
+    return saving.load_model_dir(directory, input_shape=tuple(input_shape)[:3],
+                                 endpoints=tuple(e for e in endpoints if e != "logits"),
+                                 trainable=False, dropout_keep_prob=1.0)
 
 
 def init_from_model_dir(network: keras.Model, directory: str) -> list:

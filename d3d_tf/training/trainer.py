@@ -25,8 +25,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from d3d_tf import models
-from d3d_tf import config_flags
+from d3d_tf import config_flags, models
 from d3d_tf.config_flags import field
 from d3d_tf.data import pipeline, records
 from d3d_tf.data.pipeline import MODALITIES, RGB_RANGES
