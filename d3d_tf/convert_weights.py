@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from absl import app, flags, logging
 
+from d3d_tf.data import preprocessing
 from d3d_tf.models import saving
 from d3d_tf.weights import slim as slim_import
 
@@ -50,7 +51,7 @@ flags.DEFINE_enum(
 flags.DEFINE_enum(
     "input_range",
     None,
-    list(saving.INPUT_RANGES),
+    list(preprocessing.RGB_RANGES),
     "How float RGB is scaled for "
     "this model, recorded in model.json. Default: [0,1] for slim (the released "
     "D3D checkpoints; slim's own training used [-1,1]) and [0,1] for torchvision "
@@ -78,10 +79,7 @@ flags.DEFINE_multi_string(
 
 
 def _read_labels(path):
-    if not path:
-        return []
-    with open(path) as f:
-        return [line.strip() for line in f if line.strip()]
+    return preprocessing.read_labels(path) if path else []
 
 
 def main(argv):
@@ -124,7 +122,7 @@ def main(argv):
         model,
         name=name,
         labels=labels,
-        input_range=FLAGS.input_range or "[0,1]",
+        rgb_range=FLAGS.input_range or "[0,1]",
         modality="rgb" if in_channels == 3 else "flow",
         source=f"{source}:{FLAGS.checkpoint}{note}",
     )

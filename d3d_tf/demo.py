@@ -102,11 +102,11 @@ def main(argv):
     d3d_model = os.path.join(out, "runs", "d3d" + demo_report.run_suffix(0), "model")
     export_dir = os.path.join(out, "export")
     run_stage(out, Stage("export_saved_model", _python_module(
-        "export", f"--checkpoint={d3d_model}", "--format=saved_model", f"--out={export_dir}",
+        "export", f"--model_dir={d3d_model}", "--format=saved_model", f"--out_dir={export_dir}",
         "--model_name=d3d", "--overwrite")))
     for q in ["float32"] + (["int8"] if FLAGS.tflite_int8 else []):
         run_stage(out, Stage(f"export_tflite_{q}", _python_module(
-            "export", f"--checkpoint={d3d_model}", "--format=tflite", f"--out={export_dir}",
+            "export", f"--model_dir={d3d_model}", "--format=tflite", f"--out_dir={export_dir}",
             "--model_name=d3d", f"--quantize={q}",
             f"--calibration_data={os.path.join(records, 'train-*.tfrecord')}")))
     held_out = _held_out_video(videos)

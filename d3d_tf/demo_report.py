@@ -13,6 +13,8 @@ import statistics
 
 import numpy as np
 
+from d3d_tf.data import preprocessing
+
 METHODS = (  # run name, method, training input, inference input
     ("teacher", "Temporal stream (S3D-G on TV-L1 flow, the teacher)", "flow", "flow"),
     ("baseline", "S3D-G (RGB baseline)", "RGB", "RGB"),
@@ -92,10 +94,7 @@ def flow_pictures(out_dir: str, videos_dir: str, count: int = 3) -> list[str]:
 
 
 def _labels(path: str) -> list[str]:
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [line.strip() for line in f if line.strip()]
+    return preprocessing.read_labels(path) if os.path.exists(path) else []
 
 
 def _true_label(videos_dir: str, video: str) -> str | None:

@@ -13,7 +13,7 @@ import os
 
 from absl import app, flags, logging
 
-from d3d_tf.data import pipeline
+from d3d_tf.data import pipeline, preprocessing
 from d3d_tf.models import saving
 from d3d_tf.training import evaluation
 
@@ -52,7 +52,7 @@ def evaluate_model(directory: str, *, data: str, num_frames=None, crop_size=None
                                   crop_size=size, training=False, modalities=(spec.modality,),
                                   batch_size=batch_size, num_clips=num_clips,
                                   resize_short_side=resize_short_side,
-                                  rgb_range=spec.input_range if spec.modality == "rgb"
+                                  rgb_range=spec.rgb_range if spec.modality == "rgb"
                                   else "[-1,1]")
     preds = evaluation.predict(model, pipeline.make_dataset(cfg), modality=spec.modality,
                                log_every=50)
@@ -103,7 +103,7 @@ def main(argv):
         logging.info("ensemble %s: video top1 %.4f", spec_str,
                      results[spec_str]["video"]["top1"])
     if FLAGS.labels:
-        class_names = evaluation.read_labels(FLAGS.labels)
+        class_names = preprocessing.read_labels(FLAGS.labels)
     if not class_names:
         k = next(iter(preds.values())).probs.shape[1]
         class_names = [str(i) for i in range(k)]

@@ -119,18 +119,16 @@ class Predictor:
 
 def clip_indices(num_video_frames: int, num_frames: int, num_clips: int, stride: int = 1,
                  short_videos: str = "loop") -> np.ndarray:
-    """Frame indices int [K,T] of K evenly spaced clips (the eval pipeline's rule)."""
+    """Frame indices int [K,T] of K evenly spaced clips: the eval pipeline's own rule
+    (`d3d_tf.data.preprocessing`)."""
+    from d3d_tf.data import preprocessing
+
     span = (num_frames - 1) * stride + 1
     if num_video_frames < span and short_videos == "error":
         raise VideoTooShortError(f"has {num_video_frames} frames, a clip needs {span} "
                                  f"({num_frames} frames, stride {stride})")
-    max_start = max(num_video_frames - span, 0)
-    if num_clips == 1:
-        starts = np.array([max_start // 2])
-    else:
-        k = np.arange(num_clips)
-        starts = (2 * k * max_start + (num_clips - 1)) // (2 * (num_clips - 1))
-    return (starts[:, None] + np.arange(num_frames)[None, :] * stride) % num_video_frames
+    starts = preprocessing.eval_clip_starts(num_video_frames, span, num_clips)
+    return preprocessing.clip_indices(starts, num_frames, stride, num_video_frames).numpy()
 
 
 def center_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -66,10 +66,10 @@ def model_dir() -> str:
 
 @functools.cache
 def saved_model_version_dir() -> str:
-    from d3d_tf.export import saved_model
+    from d3d_tf.export import common, saved_model
 
-    return saved_model.export_saved_model(saved_model.SavedModelConfig(
-        checkpoint=os.path.dirname(model_dir()),  # the run dir: resolved to run/model
+    return saved_model.export_saved_model(common.ExportConfig(
+        model_dir=os.path.dirname(model_dir()),  # the run dir: resolved to run/model
         out_dir=os.path.join(ROOT, "serving"), model_name="tiny", version=3))
 
 
@@ -78,8 +78,8 @@ def tflite_file(quantize: str = "float32") -> str:
     """Converted through the CLI (a subprocess), so the CLI is tested too."""
     out = os.path.join(ROOT, "tflite")
     proc = subprocess.run(
-        [sys.executable, "-m", "d3d_tf.export", f"--checkpoint={model_dir()}",
-         "--format=tflite", f"--out={out}", f"--quantize={quantize}", "--calibration_clips=8",
+        [sys.executable, "-m", "d3d_tf.export", f"--model_dir={model_dir()}",
+         "--format=tflite", f"--out_dir={out}", f"--quantize={quantize}", "--calibration_clips=8",
          "--model_name=tiny"],
         cwd=REPO, env=env(), capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]

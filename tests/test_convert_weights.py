@@ -209,7 +209,7 @@ def test_cli_writes_model_directory(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     model, spec = saving.load_model_dir(str(out))
-    assert spec.name == "s3dg" and spec.input_range == "[0,1]" and spec.num_classes == CLASSES
+    assert spec.name == "s3dg" and spec.rgb_range == "[0,1]" and spec.num_classes == CLASSES
     assert spec.labels[-1] == f"class_{CLASSES - 1}" and spec.input_shape == SHAPE
     clip = np.random.default_rng(2).uniform(0, 1, (1, *SHAPE)).astype(np.float32)
     np.testing.assert_allclose(model(clip).numpy(), slim_reference(arrays, clip), atol=1e-4)

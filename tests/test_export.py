@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from d3d_tf.export import common, latency, saved_model, tflite
+from d3d_tf.benchmark import latency
+from d3d_tf.data import preprocessing
+from d3d_tf.export import common, saved_model, tflite
 from d3d_tf.models import saving
 
 BIN = os.path.dirname(sys.executable)
@@ -34,20 +36,20 @@ def test_saved_model_layout_and_model_card():
     base = os.path.dirname(version_dir)
     assert os.path.basename(version_dir) == "3"
     assert os.path.isfile(os.path.join(version_dir, "saved_model.pb"))
-    assert common.read_labels(os.path.join(base, "labels.txt")) == H.LABELS
+    assert preprocessing.read_labels(os.path.join(base, "labels.txt")) == H.LABELS
     assert saved_model.saved_model_labels(version_dir) == H.LABELS
     card = json.loads(_read(os.path.join(base, "model_card.json")))
     assert card["classes"] == H.LABELS
     assert card["input"]["frames"] == H.FRAMES and card["input"]["height"] == H.SIZE
-    assert card["normalization"]["input_range"] == "[-1,1]"
+    assert card["normalization"]["rgb_range"] == "[-1,1]"
     assert card["metrics"] == {"top1": 0.25}
     assert card["source_checkpoint"] == os.path.abspath(H.model_dir())
     assert "top1 = 0.25" in _read(os.path.join(base, "model_card.md"))
     # Only the numeric version directory is under the base path besides the side files.
     assert sorted(os.listdir(base)) == ["3", "labels.txt", "model_card.json", "model_card.md"]
     with pytest.raises(FileExistsError, match="--overwrite"):
-        saved_model.export_saved_model(saved_model.SavedModelConfig(
-            checkpoint=H.model_dir(), out_dir=os.path.dirname(base), model_name="tiny",
+        saved_model.export_saved_model(common.ExportConfig(
+            model_dir=H.model_dir(), out_dir=os.path.dirname(base), model_name="tiny",
             version=3))
 
 

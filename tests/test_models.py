@@ -1,4 +1,5 @@
-"""Architecture tests of the S3D-G family against the TF-Slim reference table (DESIGN.md)."""
+"""Architecture tests of the S3D-G family against the TF-Slim reference (`nets/s3dg.py` and its
+test), tabulated in docs/architecture.md."""
 import os
 import platform
 import subprocess
@@ -12,7 +13,7 @@ from d3d_tf import models
 from d3d_tf.models import layers as L
 from d3d_tf.models import naming, summary
 
-# DESIGN.md reference table: input [1,64,224,224,3].
+# The reference table of docs/architecture.md: input [1,64,224,224,3].
 REFERENCE_224 = {
     "Conv2d_1a_7x7": (32, 112, 112, 64),
     "MaxPool_2a_3x3": (32, 56, 56, 64),
@@ -341,8 +342,8 @@ def test_summary_table_counts_flops_and_params():
 
 def test_summary_cli_prints_every_endpoint():
     out = subprocess.run(
-        [sys.executable, "-m", "d3d_tf.models.summary", "--model=s3d", "--frames=8",
-         "--size=64", "--depth_multiplier=0.25", "--num_classes=5"],
+        [sys.executable, "-m", "d3d_tf.models.summary", "--model=s3d", "--num_frames=8",
+         "--crop_size=64", "--depth_multiplier=0.25", "--num_classes=5"],
         capture_output=True, text=True, check=True, timeout=300,
     ).stdout
     for endpoint in models.VALID_ENDPOINTS:

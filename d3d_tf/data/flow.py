@@ -1,6 +1,6 @@
 """Optical flow: TV-L1 extraction, storage encoding, the paper's polar form, metrics, colours.
 
-Conventions (DESIGN.md, kinetics-i3d and D3D):
+Conventions (kinetics-i3d and D3D; docs/data_pipeline.md):
 
 * A flow field is float32 ``[..., H, W, 2]`` in **pixels**, channel 0 = x (positive to
   the right), channel 1 = y (positive **down**, image rows), mapping frame t to frame t+1:
@@ -21,7 +21,7 @@ import os
 import cv2
 import numpy as np
 
-FLOW_BOUND = 20.0  # pixels; flow is clipped to [-20, 20] before quantization (DESIGN.md)
+from d3d_tf.data.preprocessing import FLOW_BOUND
 
 FLOW_METHODS = ("tvl1", "farneback")
 

@@ -41,11 +41,10 @@ import dataclasses
 
 import tensorflow as tf
 
-from d3d_tf.data import records
+from d3d_tf.data import preprocessing, records
+from d3d_tf.data.preprocessing import FLOW_BOUND, RGB_RANGES  # noqa: F401 (re-exported)
 
-FLOW_BOUND = 20.0  # px; same value as d3d_tf.data.flow.FLOW_BOUND (kept here to avoid cv2)
 MODALITIES = ("rgb", "flow")
-RGB_RANGES = ("[-1,1]", "[0,1]")
 
 
 @dataclasses.dataclass
@@ -101,19 +100,13 @@ def _temporal_indices(n, config: PipelineConfig, seed):
     """Stored frame indices int32 [K,T] (K = 1 in training)."""
     t, s = config.num_frames, config.frame_stride
     span = (t - 1) * s + 1
-    max_start = tf.maximum(n - span, 0)
     if config.training:
         # Long enough: any start keeping the window inside; too short: any start (loop).
-        hi = tf.where(n >= span, max_start, n - 1)
+        hi = tf.where(n >= span, tf.maximum(n - span, 0), n - 1)
         starts = tf.random.stateless_uniform([1], seed, 0, hi + 1, dtype=tf.int32)
     else:
-        k = config.num_clips
-        if k == 1:
-            starts = tf.reshape(max_start // 2, [1])
-        else:
-            ks = tf.range(k, dtype=tf.int32)
-            starts = (2 * ks * max_start + (k - 1)) // (2 * (k - 1))  # round(k*max_start/(K-1))
-    return (starts[:, None] + tf.range(t, dtype=tf.int32)[None, :] * s) % n
+        starts = preprocessing.eval_clip_starts(n, span, config.num_clips)
+    return preprocessing.clip_indices(starts, t, s, n)
 
 
 def _crop_window(h, w, config: PipelineConfig, seed):
@@ -167,7 +160,7 @@ def _make_clip_fn(config: PipelineConfig):
             rgb = _resize(tf.cast(frames, tf.float32), side, c)
             if config.training and config.random_flip:
                 rgb = tf.cond(flip, lambda: tf.reverse(rgb, axis=[2]), lambda: rgb)
-            rgb = rgb / 127.5 - 1.0 if config.rgb_range == "[-1,1]" else rgb / 255.0
+            rgb = preprocessing.normalize_rgb(rgb, config.rgb_range)
             out["rgb"] = tf.reshape(rgb, [k, t, c, c, 3])
         if "flow" in mods:
             encoded = ex[records.FLOW_KEY]

@@ -27,6 +27,7 @@ import random
 import sys
 import time
 
+from d3d_tf.data import preprocessing
 from d3d_tf.data.datasets import VideoEntry
 
 FLOW_CHOICES = ("tvl1", "farneback", "none")
@@ -210,16 +211,13 @@ def _write_json(path: str, data: dict) -> None:
 def _check_labels_file(out_dir: str, labels: list[str]) -> None:
     path = os.path.join(out_dir, "labels.txt")
     if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            existing = [line.rstrip("\n") for line in f if line.strip()]
+        existing = preprocessing.read_labels(path) if os.path.getsize(path) else []
         if existing != labels:
             raise PrepareError(f"{path} exists with a different label list ({len(existing)} vs "
                                f"{len(labels)} classes); label ids would not match between "
                                f"splits. Use a new --out_dir.")
     elif labels:
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.write("".join(label + "\n" for label in labels))
-        os.replace(path + ".tmp", path)
+        preprocessing.write_labels(path, labels)
 
 
 def prepare(entries: list[VideoEntry], labels: list[str], config: PrepareConfig,

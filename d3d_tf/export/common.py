@@ -5,17 +5,52 @@ Exports serve RGB classifiers only (the paper's point: no optical flow at infere
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 import keras
-import tensorflow as tf
 
+from d3d_tf.config_flags import field
+from d3d_tf.data import preprocessing
 from d3d_tf.models import saving
 
+FORMATS = ("saved_model", "tflite")
+QUANTIZE_MODES = ("float32", "float16", "dynamic_int8", "int8")
 LABELS_FILE = "labels.txt"
 MODEL_CARD_JSON = "model_card.json"
 MODEL_CARD_MD = "model_card.md"
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """What to export, and how: the settings of `python -m d3d_tf.export` (one flag a field).
+
+    The TF Serving layout is `<out_dir>/<model_name>/<version>`; TFLite writes
+    `<out_dir>/<model_name>_<quantize>.tflite`, labels.txt and the model card.
+    """
+
+    model_dir: str = field(help="Model directory (model.json + weights.npz) or a training run "
+                           "directory holding model/.")
+    out_dir: str = field(help="Output directory: the TF Serving model root for saved_model "
+                         "(<out_dir>/<model_name>/<version>), the .tflite folder for tflite.")
+    format: str = field("saved_model", "Export format.", choices=FORMATS)
+    num_frames: int | None = field(None, "Clip length T in frames (default: the model's).",
+                                   min=1)
+    crop_size: int | None = field(None, "Frame height = width in pixels (default: the "
+                                  "model's).", min=1)
+    model_name: str | None = field(None, "Model name (TF Serving name / .tflite file stem); "
+                                   "default: the model's preset name.")
+    version: int = field(1, "saved_model: version directory (a positive integer).", min=1)
+    top_k: int = field(5, "saved_model: number of top classes in the outputs (capped at the "
+                       "number of classes).", min=1)
+    overwrite: bool = field(False, "saved_model: replace an existing version directory.")
+    quantize: str = field("float32", "tflite: float32, float16 weights, dynamic-range int8 "
+                          "weights, or full-integer int8 (calibrated).", choices=QUANTIZE_MODES)
+    calibration_data: str | None = field(None, "tflite int8: TFRecord glob of clips for "
+                                         "calibration; default: synthetic random clips (only "
+                                         "good for testing).")
+    calibration_clips: int = field(64, "tflite int8: number of calibration clips.", min=1)
 
 
 def load_for_export(path: str, *, frames: int | None = None, size: int | None = None,
@@ -40,7 +75,7 @@ def load_for_export(path: str, *, frames: int | None = None, size: int | None = 
     t, h, w = frames or t, size or h, size or w
     if None in (t, h, w):
         raise ValueError(f"{model_dir}: the spec's input_shape {spec.input_shape} leaves the "
-                         f"clip size open; pass --frames and --size")
+                         f"clip size open; pass --num_frames and --crop_size")
     overrides = {"pooling": pooling}
     if conv_impl is not None:
         overrides["conv_impl"] = conv_impl
@@ -54,31 +89,6 @@ def labels_of(spec: saving.ModelSpec) -> list[str]:
     return list(spec.labels) if spec.labels else [f"class_{i}" for i in range(spec.num_classes)]
 
 
-def normalize(frames_uint8: tf.Tensor, input_range: str) -> tf.Tensor:
-    """uint8 frames [..., 3] in 0..255 -> float32 in `input_range` (`[-1,1]` or `[0,1]`)."""
-    x = tf.cast(frames_uint8, tf.float32)
-    if input_range == "[-1,1]":
-        return x / 127.5 - 1.0
-    if input_range == "[0,1]":
-        return x / 255.0
-    raise ValueError(f"unknown input_range {input_range!r}")
-
-
-def normalization_text(input_range: str) -> str:
-    return {"[-1,1]": "x / 127.5 - 1 (uint8 -> [-1, 1])",
-            "[0,1]": "x / 255 (uint8 -> [0, 1])"}[input_range]
-
-
-def write_labels(path: str, labels: list[str]) -> None:
-    with open(path, "w") as f:
-        f.write("".join(f"{name}\n" for name in labels))
-
-
-def read_labels(path: str) -> list[str]:
-    with open(path) as f:
-        return [line.rstrip("\n") for line in f if line.strip()]
-
-
 def write_model_card(directory: str, spec: saving.ModelSpec, *, model_dir: str,
                      fmt: str, extra: dict | None = None) -> dict:
     """Writes `model_card.json` and `model_card.md` into `directory`; returns the card dict."""
@@ -90,8 +100,8 @@ def write_model_card(directory: str, spec: saving.ModelSpec, *, model_dir: str,
         "classes": labels_of(spec),
         "input": {"frames": t, "height": h, "width": w, "channels": c, "dtype": "uint8",
                   "layout": "[batch, frames, height, width, 3] RGB"},
-        "normalization": {"input_range": spec.input_range,
-                          "in_graph": normalization_text(spec.input_range)},
+        "normalization": {"rgb_range": spec.rgb_range,
+                          "in_graph": preprocessing.normalization_text(spec.rgb_range)},
         "config": spec.config,
         "source_checkpoint": os.path.abspath(model_dir),
         "source": spec.source,
@@ -105,7 +115,7 @@ def write_model_card(directory: str, spec: saving.ModelSpec, *, model_dir: str,
         (f"- Classes: {spec.num_classes} ({', '.join(card['classes'][:20])}"
          f"{', ...' if spec.num_classes > 20 else ''})"),
         f"- Input: uint8 RGB `[batch, {t}, {h}, {w}, 3]` (frames, height, width, channels)",
-        f"- Normalization (inside the graph): {normalization_text(spec.input_range)}",
+        f"- Normalization (inside the graph): {preprocessing.normalization_text(spec.rgb_range)}",
         (f"- Backbone: {spec.name}, depth_multiplier {spec.config.get('depth_multiplier')}, "
          f"head {spec.config.get('head')}"),
         f"- Source checkpoint: `{card['source_checkpoint']}`" + (

@@ -18,20 +18,20 @@ T, H and W are fixed in the signature: a clip of another size is REJECTED by the
 Resizing belongs to the client, which also has to pick the frames (short-side resize + centre
 crop, as `d3d_tf.predict` does); resizing inside the graph would hide a mismatch between
 training and serving preprocessing. Normalization (`x/127.5 - 1` or `x/255`, the model's
-`input_range`) is inside the graph, so clients send raw pixels.
+`rgb_range`) is inside the graph, so clients send raw pixels.
 
 The graph is built with training=False (batch norm uses moving statistics, dropout is off);
 it holds only the RGB classifier (no teacher, no flow, no optimizer).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 
 import keras
 import tensorflow as tf
 
+from d3d_tf.data import preprocessing
 from d3d_tf.export import common
 
 SIGNATURE_KEY = "serving_default"
@@ -39,27 +39,7 @@ INPUT_NAME = "frames"
 OUTPUT_NAMES = ("logits", "probabilities", "top_k_indices", "top_k_scores", "top_k_labels")
 
 
-@dataclasses.dataclass
-class SavedModelConfig:
-    """What to export.
 
-    checkpoint: model directory, or a training run directory holding `model/`.
-    out_dir: TF Serving model root; the model goes to `<out_dir>/<model_name>/<version>`.
-    frames, size: clip length T and side H = W in pixels (default: the model's input_shape).
-    model_name: default: the spec's name (e.g. `s3dg`).
-    version: positive integer version directory.
-    top_k: number of top classes returned (capped at the number of classes).
-    overwrite: replace an existing version directory instead of failing.
-    """
-
-    checkpoint: str
-    out_dir: str
-    frames: int | None = None
-    size: int | None = None
-    model_name: str | None = None
-    version: int = 1
-    top_k: int = 5
-    overwrite: bool = False
 
 
 def serving_function(model: keras.Model, spec, *, top_k: int = 5):
@@ -67,14 +47,14 @@ def serving_function(model: keras.Model, spec, *, top_k: int = 5):
     t, h, w, _ = spec.input_shape
     labels = tf.constant(common.labels_of(spec))
     k = min(top_k, spec.num_classes)
-    input_range = spec.input_range
+    rgb_range = spec.rgb_range
 
     def serve(frames):
         # A loaded signature does not check shapes by itself (a rank-4 or 40x40 clip would
         # run); EnsureShape fails at run time with "Shape of tensor frames [..] is not
         # compatible with expected shape [?,T,H,W,3]".
         frames = tf.ensure_shape(frames, [None, t, h, w, 3])
-        logits = model(common.normalize(frames, input_range), training=False)
+        logits = model(preprocessing.normalize_rgb(frames, rgb_range), training=False)
         probabilities = tf.nn.softmax(logits, axis=-1)
         scores, indices = tf.math.top_k(probabilities, k=k)
         return {
@@ -111,12 +91,12 @@ def write_saved_model(model: keras.Model, spec, path: str, *, top_k: int = 5) ->
     write_module(model, serve, signature, path)
 
 
-def export_saved_model(config: SavedModelConfig) -> str:
+def export_saved_model(config: common.ExportConfig) -> str:
     """Exports a model directory as a TF Serving SavedModel; returns the version directory."""
     if config.version < 1:
         raise ValueError(f"--version must be a positive integer, got {config.version}")
     model, spec, model_dir = common.load_for_export(
-        config.checkpoint, frames=config.frames, size=config.size)
+        config.model_dir, frames=config.num_frames, size=config.crop_size)
     name = config.model_name or spec.name
     base = os.path.join(config.out_dir, name)
     final = os.path.join(base, str(config.version))
@@ -132,9 +112,9 @@ def export_saved_model(config: SavedModelConfig) -> str:
     write_saved_model(model, spec, tmp, top_k=config.top_k)
     labels = common.labels_of(spec)
     os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
-    common.write_labels(os.path.join(tmp, "assets.extra", common.LABELS_FILE), labels)
+    preprocessing.write_labels(os.path.join(tmp, "assets.extra", common.LABELS_FILE), labels)
     os.replace(tmp, final)
-    common.write_labels(os.path.join(base, common.LABELS_FILE), labels)
+    preprocessing.write_labels(os.path.join(base, common.LABELS_FILE), labels)
     t, h, w, _ = spec.input_shape
     common.write_model_card(base, spec, model_dir=model_dir, fmt="TF SavedModel", extra={
         "signature": f"{SIGNATURE_KEY}: frames uint8 [batch, {t}, {h}, {w}, 3] -> "
@@ -162,5 +142,5 @@ def saved_model_labels(path: str) -> list[str] | None:
     for candidate in (os.path.join(path, "assets.extra", common.LABELS_FILE),
                       os.path.join(os.path.dirname(os.path.abspath(path)), common.LABELS_FILE)):
         if os.path.isfile(candidate):
-            return common.read_labels(candidate)
+            return preprocessing.read_labels(candidate)
     return None

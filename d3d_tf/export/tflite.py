@@ -28,7 +28,6 @@ Variants (`quantize`):
 from __future__ import annotations
 
 import collections
-import dataclasses
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -38,9 +37,10 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert import schema_py_generated as schema
 
+from d3d_tf.data import preprocessing
 from d3d_tf.export import common
 
-QUANTIZE_MODES = ("float32", "float16", "dynamic_int8", "int8")
+QUANTIZE_MODES = common.QUANTIZE_MODES
 _BUILTIN_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
 
@@ -48,28 +48,7 @@ class TFLiteOpsError(ValueError):
     """The converted model uses ops outside the TFLite builtin set."""
 
 
-@dataclasses.dataclass
-class TFLiteConfig:
-    """What to convert.
 
-    checkpoint: model directory, or a training run directory holding `model/`.
-    out_dir: directory for `<model_name>_<quantize>.tflite`, labels.txt and the model card.
-    frames, size: clip length T and side H = W in pixels (default: the model's input_shape).
-    quantize: one of QUANTIZE_MODES.
-    calibration_data: TFRecord glob for int8 calibration (eval-mode clips); None = synthetic
-      random clips (fine for tests, poor for accuracy).
-    calibration_clips: number of clips used for int8 calibration.
-    model_name: default: the spec's name.
-    """
-
-    checkpoint: str
-    out_dir: str
-    frames: int | None = None
-    size: int | None = None
-    quantize: str = "float32"
-    calibration_data: str | None = None
-    calibration_clips: int = 16
-    model_name: str | None = None
 
 
 def op_counts(tflite_model: bytes) -> dict[str, int]:
@@ -116,7 +95,7 @@ def _write_tflite_saved_model(model: keras.Model, spec, path: str) -> None:
     t, h, w, _ = spec.input_shape
 
     def serve(frames):
-        logits = model(common.normalize(frames, spec.input_range), training=False)
+        logits = model(preprocessing.normalize_rgb(frames, spec.rgb_range), training=False)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
 
     # ExportArchive rather than saved_model.write_module: with a plain tf.Module the converter
@@ -194,13 +173,13 @@ def convert(model: keras.Model, spec, *, quantize: str = "float32",
     return flatbuffer
 
 
-def export_tflite(config: TFLiteConfig) -> str:
+def export_tflite(config: common.ExportConfig) -> str:
     """Converts a model directory to `<out_dir>/<model_name>_<quantize>.tflite`; returns its
     path. Also writes labels.txt and model_card.{json,md} (with the op list) into out_dir."""
     if config.quantize not in QUANTIZE_MODES:
         raise ValueError(f"--quantize must be one of {QUANTIZE_MODES}, got {config.quantize!r}")
     model, spec, model_dir = common.load_for_export(
-        config.checkpoint, frames=config.frames, size=config.size, pooling="2d",
+        config.model_dir, frames=config.num_frames, size=config.crop_size, pooling="2d",
         conv_impl="2d_all")
     if config.calibration_data:
         def representative():
@@ -215,7 +194,7 @@ def export_tflite(config: TFLiteConfig) -> str:
     path = os.path.join(config.out_dir, f"{name}_{config.quantize}.tflite")
     with open(path, "wb") as f:
         f.write(flatbuffer)
-    common.write_labels(os.path.join(config.out_dir, common.LABELS_FILE), common.labels_of(spec))
+    preprocessing.write_labels(os.path.join(config.out_dir, common.LABELS_FILE), common.labels_of(spec))
     counts = op_counts(flatbuffer)
     t, h, w, _ = spec.input_shape
     extra = {
@@ -237,4 +216,4 @@ def export_tflite(config: TFLiteConfig) -> str:
 def tflite_labels(path: str) -> list[str] | None:
     """Class names written beside a .tflite file (None if there are none)."""
     candidate = os.path.join(os.path.dirname(os.path.abspath(path)), common.LABELS_FILE)
-    return common.read_labels(candidate) if os.path.isfile(candidate) else None
+    return preprocessing.read_labels(candidate) if os.path.isfile(candidate) else None

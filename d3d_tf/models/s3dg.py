@@ -305,6 +305,18 @@ def s3dg_base(inputs, cfg: S3DGConfig) -> dict:
     return endpoints
 
 
+def _config(name: str, input_shape, options: dict) -> S3DGConfig:
+    """The config of a builder call: `config=` if given, else the preset with `options`. Like
+    Keras applications, the input shape says the channels: `in_channels` follows it unless set."""
+    cfg = options.pop("config", None)
+    if cfg is not None:
+        return cfg
+    channels = tuple(input_shape)[-1] if len(tuple(input_shape)) == 4 else None
+    if channels is not None and "in_channels" not in options:
+        options["in_channels"] = int(channels)
+    return make_config(name, **options)
+
+
 def _check_input_shape(input_shape, cfg: S3DGConfig):
     if len(input_shape) != 4:
         raise ValueError(
@@ -352,7 +364,7 @@ def build_backbone(name: str = "s3dg", *, input_shape=(64, 224, 224, 3), **optio
       input_shape: `(frames, height, width, channels)`; any of the first three may be None.
       **options: fields of `S3DGConfig` (`final_endpoint`, `depth_multiplier`, ...).
     """
-    cfg = options.pop("config", None) or make_config(name, **options)
+    cfg = _config(name, input_shape, options)
     input_shape = _check_input_shape(tuple(input_shape), cfg)
     inputs = keras.Input(shape=input_shape, name="inputs")
     endpoints = s3dg_base(inputs, cfg)
@@ -377,7 +389,7 @@ def build_classifier(
     """
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    cfg = options.pop("config", None) or make_config(name, **options)
+    cfg = _config(name, input_shape, options)
     input_shape = _check_input_shape(tuple(input_shape), cfg)
     if isinstance(endpoints, str):
         endpoints = (endpoints,)

@@ -17,11 +17,11 @@ import os
 import keras
 import numpy as np
 
+from d3d_tf.data.preprocessing import RGB_RANGES
 from d3d_tf.models import s3dg
 
 SPEC_FILE = "model.json"
 WEIGHTS_FILE = "weights.npz"
-INPUT_RANGES = ("[-1,1]", "[0,1]")
 
 
 @dataclasses.dataclass
@@ -30,7 +30,7 @@ class ModelSpec:
 
     input_shape: `(T, H, W, C)` the model was trained with; H, W and T may differ at inference
       (the network is fully convolutional) but exports default to it.
-    input_range: how float pixels are scaled before the network: `[-1,1]` (ours) or `[0,1]`
+    rgb_range: how pixels are scaled before the network: `[-1,1]` (ours) or `[0,1]`
       (the released D3D checkpoints).
     modality: `rgb` or `flow` (flow is `flow_px / 20` in [-1, 1], 2 channels).
     """
@@ -40,15 +40,15 @@ class ModelSpec:
     input_shape: tuple
     config: dict
     labels: list = dataclasses.field(default_factory=list)
-    input_range: str = "[-1,1]"
+    rgb_range: str = "[-1,1]"
     modality: str = "rgb"
     source: str = ""
     metrics: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         self.input_shape = tuple(self.input_shape)
-        if self.input_range not in INPUT_RANGES:
-            raise ValueError(f"input_range must be one of {INPUT_RANGES}, got {self.input_range!r}")
+        if self.rgb_range not in RGB_RANGES:
+            raise ValueError(f"rgb_range must be one of {RGB_RANGES}, got {self.rgb_range!r}")
         if self.labels and len(self.labels) != self.num_classes:
             raise ValueError(
                 f"{len(self.labels)} labels given for a model with {self.num_classes} classes"
@@ -145,7 +145,10 @@ def load_spec(path: str) -> ModelSpec:
     """The ModelSpec of a model directory or of a training run directory (`RUN/model`)."""
     path = os.path.join(resolve_model_dir(path), SPEC_FILE)
     with open(path) as f:
-        return ModelSpec(**json.load(f))
+        fields = json.load(f)
+    if "input_range" in fields:  # the field's name in model directories written before
+        fields["rgb_range"] = fields.pop("input_range")
+    return ModelSpec(**fields)
 
 
 def resolve_model_dir(path: str) -> str:

@@ -1,6 +1,6 @@
 """Per-endpoint table of an S3D-G-family model: output shape, parameters and FLOPs.
 
-    python -m d3d_tf.models.summary --model=s3dg --frames=64 --size=224
+    python -m d3d_tf.models.summary --model=s3dg --num_frames=64 --crop_size=224
 
 FLOPs are 2 x multiply-accumulates of the convolutions and the self-gating matrices, for one
 clip (batch 1); batch norm, ReLU, pooling and the gating's elementwise work are not counted
@@ -83,11 +83,11 @@ def main(argv):
     model = models.build_classifier(
         f.model,
         num_classes=f.num_classes,
-        input_shape=(f.frames, f.size, f.size, f.channels),
-        in_channels=f.channels,
+        input_shape=(f.num_frames, f.crop_size, f.crop_size, f.channels),
         **options,
     )
-    print(f"{f.model}: input {f.frames}x{f.size}x{f.size}x{f.channels}, {f.num_classes} classes")
+    shape = f"{f.num_frames}x{f.crop_size}x{f.crop_size}x{f.channels}"
+    print(f"{f.model}: input {shape}, {f.num_classes} classes")
     print(format_table(endpoint_table(model)))
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     print(f"trainable parameters: {trainable:,} (the rest are batch-norm moving statistics)")
@@ -97,8 +97,8 @@ def _define_flags():
     from absl import flags
 
     flags.DEFINE_string("model", "s3dg", "Model preset: s3dg, s3d or i3d.")
-    flags.DEFINE_integer("frames", 64, "Input frames T.")
-    flags.DEFINE_integer("size", 224, "Input height and width, pixels.")
+    flags.DEFINE_integer("num_frames", 64, "Input frames T.")
+    flags.DEFINE_integer("crop_size", 224, "Input height and width, pixels.")
     flags.DEFINE_integer("channels", 3, "Input channels: 3 for RGB, 2 for optical flow.")
     flags.DEFINE_integer("num_classes", 400, "Classes of the logits head.")
     flags.DEFINE_float("depth_multiplier", 1.0, "Channel multiplier of every conv.")

@@ -26,17 +26,6 @@ class Predictions:
     video_ids: np.ndarray
 
 
-def read_labels(path: str) -> list[str]:
-    """Class names, one per line (labels.txt written by `d3d_tf.prepare`)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"labels file not found: {path}")
-    with open(path) as f:
-        names = [line.strip() for line in f if line.strip()]
-    if not names:
-        raise ValueError(f"labels file {path} is empty")
-    return names
-
-
 def predict(network, dataset: tf.data.Dataset, *, modality: str = "rgb",
             max_batches: int | None = None, log_every: int = 0) -> Predictions:
     """Runs `network` (logits [B,K] or dict with `logits`) over `dataset` elements

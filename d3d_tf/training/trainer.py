@@ -27,8 +27,9 @@ from absl import logging
 
 from d3d_tf import config_flags, models
 from d3d_tf.config_flags import field
-from d3d_tf.data import pipeline, records
-from d3d_tf.data.pipeline import MODALITIES, RGB_RANGES
+from d3d_tf.data import pipeline, preprocessing, records
+from d3d_tf.data.pipeline import MODALITIES
+from d3d_tf.data.preprocessing import RGB_RANGES
 from d3d_tf.models import layers, s3dg, saving
 from d3d_tf.training import evaluation, summaries, tasks
 from d3d_tf.training import strategy as strategy_lib
@@ -364,7 +365,7 @@ def save_model(c: TrainConfig, directory: str, network, names, modality, metrics
                step: int) -> None:
     spec = saving.spec_for(network, name=network.name if network.name in models.PRESETS
                            else c.model, labels=names, modality=modality,
-                           input_range=c.rgb_range,
+                           rgb_range=c.rgb_range,
                            source=f"d3d_tf.train task={c.task} step={step}", metrics=metrics)
     saving.save_model_dir(directory, network, spec)
 
@@ -387,10 +388,22 @@ def cpu_has_native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
 
 
 def train(config: TrainConfig) -> dict:
-    """Trains (or resumes) the run described by `config`; returns the final metrics dict."""
+    """Trains (or resumes) the run described by `config`; returns the final metrics dict.
+
+    `mixed_precision` sets Keras' global dtype policy for the run only: the caller's policy is
+    restored on return (and on error).
+    """
+    policy = keras.mixed_precision.global_policy()
+    try:
+        return _train(config)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def _train(config: TrainConfig) -> dict:
     c = config
     validate(c)
-    names = evaluation.read_labels(labels_path(c))
+    names = preprocessing.read_labels(labels_path(c))
     if c.mixed_precision:
         if not tf.config.list_physical_devices("GPU") and cpu_has_native_bfloat16() is False:
             logging.warning("--mixed_precision: this CPU has no native bfloat16 (AVX512-BF16 or "

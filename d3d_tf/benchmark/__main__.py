@@ -59,7 +59,7 @@ def _sizes():
 
 
 def model_part(log) -> list[dict]:
-    from d3d_tf.models import speed
+    from d3d_tf.benchmark import model as speed
 
     results = []
     for label, frames, size, dm in _sizes():
@@ -98,7 +98,7 @@ def model_table(results) -> str:
 
 
 def distill_part(log) -> list[dict]:
-    from d3d_tf.models import speed
+    from d3d_tf.benchmark import model as speed
 
     results = []
     for label, frames, size, dm in _sizes():
@@ -119,7 +119,7 @@ def distill_table(results) -> str:
 
 
 def data_part(log) -> list[dict]:
-    from d3d_tf.data import throughput
+    from d3d_tf.benchmark import data as throughput
 
     with tempfile.TemporaryDirectory(prefix="d3d_bench_") as tmp:
         return throughput.run_data_benchmark(
@@ -130,7 +130,7 @@ def data_part(log) -> list[dict]:
 
 
 def flow_part(log) -> list[dict]:
-    from d3d_tf.data import throughput
+    from d3d_tf.benchmark import data as throughput
 
     results = []
     sizes = [32] if FLAGS.smoke else [80, 224]
@@ -151,7 +151,8 @@ def flow_table(results) -> str:
 
 def export_part(log) -> list[dict]:
     from d3d_tf import models
-    from d3d_tf.export import latency, saved_model, tflite
+    from d3d_tf.benchmark import latency
+    from d3d_tf.export import common, saved_model, tflite
     from d3d_tf.models import saving
 
     results = []
@@ -164,16 +165,16 @@ def export_part(log) -> list[dict]:
             model_dir = os.path.join(tmp, "model")
             saving.save_model_dir(model_dir, net, spec)
             runs = 2 if FLAGS.smoke else (3 if size >= 224 else 10)
-            path = saved_model.export_saved_model(saved_model.SavedModelConfig(
-                checkpoint=model_dir, out_dir=os.path.join(tmp, "sm"), model_name="m"))
+            path = saved_model.export_saved_model(common.ExportConfig(
+                model_dir=model_dir, out_dir=os.path.join(tmp, "sm"), model_name="m"))
             stats = latency.saved_model_latency(path, runs=runs)
             results.append({"case": label, "format": "SavedModel", "ms": stats.per_clip_ms,
                             "bytes": _dir_bytes(path)})
             variants = ["float32", "int8"] if size < 224 or FLAGS.smoke else ["float32"]
             for q in variants:
-                tfl = tflite.export_tflite(tflite.TFLiteConfig(
-                    checkpoint=model_dir, out_dir=os.path.join(tmp, "tfl"), model_name="m",
-                    quantize=q, calibration_clips=4))
+                tfl = tflite.export_tflite(common.ExportConfig(
+                    model_dir=model_dir, out_dir=os.path.join(tmp, "tfl"), model_name="m",
+                    format="tflite", quantize=q, calibration_clips=4))
                 stats = latency.tflite_latency(tfl, runs=runs)
                 results.append({"case": label, "format": f"TFLite {q}", "ms": stats.per_clip_ms,
                                 "bytes": os.path.getsize(tfl)})
@@ -194,7 +195,7 @@ def export_table(results) -> str:
 
 def main(argv):
     del argv
-    from d3d_tf.data import throughput
+    from d3d_tf.benchmark import data as throughput
 
     unknown = [p for p in FLAGS.parts if p not in PARTS]
     if unknown:

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from d3d_tf import models
-from d3d_tf.export import latency
+from d3d_tf.benchmark import latency
 from d3d_tf.models import summary
 
 MODES = ("eager", "function", "xla")

@@ -1,0 +1,9 @@
+"""Benchmarks: `python -m d3d_tf.benchmark` (the CLI in `__main__.py`) and what it times.
+
+    model.py    the network's inference and train step (eager / tf.function / XLA, precisions)
+    data.py     the tf.data input pipeline and TV-L1 flow extraction
+    latency.py  per-call latency of a Python function, a SavedModel and a TFLite model
+
+They live together, above every other layer: a benchmark may import models, data, training
+and export, and nothing imports a benchmark.
+"""
