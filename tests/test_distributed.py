@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import pathlib
 import signal
 import socket
 import subprocess
@@ -129,7 +130,7 @@ def test_every_flagfile_parses():
     # common/ holds the shared protocol pieces that the run flagfiles include.
     common = [f for f in files if os.sep + "common" + os.sep in f]
     files = [f for f in files if os.path.basename(f) != "synthetic.flags" and f not in common]
-    included = "".join(open(f).read() for f in files)
+    included = "".join(pathlib.Path(f).read_text() for f in files)
     for f in common:
         assert os.path.relpath(f, ROOT) in included, f"{f} is included by no flagfile"
     assert len(files) >= 10
