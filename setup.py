@@ -7,6 +7,8 @@ setup(
     description="D3D: Distilled 3D Networks for video action recognition, in TF2 / Keras 3",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    license_files=["LICENSE"],
     packages=find_packages(include=["d3d_tf", "d3d_tf.*"]),
     python_requires=">=3.10,<3.14",
     install_requires=[

@@ -5,9 +5,8 @@ Tensors are NDHWC: [batch, time, height, width, channels].
 import os
 
 # TensorFlow turns its oneDNN CPU kernels on by default only on CPUs with AVX-512 VNNI/BF16 or
-# AMX; elsewhere (AVX2-only Intel and AMD CPUs) it falls back to Eigen kernels, which run a
-# demo-size S3D-G train step 5x slower (0.85 vs 0.17 s, batch 8x16x64x64, AMD EPYC:
-# `python -m d3d_tf.benchmark --parts=distill` with TF_ENABLE_ONEDNN_OPTS=0 and =1).
+# AMX; elsewhere (AVX2-only Intel and AMD CPUs) it falls back to slower Eigen kernels (README
+# "Performance" has the figures).
 # The flag is read when TensorFlow is imported, so it only helps when d3d_tf is imported
 # first, as every `python -m d3d_tf.<tool>` does; an explicit TF_ENABLE_ONEDNN_OPTS=0 wins.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

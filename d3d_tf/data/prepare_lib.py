@@ -1,7 +1,7 @@
 """Videos + labels -> sharded TFRecords (the library behind `python -m d3d_tf.prepare`).
 
-Work is split per video: worker processes decode, compute flow (the expensive part: TV-L1
-takes ~0.85 s per 224x224 pair on two cores) and JPEG/PNG-encode one video each; the parent
+Work is split per video: worker processes decode, compute flow (the expensive part:
+`python -m d3d_tf.benchmark --parts=flow` measures TV-L1 pairs/s) and JPEG/PNG-encode one video each; the parent
 receives the encoded frames in order and writes the shards. Workers import no TensorFlow
 (`codec` uses OpenCV), so they start fast.
 

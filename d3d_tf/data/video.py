@@ -236,8 +236,8 @@ def read_video(path, *, fps: float | None = None, short_side: int | None = None,
     try:
         stream = container.streams.video[0]
         if stream.codec_context.width * stream.codec_context.height >= 320 * 240:
-            # Decoder threads pay off for large frames only: for small videos the thread
-            # start-up doubles the decode time (measured: 8 vs 17 ms for 24 frames at 80x80).
+            # Decoder threads pay off for large frames only: for small videos their start-up
+            # costs more than the decoding (docs/data.md has the timings).
             stream.thread_type = "AUTO"
         frames = _decoded_frames(container, stream, path)
         if fps is None:

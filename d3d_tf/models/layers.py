@@ -59,9 +59,9 @@ class Conv3D(keras.layers.Conv3D):
 
     With `impl="2d"` a `[1,kh,kw]` conv with temporal stride 1 runs as a `CONV_2D` over
     `[B*T,H,W,C]`, and a `[kt,1,1]` conv with spatial stride 1 as a `(kt,1)` `CONV_2D` over
-    `[B,T,H*W,C]` — the same result (SAME padding is per axis), ~1.4x faster with oneDNN on
-    CPU, and TFLite builtins that XNNPACK accelerates and int8 quantizes. A full `[kt,kh,kw]`
-    kernel (the stem, I3D) stays `conv3d` (2.5x faster on CPU than the alternative), unless
+    `[B,T,H*W,C]` — the same result (SAME padding is per axis), and TFLite builtins that
+    XNNPACK accelerates and int8 quantizes (speed per CPU: README "Performance"). A full
+    `[kt,kh,kw]` kernel (the stem, I3D) stays `conv3d` (faster on CPU), unless
     `impl="2d_all"`: then it is a sum of `kt` 2D convs over temporally shifted frames (needs a
     static T), so that a TFLite model has no `CONV_3D` at all. `impl="3d"` always uses `conv3d`.
     A full kernel on 1 or 2 input channels (the flow stem) gets zero channels up to 3 first:
@@ -119,12 +119,9 @@ def _conv2d_time(x, kernel, strides, padding):
     return ops.reshape(y, (-1, t2, h, w, c2))
 
 
-# TensorFlow's Eigen conv3d (what TF 2.21 runs when oneDNN is off) has a ~100x slower backward
-# pass for 1 or 2 input channels: the flow stem's [7,7,7,2,16] kernel gradient took 23 s
-# instead of 0.23 s for 3 channels (batch 8x16x64x64, AMD EPYC with AVX2), and the flow
-# teacher trained at 11 s/step. With oneDNN it is fast either way, and 3 channels still cut the
-# demo teacher's step from 0.18 to 0.14 s. Zero channels bring the input to 3: the same output
-# and the same gradient for the real kernel (the gradient of the padding is dropped).
+# TensorFlow's Eigen conv3d (what TF runs when oneDNN is off) has a far slower backward pass for
+# 1 or 2 input channels than for 3 (README "Performance" has the figures). Zero channels bring
+# the input to 3: the same output and the same gradient for the real kernel.
 MIN_CONV3D_CHANNELS = 3
 
 
@@ -168,8 +165,8 @@ class BatchNorm(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` (same variables) computed with TF's fused kernel.
 
     Keras 3 normalizes 5D tensors with separate mean / variance / scale ops; TF's
-    `FusedBatchNormV3` over `[B*T,H,W,C]` does the same in one pass (~10x faster when training
-    on CPU). The moving averages follow Keras: `m = m * momentum + batch * (1 - momentum)`,
+    `FusedBatchNormV3` over `[B*T,H,W,C]` does the same in one pass (much faster when training
+    on CPU: README "Performance"). The moving averages follow Keras: `m = m * momentum + batch * (1 - momentum)`,
     with the fused kernel's batch variance (Bessel-corrected, as TF's own Keras 2 BN did).
     Synchronized BN, masks and non-last axes fall back to the Keras implementation.
     """

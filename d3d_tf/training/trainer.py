@@ -373,9 +373,8 @@ def save_model(c: TrainConfig, directory: str, network, names, modality, metrics
 def cpu_has_native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
     """True if the CPU computes bfloat16 natively (AVX512-BF16 or AMX), None if unknown.
 
-    Without it TensorFlow's bfloat16 convolutions fall back to Eigen: on a 2-core AVX2 AMD
-    EPYC a 64x224^2 S3D-G train step took 57 s in bfloat16 against 5.4 s in float32
-    (`python -m d3d_tf.benchmark --parts=model`).
+    Without it TensorFlow's bfloat16 convolutions fall back to Eigen and run far slower than
+    float32 (`python -m d3d_tf.benchmark --parts=model`; figures in the README).
     """
     try:
         with open(cpuinfo) as f:
