@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from absl import app, flags, logging
 
-from d3d_tf.data import preprocessing
+from d3d_tf import preprocessing
 from d3d_tf.models import saving
 from d3d_tf.weights import slim as slim_import
 

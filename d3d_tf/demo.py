@@ -113,7 +113,7 @@ def main(argv):
     for tag, model in (("saved_model", os.path.join(export_dir, "d3d")),
                        ("tflite", os.path.join(export_dir, "d3d_float32.tflite"))):
         run_stage(out, Stage(f"predict_{tag}", _python_module(
-            "predict", held_out, f"--model={model}", "--json", "--num_clips=2"),
+            "predict", held_out, f"--export_path={model}", "--json", "--num_clips=2"),
             stdout=os.path.join(out, f"predict_{tag}.json")))
     path = demo_report.write_report(out, seeds=FLAGS.seeds, held_out=held_out)
     print(f"\n[demo] finished in {time.time() - start:.0f} s (stages reused from earlier runs "

@@ -13,7 +13,7 @@ import statistics
 
 import numpy as np
 
-from d3d_tf.data import preprocessing
+from d3d_tf import preprocessing
 
 METHODS = (  # run name, method, training input, inference input
     ("teacher", "Temporal stream (S3D-G on TV-L1 flow, the teacher)", "flow", "flow"),

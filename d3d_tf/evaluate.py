@@ -13,7 +13,8 @@ import os
 
 from absl import app, flags, logging
 
-from d3d_tf.data import pipeline, preprocessing
+from d3d_tf import preprocessing
+from d3d_tf.data import pipeline
 from d3d_tf.models import saving
 from d3d_tf.training import evaluation
 

@@ -453,3 +453,15 @@ def test_importing_d3d_tf_turns_onednn_on_unless_told_otherwise():
     assert "ONEDNN False" in off.stdout
     if platform.machine() in ("x86_64", "AMD64"):  # oneDNN kernels are built for x86 only
         assert "ONEDNN True" in on.stdout
+
+
+def test_builders_take_the_channels_from_the_input_shape():
+    flow = models.build_classifier("s3dg", num_classes=3, input_shape=(4, 32, 32, 2),
+                                   depth_multiplier=0.1, final_endpoint="Mixed_3b")
+    assert flow.d3d_config.in_channels == 2 and flow.inputs[0].shape[-1] == 2
+    backbone = models.build_backbone("i3d", input_shape=(4, 32, 32, 2), depth_multiplier=0.1,
+                                     final_endpoint="Conv2d_2b_1x1")
+    assert backbone.d3d_config.in_channels == 2
+    with pytest.raises(ValueError, match="2 channels but in_channels=3"):
+        models.build_classifier("s3dg", num_classes=3, input_shape=(4, 32, 32, 2),
+                                in_channels=3, depth_multiplier=0.1)

@@ -7,8 +7,8 @@ import export_helpers as H
 import numpy as np
 import pytest
 
-from d3d_tf import predict
 from d3d_tf.data import video
+from d3d_tf.export import predictor as predict
 
 
 def _video(path, n=20, h=40, w=48, seed=0):
@@ -79,7 +79,7 @@ def test_cli_json_and_errors(tmp_path):
     bad.write_bytes(b"\x00garbage" * 50)
     proc = subprocess.run(
         [sys.executable, "-m", "d3d_tf.predict", good, str(bad),
-         f"--model={H.tflite_file('float32')}", "--json", "--num_clips=2"],
+         f"--export_path={H.tflite_file('float32')}", "--json", "--num_clips=2"],
         cwd=H.REPO, env=H.env(), capture_output=True, text=True, check=False)
     assert proc.returncode == 1  # one video failed
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -87,6 +87,6 @@ def test_cli_json_and_errors(tmp_path):
     assert sorted(r["label"] for r in lines[0]["top_k"]) == sorted(H.LABELS)
     assert f"error: {bad}" in proc.stderr
     proc = subprocess.run(
-        [sys.executable, "-m", "d3d_tf.predict", good, f"--model={tmp_path / 'missing'}"],
+        [sys.executable, "-m", "d3d_tf.predict", good, f"--export_path={tmp_path / 'missing'}"],
         cwd=H.REPO, env=H.env(), capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "no such file" in proc.stderr

@@ -191,3 +191,16 @@ def test_cpu_bfloat16_support_is_read_from_cpuinfo(tmp_path):
     info.write_text("processor\t: 0\n")  # no flags line (e.g. not x86)
     assert trainer.cpu_has_native_bfloat16(str(info)) is None
     assert trainer.cpu_has_native_bfloat16(str(tmp_path / "missing")) is None
+
+
+def test_train_restores_the_callers_dtype_policy(monkeypatch):
+    """--mixed_precision changes Keras' global policy for the run only, also when it fails."""
+    def failing_run(config):
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(trainer, "_train", failing_run)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.train(None)
+    assert keras.mixed_precision.global_policy().name == "float32"

@@ -41,8 +41,9 @@ import dataclasses
 
 import tensorflow as tf
 
-from d3d_tf.data import preprocessing, records
-from d3d_tf.data.preprocessing import FLOW_BOUND, RGB_RANGES  # noqa: F401 (re-exported)
+from d3d_tf import preprocessing
+from d3d_tf.data import records
+from d3d_tf.preprocessing import FLOW_BOUND, RGB_RANGES  # noqa: F401 (re-exported)
 
 MODALITIES = ("rgb", "flow")
 

@@ -27,7 +27,7 @@ import random
 import sys
 import time
 
-from d3d_tf.data import preprocessing
+from d3d_tf import preprocessing
 from d3d_tf.data.datasets import VideoEntry
 
 FLOW_CHOICES = ("tvl1", "farneback", "none")

@@ -11,8 +11,8 @@ import os
 
 import keras
 
+from d3d_tf import preprocessing
 from d3d_tf.config_flags import field
-from d3d_tf.data import preprocessing
 from d3d_tf.models import saving
 
 FORMATS = ("saved_model", "tflite")

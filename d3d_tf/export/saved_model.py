@@ -16,7 +16,7 @@ Signature `serving_default`:
 T, H and W are fixed in the signature: a clip of another size is REJECTED by the signature
 (TF reports the expected and the given shape), as is any dtype but uint8 and any rank but 5.
 Resizing belongs to the client, which also has to pick the frames (short-side resize + centre
-crop, as `d3d_tf.predict` does); resizing inside the graph would hide a mismatch between
+crop, as `d3d_tf.export.predictor` does); resizing inside the graph would hide a mismatch between
 training and serving preprocessing. Normalization (`x/127.5 - 1` or `x/255`, the model's
 `rgb_range`) is inside the graph, so clients send raw pixels.
 
@@ -31,7 +31,7 @@ import shutil
 import keras
 import tensorflow as tf
 
-from d3d_tf.data import preprocessing
+from d3d_tf import preprocessing
 from d3d_tf.export import common
 
 SIGNATURE_KEY = "serving_default"

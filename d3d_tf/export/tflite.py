@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert import schema_py_generated as schema
 
-from d3d_tf.data import preprocessing
+from d3d_tf import preprocessing
 from d3d_tf.export import common
 
 QUANTIZE_MODES = common.QUANTIZE_MODES

@@ -17,8 +17,8 @@ import os
 import keras
 import numpy as np
 
-from d3d_tf.data.preprocessing import RGB_RANGES
 from d3d_tf.models import s3dg
+from d3d_tf.preprocessing import RGB_RANGES
 
 SPEC_FILE = "model.json"
 WEIGHTS_FILE = "weights.npz"

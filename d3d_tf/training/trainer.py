@@ -25,12 +25,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from d3d_tf import config_flags, models
+from d3d_tf import config_flags, models, preprocessing
 from d3d_tf.config_flags import field
-from d3d_tf.data import pipeline, preprocessing, records
+from d3d_tf.data import pipeline, records
 from d3d_tf.data.pipeline import MODALITIES
-from d3d_tf.data.preprocessing import RGB_RANGES
 from d3d_tf.models import layers, s3dg, saving
+from d3d_tf.preprocessing import RGB_RANGES
 from d3d_tf.training import evaluation, summaries, tasks
 from d3d_tf.training import strategy as strategy_lib
 

@@ -4,11 +4,13 @@
 * `normalize_rgb`: uint8 (or float 0..255) pixels -> the network's range, `[-1,1]` or `[0,1]`.
   The input pipeline, the SavedModel and the TFLite graphs call it.
 * `eval_clip_starts` / `clip_indices`: which stored frames a clip takes (the eval rule: K starts
-  evenly spaced, loop short videos). The input pipeline and `d3d_tf.predict` call it.
+  evenly spaced, loop short videos). The input pipeline and `d3d_tf.export.predictor` call it.
 * `read_labels` / `write_labels`: `labels.txt`, one class name a line.
 
-No cv2, and TensorFlow is imported only inside the functions that run TF ops, so `prepare`'s
-worker processes and `d3d_tf.data.flow` import this module without loading TensorFlow.
+A leaf of the package, below every layer (models, data, training, export import it; it imports
+no d3d_tf module): the models' saved specs name the same ranges the pipeline applies. No cv2,
+and TensorFlow is imported only inside the functions that run TF ops, so `prepare`'s worker
+processes and `d3d_tf.data.flow` import this module without loading TensorFlow.
 """
 from __future__ import annotations
 
