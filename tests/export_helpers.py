@@ -26,7 +26,8 @@ def informative_weights(model, seed=0):
     The default init (truncated normal 0.01) shrinks activations to ~0 over the depth, so
     every clip would get the same scores and parity / top-1 checks would pass trivially.
     Here: He-normal kernels, BN variance ~0.5 (a gain that makes up for self-gating's ~0.5),
-    small offsets, then the logits kernel rescaled so that the logits spread ~2 over clips and centred.
+    small offsets, then the logits kernel rescaled so that the logits spread ~2 over clips and
+    centred.
     """
     import tensorflow as tf
 

@@ -55,7 +55,8 @@ def test_multi_worker_two_processes_end_identical(tmp_path):
     data = train_fixtures.write_dataset(str(tmp_path / "data"), videos=4, shards=2)
     model_dir = str(tmp_path / "run")
     cfg = {"model_dir": model_dir, "train_data": data, "depth_multiplier": 0.25, "num_frames": 4,
-               "crop_size": 32, "batch_size": 4, "train_steps": 2, "checkpoint_every": 2, "log_every": 1,
+               "crop_size": 32, "batch_size": 4, "train_steps": 2, "checkpoint_every": 2,
+               "log_every": 1,
                "learning_rate": 0.05, "strategy": "multi_worker", "seed": 1,
                "sync_batch_norm": True}
     ports = [_free_port(), _free_port()]

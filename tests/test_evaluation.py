@@ -6,11 +6,11 @@ import sys
 
 import numpy as np
 import pytest
+import train_fixtures
 
 from d3d_tf import models
 from d3d_tf.models import saving
 from d3d_tf.training import evaluation
-import train_fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -133,9 +133,10 @@ def test_evaluate_cli_writes_metrics_for_clips_times_crops(tmp_path):
                           capture_output=True, text=True, check=False)
     assert done.returncode != 0 and "--num_crops must be 1 or 3" in done.stderr
 
+    both = f"{out / 'results.json'},{out / 'results.json'}"
     avg = subprocess.run(
-        [sys.executable, "-m", "d3d_tf.evaluate", f"--average={out / 'results.json'},"
-         f"{out / 'results.json'}", f"--out_dir={tmp_path / 'avg'}"],
+        [sys.executable, "-m", "d3d_tf.evaluate", f"--average={both}",
+         f"--out_dir={tmp_path / 'avg'}"],
         env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     assert avg.returncode == 0, avg.stderr[-3000:]
     saved = json.loads((tmp_path / "avg" / "average.json").read_text())

@@ -97,7 +97,9 @@ def test_saved_model_cli_shows_the_documented_signature():
                           env=H.env(), capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = proc.stdout.split("signature_def['serving_default']")[1]
-    assert "inputs['frames'] tensor_info:\n        dtype: DT_UINT8\n        shape: (-1, 8, 32, 32, 3)" in text
+    want = ("inputs['frames'] tensor_info:\n        dtype: DT_UINT8\n"
+            "        shape: (-1, 8, 32, 32, 3)")
+    assert want in text
     for name, dtype in [("logits", "DT_FLOAT"), ("probabilities", "DT_FLOAT"),
                         ("top_k_indices", "DT_INT32"), ("top_k_scores", "DT_FLOAT"),
                         ("top_k_labels", "DT_STRING")]:

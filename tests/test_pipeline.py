@@ -209,7 +209,7 @@ def _corner(rgb):
     the mean position (JPEG's chroma subsampling blurs single pixels)."""
     u = (rgb + 1.0) * 127.5
     half = (rgb.shape[1] - 1) / 2
-    return (int(round(u[..., 2].mean() / 4 - half)), int(round(u[..., 1].mean() / 3 - half)))
+    return round(float(u[..., 2].mean() / 4 - half)), round(float(u[..., 1].mean() / 3 - half))
 
 
 def test_eval_three_crops_along_the_long_side(pattern):

@@ -231,7 +231,8 @@ def write_report(out_dir: str, results: dict[str, dict], names: list[str]) -> No
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     lines = ["# Evaluation", "", ("| model | clips | clip top-1 | clip top-5 | videos | "
-             "video top-1 | video top-5 | video mean class acc. |"), "|---|---|---|---|---|---|---|---|"]
+             "video top-1 | video top-5 | video mean class acc. |"),
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         c, v = r["clip"], r["video"]
         lines.append(f"| {name} | {c['count']} | {100 * c['top1']:.2f} | {100 * c['top5']:.2f} | "

@@ -3,11 +3,11 @@
 A TF1 checkpoint is read with `tf.train.load_checkpoint` only (no TF1 graph code, no tf_slim).
 Every Keras variable is looked up under its slim name (`d3d_tf.models.naming.slim_name`):
 
-    Keras `Mixed_4b.Branch_1.Conv2d_0b_3x3/kernel`        slim `<scope>/Mixed_4b/Branch_1/Conv2d_0b_3x3/weights`
-    Keras `Mixed_4b.Branch_1.Conv2d_0b_3x3.BatchNorm/beta` slim `.../Conv2d_0b_3x3/BatchNorm/beta`
-    Keras `....temporal/bias`                              slim `.../temporal/biases`
-    Keras `....self_gating/transformer_W`                  slim `.../self_gating/transformer_W/weights`
-    Keras `Logits.Conv2d_0c_1x1/kernel`                    slim `<scope>/Logits/Conv2d_0c_1x1/weights`
+    Keras `Mixed_4b.Branch_1.Conv2d_0b_3x3/kernel`   slim `<scope>/Mixed_4b/Branch_1/.../weights`
+    Keras `....Conv2d_0b_3x3.BatchNorm/beta`         slim `.../Conv2d_0b_3x3/BatchNorm/beta`
+    Keras `....temporal/bias`                        slim `.../temporal/biases`
+    Keras `....self_gating/transformer_W`            slim `.../self_gating/transformer_W/weights`
+    Keras `Logits.Conv2d_0c_1x1/kernel`              slim `<scope>/Logits/Conv2d_0c_1x1/weights`
 
 Slim stores conv kernels as `[t,h,w,in,out]`, the Keras layout, so values are copied as they are.
 
