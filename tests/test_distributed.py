@@ -137,3 +137,9 @@ def test_every_flagfile_parses():
     tasks = {os.path.basename(p[0]): p[1] for p in parsed}
     assert tasks["d3d.flags"] == "distill" and tasks["teacher.flags"] == "classify"
     assert tasks["finetune_ucf101_split1.flags"] == "finetune"
+    # Splits 2 and 3 include split 1's flagfile and override its data and run directory.
+    dirs = {os.path.basename(p[0]): p[2] for p in parsed}
+    for name in ("ucf101", "hmdb51"):
+        for split in (2, 3):
+            run = f"finetune_{name}_split{split}"
+            assert tasks[f"{run}.flags"] == "finetune" and dirs[f"{run}.flags"] == f"runs/{run}"
