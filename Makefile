@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 SEEDS ?= 1
 
-.PHONY: venv test lint demo benchmark clean
+.PHONY: venv test test-fast lint demo benchmark clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# Everything but the tests marked slow (pyproject.toml): a few minutes.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 # The whole method on the built-in synthetic data; finished stages are reused on rerun.
 demo: $(STAMP)

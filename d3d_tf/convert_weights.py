@@ -1,6 +1,6 @@
 """Converts public pretrained checkpoints into a d3d_tf model directory.
 
-    # TF-Slim S3D-G / S3D / I3D checkpoints, e.g. the released D3D models (which take [0,1] RGB)
+    # TF-Slim S3D-G / S3D / I3D checkpoints, e.g. the released D3D models (RGB in [-1,1])
     python -m d3d_tf.convert_weights --from=slim --checkpoint=d3d/model.ckpt \\
         --num_classes=400 --labels=kinetics400.txt --out=models/d3d_k400
 
@@ -53,9 +53,24 @@ flags.DEFINE_enum(
     None,
     list(preprocessing.RGB_RANGES),
     "How float RGB is scaled for "
-    "this model, recorded in model.json. Default: [0,1] for slim (the released "
-    "D3D checkpoints; slim's own training used [-1,1]) and [0,1] for torchvision "
-    "(which additionally expects its Kinetics mean/std, see docs/weights.md).",
+    "this model, recorded in model.json. Default: [-1,1] for slim (TF-Slim's Inception "
+    "preprocessing, which the released D3D checkpoints were trained with) and [0,1] for "
+    "torchvision (which additionally expects its Kinetics mean/std, see docs/weights.md). "
+    "--check_clip shows which range a checkpoint prefers on a clip you know.",
+)
+flags.DEFINE_float(
+    "depth_multiplier",
+    None,
+    "Slim: the network's depth multiplier; checked against every conv's channel count "
+    "(default: inferred from them).",
+    lower_bound=0.0,
+)
+flags.DEFINE_string(
+    "check_clip",
+    None,
+    "A video of a class the checkpoint knows: after converting, print the top-1 class and "
+    "its probability on its centre clip with the pixels in [-1,1] and in [0,1]; the range "
+    "with the confident, correct answer is the one the checkpoint expects.",
 )
 flags.DEFINE_string("labels", None, "Optional text file with one class name per line.")
 flags.DEFINE_integer(
@@ -84,9 +99,20 @@ def _read_labels(path):
 
 def main(argv):
     del argv
+    try:
+        convert()
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        raise app.UsageError(str(e).splitlines()[0] if str(e) else repr(e))
+
+
+def convert():
+    """Converts --checkpoint to --out (and runs --check_clip); library errors propagate."""
     source = getattr(FLAGS, "from")
     labels = _read_labels(FLAGS.labels)
     if source == "slim":
+        options = {}
+        if FLAGS.depth_multiplier is not None:
+            options["depth_multiplier"] = FLAGS.depth_multiplier
         if not FLAGS.use_ema and slim_import.has_ema(FLAGS.checkpoint):
             logging.info(
                 "The checkpoint has ExponentialMovingAverage shadows; pass --use_ema "
@@ -100,6 +126,7 @@ def main(argv):
             scope=FLAGS.scope,
             use_ema=FLAGS.use_ema,
             ignore=tuple(FLAGS.ignore),
+            options=options,
         )
         model, info = slim_import.import_checkpoint(cfg, log=logging.info)
         name = info["preset"]
@@ -118,19 +145,26 @@ def main(argv):
         name = torch_s3d.PRESET
         note = f" (expects (x - {torch_s3d.KINETICS_MEAN}) / {torch_s3d.KINETICS_STD} on [0,1])"
     in_channels = model.d3d_config.in_channels
+    default_range = "[-1,1]" if source == "slim" else "[0,1]"
     spec = saving.spec_for(
         model,
         name=name,
         labels=labels,
-        rgb_range=FLAGS.input_range or "[0,1]",
+        rgb_range=FLAGS.input_range or default_range,
         modality="rgb" if in_channels == 3 else "flow",
         source=f"{source}:{FLAGS.checkpoint}{note}",
     )
     saving.save_model_dir(FLAGS.out, model, spec)
     print(
         f"Wrote {FLAGS.out}: {name}, {spec.num_classes} classes, input {spec.input_shape}, "
-        f"input_range {spec.input_range}"
+        f"rgb_range {spec.rgb_range}"
     )
+    if FLAGS.check_clip:
+        from d3d_tf.weights import range_check
+
+        scores = range_check.check_video(model, FLAGS.check_clip, labels)
+        for rgb_range, (top, prob) in scores.items():
+            print(f"{FLAGS.check_clip} with RGB in {rgb_range}: top-1 {top} ({prob:.3f})")
 
 
 if __name__ == "__main__":

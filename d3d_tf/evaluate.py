@@ -6,6 +6,11 @@ r"""Evaluate model directories on a TFRecord set: `python -m d3d_tf.evaluate --f
 Writes results.json, report.md, per_class.csv, per-class plots (best/worst classes, and the
 per-class difference between the first two models), and a confusion matrix per model.
 With --ensemble, the softmax scores of all models are averaged (D3D + S3D-G, paper Table 2).
+--num_clips=K --num_crops=3 is the K clips x 3 crops protocol (video score = mean of the K*3
+softmaxes). The mean over the three splits of UCF-101 / HMDB-51:
+
+    python -m d3d_tf.evaluate --average=eval/s1/results.json,eval/s2/results.json,\
+        eval/s3/results.json --out_dir=eval/ucf101
 """
 from __future__ import annotations
 
@@ -31,6 +36,12 @@ flags.DEFINE_integer("frame_stride", 1, "Take every n-th stored frame.")
 flags.DEFINE_integer("resize_short_side", None, "Resize the short side before cropping.")
 flags.DEFINE_integer("num_clips", 1, "Evenly spaced clips per video (video score = mean of "
                      "clip softmaxes).")
+flags.DEFINE_integer("num_crops", 1, "Spatial crops per clip: 1 (centre) or 3 (first, centre, "
+                     "last position along the long side).")
+flags.register_validator("num_crops", lambda v: v in (1, 3), "--num_crops must be 1 or 3")
+flags.DEFINE_list("average", None, "results.json files of earlier runs (e.g. one per dataset "
+                  "split): write their mean per model to --out_dir/average.json and "
+                  "average.md instead of evaluating.")
 flags.DEFINE_integer("batch_size", 8, "Evaluation batch size.")
 flags.DEFINE_bool("ensemble", False, "Also evaluate the average of all models' softmaxes.")
 flags.DEFINE_multi_string("ensemble_of", None, "An ensemble to evaluate, as --name values "
@@ -41,7 +52,7 @@ flags.DEFINE_integer("plot_top", 10, "Best/worst classes shown in the per-class 
 
 
 def evaluate_model(directory: str, *, data: str, num_frames=None, crop_size=None,
-                   frame_stride=1, resize_short_side=None, num_clips=1,
+                   frame_stride=1, resize_short_side=None, num_clips=1, num_crops=1,
                    batch_size=8) -> tuple[evaluation.Predictions, saving.ModelSpec]:
     """Predictions of the model directory on `data` (deterministic order)."""
     spec = saving.load_spec(directory)
@@ -52,7 +63,7 @@ def evaluate_model(directory: str, *, data: str, num_frames=None, crop_size=None
     cfg = pipeline.PipelineConfig(file_pattern=data, num_frames=t, frame_stride=frame_stride,
                                   crop_size=size, training=False, modalities=(spec.modality,),
                                   batch_size=batch_size, num_clips=num_clips,
-                                  resize_short_side=resize_short_side,
+                                  num_crops=num_crops, resize_short_side=resize_short_side,
                                   rgb_range=spec.rgb_range if spec.modality == "rgb"
                                   else "[-1,1]")
     preds = evaluation.predict(model, pipeline.make_dataset(cfg), modality=spec.modality,
@@ -63,6 +74,15 @@ def evaluate_model(directory: str, *, data: str, num_frames=None, crop_size=None
 def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
+    if FLAGS.average:
+        if not FLAGS.out_dir:
+            raise app.UsageError("--average needs --out_dir")
+        try:
+            evaluation.write_average(FLAGS.average, FLAGS.out_dir)
+        except (ValueError, FileNotFoundError) as e:
+            raise app.UsageError(str(e))
+        logging.info("wrote %s", os.path.join(FLAGS.out_dir, "average.md"))
+        return
     if not FLAGS.model or not FLAGS.data or not FLAGS.out_dir:
         raise app.UsageError("--model, --data and --out_dir are required")
     for d in FLAGS.model:
@@ -81,7 +101,8 @@ def main(argv):
         p, spec = evaluate_model(d, data=FLAGS.data, num_frames=FLAGS.num_frames,
                                  crop_size=FLAGS.crop_size, frame_stride=FLAGS.frame_stride,
                                  resize_short_side=FLAGS.resize_short_side,
-                                 num_clips=FLAGS.num_clips, batch_size=FLAGS.batch_size)
+                                 num_clips=FLAGS.num_clips, num_crops=FLAGS.num_crops,
+                                 batch_size=FLAGS.batch_size)
         preds[name], results[name] = p, evaluation.metrics(p)
         class_names = class_names or spec.labels
         s = evaluation.summary(results[name])

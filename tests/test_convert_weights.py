@@ -28,58 +28,76 @@ def _depth(d, m=0.25):
     return max(int(d * m), 16)
 
 
-def slim_variables(*, gating=True, separable=True, first_t=3, rng=None):
-    """Slim names -> random arrays for S3D-G (or I3D) at depth 0.25, up to Mixed_3b, + logits.
+# Inception block depths of research/slim/nets/s3dg.py (inception_block_v1_3d calls), written
+# out here rather than read from d3d_tf.models.s3dg.
+SLIM_BLOCKS = {
+    "Mixed_3b": (64, 96, 128, 16, 32, 32),
+    "Mixed_3c": (128, 128, 192, 32, 96, 64),
+    "Mixed_4b": (192, 96, 208, 16, 48, 64),
+    "Mixed_4c": (160, 112, 224, 24, 64, 64),
+    "Mixed_4d": (128, 128, 256, 24, 64, 64),
+    "Mixed_4e": (112, 144, 288, 32, 64, 64),
+    "Mixed_4f": (256, 160, 320, 32, 128, 128),
+    "Mixed_5b": (256, 160, 320, 32, 128, 128),
+    "Mixed_5c": (384, 192, 384, 48, 128, 128),
+}
+
+
+def slim_variables(*, gating=True, separable=True, first_t=3, rng=None, m=0.25,
+                   blocks=("Mixed_3b",), draw=None):
+    """Slim names -> random arrays for S3D-G (or I3D) at depth `m`, up to the last of `blocks`
+    (a prefix of SLIM_BLOCKS), + logits.
 
     Names follow research/slim/nets/s3dg.py + i3d_utils.py: `<scope>/weights`, BatchNorm
     beta/moving_mean/moving_variance (no gamma), `<scope>/temporal/{weights,biases}`,
     `<scope>/self_gating/transformer_W/weights`, `Logits/Conv2d_0c_1x1/{weights,biases}`.
+    `draw(std, shape)` makes the arrays (default: normal with that std).
     """
     rng = rng or np.random.default_rng(0)
+    draw = draw or (lambda std, shape: rng.normal(0, std, shape))
     out = {}
 
     def conv(scope, kernel, cin, cout):
         fan_in = np.prod(kernel) * cin
-        out[f"{S}/{scope}/weights"] = rng.normal(0, 1.5 / np.sqrt(fan_in), (*kernel, cin, cout))
-        out[f"{S}/{scope}/BatchNorm/beta"] = rng.normal(0, 0.1, cout)
-        out[f"{S}/{scope}/BatchNorm/moving_mean"] = rng.normal(0, 0.1, cout)
-        out[f"{S}/{scope}/BatchNorm/moving_variance"] = rng.uniform(0.5, 1.5, cout)
+        out[f"{S}/{scope}/weights"] = draw(1.5 / np.sqrt(fan_in), (*kernel, cin, cout))
+        out[f"{S}/{scope}/BatchNorm/beta"] = draw(0.1, (cout,))
+        out[f"{S}/{scope}/BatchNorm/moving_mean"] = draw(0.1, (cout,))
+        out[f"{S}/{scope}/BatchNorm/moving_variance"] = 1.0 + np.abs(draw(0.3, (cout,)))
 
     def st_conv(scope, t, cin, cout):
         if separable and t > 1:
             conv(scope, (1, 3, 3), cin, cout)
-            out[f"{S}/{scope}/temporal/weights"] = rng.normal(0, 0.4, (t, 1, 1, cout, cout))
-            out[f"{S}/{scope}/temporal/biases"] = rng.normal(0, 0.1, cout)
+            out[f"{S}/{scope}/temporal/weights"] = draw(0.4, (t, 1, 1, cout, cout))
+            out[f"{S}/{scope}/temporal/biases"] = draw(0.1, (cout,))
         else:
             conv(scope, (t, 3, 3), cin, cout)
 
     def gate(scope, c):
         if gating:
-            out[f"{S}/{scope}/self_gating/transformer_W/weights"] = rng.normal(
-                0, 0.3, (1, 1, 1, c, c)
-            )
+            out[f"{S}/{scope}/self_gating/transformer_W/weights"] = draw(0.3, (1, 1, 1, c, c))
 
-    c1, c2, c3 = _depth(64), _depth(64), _depth(192)
+    c1, c2, c3 = _depth(64, m), _depth(64, m), _depth(192, m)
     conv("Conv2d_1a_7x7", (first_t, 7, 7), 3, c1)
     conv("Conv2d_2b_1x1", (1, 1, 1), c1, c2)
     st_conv("Conv2d_2c_3x3", 3, c2, c3)
     gate("Conv2d_2c_3x3", c3)
-    d0, d1a, d1b, d2a, d2b, d3 = (_depth(d) for d in (64, 96, 128, 16, 32, 32))
-    m = "Mixed_3b"
-    conv(f"{m}/Branch_0/Conv2d_0a_1x1", (1, 1, 1), c3, d0)
-    gate(f"{m}/Branch_0/Conv2d_0a_1x1", d0)
-    conv(f"{m}/Branch_1/Conv2d_0a_1x1", (1, 1, 1), c3, d1a)
-    st_conv(f"{m}/Branch_1/Conv2d_0b_3x3", 3, d1a, d1b)
-    gate(f"{m}/Branch_1/Conv2d_0b_3x3", d1b)
-    conv(f"{m}/Branch_2/Conv2d_0a_1x1", (1, 1, 1), c3, d2a)
-    st_conv(f"{m}/Branch_2/Conv2d_0b_3x3", 3, d2a, d2b)
-    gate(f"{m}/Branch_2/Conv2d_0b_3x3", d2b)
-    conv(f"{m}/Branch_3/Conv2d_0b_1x1", (1, 1, 1), c3, d3)
-    gate(f"{m}/Branch_3/Conv2d_0b_1x1", d3)
-    cout = d0 + d1b + d2b + d3
-    out[f"{S}/Logits/Conv2d_0c_1x1/weights"] = rng.normal(0, 0.3, (1, 1, 1, cout, CLASSES))
-    out[f"{S}/Logits/Conv2d_0c_1x1/biases"] = rng.normal(0, 0.1, CLASSES)
-    return {k: v.astype(np.float32) for k, v in out.items()}
+    cin = c3
+    for block in blocks:
+        d0, d1a, d1b, d2a, d2b, d3 = (_depth(d, m) for d in SLIM_BLOCKS[block])
+        conv(f"{block}/Branch_0/Conv2d_0a_1x1", (1, 1, 1), cin, d0)
+        gate(f"{block}/Branch_0/Conv2d_0a_1x1", d0)
+        conv(f"{block}/Branch_1/Conv2d_0a_1x1", (1, 1, 1), cin, d1a)
+        st_conv(f"{block}/Branch_1/Conv2d_0b_3x3", 3, d1a, d1b)
+        gate(f"{block}/Branch_1/Conv2d_0b_3x3", d1b)
+        conv(f"{block}/Branch_2/Conv2d_0a_1x1", (1, 1, 1), cin, d2a)
+        st_conv(f"{block}/Branch_2/Conv2d_0b_3x3", 3, d2a, d2b)
+        gate(f"{block}/Branch_2/Conv2d_0b_3x3", d2b)
+        conv(f"{block}/Branch_3/Conv2d_0b_1x1", (1, 1, 1), cin, d3)
+        gate(f"{block}/Branch_3/Conv2d_0b_1x1", d3)
+        cin = d0 + d1b + d2b + d3
+    out[f"{S}/Logits/Conv2d_0c_1x1/weights"] = draw(0.3, (1, 1, 1, cin, CLASSES))
+    out[f"{S}/Logits/Conv2d_0c_1x1/biases"] = draw(0.1, (CLASSES,))
+    return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 
 def write_slim_checkpoint(directory, arrays):
@@ -209,7 +227,8 @@ def test_cli_writes_model_directory(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     model, spec = saving.load_model_dir(str(out))
-    assert spec.name == "s3dg" and spec.rgb_range == "[0,1]" and spec.num_classes == CLASSES
+    # The released D3D checkpoints take [-1,1] RGB, the converter's default for slim.
+    assert spec.name == "s3dg" and spec.rgb_range == "[-1,1]" and spec.num_classes == CLASSES
     assert spec.labels[-1] == f"class_{CLASSES - 1}" and spec.input_shape == SHAPE
     clip = np.random.default_rng(2).uniform(0, 1, (1, *SHAPE)).astype(np.float32)
     np.testing.assert_allclose(model(clip).numpy(), slim_reference(arrays, clip), atol=1e-4)
@@ -260,6 +279,88 @@ def test_rejects_missing_misshaped_and_extra_variables(tmp_path):
 
     with pytest.raises(slim_import.CheckpointError, match="--num_classes=7"):
         _import(write_slim_checkpoint(tmp_path / "ok", arrays), num_classes=7)
+
+
+MULTIPLIERS = [round(0.1 * i, 1) for i in range(1, 11)]
+
+
+def _shapes_only(std, shape):
+    return np.broadcast_to(np.float32(0), shape)  # no memory: infer_config reads shapes only
+
+
+@pytest.mark.parametrize("m", MULTIPLIERS)
+def test_depth_multiplier_inferred_for_every_multiplier(m):
+    """Every multiplier slim builds (channels `max(int(d*m), 16)`) is recovered exactly."""
+    arrays = slim_variables(m=m, blocks=tuple(SLIM_BLOCKS), draw=_shapes_only)
+    _, fields, classes = slim_import.infer_config(arrays, S)
+    assert fields["depth_multiplier"] == m and classes == CLASSES
+    assert fields["final_endpoint"] == "Mixed_5c"
+
+
+def test_depth_multiplier_given_is_checked():
+    shapes = slim_variables(m=0.3, blocks=tuple(SLIM_BLOCKS), draw=_shapes_only)
+    _, fields, _ = slim_import.infer_config(shapes, S, depth_multiplier=0.3)
+    assert fields["depth_multiplier"] == 0.3
+    # 0.5 gives the stem int(64 * 0.5) = 32 channels; the checkpoint has int(64 * 0.3) = 19.
+    with pytest.raises(slim_import.CheckpointError,
+                       match="depth_multiplier=0.5 gives InceptionV1/Conv2d_1a_7x7/weights 32 "
+                             "output channels but the checkpoint has 19"):
+        slim_import.infer_config(shapes, S, depth_multiplier=0.5)
+
+
+@pytest.mark.parametrize(
+    "m", [pytest.param(m, marks=() if m == 0.3 else pytest.mark.slow) for m in MULTIPLIERS])
+def test_full_network_round_trips_at_every_multiplier(tmp_path, m):
+    """A whole S3D-G checkpoint at depth m converts and every weight lands unchanged."""
+    arrays = slim_variables(m=m, blocks=tuple(SLIM_BLOCKS))
+    model, info = _import(write_slim_checkpoint(tmp_path, arrays))
+    assert model.d3d_config.depth_multiplier == m and info["loaded"] == len(arrays)
+    weights = {w.path: np.asarray(w) for w in model.weights}
+    assert len(weights) == len(arrays)
+    for name, value in arrays.items():
+        np.testing.assert_array_equal(weights[naming.keras_path(name)], value, err_msg=name)
+
+
+def _run_cli(args):
+    cmd = [sys.executable, "-m", "d3d_tf.convert_weights", *args]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    missing = tmp_path / "nothing" / "model.ckpt-1"
+    result = _run_cli(["--from=slim", f"--checkpoint={missing}", f"--out={tmp_path / 'o'}"])
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if str(missing) in x]
+    assert "Cannot read TF checkpoint" in line
+
+    prefix = write_slim_checkpoint(tmp_path, slim_variables(m=0.3))
+    result = _run_cli(["--from=slim", f"--checkpoint={prefix}", "--depth_multiplier=0.5",
+                       f"--out={tmp_path / 'o'}"])
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--depth_multiplier=0.5 gives InceptionV1/Conv2d_1a_7x7/weights 32" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_compare_ranges_scores_both_ranges():
+    from d3d_tf.weights import range_check
+
+    # logits = (mean pixel, -mean pixel): a black clip is 0 in [0,1] and -1 in [-1,1].
+    inputs = keras.Input((2, 4, 4, 3))
+    mean = keras.layers.GlobalAveragePooling3D()(inputs)
+    logits = keras.layers.Dense(2, use_bias=False)(mean)
+    model = keras.Model(inputs, logits)
+    model.layers[-1].set_weights([np.array([[1, -1]] * 3, np.float32) / 3])
+    black = np.zeros((2, 4, 4, 3), np.uint8)
+    scores = range_check.compare_ranges(model, black, labels=["bright", "dark"])
+    assert scores["[0,1]"][1] == pytest.approx(0.5)
+    assert scores["[-1,1]"][0] == "dark"
+    assert scores["[-1,1]"][1] == pytest.approx(np.exp(1) / (np.exp(1) + np.exp(-1)), rel=1e-5)
+    frames = np.arange(5 * 6 * 8 * 3).reshape(5, 6, 8, 3).astype(np.uint8)
+    clip = range_check.centre_clip(frames, 3, 4)
+    np.testing.assert_array_equal(clip, frames[1:4, 1:5, 2:6])
+    np.testing.assert_array_equal(range_check.centre_clip(frames, 7, 4)[:, 0, 0],
+                                  frames[[0, 1, 2, 3, 4, 0, 1], 1, 2])
 
 
 # ---- torchvision S3D ----

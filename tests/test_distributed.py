@@ -56,7 +56,8 @@ def test_multi_worker_two_processes_end_identical(tmp_path):
     data = train_fixtures.write_dataset(str(tmp_path / "data"), videos=4, shards=2)
     model_dir = str(tmp_path / "run")
     cfg = {"model_dir": model_dir, "train_data": data, "depth_multiplier": 0.25, "num_frames": 4,
-               "crop_size": 32, "batch_size": 4, "train_steps": 2, "checkpoint_every": 2, "log_every": 1,
+               "crop_size": 32, "batch_size": 4, "train_steps": 2, "checkpoint_every": 2,
+               "log_every": 1,
                "learning_rate": 0.05, "strategy": "multi_worker", "seed": 1,
                "sync_batch_norm": True}
     ports = [_free_port(), _free_port()]
@@ -142,3 +143,9 @@ def test_every_flagfile_parses():
     tasks = {os.path.basename(p[0]): p[1] for p in parsed}
     assert tasks["d3d.flags"] == "distill" and tasks["teacher.flags"] == "classify"
     assert tasks["finetune_ucf101_split1.flags"] == "finetune"
+    # Splits 2 and 3 include split 1's flagfile and override its data and run directory.
+    dirs = {os.path.basename(p[0]): p[2] for p in parsed}
+    for name in ("ucf101", "hmdb51"):
+        for split in (2, 3):
+            run = f"finetune_{name}_split{split}"
+            assert tasks[f"{run}.flags"] == "finetune" and dirs[f"{run}.flags"] == f"runs/{run}"

@@ -99,7 +99,9 @@ def test_saved_model_cli_shows_the_documented_signature():
                           env=H.env(), capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = proc.stdout.split("signature_def['serving_default']")[1]
-    assert "inputs['frames'] tensor_info:\n        dtype: DT_UINT8\n        shape: (-1, 8, 32, 32, 3)" in text
+    want = ("inputs['frames'] tensor_info:\n        dtype: DT_UINT8\n"
+            "        shape: (-1, 8, 32, 32, 3)")
+    assert want in text
     for name, dtype in [("logits", "DT_FLOAT"), ("probabilities", "DT_FLOAT"),
                         ("top_k_indices", "DT_INT32"), ("top_k_scores", "DT_FLOAT"),
                         ("top_k_labels", "DT_STRING")]:
@@ -185,14 +187,26 @@ def test_tflite_rejects_3d_pooling_model():
         tflite.convert(model, spec)
 
 
-def test_latency_measure_counts_calls():
-    calls = []
-    stats = latency.measure(lambda: calls.append(1), warmup=2, runs=5, batch=2)
-    assert len(calls) == 7 and stats.runs == 5
-    assert 0 <= stats.min_ms <= stats.median_ms <= stats.p90_ms
-    assert stats.per_clip_ms == stats.median_ms / 2
+def test_latency_measure_reports_the_timed_calls(monkeypatch):
+    # A fake clock: call i takes durations[i] ms; the 2 warm-up calls must not be counted.
+    durations = iter([500.0, 400.0, 1.0, 2.0, 3.0, 4.0, 10.0])
+    clock = [0.0]
+    monkeypatch.setattr(latency.time, "perf_counter", lambda: clock[0])
+
+    def call():
+        clock[0] += next(durations) / 1e3
+
+    stats = latency.measure(call, warmup=2, runs=5, batch=2)
+    assert stats.runs == 5 and stats.batch == 2
+    assert stats.min_ms == pytest.approx(1.0) and stats.median_ms == pytest.approx(3.0)
+    assert stats.mean_ms == pytest.approx(4.0)
+    assert stats.p90_ms == pytest.approx(7.6)  # numpy's linear rule: 4 + 0.6 * (10 - 4)
+    assert stats.per_clip_ms == pytest.approx(1.5)
+    with pytest.raises(StopIteration):  # exactly warmup + runs calls were made
+        call()
+    monkeypatch.undo()
     stats = latency.tflite_latency(H.tflite_file("float32"), num_threads=1, warmup=1, runs=2)
-    assert stats.min_ms > 0
+    assert stats.runs == 2 and stats.batch == 1 and stats.min_ms > 0
 
 
 def test_calibration_clips_from_tfrecords(tmp_path):

@@ -202,3 +202,57 @@ def test_bad_config_and_missing_flow(tmp_path):
                          modalities=("flow",))
     with pytest.raises(tf.errors.InvalidArgumentError, match="no flow/encoded"):
         next(iter(pipeline.make_dataset(cfg)))
+
+
+def _corner(rgb):
+    """[T,s,s,3] in [-1,1] of a known video, unresized -> stored (y0, x0) of the crop, from
+    the mean position (JPEG's chroma subsampling blurs single pixels)."""
+    u = (rgb + 1.0) * 127.5
+    half = (rgb.shape[1] - 1) / 2
+    return round(float(u[..., 2].mean() / 4 - half)), round(float(u[..., 1].mean() / 3 - half))
+
+
+def test_eval_three_crops_along_the_long_side(pattern):
+    # Landscape 48x64, crop 32: x0 = 0 (left), 16 (centre), 32 (right); y0 = (48 - 32) / 2.
+    t, k = 4, 2
+    cfg = PipelineConfig(pattern, num_frames=t, crop_size=32, training=False, num_clips=k,
+                         num_crops=3, batch_size=5, modalities=("rgb", "flow"))
+    ids, corners, starts, flow_x0 = [], [], [], []
+    for batch in pipeline.make_dataset(cfg):
+        ids += [v.decode() for v in batch["video_id"].numpy()]
+        for rgb, flow in zip(batch["rgb"].numpy(), batch["flow"].numpy()):
+            corners.append(_corner(rgb))
+            starts.append(frame_indices(rgb)[0])
+            flow_x0.append(flow_columns(flow).mean(axis=(0, 1))[0])
+    assert ids == [f"v{i}" for i in range(6) for _ in range(k * 3)]
+    # Per video: the K clips of the left crop, then of the centre, then of the right.
+    assert corners == [(8, 0), (8, 0), (8, 16), (8, 16), (8, 32), (8, 32)] * 6
+    assert starts == [0, 6] * 3 * 6
+    np.testing.assert_allclose(flow_x0, [x for _, x in corners], atol=1e-3)  # same windows
+
+
+def test_eval_three_crops_of_a_portrait_video(tmp_path):
+    # Portrait 64x40, short side 40 -> 20, crop 16: a 32 px stored square at y0 = 0, 16, 32.
+    frames = np.zeros((3, 64, 40, 3), np.uint8)
+    frames[..., 1] = (np.arange(40) * 3)[None, None, :]
+    frames[..., 2] = (np.arange(64) * 4)[None, :, None]
+    path = str(tmp_path / "p.tfrecord")
+    writer = records.ShardWriter(path)
+    writer.write(records.make_sequence_example(frames, video_id="p", label=0, label_name="c",
+                                               jpeg_quality=100))
+    writer.close()
+    cfg = PipelineConfig(path, num_frames=2, crop_size=16, training=False, num_crops=3,
+                         resize_short_side=20, batch_size=3)
+    (batch,) = list(pipeline.make_dataset(cfg))
+    rgb = batch["rgb"].numpy()
+    assert rgb.shape == (3, 2, 16, 16, 3)
+    # The resize averages neighbouring stored pixels, so read the crop's mean position.
+    u = (rgb + 1.0) * 127.5
+    y_mid = u[..., 2].mean(axis=(1, 2, 3)) / 4
+    x_mid = u[..., 1].mean(axis=(1, 2, 3)) / 3
+    np.testing.assert_allclose(y_mid, [15.5, 31.5, 47.5], atol=0.6)
+    np.testing.assert_allclose(x_mid, [19.5] * 3, atol=0.6)
+    offsets = pipeline.crop_offsets(tf.constant(64), tf.constant(40), tf.constant(32), 3)
+    np.testing.assert_array_equal(offsets.numpy(), [[0, 4], [16, 4], [32, 4]])
+    with pytest.raises(ValueError, match="num_crops must be 1 or 3, got 2"):
+        PipelineConfig(path, num_crops=2).validate()

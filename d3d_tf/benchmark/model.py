@@ -45,7 +45,8 @@ def _build(name, frames, size, num_classes, depth_multiplier, precision):
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+    policy = "mixed_bfloat16" if precision == "bfloat16" else "float32"
+    keras.mixed_precision.set_global_policy(policy)
     try:
         return models.build_classifier(
             name,

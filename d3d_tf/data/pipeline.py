@@ -21,13 +21,16 @@ T = num_frames frames taken every s = frame_stride frames, spanning L = (T-1)*s 
     crop_size*min(H,W)/R in stored pixels (decoding only that window of each JPEG) and resize
     it to crop_size, which is much cheaper than resizing whole frames. Training: random
     position (and side scaled by U(min_scale, 1) when min_scale < 1, a random-resized crop);
-    eval: the centre. Flow is cut from the same window and its values are multiplied by the
-    same resize factor, because flow is measured in pixels of the image it describes.
+    eval: the centre, or with `num_crops` = 3 three squares along the long side (left, centre,
+    right; top, centre, bottom for portrait video), the common 3-crop test protocol. Flow is
+    cut from the same window and its values are multiplied by the same resize factor,
+    because flow is measured in pixels of the image it describes.
   * Flip (training only, p = 0.5, `random_flip`): RGB and flow of a clip flip together; flow x
     is negated. A flip mirrors motion (left <-> right, clockwise <-> counter-clockwise), so
     datasets whose classes are such motions (the built-in synthetic set) train without it.
-  * Eval yields every clip of every video once: K clips per video as separate elements, in
-    order, video_id repeated, so scores can be averaged per video.
+  * Eval yields every clip of every video once: K clips x num_crops crops per video as
+    separate elements (crop-major: the K clips of crop 0, then of crop 1, ...), video_id
+    repeated, so scores can be averaged per video.
 
 Randomness comes from stateless ops seeded per element from `tf.data.Dataset.random(seed)`,
 so a seeded pipeline is deterministic regardless of parallelism.
@@ -59,6 +62,7 @@ class PipelineConfig:
     modalities: tuple[str, ...] = ("rgb",)  # subset of ("rgb", "flow"); only these are decoded
     batch_size: int = 8          # GLOBAL batch size
     num_clips: int = 1           # eval: K evenly spaced clips per video (training: ignored)
+    num_crops: int = 1           # eval: 1 (centre) or 3 crops along the long side per clip
     resize_short_side: int | None = None  # short side before cropping (None = as stored)
     min_scale: float = 1.0       # training: crop side scaled by U(min_scale, 1), then resized
     random_flip: bool = True     # training: horizontal flip with p = 0.5. Turn it off when the
@@ -78,6 +82,8 @@ class PipelineConfig:
         for name in ("num_frames", "frame_stride", "crop_size", "batch_size", "num_clips"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_crops not in (1, 3):
+            raise ValueError(f"num_crops must be 1 or 3, got {self.num_crops}")
         if self.resize_short_side is not None and self.resize_short_side < 1:
             raise ValueError(f"resize_short_side must be >= 1, got {self.resize_short_side}")
         if not 0.0 < self.min_scale <= 1.0:
@@ -129,6 +135,22 @@ def _crop_window(h, w, config: PipelineConfig, seed):
     return y0, x0, side
 
 
+def crop_offsets(h, w, side, num_crops: int):
+    """Eval crop corners int32 [num_crops, 2] of (y0, x0) for a side x side square.
+
+    1: the centre. 3: along the long side, first / centre / last position (x for landscape and
+    square frames, y for portrait), the short side centred.
+    """
+    cy, cx = (h - side) // 2, (w - side) // 2
+    if num_crops == 1:
+        return tf.stack([[cy, cx]])
+    along = tf.stack([0, (tf.maximum(h, w) - side) // 2, tf.maximum(h, w) - side])
+    landscape = tf.fill([3], cy), along
+    portrait = along, tf.fill([3], cx)
+    return tf.cond(w >= h, lambda: tf.stack(landscape, axis=1),
+                   lambda: tf.stack(portrait, axis=1))
+
+
 def _resize(images, side, crop_size):
     """float32 [M,side,side,C] -> [M,crop,crop,C] (no-op when side == crop)."""
     return tf.cond(side == crop_size, lambda: images,
@@ -145,18 +167,23 @@ def _make_clip_fn(config: PipelineConfig):
         n = tf.cast(ex["num_frames"], tf.int32)
         h, w = tf.cast(ex["height"], tf.int32), tf.cast(ex["width"], tf.int32)
         idx = _temporal_indices(n, config, seed)            # [K,T]
-        k = tf.shape(idx)[0]
-        flat = tf.reshape(idx, [-1])                         # [K*T]
         y0, x0, side = _crop_window(h, w, config, seed)
+        corners = tf.stack([[y0, x0]])                      # [C,2], C = 1 in training
+        if not config.training:
+            corners = crop_offsets(h, w, side, config.num_crops)
+        num_crops = tf.shape(corners)[0]
+        k = num_crops * tf.shape(idx)[0]                    # C*K clips, crop-major
+        flat = tf.tile(tf.reshape(idx, [-1]), [num_crops])  # [C*K*T] stored frames
+        windows = tf.concat([corners, tf.fill([num_crops, 2], side)], axis=1)
+        windows = tf.repeat(windows, tf.size(idx), axis=0)  # [C*K*T, 4] (y0, x0, h, w)
         flip = False
         if config.training and config.random_flip:
             flip = tf.random.stateless_uniform([], seed + 2) < 0.5
         out = {}
         if "rgb" in mods:
-            window = tf.stack([y0, x0, side, side])
             frames = tf.map_fn(
-                lambda b: tf.io.decode_and_crop_jpeg(b, window, channels=3),
-                tf.gather(ex[records.IMAGE_KEY], flat),
+                lambda a: tf.io.decode_and_crop_jpeg(a[0], a[1], channels=3),
+                (tf.gather(ex[records.IMAGE_KEY], flat), windows),
                 fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
             rgb = _resize(tf.cast(frames, tf.float32), side, c)
             if config.training and config.random_flip:
@@ -173,8 +200,9 @@ def _make_clip_fn(config: PipelineConfig):
                 encoded = tf.identity(encoded)
             pairs = tf.minimum(flat, n - 2)
             q = tf.map_fn(
-                lambda b: tf.io.decode_png(b, channels=3)[y0:y0 + side, x0:x0 + side, :2],
-                tf.gather(encoded, pairs),
+                lambda a: tf.io.decode_png(a[0], channels=3)[
+                    a[1][0]:a[1][0] + side, a[1][1]:a[1][1] + side, :2],
+                (tf.gather(encoded, pairs), windows),
                 fn_output_signature=tf.TensorSpec([None, None, 2], tf.uint8))
             # Inverse of flow.quantize_flow: q = round((f + B) * 255 / (2B)) -> f/B.
             flow = tf.cast(q, tf.float32) * (2.0 / 255.0) - 1.0

@@ -1,10 +1,10 @@
 """The built-in synthetic motion dataset: the class is defined by motion alone.
 
 Each video shows one textured object over a textured (or, with `background_contrast=(0, 0)`,
-plain) background that is either still or drifting slowly in a random direction. The class is the object's motion (see
-:data:`CLASS_NAMES`): translation left / right / up / down, rotation clockwise /
-counter-clockwise, growing (approach) or shrinking (recede). Everything else is random
-and shared by all classes: background and object textures and colours, the object's
+plain) background that is either still or drifting slowly in a random direction. The class
+is the object's motion (see :data:`CLASS_NAMES`): translation left / right / up / down,
+rotation clockwise / counter-clockwise, growing (approach) or shrinking (recede). Everything
+else is random and shared by all classes: background and object textures and colours, the object's
 shape, size, orientation, position, the speed of its motion, the background drift.
 
 Why a single frame does not tell the class:

@@ -194,7 +194,8 @@ def export_tflite(config: common.ExportConfig) -> str:
     path = os.path.join(config.out_dir, f"{name}_{config.quantize}.tflite")
     with open(path, "wb") as f:
         f.write(flatbuffer)
-    preprocessing.write_labels(os.path.join(config.out_dir, common.LABELS_FILE), common.labels_of(spec))
+    preprocessing.write_labels(os.path.join(config.out_dir, common.LABELS_FILE),
+                               common.labels_of(spec))
     counts = op_counts(flatbuffer)
     t, h, w, _ = spec.input_shape
     extra = {

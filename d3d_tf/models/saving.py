@@ -30,8 +30,8 @@ class ModelSpec:
 
     input_shape: `(T, H, W, C)` the model was trained with; H, W and T may differ at inference
       (the network is fully convolutional) but exports default to it.
-    rgb_range: how pixels are scaled before the network: `[-1,1]` (ours) or `[0,1]`
-      (the released D3D checkpoints).
+    rgb_range: how pixels are scaled before the network: `[-1,1]` (ours, TF-Slim's and
+      the released D3D checkpoints') or `[0,1]` (torchvision's, before its mean/std).
     modality: `rgb` or `flow` (flow is `flow_px / 20` in [-1, 1], 2 channels).
     """
 

@@ -117,6 +117,26 @@ def summary(result: dict) -> dict:
             for level in ("clip", "video") for name in ("top1", "top5", "mean_class_accuracy")}
 
 
+def average_runs(runs: list[dict]) -> dict:
+    """Averages the results of several evaluations, e.g. the 3 splits of UCF-101 / HMDB-51.
+
+    runs: `{model name: metrics(...)}` per run (results.json of each). Returns, for every model
+    name present in all runs, `{summary key: {"mean": float, "runs": [float per run]}}`
+    (summary keys as in `summary`: clip_top1, video_top1, video_mean_class_accuracy, ...).
+    """
+    if not runs:
+        raise ValueError("no results to average")
+    names = [n for n in runs[0] if all(n in r for r in runs[1:])]
+    if not names:
+        raise ValueError("the results share no model name: nothing to average")
+    out = {}
+    for name in names:
+        per_run = [summary(r[name]) for r in runs]
+        out[name] = {key: {"mean": float(np.mean([s[key] for s in per_run])),
+                           "runs": [s[key] for s in per_run]} for key in per_run[0]}
+    return out
+
+
 # --- reports ---------------------------------------------------------------------------
 
 
@@ -200,7 +220,8 @@ def write_report(out_dir: str, results: dict[str, dict], names: list[str]) -> No
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     lines = ["# Evaluation", "", ("| model | clips | clip top-1 | clip top-5 | videos | "
-             "video top-1 | video top-5 | video mean class acc. |"), "|---|---|---|---|---|---|---|---|"]
+             "video top-1 | video top-5 | video mean class acc. |"),
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         c, v = r["clip"], r["video"]
         lines.append(f"| {name} | {c['count']} | {100 * c['top1']:.2f} | {100 * c['top5']:.2f} | "
@@ -210,3 +231,28 @@ def write_report(out_dir: str, results: dict[str, dict], names: list[str]) -> No
               "Per-class accuracies: per_class.csv; plots: *.png.")]
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def write_average(paths: list[str], out_dir: str) -> dict:
+    """Averages the results.json files `paths` into out_dir/average.json and average.md."""
+    runs = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no results file {path}")
+        with open(path) as f:
+            runs.append(json.load(f))
+    average = average_runs(runs)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "average.json"), "w") as f:
+        json.dump({"runs": paths, "models": average}, f, indent=2)
+    lines = [f"# Mean of {len(paths)} evaluations", "", *[f"- {p}" for p in paths], "",
+             "| model | video top-1 | video top-5 | video mean class acc. | top-1 per run |",
+             "|---|---|---|---|---|"]
+    for name, m in average.items():
+        each = ", ".join(f"{100 * v:.2f}" for v in m["video_top1"]["runs"])
+        lines.append(f"| {name} | {100 * m['video_top1']['mean']:.2f} | "
+                     f"{100 * m['video_top5']['mean']:.2f} | "
+                     f"{100 * m['video_mean_class_accuracy']['mean']:.2f} | {each} |")
+    with open(os.path.join(out_dir, "average.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return average

@@ -213,7 +213,8 @@ def validate(config: TrainConfig) -> None:
     if c.freeze_until:
         models.resolve_endpoint(c.freeze_until)
     if needs_flow and not _records_have_flow(train_files):
-        raise ValueError(f"this run needs optical flow ({'teacher' if c.task == 'distill' else '--modality=flow'}) "
+        why = "teacher" if c.task == "distill" else "--modality=flow"
+        raise ValueError(f"this run needs optical flow ({why}) "
                          f"but the records {c.train_data} have none: prepare the data with flow "
                          "(d3d_tf.prepare --flow=tvl1)")
 

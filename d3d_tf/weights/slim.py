@@ -3,11 +3,11 @@
 A TF1 checkpoint is read with `tf.train.load_checkpoint` only (no TF1 graph code, no tf_slim).
 Every Keras variable is looked up under its slim name (`d3d_tf.models.naming.slim_name`):
 
-    Keras `Mixed_4b.Branch_1.Conv2d_0b_3x3/kernel`        slim `<scope>/Mixed_4b/Branch_1/Conv2d_0b_3x3/weights`
-    Keras `Mixed_4b.Branch_1.Conv2d_0b_3x3.BatchNorm/beta` slim `.../Conv2d_0b_3x3/BatchNorm/beta`
-    Keras `....temporal/bias`                              slim `.../temporal/biases`
-    Keras `....self_gating/transformer_W`                  slim `.../self_gating/transformer_W/weights`
-    Keras `Logits.Conv2d_0c_1x1/kernel`                    slim `<scope>/Logits/Conv2d_0c_1x1/weights`
+    Keras `Mixed_4b.Branch_1.Conv2d_0b_3x3/kernel`   slim `<scope>/Mixed_4b/Branch_1/.../weights`
+    Keras `....Conv2d_0b_3x3.BatchNorm/beta`         slim `.../Conv2d_0b_3x3/BatchNorm/beta`
+    Keras `....temporal/bias`                        slim `.../temporal/biases`
+    Keras `....self_gating/transformer_W`            slim `.../self_gating/transformer_W/weights`
+    Keras `Logits.Conv2d_0c_1x1/kernel`              slim `<scope>/Logits/Conv2d_0c_1x1/weights`
 
 Slim stores conv kernels as `[t,h,w,in,out]`, the Keras layout, so values are copied as they are.
 
@@ -26,13 +26,15 @@ an error that names it.
 The architecture is read from the checkpoint itself (`infer_config`): input channels and first
 temporal kernel from the stem's `[k,7,7,C,64]` kernel, separable from `.../temporal/weights`,
 `temporal_conv_startat` / `gating_startat` from the first block with a temporal kernel / a
-`self_gating` variable, depth multiplier from the channel counts, final endpoint from the last
-block present, classes from the logits kernel. Explicit options are cross-checked against it.
+`self_gating` variable, depth multiplier as the one that reproduces every conv's channel count
+(`infer_depth_multiplier`), final endpoint from the last block present, classes from the
+logits kernel. Explicit options are cross-checked against it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 import numpy as np
@@ -86,14 +88,19 @@ class SlimImportConfig:
     options: dict = dataclasses.field(default_factory=dict)
 
 
-def read_checkpoint(path: str) -> dict:
-    """All variables of a TF checkpoint as `{name: np.ndarray}` (via `tf.train.load_checkpoint`)."""
+def _reader(path: str):
     import tensorflow as tf
 
     try:
-        reader = tf.train.load_checkpoint(path)
+        return tf.train.load_checkpoint(path)
     except Exception as e:  # TF raises several types for a bad path; name the file.
-        raise CheckpointError(f"Cannot read TF checkpoint {path!r}: {e}") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"Cannot read TF checkpoint {path!r}: {first}") from e
+
+
+def read_checkpoint(path: str) -> dict:
+    """All variables of a TF checkpoint as `{name: np.ndarray}` (via `tf.train.load_checkpoint`)."""
+    reader = _reader(path)
     names = reader.get_variable_to_shape_map()
     return {name: np.asarray(reader.get_tensor(name)) for name in sorted(names)}
 
@@ -125,8 +132,75 @@ def _block_of(name: str, scope: str) -> str | None:
     return rest.split("/", 1)[0] if rest else None
 
 
-def infer_config(variables: dict, scope: str) -> tuple[str, dict, int | None]:
+def base_depths() -> dict:
+    """`{slim path under the scope of every conv kernel: its depth d before the multiplier}`."""
+    out = {f"{STEM}/weights": 64, "Conv2d_2b_1x1/weights": 64, "Conv2d_2c_3x3/weights": 192}
+    branches = ("Branch_0/Conv2d_0a_1x1", "Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_3x3",
+                "Branch_2/Conv2d_0a_1x1", "Branch_2/Conv2d_0b_3x3", "Branch_3/Conv2d_0b_1x1")
+    for block, depths in s3dg.INCEPTION_DEPTHS.items():
+        for branch, d in zip(branches, depths):
+            out[f"{block}/{branch}/weights"] = d
+    return out
+
+
+def _depth(d: int, m: float, min_depth: int) -> int:
+    return s3dg.S3DGConfig(depth_multiplier=m, min_depth=min_depth).depth(d)
+
+
+def infer_depth_multiplier(shapes: dict, scope: str, given: float | None = None,
+                           min_depth: int = 16) -> float:
+    """The depth multiplier m for which slim's `depth(d) = max(int(d * m), min_depth)` gives
+    every conv kernel of the checkpoint its output channels.
+
+    `int()` truncates, so a layer with c > min_depth channels only says m lies in
+    `[c/d, (c+1)/d)`, and c = min_depth says m < (min_depth+1)/d. The intersection over all
+    layers is searched for the value with the fewest decimals (0.3 rather than 115/384), which
+    is then checked against every layer. `given` (the user's `--depth_multiplier`) is only
+    checked (CheckpointError naming the first layer it does not explain). When no multiplier
+    explains every layer, the one most layers agree on is returned.
+    """
+    pairs = []  # (slim path, d, channels)
+    for path, d in base_depths().items():
+        shape = shapes.get(f"{scope}/{path}")
+        if shape is not None:
+            pairs.append((path, d, int(shape[-1])))
+
+    def mismatch(m):
+        return next(((p, d, c) for p, d, c in pairs if _depth(d, m, min_depth) != c), None)
+
+    if given is not None:
+        bad = mismatch(given)
+        if bad:
+            p, d, c = bad
+            raise CheckpointError(
+                f"--depth_multiplier={given} gives {scope}/{p} {_depth(d, given, min_depth)} "
+                f"output channels but the checkpoint has {c}")
+        return given
+
+    lo, hi = 0.0, float("inf")
+    for _, d, c in pairs:
+        if c > min_depth:
+            lo, hi = max(lo, c / d), min(hi, (c + 1) / d)
+        else:
+            hi = min(hi, (min_depth + 1) / d)
+    for decimals in range(1, 7):
+        step = 10.0 ** -decimals
+        first = max(math.ceil(lo / step - 1e-6), 1)
+        for k in (first, first + 1):
+            m = round(k * step, decimals)
+            if m < hi and mismatch(m) is None:
+                return m
+    # Some layer is mis-shaped: take the multiplier most layers agree on, so that the import
+    # names the variables that disagree with it.
+    candidates = [c / d for _, d, c in pairs if c > min_depth] or [1.0]
+    return max(candidates, key=lambda m: sum(_depth(d, m, min_depth) == c for _, d, c in pairs))
+
+
+def infer_config(variables: dict, scope: str,
+                 depth_multiplier: float | None = None) -> tuple[str, dict, int | None]:
     """Reads the architecture off the variable names and shapes.
+
+    `depth_multiplier`: the user's value, checked against the channel counts (else inferred).
 
     Returns `(preset, S3DGConfig fields, num_classes or None when there are no logits)`.
     """
@@ -162,18 +236,7 @@ def infer_config(variables: dict, scope: str) -> tuple[str, dict, int | None]:
     )
     fields["gating_startat"] = gating
 
-    # depth(d) = max(int(d * m), min_depth): read m off the widest layer present.
-    for block, d, path in (
-        ("Mixed_5c", 384, "Mixed_5c/Branch_0/Conv2d_0a_1x1/weights"),
-        ("Mixed_4f", 256, "Mixed_4f/Branch_0/Conv2d_0a_1x1/weights"),
-        ("Mixed_3c", 192, "Mixed_3c/Branch_1/Conv2d_0b_3x3/weights"),
-        ("Conv2d_2c_3x3", 192, "Conv2d_2c_3x3/weights"),
-        (STEM, 64, f"{STEM}/weights"),
-    ):
-        shape = shapes.get(f"{scope}/{path}")
-        if shape is not None:
-            fields["depth_multiplier"] = float(shape[-1]) / d
-            break
+    fields["depth_multiplier"] = infer_depth_multiplier(shapes, scope, depth_multiplier)
 
     fields["batch_norm_scale"] = any(n.endswith("/BatchNorm/gamma") for n in shapes)
 
@@ -189,7 +252,8 @@ def infer_config(variables: dict, scope: str) -> tuple[str, dict, int | None]:
 
 
 def _resolve(cfg: SlimImportConfig, variables: dict, scope: str):
-    preset, inferred, ckpt_classes = infer_config(variables, scope)
+    preset, inferred, ckpt_classes = infer_config(
+        variables, scope, cfg.options.get("depth_multiplier"))
     if ckpt_classes is None:
         raise CheckpointError(
             f"{cfg.checkpoint}: no {scope}/Logits/Conv2d_0c_1x1/weights — not a classifier "
@@ -294,8 +358,4 @@ def import_checkpoint(cfg: SlimImportConfig, log=print):
 
 def has_ema(path: str) -> bool:
     """Whether the checkpoint carries ExponentialMovingAverage shadows."""
-    import tensorflow as tf
-
-    return any(
-        n.endswith(EMA_SUFFIX) for n in tf.train.load_checkpoint(path).get_variable_to_shape_map()
-    )
+    return any(n.endswith(EMA_SUFFIX) for n in _reader(path).get_variable_to_shape_map())
