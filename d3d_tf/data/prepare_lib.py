@@ -1,8 +1,8 @@
 """Videos + labels -> sharded TFRecords (the library behind `python -m d3d_tf.prepare`).
 
-Work is split per video: worker processes decode, compute flow (the expensive part:
-`python -m d3d_tf.benchmark --parts=flow` measures TV-L1 pairs/s) and JPEG/PNG-encode one
-video each; the parent receives the encoded frames in order and writes the shards. Workers import no TensorFlow
+Work is split per video: worker processes decode, compute flow (the expensive part: `python -m
+d3d_tf.benchmark --parts=flow` measures TV-L1 pairs/s) and JPEG/PNG-encode one video each; the
+parent receives the encoded frames in order and writes the shards. Workers import no TensorFlow
 (`codec` uses OpenCV), so they start fast.
 
 Resumable: shard k of split S is written to `.S-0000k-of-0000n.tfrecord.partial` and renamed

@@ -166,9 +166,9 @@ class BatchNorm(keras.layers.BatchNormalization):
 
     Keras 3 normalizes 5D tensors with separate mean / variance / scale ops; TF's
     `FusedBatchNormV3` over `[B*T,H,W,C]` does the same in one pass (much faster when training
-    on CPU: README "Performance"). The moving averages follow Keras:
-    `m = m * momentum + batch * (1 - momentum)`, with the fused kernel's batch variance (Bessel-corrected, as TF's own Keras 2 BN did).
-    Synchronized BN, masks and non-last axes fall back to the Keras implementation.
+    on CPU: README "Performance"). The moving averages follow Keras: `m = m * momentum + batch *
+    (1 - momentum)`, with the fused kernel's batch variance (Bessel-corrected, as TF's own Keras 2
+    BN did). Synchronized BN, masks and non-last axes fall back to the Keras implementation.
     """
 
     def call(self, inputs, training=None, mask=None):
