@@ -1,12 +1,12 @@
 """Converts public pretrained checkpoints into a d3d_tf model directory.
 
     # TF-Slim S3D-G / S3D / I3D checkpoints, e.g. the released D3D models (RGB in [-1,1])
-    python -m d3d_tf.convert_weights --from=slim --checkpoint=d3d/model.ckpt \\
-        --num_classes=400 --labels=kinetics400.txt --out=models/d3d_k400
+    python -m d3d_tf.convert_weights --from=slim --source=d3d/model.ckpt \\
+        --num_classes=400 --labels=kinetics400.txt --out_dir=models/d3d_k400
 
     # torchvision's S3D (a state_dict saved with torch.save; needs the `torch` extra)
-    python -m d3d_tf.convert_weights --from=torchvision --checkpoint=s3d.pth \\
-        --num_classes=400 --out=models/s3d_tv
+    python -m d3d_tf.convert_weights --from=torchvision --source=s3d.pth \\
+        --num_classes=400 --out_dir=models/s3d_tv
 
 The model directory (`model.json` + `weights.npz`) works with evaluate, export and predict.
 See docs/weights.md.
@@ -29,12 +29,12 @@ flags.DEFINE_enum(
     "checkpoint (S3D-G/S3D/I3D, D3D release) or a torchvision S3D state_dict.",
 )
 flags.DEFINE_string(
-    "checkpoint",
+    "source",
     None,
     "Slim: checkpoint prefix (model.ckpt-N) or its directory. "
     "torchvision: the .pth file written by torch.save(model.state_dict()).",
 )
-flags.DEFINE_string("out", None, "Model directory to write (model.json + weights.npz).")
+flags.DEFINE_string("out_dir", None, "Model directory to write (model.json + weights.npz).")
 flags.DEFINE_integer(
     "num_classes",
     None,
@@ -49,7 +49,7 @@ flags.DEFINE_enum(
     "should be; inferred from its variables when omitted, cross-checked otherwise.",
 )
 flags.DEFINE_enum(
-    "input_range",
+    "rgb_range",
     None,
     list(preprocessing.RGB_RANGES),
     "How float RGB is scaled for "
@@ -74,9 +74,9 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("labels", None, "Optional text file with one class name per line.")
 flags.DEFINE_integer(
-    "frames", None, "Clip length recorded in model.json (default 64 for slim, 16 for torchvision)."
+    "num_frames", None, "Clip length recorded in model.json (default 64 for slim, 16 for torchvision)."
 )
-flags.DEFINE_integer("size", 224, "Crop size (pixels) recorded in model.json.")
+flags.DEFINE_integer("crop_size", 224, "Crop size (pixels) recorded in model.json.")
 flags.DEFINE_boolean(
     "use_ema", False, "Slim: load ExponentialMovingAverage shadows where the checkpoint has them."
 )
@@ -106,23 +106,23 @@ def main(argv):
 
 
 def convert():
-    """Converts --checkpoint to --out (and runs --check_clip); library errors propagate."""
+    """Converts --source to --out_dir (and runs --check_clip); library errors propagate."""
     source = getattr(FLAGS, "from")
     labels = _read_labels(FLAGS.labels)
     if source == "slim":
         options = {}
         if FLAGS.depth_multiplier is not None:
             options["depth_multiplier"] = FLAGS.depth_multiplier
-        if not FLAGS.use_ema and slim_import.has_ema(FLAGS.checkpoint):
+        if not FLAGS.use_ema and slim_import.has_ema(FLAGS.source):
             logging.info(
                 "The checkpoint has ExponentialMovingAverage shadows; pass --use_ema "
                 "to load them (often the better weights)."
             )
         cfg = slim_import.SlimImportConfig(
-            checkpoint=FLAGS.checkpoint,
+            checkpoint=FLAGS.source,
             model=FLAGS.model,
             num_classes=FLAGS.num_classes,
-            input_shape=(FLAGS.frames or 64, FLAGS.size, FLAGS.size, None),
+            input_shape=(FLAGS.num_frames or 64, FLAGS.crop_size, FLAGS.crop_size, None),
             scope=FLAGS.scope,
             use_ema=FLAGS.use_ema,
             ignore=tuple(FLAGS.ignore),
@@ -134,12 +134,12 @@ def convert():
     else:
         from d3d_tf.weights import torch_s3d
 
-        state = torch_s3d.read_state_dict(FLAGS.checkpoint)
+        state = torch_s3d.read_state_dict(FLAGS.source)
         model = torch_s3d.import_state_dict(
             state,
             num_classes=FLAGS.num_classes,
-            input_shape=(FLAGS.frames or 16, FLAGS.size, FLAGS.size, 3),
-            source=FLAGS.checkpoint,
+            input_shape=(FLAGS.num_frames or 16, FLAGS.crop_size, FLAGS.crop_size, 3),
+            source=FLAGS.source,
             log=logging.info,
         )
         name = torch_s3d.PRESET
@@ -150,13 +150,13 @@ def convert():
         model,
         name=name,
         labels=labels,
-        rgb_range=FLAGS.input_range or default_range,
+        rgb_range=FLAGS.rgb_range or default_range,
         modality="rgb" if in_channels == 3 else "flow",
-        source=f"{source}:{FLAGS.checkpoint}{note}",
+        source=f"{source}:{FLAGS.source}{note}",
     )
-    saving.save_model_dir(FLAGS.out, model, spec)
+    saving.save_model_dir(FLAGS.out_dir, model, spec)
     print(
-        f"Wrote {FLAGS.out}: {name}, {spec.num_classes} classes, input {spec.input_shape}, "
+        f"Wrote {FLAGS.out_dir}: {name}, {spec.num_classes} classes, input {spec.input_shape}, "
         f"rgb_range {spec.rgb_range}"
     )
     if FLAGS.check_clip:
@@ -168,5 +168,5 @@ def convert():
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["from", "checkpoint", "out"])
+    flags.mark_flags_as_required(["from", "source", "out_dir"])
     app.run(main)

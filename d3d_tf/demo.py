@@ -137,7 +137,7 @@ def seed_stages(out: str, configs: str, records: str, seed: int) -> list[Stage]:
         model_dirs[name] = os.path.join(run_dir, "model")
     stages.append(Stage(f"evaluate{suffix}", _python_module(
         "evaluate", f"--data={test_data}", f"--out_dir={os.path.join(out, 'eval' + suffix)}",
-        *[f"--model={model_dirs[n]}" for n, _, _, _ in RUNS],
+        *[f"--model_dir={model_dirs[n]}" for n, _, _, _ in RUNS],
         *[f"--name={n}" for n, _, _, _ in RUNS],
         "--ensemble_of=d3d+baseline", "--compare=baseline,d3d", "--num_clips=2")))
     return stages

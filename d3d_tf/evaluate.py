@@ -1,6 +1,6 @@
 r"""Evaluate model directories on a TFRecord set: `python -m d3d_tf.evaluate --flagfile=...`.
 
-    python -m d3d_tf.evaluate --model=runs/d3d/model --model=runs/baseline/model \
+    python -m d3d_tf.evaluate --model_dir=runs/d3d/model --model_dir=runs/baseline/model \
         --data='records/val-*.tfrecord' --ensemble --out_dir=runs/eval
 
 Writes results.json, report.md, per_class.csv, per-class plots (best/worst classes, and the
@@ -24,8 +24,9 @@ from d3d_tf.models import saving
 from d3d_tf.training import evaluation
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("model", None, "Model directory (repeatable).")
-flags.DEFINE_multi_string("name", None, "Display name per --model (default: directory name).")
+flags.DEFINE_multi_string("model_dir", None, "Model directory or training run directory "
+                          "(repeatable).")
+flags.DEFINE_multi_string("name", None, "Display name per --model_dir (default: directory name).")
 flags.DEFINE_string("data", None, "Glob of evaluation TFRecord shards.")
 flags.DEFINE_string("labels", None, "labels.txt (default: the first model's labels, else "
                     "labels.txt next to the shards).")
@@ -83,20 +84,20 @@ def main(argv):
             raise app.UsageError(str(e))
         logging.info("wrote %s", os.path.join(FLAGS.out_dir, "average.md"))
         return
-    if not FLAGS.model or not FLAGS.data or not FLAGS.out_dir:
-        raise app.UsageError("--model, --data and --out_dir are required")
-    for d in FLAGS.model:
+    if not FLAGS.model_dir or not FLAGS.data or not FLAGS.out_dir:
+        raise app.UsageError("--model_dir, --data and --out_dir are required")
+    for d in FLAGS.model_dir:
         if not os.path.isfile(os.path.join(d, saving.SPEC_FILE)):
-            raise app.UsageError(f"--model={d} is not a model directory (no {saving.SPEC_FILE})")
+            raise app.UsageError(f"--model_dir={d} is not a model directory (no {saving.SPEC_FILE})")
     names = FLAGS.name or [os.path.basename(os.path.normpath(d)) if os.path.basename(
         os.path.normpath(d)) != "model" else os.path.basename(os.path.dirname(
-            os.path.normpath(d))) for d in FLAGS.model]
-    if len(names) != len(FLAGS.model):
-        raise app.UsageError("give one --name per --model")
+            os.path.normpath(d))) for d in FLAGS.model_dir]
+    if len(names) != len(FLAGS.model_dir):
+        raise app.UsageError("give one --name per --model_dir")
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     preds, results = {}, {}
     class_names = None
-    for name, d in zip(names, FLAGS.model):
+    for name, d in zip(names, FLAGS.model_dir):
         logging.info("evaluating %s (%s)", name, d)
         p, spec = evaluate_model(d, data=FLAGS.data, num_frames=FLAGS.num_frames,
                                  crop_size=FLAGS.crop_size, frame_stride=FLAGS.frame_stride,

@@ -30,7 +30,7 @@ flags.DEFINE_enum("flow", "tvl1", list(prepare_lib.FLOW_CHOICES),
                   "Optical flow to store: tvl1 (the papers'), farneback (fast, not the "
                   "papers'), none.")
 flags.DEFINE_float("fps", None, "Resample videos to this frame rate (default: keep).")
-flags.DEFINE_integer("short_side", None, "Resize frames so the short side is this many "
+flags.DEFINE_integer("resize_short_side", None, "Resize frames so the short side is this many "
                      "pixels (default: keep).")
 flags.DEFINE_integer("max_frames", None, "Keep at most this many frames per video.")
 flags.DEFINE_integer("num_shards", 8, "Number of TFRecord shards for this split.")
@@ -58,7 +58,7 @@ def main(argv):
             split=FLAGS.split, fold=FLAGS.fold)
         config = prepare_lib.PrepareConfig(
             out_dir=FLAGS.out_dir, split=FLAGS.split, flow=FLAGS.flow, fps=FLAGS.fps,
-            short_side=FLAGS.short_side, max_frames=FLAGS.max_frames,
+            short_side=FLAGS.resize_short_side, max_frames=FLAGS.max_frames,
             num_shards=FLAGS.num_shards, workers=FLAGS.workers,
             jpeg_quality=FLAGS.jpeg_quality)
         summary = prepare_lib.prepare(entries, labels, config)

@@ -215,12 +215,12 @@ def test_cli_writes_model_directory(tmp_path):
         "-m",
         "d3d_tf.convert_weights",
         "--from=slim",
-        f"--checkpoint={prefix}",
+        f"--source={prefix}",
         f"--num_classes={CLASSES}",
-        f"--out={out}",
+        f"--out_dir={out}",
         "--model=s3dg",
-        "--frames=8",
-        "--size=64",
+        "--num_frames=8",
+        "--crop_size=64",
         f"--labels={labels}",
     ]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
@@ -329,14 +329,14 @@ def _run_cli(args):
 
 def test_cli_errors_are_one_line(tmp_path):
     missing = tmp_path / "nothing" / "model.ckpt-1"
-    result = _run_cli(["--from=slim", f"--checkpoint={missing}", f"--out={tmp_path / 'o'}"])
+    result = _run_cli(["--from=slim", f"--source={missing}", f"--out_dir={tmp_path / 'o'}"])
     assert result.returncode != 0 and "Traceback" not in result.stderr
     (line,) = [x for x in result.stderr.splitlines() if str(missing) in x]
     assert "Cannot read TF checkpoint" in line
 
     prefix = write_slim_checkpoint(tmp_path, slim_variables(m=0.3))
-    result = _run_cli(["--from=slim", f"--checkpoint={prefix}", "--depth_multiplier=0.5",
-                       f"--out={tmp_path / 'o'}"])
+    result = _run_cli(["--from=slim", f"--source={prefix}", "--depth_multiplier=0.5",
+                       f"--out_dir={tmp_path / 'o'}"])
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "--depth_multiplier=0.5 gives InceptionV1/Conv2d_1a_7x7/weights 32" in result.stderr
     assert not (tmp_path / "o").exists()

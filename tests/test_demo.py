@@ -37,7 +37,7 @@ def test_seed_zero_runs_keep_their_names_so_more_seeds_reuse_them(tmp_path):
     assert "--seed=2" in d3d and "--model_dir=out/runs/d3d_seed2" in d3d
     assert "--teacher=out/runs/teacher_seed2/model" in d3d  # its own seed's teacher
     evaluate = demo.seed_stages("out", "configs/demo", "out/records", 0)[3].command
-    assert "--model=out/runs/d3d/model" in evaluate and "--out_dir=out/eval" in evaluate
+    assert "--model_dir=out/runs/d3d/model" in evaluate and "--out_dir=out/eval" in evaluate
 
 
 def test_report_module_does_not_import_the_demo_cli():

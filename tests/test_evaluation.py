@@ -115,7 +115,7 @@ def test_evaluate_cli_writes_metrics_for_clips_times_crops(tmp_path):
     _tiny_model_dir(str(tmp_path / "model"))
     out = tmp_path / "eval"
     env = dict(os.environ, PYTHONPATH=ROOT)
-    cmd = [sys.executable, "-m", "d3d_tf.evaluate", f"--model={tmp_path / 'model'}",
+    cmd = [sys.executable, "-m", "d3d_tf.evaluate", f"--model_dir={tmp_path / 'model'}",
            "--name=tiny", f"--data={data}", "--num_clips=2", "--num_crops=3",
            "--batch_size=5", f"--out_dir={out}"]
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
