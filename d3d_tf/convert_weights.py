@@ -74,7 +74,8 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("labels", None, "Optional text file with one class name per line.")
 flags.DEFINE_integer(
-    "num_frames", None, "Clip length recorded in model.json (default 64 for slim, 16 for torchvision)."
+    "num_frames", None,
+    "Clip length recorded in model.json (default 64 for slim, 16 for torchvision).",
 )
 flags.DEFINE_integer("crop_size", 224, "Crop size (pixels) recorded in model.json.")
 flags.DEFINE_boolean(

@@ -87,8 +87,10 @@ def main(argv):
     if not FLAGS.model_dir or not FLAGS.data or not FLAGS.out_dir:
         raise app.UsageError("--model_dir, --data and --out_dir are required")
     for d in FLAGS.model_dir:
-        if not os.path.isfile(os.path.join(d, saving.SPEC_FILE)):
-            raise app.UsageError(f"--model_dir={d} is not a model directory (no {saving.SPEC_FILE})")
+        try:
+            saving.resolve_model_dir(d)
+        except FileNotFoundError as e:
+            raise app.UsageError(f"--model_dir={d}: {e}") from None
     names = FLAGS.name or [os.path.basename(os.path.normpath(d)) if os.path.basename(
         os.path.normpath(d)) != "model" else os.path.basename(os.path.dirname(
             os.path.normpath(d))) for d in FLAGS.model_dir]
