@@ -27,6 +27,7 @@ import random
 import sys
 import time
 
+from d3d_tf import atomic
 from d3d_tf.data.datasets import VideoEntry
 
 FLOW_CHOICES = ("tvl1", "farneback", "none")
@@ -201,10 +202,7 @@ def _hms(seconds: float) -> str:
 
 
 def _write_json(path: str, data: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    atomic.write_json(path, data, indent=1, sort_keys=True)
 
 
 def _check_labels_file(out_dir: str, labels: list[str]) -> None:
@@ -217,9 +215,7 @@ def _check_labels_file(out_dir: str, labels: list[str]) -> None:
                                f"{len(labels)} classes); label ids would not match between "
                                f"splits. Use a new --out_dir.")
     elif labels:
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.write("".join(label + "\n" for label in labels))
-        os.replace(path + ".tmp", path)
+        atomic.write_text(path, "".join(label + "\n" for label in labels))
 
 
 def prepare(entries: list[VideoEntry], labels: list[str], config: PrepareConfig,

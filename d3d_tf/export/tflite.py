@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert import schema_py_generated as schema
 
+from d3d_tf import atomic
 from d3d_tf.export import common
 
 QUANTIZE_MODES = ("float32", "float16", "dynamic_int8", "int8")
@@ -199,6 +200,7 @@ def export_tflite(config: TFLiteConfig) -> str:
     path. Also writes labels.txt and model_card.{json,md} (with the op list) into out_dir."""
     if config.quantize not in QUANTIZE_MODES:
         raise ValueError(f"--quantize must be one of {QUANTIZE_MODES}, got {config.quantize!r}")
+    common.check_model_name(config.model_name)
     model, spec, model_dir = common.load_for_export(
         config.checkpoint, frames=config.frames, size=config.size, pooling="2d",
         conv_impl="2d_all")
@@ -213,8 +215,7 @@ def export_tflite(config: TFLiteConfig) -> str:
     os.makedirs(config.out_dir, exist_ok=True)
     name = config.model_name or spec.name
     path = os.path.join(config.out_dir, f"{name}_{config.quantize}.tflite")
-    with open(path, "wb") as f:
-        f.write(flatbuffer)
+    atomic.write_bytes(path, flatbuffer)
     common.write_labels(os.path.join(config.out_dir, common.LABELS_FILE), common.labels_of(spec))
     counts = op_counts(flatbuffer)
     t, h, w, _ = spec.input_shape

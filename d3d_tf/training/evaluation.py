@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import os
 
 import numpy as np
 import tensorflow as tf
+
+from d3d_tf import atomic
 
 
 @dataclasses.dataclass
@@ -133,7 +134,7 @@ def summary(result: dict) -> dict:
 
 def write_per_class_csv(path: str, names: list[str], per_class: dict[str, list[float]]) -> None:
     """CSV: class, then one accuracy column per model (keys of per_class)."""
-    with open(path, "w", newline="") as f:
+    with atomic.open_for_write(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["class", *per_class])
         for i, name in enumerate(names):
@@ -208,8 +209,7 @@ def plot_confusion(path: str, cm: np.ndarray, names: list[str]) -> None:
 def write_report(out_dir: str, results: dict[str, dict], names: list[str]) -> None:
     """Writes results.json and report.md for {model name: metrics(...)}."""
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    atomic.write_json(os.path.join(out_dir, "results.json"), results)
     lines = ["# Evaluation", "", ("| model | clips | clip top-1 | clip top-5 | videos | "
              "video top-1 | video top-5 | video mean class acc. |"), "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
@@ -219,5 +219,4 @@ def write_report(out_dir: str, results: dict[str, dict], names: list[str]) -> No
                      f"{100 * v['mean_class_accuracy']:.2f} |")
     lines += ["", (f"{len(names)} classes. Video level = mean of clip softmaxes per video_id. "
               "Per-class accuracies: per_class.csv; plots: *.png.")]
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic.write_text(os.path.join(out_dir, "report.md"), "\n".join(lines) + "\n")

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from d3d_tf import config_flags, models
+from d3d_tf import atomic, config_flags, models
 from d3d_tf.config_flags import field
 from d3d_tf.data import pipeline, records
 from d3d_tf.data.pipeline import MODALITIES, RGB_RANGES
@@ -527,6 +527,5 @@ def train(config: TrainConfig) -> dict:
             # Rerun of a finished run: no step was timed now; keep the measured step time.
             with open(path) as f:
                 summary["seconds_per_step"] = json.load(f).get("seconds_per_step")
-        with open(path, "w") as f:
-            json.dump(summary, f, indent=2)
+        atomic.write_json(path, summary)
     return summary
