@@ -30,7 +30,7 @@ from d3d_tf.config_flags import field
 from d3d_tf.data import pipeline, records
 from d3d_tf.data.pipeline import MODALITIES, RGB_RANGES
 from d3d_tf.models import layers, s3dg, saving
-from d3d_tf.training import evaluation, summaries, tasks
+from d3d_tf.training import checkpoints, evaluation, summaries, tasks
 from d3d_tf.training import strategy as strategy_lib
 
 TASKS = ("classify", "distill", "finetune")
@@ -413,11 +413,14 @@ def train(config: TrainConfig) -> dict:
         optimizer = task.optimizer
         optimizer.build(network.trainable_variables)
         ckpt = tf.train.Checkpoint(network=network, optimizer=optimizer)
+    checkpoints.remove_temp_dirs(os.path.join(out_dir, "ckpt"))
+    # The newest intact checkpoint (damaged ones are skipped loudly), before the manager
+    # reads the folder's checkpoint list.
+    latest = checkpoints.restore_newest_intact(ckpt, os.path.join(c.model_dir, "ckpt"),
+                                               update_state=chief)
     manager = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, "ckpt"),
                                          max_to_keep=c.max_checkpoints)
-    latest = tf.train.latest_checkpoint(os.path.join(c.model_dir, "ckpt"))
     if latest:
-        ckpt.restore(latest).assert_existing_objects_matched()
         logging.info("resumed from %s at step %d", latest, int(optimizer.iterations.numpy()))
     elif c.task == "finetune":
         loaded = tasks.init_from_model_dir(network, c.init_from)
