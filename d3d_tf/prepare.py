@@ -37,7 +37,8 @@ flags.DEFINE_integer("num_shards", 8, "Number of TFRecord shards for this split.
 flags.DEFINE_integer("workers", 0, "Worker processes (0 = number of CPU cores).")
 flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of stored frames (1-100).")
 flags.DEFINE_string("verify", None, "Instead of preparing: read every shard matching this "
-                    "glob, check it, print its record count and exit.")
+                    "glob, check every record and decode every frame and flow image, print "
+                    "the record count and exit (non-zero naming the shard on damage).")
 
 
 def main(argv):
@@ -45,10 +46,10 @@ def main(argv):
     if FLAGS.verify:
         from d3d_tf.data import records
         try:
-            total = records.verify_shards(FLAGS.verify, parse=True)
+            total = records.verify_shards(FLAGS.verify, parse=True, decode=True)
         except records.RecordError as e:
             sys.exit(f"error: {e}")
-        print(f"{FLAGS.verify}: {total} records, all shards readable")
+        print(f"{FLAGS.verify}: {total} records, all shards readable, every frame decodes")
         return
     if not FLAGS.out_dir:
         sys.exit("error: --out_dir is required")

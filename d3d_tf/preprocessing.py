@@ -82,8 +82,7 @@ def read_labels(path: str) -> list[str]:
 
 
 def write_labels(path: str, labels) -> None:
-    """Writes `labels` one a line, to a temporary name first so readers never see half a file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("".join(f"{name}\n" for name in labels))
-    os.replace(tmp, path)
+    """Writes `labels` one a line (`d3d_tf.atomic`: readers never see half a file)."""
+    from d3d_tf import atomic
+
+    atomic.write_text(path, "".join(f"{name}\n" for name in labels))

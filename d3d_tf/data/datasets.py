@@ -182,13 +182,18 @@ def read_folder_tree(root: str, split: str = "train") -> tuple[list[VideoEntry],
         raise AnnotationError(f"{root}: no class subfolders found")
     entries = []
     for label in labels:
-        for name in sorted(os.listdir(os.path.join(root, label))):
-            if name.lower().endswith(VIDEO_EXTENSIONS):
-                entries.append(VideoEntry(os.path.join(root, label, name), label, split,
-                                          f"{label}/{_video_id(name)}"))
+        names = [n for n in sorted(os.listdir(os.path.join(root, label)))
+                 if n.lower().endswith(VIDEO_EXTENSIONS)]
+        stems = [_video_id(n) for n in names]
+        for name, stem in zip(names, stems):
+            # x.mp4 beside x.mkv: both keep their extension, so the ids differ.
+            vid = name if stems.count(stem) > 1 else stem
+            entries.append(VideoEntry(os.path.join(root, label, name), label, split,
+                                      f"{label}/{vid}"))
     if not entries:
         raise AnnotationError(f"{root}: no video files ({', '.join(VIDEO_EXTENSIONS)}) found "
                               f"in its class folders")
+    _check_unique(entries, root)
     return entries, labels
 
 

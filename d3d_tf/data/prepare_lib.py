@@ -19,6 +19,7 @@ index = label id) and `S_info.json` (settings, per-class counts, totals, skipped
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import math
 import multiprocessing
@@ -27,7 +28,7 @@ import random
 import sys
 import time
 
-from d3d_tf import preprocessing
+from d3d_tf import atomic, preprocessing
 from d3d_tf.data.datasets import VideoEntry
 
 FLOW_CHOICES = ("tvl1", "farneback", "none")
@@ -60,6 +61,10 @@ class PrepareConfig:
                 "jpeg_quality": self.jpeg_quality, "shuffle_seed": self.shuffle_seed}
 
     def validate(self) -> None:
+        if (not self.split or self.split.startswith(".") or "/" in self.split
+                or os.sep in self.split):
+            raise PrepareError(f"--split={self.split!r} must be a plain name (train, val, ...): "
+                               f"it names the shard files inside --out_dir")
         if self.flow not in FLOW_CHOICES:
             raise PrepareError(f"flow must be one of {FLOW_CHOICES}, got {self.flow!r}")
         if self.num_shards < 1:
@@ -202,10 +207,7 @@ def _hms(seconds: float) -> str:
 
 
 def _write_json(path: str, data: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    atomic.write_json(path, data, indent=1, sort_keys=True)
 
 
 def _check_labels_file(out_dir: str, labels: list[str]) -> None:
@@ -248,6 +250,7 @@ def prepare(entries: list[VideoEntry], labels: list[str], config: PrepareConfig,
     os.makedirs(os.path.join(config.out_dir, STATE_DIR), exist_ok=True)
     _check_labels_file(config.out_dir, labels)
 
+    _check_no_other_shard_set(config)
     shards = assign_shards(chosen, config.num_shards, config.shuffle_seed)
     summary = PrepareSummary(split=config.split)
     pending = []
@@ -256,6 +259,7 @@ def prepare(entries: list[VideoEntry], labels: list[str], config: PrepareConfig,
         if info is None:
             pending.append(k)
         else:
+            _check_same_videos(config, k, info, shard_entries, {e.video_id for e in chosen})
             summary.shards_reused += 1
             _add_shard_info(summary, info)
 
@@ -288,7 +292,43 @@ def prepare(entries: list[VideoEntry], labels: list[str], config: PrepareConfig,
         "split": config.split, "labels": labels, "settings": config.settings(),
         "file_pattern": f"{config.split}-*-of-{config.num_shards:05d}.tfrecord",
         **{k: v for k, v in dataclasses.asdict(summary).items() if k != "split"}})
+    if not summary.videos_written:
+        reasons = "; ".join(f"{s['video_id']}: {s['reason']}" for s in summary.skipped[:3])
+        raise PrepareError(f"every video of split {config.split!r} was skipped "
+                           f"({len(summary.skipped)} videos, e.g. {reasons}): the shards in "
+                           f"{config.out_dir} hold no records")
     return summary
+
+
+def _check_no_other_shard_set(config: PrepareConfig) -> None:
+    """Refuses an out_dir that holds shards of this split with another shard count: both sets
+    would match `split-*.tfrecord` and every video would be read twice."""
+    pattern = os.path.join(glob.escape(config.out_dir), f"{config.split}-*-of-*.tfrecord")
+    own = f"-of-{config.num_shards:05d}.tfrecord"
+    other = sorted(f for f in glob.glob(pattern) if not f.endswith(own))
+    if other:
+        count = other[0].rsplit("-of-", 1)[1].split(".")[0].lstrip("0") or "0"
+        raise PrepareError(f"{config.out_dir} already holds {config.split!r} shards of another "
+                           f"--num_shards ({os.path.basename(other[0])}: {count} shards); "
+                           f"rerun with --num_shards={count}, or use a new --out_dir (both "
+                           f"sets would match {config.split}-*.tfrecord and every video "
+                           f"would be read twice)")
+
+
+def _check_same_videos(config: PrepareConfig, k: int, info: dict, entries: list,
+                       all_ids: set) -> None:
+    """Refuses to reuse a finished shard whose videos differ from what the current video list
+    assigns to it (the list changed: reuse would duplicate some videos and drop others)."""
+    stored = set(info.get("video_ids", [])) | {s["video_id"] for s in info.get("skipped", [])}
+    wanted = {e.video_id for e in entries}
+    if stored != wanted:
+        gone = sorted(stored - all_ids)
+        shard = os.path.join(config.out_dir, shard_name(config.split, k, config.num_shards))
+        raise PrepareError(f"{shard} was written for another video list ({len(stored)} videos, "
+                           f"{len(gone)} no longer listed, e.g. {gone[:3]}; the list now "
+                           f"assigns it {len(wanted)} videos, {len(wanted - stored)} others): "
+                           f"use a new --out_dir, or delete the {config.split} shards and "
+                           f"{STATE_DIR}/ to rewrite them")
 
 
 def _state_path(config: PrepareConfig, k: int) -> str:

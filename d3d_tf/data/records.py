@@ -223,25 +223,40 @@ def _tf_message(error: Exception) -> str:
     return re.sub(r"\s*\[Op:.*$", "", text)
 
 
-def verify_shard(path: str, parse: bool = True) -> int:
+def verify_shard(path: str, parse: bool = True, decode: bool = False) -> int:
     """Reads a whole shard (checking every CRC) and returns its number of records.
 
-    With `parse`, also checks that every record parses as our SequenceExample schema.
+    With `parse`, also checks that every record parses as our SequenceExample schema; with
+    `decode`, that every JPEG frame and PNG flow image decodes (what training will do).
     Raises RecordError naming the file and the record index on any problem.
     """
     count = 0
     for record in read_records(path):
-        if parse:
+        if parse or decode:
             try:
-                parse_sequence_example(tf.constant(record), with_rgb=True, with_flow=True)
+                parsed = parse_sequence_example(tf.constant(record), with_rgb=True,
+                                                with_flow=True)
             except (tf.errors.InvalidArgumentError, ValueError) as e:
                 raise RecordError(f"{path}: record {count} is not a video SequenceExample: "
                                   f"{_tf_message(e)}") from e
+            if decode:
+                _decode_all(path, count, parsed)
         count += 1
     return count
 
 
-def verify_shards(file_pattern: str, parse: bool = False) -> int:
+def _decode_all(path: str, index: int, parsed: dict) -> None:
+    video_id = parsed["video_id"].numpy().decode(errors="replace")
+    for key, decode in ((IMAGE_KEY, tf.io.decode_jpeg), (FLOW_KEY, tf.io.decode_png)):
+        for i, data in enumerate(parsed[key]):
+            try:
+                decode(data, channels=3)
+            except tf.errors.InvalidArgumentError as e:
+                raise RecordError(f"{path}: record {index} (video {video_id}): {key} {i} does "
+                                  f"not decode ({_tf_message(e)})") from e
+
+
+def verify_shards(file_pattern: str, parse: bool = False, decode: bool = False) -> int:
     """Verifies every shard matching `file_pattern`; returns the total number of records.
 
     tf.data reports a damaged shard as a bare `DataLossError` ("truncated record at N")
@@ -251,4 +266,4 @@ def verify_shards(file_pattern: str, parse: bool = False) -> int:
     files = sorted(glob.glob(file_pattern))
     if not files:
         raise RecordError(f"no TFRecord files match {file_pattern!r}")
-    return sum(verify_shard(f, parse=parse) for f in files)
+    return sum(verify_shard(f, parse=parse, decode=decode) for f in files)

@@ -5,13 +5,14 @@ Exports serve RGB classifiers only (the paper's point: no optical flow at infere
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
-import json
 import os
+import shutil
 
 import keras
 
-from d3d_tf import preprocessing
+from d3d_tf import atomic, preprocessing
 from d3d_tf.config_flags import field
 from d3d_tf.models import saving
 
@@ -66,6 +67,9 @@ def load_for_export(path: str, *, frames: int | None = None, size: int | None = 
     Returns (model, spec with the export input_shape, resolved model directory). Dropout is a
     no-op because every export calls the model with training=False.
     """
+    for flag, value in (("--frames", frames), ("--size", size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
     model_dir = saving.resolve_model_dir(path)
     spec = saving.load_spec(model_dir)
     if spec.modality != "rgb":
@@ -82,6 +86,50 @@ def load_for_export(path: str, *, frames: int | None = None, size: int | None = 
     model, spec = saving.load_model_dir(model_dir, input_shape=(int(t), int(h), int(w)),
                                         **overrides)
     return model, spec, model_dir
+
+
+def check_model_name(name: str | None) -> None:
+    """ValueError unless `name` is a plain file name (it names a folder / file stem inside the
+    output folder, so it must not climb out of it)."""
+    if name is not None and (not name or name in (".", "..") or "/" in name
+                             or os.sep in name or "\0" in name):
+        raise ValueError(f"--model_name={name!r} must be a plain name (no '/', not '..'): it "
+                         f"names a file or folder inside --out")
+
+
+def swap_in_dir(new: str, final: str) -> None:
+    """Puts the complete directory `new` at `final`, replacing what is there.
+
+    Linux: one atomic renameat2(RENAME_EXCHANGE), so `final` is never missing. Elsewhere:
+    the old directory is renamed aside first and put back if the second rename fails.
+    """
+    if not os.path.exists(final):
+        os.replace(new, final)
+        return
+    if _exchange(new, final):
+        shutil.rmtree(new)  # now holds the old version
+        return
+    old = final + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(final, old)
+    try:
+        os.replace(new, final)
+    except BaseException:
+        os.replace(old, final)
+        raise
+    shutil.rmtree(old)
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swaps the paths a and b (Linux renameat2); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return result == 0
 
 
 def labels_of(spec: saving.ModelSpec) -> list[str]:
@@ -108,8 +156,7 @@ def write_model_card(directory: str, spec: saving.ModelSpec, *, model_dir: str,
         "metrics": dict(spec.metrics),
         **(extra or {}),
     }
-    with open(os.path.join(directory, MODEL_CARD_JSON), "w") as f:
-        json.dump(card, f, indent=2)
+    atomic.write_json(os.path.join(directory, MODEL_CARD_JSON), card)
     lines = [
         f"# {spec.name} ({fmt})", "",
         (f"- Classes: {spec.num_classes} ({', '.join(card['classes'][:20])}"
@@ -127,6 +174,5 @@ def write_model_card(directory: str, spec: saving.ModelSpec, *, model_dir: str,
         lines.append("- Metrics: none recorded in model.json")
     for key, value in (extra or {}).items():
         lines.append(f"- {key}: {value}")
-    with open(os.path.join(directory, MODEL_CARD_MD), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic.write_text(os.path.join(directory, MODEL_CARD_MD), "\n".join(lines) + "\n")
     return card

@@ -95,25 +95,29 @@ def export_saved_model(config: common.ExportConfig) -> str:
     """Exports a model directory as a TF Serving SavedModel; returns the version directory."""
     if config.version < 1:
         raise ValueError(f"--version must be a positive integer, got {config.version}")
+    if config.top_k < 1:
+        raise ValueError(f"--top_k must be >= 1, got {config.top_k}")
+    common.check_model_name(config.model_name)
     model, spec, model_dir = common.load_for_export(
         config.model_dir, frames=config.num_frames, size=config.crop_size)
     name = config.model_name or spec.name
     base = os.path.join(config.out_dir, name)
     final = os.path.join(base, str(config.version))
-    if os.path.exists(final):
-        if not config.overwrite:
-            raise FileExistsError(f"{final} exists; pick another --version or pass --overwrite")
-        shutil.rmtree(final)
+    if os.path.exists(final) and not config.overwrite:
+        raise FileExistsError(f"{final} exists; pick another --version or pass --overwrite")
     os.makedirs(base, exist_ok=True)
-    # Written under a non-numeric name then renamed: TF Serving watches `base` and must never
-    # load a half-written version.
+    # Written under a non-numeric name then swapped in: TF Serving watches `base` and must
+    # never load a half-written version, nor lose the served one before the new one is whole.
     tmp = os.path.join(base, f".tmp-{config.version}")
     shutil.rmtree(tmp, ignore_errors=True)
-    write_saved_model(model, spec, tmp, top_k=config.top_k)
-    labels = common.labels_of(spec)
-    os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
-    preprocessing.write_labels(os.path.join(tmp, "assets.extra", common.LABELS_FILE), labels)
-    os.replace(tmp, final)
+    try:
+        write_saved_model(model, spec, tmp, top_k=config.top_k)
+        labels = common.labels_of(spec)
+        os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+        preprocessing.write_labels(os.path.join(tmp, "assets.extra", common.LABELS_FILE), labels)
+        common.swap_in_dir(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     preprocessing.write_labels(os.path.join(base, common.LABELS_FILE), labels)
     t, h, w, _ = spec.input_shape
     common.write_model_card(base, spec, model_dir=model_dir, fmt="TF SavedModel", extra={

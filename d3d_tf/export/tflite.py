@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert import schema_py_generated as schema
 
-from d3d_tf import preprocessing
+from d3d_tf import atomic, preprocessing
 from d3d_tf.export import common
 
 QUANTIZE_MODES = common.QUANTIZE_MODES
@@ -178,6 +178,7 @@ def export_tflite(config: common.ExportConfig) -> str:
     path. Also writes labels.txt and model_card.{json,md} (with the op list) into out_dir."""
     if config.quantize not in QUANTIZE_MODES:
         raise ValueError(f"--quantize must be one of {QUANTIZE_MODES}, got {config.quantize!r}")
+    common.check_model_name(config.model_name)
     model, spec, model_dir = common.load_for_export(
         config.model_dir, frames=config.num_frames, size=config.crop_size, pooling="2d",
         conv_impl="2d_all")
@@ -192,8 +193,7 @@ def export_tflite(config: common.ExportConfig) -> str:
     os.makedirs(config.out_dir, exist_ok=True)
     name = config.model_name or spec.name
     path = os.path.join(config.out_dir, f"{name}_{config.quantize}.tflite")
-    with open(path, "wb") as f:
-        f.write(flatbuffer)
+    atomic.write_bytes(path, flatbuffer)
     preprocessing.write_labels(os.path.join(config.out_dir, common.LABELS_FILE),
                                common.labels_of(spec))
     counts = op_counts(flatbuffer)

@@ -13,10 +13,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import zipfile
 
 import keras
 import numpy as np
 
+from d3d_tf import atomic
 from d3d_tf.models import s3dg
 from d3d_tf.preprocessing import RGB_RANGES
 
@@ -93,9 +95,8 @@ def save_weights(model: keras.Model, path: str) -> None:
     arrays = {w.path: np.asarray(w) for w in model.weights}
     if len(arrays) != len(model.weights):
         raise ValueError("model has duplicate variable paths; cannot save by path")
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic.open_for_write(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def load_weights(model: keras.Model, path: str, *, skip_prefixes=(), allow_missing=False) -> list:
@@ -106,8 +107,18 @@ def load_weights(model: keras.Model, path: str, *, skip_prefixes=(), allow_missi
     Returns the paths that were loaded. Raises ValueError naming the file and the variable on a
     shape mismatch, a missing variable, or a variable in the file the model does not have.
     """
-    with np.load(path) as data:
-        stored = {k: data[k] for k in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            stored = {k: data[k] for k in data.files}
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise ValueError(f"{path}: holds object arrays (pickled Python objects), which are "
+                             f"never loaded; save the weights as numeric arrays") from None
+        raise ValueError(f"{path}: not a readable .npz weights file ({e})") from None
+    except FileNotFoundError:
+        raise
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(f"{path}: not a readable .npz weights file ({e})") from None
     loaded, missing = [], []
     for w in model.weights:
         if w.path.startswith(tuple(skip_prefixes)):
@@ -135,10 +146,7 @@ def save_model_dir(directory: str, model: keras.Model, spec: ModelSpec) -> None:
     """Writes `model.json` and `weights.npz` into `directory` (created if needed)."""
     os.makedirs(directory, exist_ok=True)
     save_weights(model, os.path.join(directory, WEIGHTS_FILE))
-    tmp = os.path.join(directory, SPEC_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(dataclasses.asdict(spec), f, indent=2)
-    os.replace(tmp, os.path.join(directory, SPEC_FILE))
+    atomic.write_json(os.path.join(directory, SPEC_FILE), dataclasses.asdict(spec))
 
 
 def load_spec(path: str) -> ModelSpec:

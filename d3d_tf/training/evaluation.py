@@ -17,6 +17,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from d3d_tf import atomic
+
 
 @dataclasses.dataclass
 class Predictions:
@@ -142,7 +144,7 @@ def average_runs(runs: list[dict]) -> dict:
 
 def write_per_class_csv(path: str, names: list[str], per_class: dict[str, list[float]]) -> None:
     """CSV: class, then one accuracy column per model (keys of per_class)."""
-    with open(path, "w", newline="") as f:
+    with atomic.open_for_write(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["class", *per_class])
         for i, name in enumerate(names):
@@ -217,8 +219,7 @@ def plot_confusion(path: str, cm: np.ndarray, names: list[str]) -> None:
 def write_report(out_dir: str, results: dict[str, dict], names: list[str]) -> None:
     """Writes results.json and report.md for {model name: metrics(...)}."""
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    atomic.write_json(os.path.join(out_dir, "results.json"), results)
     lines = ["# Evaluation", "", ("| model | clips | clip top-1 | clip top-5 | videos | "
              "video top-1 | video top-5 | video mean class acc. |"),
              "|---|---|---|---|---|---|---|---|"]
@@ -229,8 +230,7 @@ def write_report(out_dir: str, results: dict[str, dict], names: list[str]) -> No
                      f"{100 * v['mean_class_accuracy']:.2f} |")
     lines += ["", (f"{len(names)} classes. Video level = mean of clip softmaxes per video_id. "
               "Per-class accuracies: per_class.csv; plots: *.png.")]
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic.write_text(os.path.join(out_dir, "report.md"), "\n".join(lines) + "\n")
 
 
 def write_average(paths: list[str], out_dir: str) -> dict:
@@ -243,8 +243,7 @@ def write_average(paths: list[str], out_dir: str) -> dict:
             runs.append(json.load(f))
     average = average_runs(runs)
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "average.json"), "w") as f:
-        json.dump({"runs": paths, "models": average}, f, indent=2)
+    atomic.write_json(os.path.join(out_dir, "average.json"), {"runs": paths, "models": average})
     lines = [f"# Mean of {len(paths)} evaluations", "", *[f"- {p}" for p in paths], "",
              "| model | video top-1 | video top-5 | video mean class acc. | top-1 per run |",
              "|---|---|---|---|---|"]
@@ -253,6 +252,5 @@ def write_average(paths: list[str], out_dir: str) -> dict:
         lines.append(f"| {name} | {100 * m['video_top1']['mean']:.2f} | "
                      f"{100 * m['video_top5']['mean']:.2f} | "
                      f"{100 * m['video_mean_class_accuracy']['mean']:.2f} | {each} |")
-    with open(os.path.join(out_dir, "average.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic.write_text(os.path.join(out_dir, "average.md"), "\n".join(lines) + "\n")
     return average

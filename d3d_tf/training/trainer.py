@@ -25,13 +25,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from d3d_tf import config_flags, models, preprocessing
+from d3d_tf import atomic, config_flags, models, preprocessing
 from d3d_tf.config_flags import field
 from d3d_tf.data import pipeline, records
 from d3d_tf.data.pipeline import MODALITIES
 from d3d_tf.models import layers, s3dg, saving
 from d3d_tf.preprocessing import RGB_RANGES
-from d3d_tf.training import evaluation, summaries, tasks
+from d3d_tf.training import checkpoints, evaluation, summaries, tasks
 from d3d_tf.training import strategy as strategy_lib
 
 TASKS = ("classify", "distill", "finetune")
@@ -426,11 +426,14 @@ def _train(config: TrainConfig) -> dict:
         optimizer = task.optimizer
         optimizer.build(network.trainable_variables)
         ckpt = tf.train.Checkpoint(network=network, optimizer=optimizer)
+    checkpoints.remove_temp_dirs(os.path.join(out_dir, "ckpt"))
+    # The newest intact checkpoint (damaged ones are skipped loudly), before the manager
+    # reads the folder's checkpoint list.
+    latest = checkpoints.restore_newest_intact(ckpt, os.path.join(c.model_dir, "ckpt"),
+                                               update_state=chief)
     manager = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, "ckpt"),
                                          max_to_keep=c.max_checkpoints)
-    latest = tf.train.latest_checkpoint(os.path.join(c.model_dir, "ckpt"))
     if latest:
-        ckpt.restore(latest).assert_existing_objects_matched()
         logging.info("resumed from %s at step %d", latest, int(optimizer.iterations.numpy()))
     elif c.task == "finetune":
         loaded = tasks.init_from_model_dir(network, c.init_from)
@@ -540,6 +543,5 @@ def _train(config: TrainConfig) -> dict:
             # Rerun of a finished run: no step was timed now; keep the measured step time.
             with open(path) as f:
                 summary["seconds_per_step"] = json.load(f).get("seconds_per_step")
-        with open(path, "w") as f:
-            json.dump(summary, f, indent=2)
+        atomic.write_json(path, summary)
     return summary

@@ -1,0 +1,134 @@
+"""Training never loses a run silently: damaged checkpoints fall back to the newest intact
+one (loudly), another run's checkpoints are refused in one line, two processes on one
+model_dir are refused."""
+import glob
+import os
+import shutil
+import sys
+
+import keras
+import pytest
+import tensorflow as tf
+
+sys.path.insert(0, os.path.dirname(__file__))
+import train_fixtures
+
+from d3d_tf.training import checkpoints, trainer
+
+
+def _state(units=4, optimizer="sgd"):
+    net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(units)])
+    opt = (keras.optimizers.SGD(0.1, momentum=0.9) if optimizer == "sgd"
+           else keras.optimizers.AdamW(0.1))
+    opt.build(net.trainable_variables)
+    return net, opt, tf.train.Checkpoint(network=net, optimizer=opt)
+
+
+def _run(ckpt_dir, steps=(1, 2, 3)):
+    net, opt, ckpt = _state()
+    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=3)
+    for s in steps:
+        opt.iterations.assign(s)
+        manager.save(checkpoint_number=s)
+    return manager
+
+
+def _resume(ckpt_dir, **kw):
+    net, opt, ckpt = _state(**kw)
+    path = checkpoints.restore_newest_intact(ckpt, ckpt_dir)
+    return path, int(opt.iterations.numpy()), ckpt
+
+
+def _damage(prefix, how):
+    data = glob.glob(prefix + ".data-*")[0]
+    if how == "missing":
+        os.remove(prefix + ".index")
+        os.remove(data)
+    elif how == "truncated":
+        with open(data, "rb") as f:
+            b = f.read()
+        with open(data, "wb") as f:
+            f.write(b[:len(b) // 2])
+    elif how == "garbled":
+        with open(data, "r+b") as f:
+            f.seek(8)
+            f.write(b"\x5a" * 16)
+
+
+@pytest.mark.parametrize("how", ["missing", "truncated", "garbled"])
+def test_damaged_latest_checkpoint_falls_back_and_rotation_keeps_intact_ones(
+        tmp_path, how, caplog):
+    d = str(tmp_path / "ckpt")
+    _run(d)
+    _damage(os.path.join(d, "ckpt-3"), how)
+    # tf.train.latest_checkpoint gives up on missing files: the run would restart at step 0.
+    path, step, ckpt = _resume(d)
+    assert path == os.path.join(d, "ckpt-2") and step == 2
+    assert "CHECKPOINT DAMAGED" in caplog.text and "ckpt-3" in caplog.text
+    # Training on from step 2 with the usual manager: saving steps 3, 4, 5 never deletes
+    # ckpt-2 before three intact newer checkpoints exist.
+    manager = tf.train.CheckpointManager(ckpt, d, max_to_keep=3)
+    opt = ckpt.optimizer
+    for s in (3, 4):
+        opt.iterations.assign(s)
+        manager.save(checkpoint_number=s)
+        assert os.path.exists(os.path.join(d, "ckpt-2.index"))
+        assert os.path.exists(os.path.join(d, "ckpt-1.index")) or s == 4
+    assert _resume(d)[1] == 4
+
+
+def test_no_intact_checkpoint_is_an_error_not_a_restart(tmp_path):
+    d = str(tmp_path / "ckpt")
+    _run(d, steps=(1, 2))
+    for s in (1, 2):
+        _damage(os.path.join(d, f"ckpt-{s}"), "truncated")
+    with pytest.raises(checkpoints.CheckpointError, match=r"none of its 2 checkpoints can be "
+                       r"read \(ckpt-2: unreadable.*ckpt-1: unreadable"):
+        _resume(d)
+    assert _resume(str(tmp_path / "new"))[0] is None  # an empty folder is a new run
+
+
+@pytest.mark.parametrize("other", [{"units": 5}, {"optimizer": "adamw"}])
+def test_checkpoint_of_another_configuration_is_one_line(tmp_path, other):
+    d = str(tmp_path / "ckpt")
+    _run(d, steps=(1,))
+    with pytest.raises(ValueError, match="holds a run of another configuration: .*ckpt-1") as e:
+        _resume(d, **other)
+    assert "\n" not in str(e.value)
+
+
+def test_leftover_temp_folders_are_removed(tmp_path):
+    d = tmp_path / "ckpt"
+    os.makedirs(d / "ckpt-7_temp")
+    (d / "ckpt-7_temp" / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"x")
+    os.makedirs(d / "keep_me")
+    assert checkpoints.remove_temp_dirs(str(d)) == [str(d / "ckpt-7_temp")]
+    assert os.listdir(d) == ["keep_me"]
+
+
+def _config(tmp_path, **kw):
+    data = train_fixtures.write_dataset(str(tmp_path / "data"), videos=2, frames=4, size=16,
+                                        with_flow=False)
+    base = {"model_dir": str(tmp_path / "run"), "train_data": data, "depth_multiplier": 0.1,
+            "num_frames": 2, "crop_size": 16, "batch_size": 2, "train_steps": 2,
+            "checkpoint_every": 1, "log_every": 1, "shuffle_buffer": 2}
+    return trainer.TrainConfig(**{**base, **kw})
+
+
+def test_trainer_resumes_from_intact_checkpoint_and_refuses_other_runs(tmp_path):
+    cfg = _config(tmp_path)
+    trainer.train(cfg)
+    ckpt_dir = os.path.join(cfg.model_dir, "ckpt")
+    shutil.rmtree(os.path.join(ckpt_dir, "ckpt-2_temp"), ignore_errors=True)
+    os.makedirs(os.path.join(ckpt_dir, "ckpt-3_temp"))  # an interrupted save
+    for f in glob.glob(os.path.join(ckpt_dir, "ckpt-2.*")):
+        os.remove(f)
+    cfg.train_steps = 3
+    summary = trainer.train(cfg)
+    assert summary["start_step"] == 1 and summary["step"] == 3
+    assert not os.path.exists(os.path.join(ckpt_dir, "ckpt-3_temp"))
+    assert sorted(os.path.basename(p) for p in checkpoints.list_checkpoints(ckpt_dir)) == [
+        "ckpt-1", "ckpt-2", "ckpt-3"]
+    cfg.optimizer = "adamw"
+    with pytest.raises(ValueError, match="holds a run of another configuration"):
+        trainer.train(cfg)
