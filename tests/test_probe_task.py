@@ -28,8 +28,11 @@ def setup(tmp_path_factory):
     rgb = probe_fixtures.save_model(str(d / "rgb" / "model"))
     flow = probe_fixtures.save_model(str(d / "teacher"), modality="flow", train_data=train,
                                      steps=20)
-    return {"dir": d, "train": train, "test": test, "no_flow": no_flow, "rgb": rgb,
-            "flow": flow}
+    s = {"dir": d, "train": train, "test": test, "no_flow": no_flow, "rgb": rgb, "flow": flow}
+    # The teacher baseline: a PWC decoder on the flow network's 3A.
+    s["teacher_probe"] = probe.run(_config(s, model_dir=flow, modality="flow", decoder="pwc",
+                                           train_steps=50, out_dir=str(d / "teacher_probe")))
+    return s
 
 
 def _config(s, **kw):
@@ -68,9 +71,7 @@ def test_frozen_probe_leaves_the_backbone_bit_identical_and_finetune_changes_it(
 
 
 def test_decoder_on_flow_network_learns_a_constant_translation(setup):
-    summary = probe.run(_config(setup, model_dir=setup["flow"], modality="flow", decoder="pwc",
-                                train_steps=50, out_dir=str(setup["dir"] / "teacher_probe")))
-    r = summary["results"][0]
+    r = setup["teacher_probe"]["results"][0]
     assert r["alias"] == "3A" and r["grid"] == [2, 4, 4] and r["num_clips"] == 4
     # Every pixel moves 2 px (1.96 after uint8 quantization): all zeros is off by that much.
     assert r["zeros_epe"] == pytest.approx(1.96, abs=0.01)
@@ -121,6 +122,18 @@ def test_cli_sweeps_endpoints_and_the_report_draws_table_and_figures(setup):
         assert len(x["clips"]) == 4 and np.isfinite(x["epe"])
         assert x["epe"] == pytest.approx(np.mean([c["epe"] for c in x["clips"]]))
         assert os.listdir(os.path.join(out, x["alias"], "train"))   # TensorBoard events
+    report = str(setup["dir"] / "report")
+    r = _cli("d3d_tf.probe_report", f"--probes={out},{setup['dir'] / 'teacher_probe'}",
+             f"--out_dir={report}", f"--fig5={out},{setup['dir'] / 'teacher_probe'}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = open(os.path.join(report, "report.md")).read()
+    teacher_epe = setup["teacher_probe"]["results"][0]["epe"]
+    assert f"| PWC | Flow | teacher | frozen | {teacher_epe:.3f} |" in text
+    assert f"| Simple | RGB | rgb | frozen | {result['results'][1]['epe']:.3f} |" in text
+    for png in ("fig4_epe_per_layer.png", "fig5_flow_3a.png"):
+        assert f"]({png})" in text
+        with open(os.path.join(report, png), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     bad = _cli("d3d_tf.probe", f"--model_dir={os.path.dirname(setup['rgb'])}",
                "--endpoints=3Z", f"--train_data={setup['train']}",
                f"--eval_data={setup['test']}", f"--out_dir={out}_bad")
