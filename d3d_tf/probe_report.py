@@ -1,0 +1,49 @@
+r"""Probe runs -> the paper's Table 1, Fig. 4 and Fig. 5: `python -m d3d_tf.probe_report`.
+
+    python -m d3d_tf.probe_report --probes=probes/teacher,probes/s3dg,probes/d3d \
+        --out_dir=probes/report [--fig5=probes/s3dg,probes/d3d]
+
+Writes OUT/report.md: Table 1 at 3A; Fig. 4 (OUT/fig4_epe_per_layer.png) when a run swept
+several layers; Fig. 5 (OUT/fig5_flow_3a.png) from two runs that kept example predictions of
+the same clips. See docs/probes.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from absl import app
+
+from d3d_tf import config_flags
+from d3d_tf.config_flags import field
+from d3d_tf.metrics import probe_tables
+
+
+@dataclasses.dataclass
+class ReportConfig:
+    """Flags of `python -m d3d_tf.probe_report` (`d3d_tf.config_flags`)."""
+    probes: tuple = field(help="probe.json files or the --out_dir folders of "
+                          "python -m d3d_tf.probe runs, comma-separated.")
+    out_dir: str = field(help="Where report.md and the PNGs go (created).")
+    endpoint: str = field("3A", "Layer of Table 1 and Fig. 5 (paper: 3A).")
+    fig5: tuple = field((), "Two probe folders whose predicted flows Fig. 5 shows side by side "
+                        "(default: the first two frozen RGB runs).")
+
+
+config_flags.define_flags(ReportConfig)
+
+
+def main(argv):
+    del argv
+    try:
+        config = config_flags.from_flags(ReportConfig)
+        if config.fig5 and len(config.fig5) != 2:
+            raise ValueError(f"--fig5 needs two probe folders, got {len(config.fig5)}")
+        path = probe_tables.write_report(config.probes, config.out_dir,
+                                          endpoint=config.endpoint, fig5_runs=config.fig5)
+    except (ValueError, FileNotFoundError) as e:
+        raise app.UsageError(str(e))
+    print(path)
+
+
+if __name__ == "__main__":
+    app.run(main)
