@@ -277,7 +277,9 @@ def _model_options(c: TrainConfig, in_channels: int) -> dict:
         value = getattr(c, k)
         if value is not None:
             options[k] = None if str(value).lower() == "none" else value
-    return {**options, "in_channels": in_channels}
+    # Other families (video ResNets) take only the options their config has.
+    fields = models.family_of(c.model).config_fields
+    return {k: v for k, v in {**options, "in_channels": in_channels}.items() if k in fields}
 
 
 def build_task(c: TrainConfig, num_classes: int, global_batch: int):
