@@ -8,6 +8,10 @@
     python -m d3d_tf.convert_weights --from=torchvision --checkpoint=s3d.pth \\
         --num_classes=400 --out=models/s3d_tv
 
+    # torchvision's r3d_18 / r2plus1d_18 (found from the state dict's keys)
+    python -m d3d_tf.convert_weights --from=torchvision --checkpoint=r2plus1d_18.pth \\
+        --frames=16 --size=112 --out=models/r2plus1d_18_k400
+
 The model directory (`model.json` + `weights.npz`) works with evaluate, export and predict.
 See docs/weights.md.
 """
@@ -25,7 +29,8 @@ flags.DEFINE_enum(
     None,
     ["slim", "torchvision"],
     "Checkpoint format: a TF-Slim TF1 "
-    "checkpoint (S3D-G/S3D/I3D, D3D release) or a torchvision S3D state_dict.",
+    "checkpoint (S3D-G/S3D/I3D, D3D release) or a torchvision S3D / r3d_18 / "
+    "r2plus1d_18 state_dict (the network is found from its keys).",
 )
 flags.DEFINE_string(
     "checkpoint",
@@ -107,17 +112,18 @@ def main(argv):
         name = info["preset"]
         note = ""
     else:
-        from d3d_tf.weights import torch_s3d
+        from d3d_tf.weights import torch_resnet3d, torch_s3d
 
         state = torch_s3d.read_state_dict(FLAGS.checkpoint)
-        model = torch_s3d.import_state_dict(
+        importer = torch_resnet3d if torch_resnet3d.is_video_resnet(state) else torch_s3d
+        model = importer.import_state_dict(
             state,
             num_classes=FLAGS.num_classes,
             input_shape=(FLAGS.frames or 16, FLAGS.size, FLAGS.size, 3),
             source=FLAGS.checkpoint,
             log=logging.info,
         )
-        name = torch_s3d.PRESET
+        name = model.name
         note = f" (expects (x - {torch_s3d.KINETICS_MEAN}) / {torch_s3d.KINETICS_STD} on [0,1])"
     in_channels = model.d3d_config.in_channels
     spec = saving.spec_for(
