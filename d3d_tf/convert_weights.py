@@ -8,7 +8,12 @@
     python -m d3d_tf.convert_weights --from=torchvision --checkpoint=s3d.pth \\
         --num_classes=400 --out=models/s3d_tv
 
-    # torchvision's r3d_18 / r2plus1d_18 (found from the state dict's keys)
+    # Res3D-18 inflated from a 2D ResNet-18 model directory (r2d_18), e.g. resnet18 imported
+    # from torchvision; --inflate_modality=flow for a flow student
+    python -m d3d_tf.convert_weights --from=inflate --checkpoint=models/resnet18 \\
+        --frames=8 --size=112 --out=models/r3d_18_inflated
+
+    # torchvision's r3d_18 / r2plus1d_18 / resnet18 (found from the state dict's keys)
     python -m d3d_tf.convert_weights --from=torchvision --checkpoint=r2plus1d_18.pth \\
         --frames=16 --size=112 --out=models/r2plus1d_18_k400
 
@@ -27,10 +32,11 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum(
     "from",
     None,
-    ["slim", "torchvision"],
+    ["slim", "torchvision", "inflate"],
     "Checkpoint format: a TF-Slim TF1 "
     "checkpoint (S3D-G/S3D/I3D, D3D release) or a torchvision S3D / r3d_18 / "
-    "r2plus1d_18 state_dict (the network is found from its keys).",
+    "r2plus1d_18 / resnet18 state_dict (the network is found from its keys), or "
+    "inflate: a 2D ResNet-18 model directory (r2d_18) inflated into Res3D-18.",
 )
 flags.DEFINE_string(
     "checkpoint",
@@ -61,6 +67,9 @@ flags.DEFINE_enum(
     "D3D checkpoints; slim's own training used [-1,1]) and [0,1] for torchvision "
     "(which additionally expects its Kinetics mean/std, see docs/weights.md).",
 )
+flags.DEFINE_enum("inflate_modality", "rgb", ["rgb", "flow"], "inflate: input of the "
+                  "Res3D-18 (flow: the first kernel averaged over RGB, replicated to 2 "
+                  "channels).")
 flags.DEFINE_string("labels", None, "Optional text file with one class name per line.")
 flags.DEFINE_integer(
     "frames", None, "Clip length recorded in model.json (default 64 for slim, 16 for torchvision)."
@@ -111,6 +120,14 @@ def main(argv):
         model, info = slim_import.import_checkpoint(cfg, log=logging.info)
         name = info["preset"]
         note = ""
+    elif source == "inflate":
+        from d3d_tf.weights import inflate
+
+        model, src = inflate.inflate_model_dir(
+            FLAGS.checkpoint, input_shape=(FLAGS.frames or 8, FLAGS.size, FLAGS.size),
+            in_channels=2 if FLAGS.inflate_modality == "flow" else 3)
+        name, note = "r3d_18", " (inflated from a 2D ResNet-18)"
+        labels = labels or src.labels
     else:
         from d3d_tf.weights import torch_resnet3d, torch_s3d
 
@@ -130,7 +147,7 @@ def main(argv):
         model,
         name=name,
         labels=labels,
-        input_range=FLAGS.input_range or "[0,1]",
+        input_range=FLAGS.input_range or (src.input_range if source == "inflate" else "[0,1]"),
         modality="rgb" if in_channels == 3 else "flow",
         source=f"{source}:{FLAGS.checkpoint}{note}",
     )

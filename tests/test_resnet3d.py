@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 
@@ -169,3 +170,60 @@ def test_tflite_has_no_3d_op_and_matches_keras():
     got = Interpreter(model_content=flat).get_signature_runner()(frames=frames)["logits"]
     ref = net(frames.astype("float32") / 127.5 - 1.0, training=False).numpy()
     np.testing.assert_allclose(got, ref, atol=1e-4 * max(1.0, np.abs(ref).max()))
+
+
+def test_torchvision_resnet18_imports_as_r2d_18():
+    script = _fixture_script()
+    with np.load(FIXTURE) as data:
+        shapes = json.loads(str(data["resnet18/shapes"]))
+        want = data["resnet18/logits"]
+    state = script.synthetic_state(shapes)
+    frame = script.synthetic_clip()[:, :1]  # [1,1,H,W,3]: the first frame
+    model = torch_resnet3d.import_state_dict(state, input_shape=frame.shape[1:],
+                                             log=lambda m: None)
+    assert model.name == "r2d_18"
+    got = model(frame, training=False).numpy()
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def _randomize(model, seed):
+    """Random kernels and batch-norm statistics, so that every variable matters."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        shape = tuple(w.shape)
+        if "moving_variance" in w.path or "gamma" in w.path:
+            value = rng.uniform(0.5, 1.5, shape)
+        elif len(shape) == 1:
+            value = rng.normal(0.0, 0.1, shape)
+        else:
+            value = rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
+        w.assign(value.astype("float32"))
+
+
+def test_inflated_res3d_on_a_static_clip_equals_the_2d_net_on_its_frame(tmp_path):
+    from d3d_tf.weights import inflate
+
+    net2d = models.build_classifier("r2d_18", num_classes=5, input_shape=(1, 32, 32, 3),
+                                    depth_multiplier=0.125, endpoints=("layer1",))
+    _randomize(net2d, 0)
+    saving.save_model_dir(str(tmp_path), net2d, saving.spec_for(net2d, name="r2d_18"))
+    net3d, _ = inflate.inflate_model_dir(str(tmp_path), input_shape=(12, 32, 32))
+    assert net3d.name == "r3d_18" and tuple(net3d.get_layer("conv1").kernel.shape)[0] == 3
+    frame = np.random.default_rng(1).uniform(-1, 1, (2, 1, 32, 32, 3)).astype("float32")
+    want = net2d(frame, training=False)["layer1"].numpy()[:, 0]
+    feats = keras.Model(net3d.inputs, net3d.get_layer("layer1.1.relu").output)  # layer1
+    layer1 = feats(np.repeat(frame, 12, axis=1), training=False).numpy()
+    # Five [3,...] convs up to layer1 see +-5 frames: frame 6 of 12 is clear of the zero padding.
+    np.testing.assert_allclose(layer1[:, 6], want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    assert np.abs(layer1[:, 0] - want).max() > 1e-3  # the clip ends do see the padding
+
+    flow, _ = inflate.inflate_model_dir(str(tmp_path), input_shape=(8, 32, 32), in_channels=2)
+    k2d = net2d.get_layer("conv1").kernel.numpy()           # [1,7,7,3,C]
+    kflow = flow.get_layer("conv1").kernel.numpy()          # [3,7,7,2,C]
+    expected = np.repeat(np.repeat(k2d.mean(axis=3, keepdims=True), 2, axis=3), 3, axis=0) / 3
+    np.testing.assert_allclose(kflow, expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="needs a 2D ResNet-18"):
+        r3d = models.build_classifier("r3d_18", num_classes=5, input_shape=(4, 16, 16, 3),
+                                      depth_multiplier=0.125)
+        saving.save_model_dir(str(tmp_path / "r3d"), r3d, saving.spec_for(r3d, name="r3d_18"))
+        inflate.inflate_model_dir(str(tmp_path / "r3d"))

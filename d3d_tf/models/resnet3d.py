@@ -65,9 +65,13 @@ class ResNet3DConfig:
     batch_norm_decay, batch_norm_epsilon: torchvision's momentum 0.1 and eps 1e-5.
     weight_decay: L2 on conv and dense kernels (DistInit, Sec. 4: 1e-4).
     final_endpoint: last endpoint built (`conv1` ... `layer4`, `pooled`).
+    temporal: False gives every kernel and stride a temporal size of 1 (`r2d_18`): the 2D
+      ResNet-18 run frame by frame, i.e. torchvision's `resnet18` without its stem max pool
+      (which owns no variables), the source network of 2D-to-3D inflation.
     """
 
     block: str = "3d"
+    temporal: bool = True
     layers: tuple = (2, 2, 2, 2)
     depth_multiplier: float = 1.0
     min_depth: int = 8
@@ -100,6 +104,8 @@ class ResNet3DConfig:
         if self.pooling not in L.POOLING_MODES:
             raise ValueError(f"pooling must be one of {L.POOLING_MODES}, got {self.pooling!r}")
         resolve_endpoint(self.final_endpoint)
+        if not self.temporal and self.block != "3d":
+            raise ValueError("temporal=False (a 2D network) needs block='3d'")
 
     def depth(self, d: int) -> int:
         return max(int(d * self.depth_multiplier), self.min_depth)
@@ -121,6 +127,7 @@ class ResNet3DConfig:
 PRESETS = {
     "r3d_18": {"block": "3d"},
     "r2plus1d_18": {"block": "2plus1d"},
+    "r2d_18": {"block": "3d", "temporal": False},
 }
 
 
@@ -152,7 +159,9 @@ def _block_conv(x, filters, mid, stride, *, name, cfg: ResNet3DConfig, relu):
     """A [3,3,3] conv (Res3D) or [1,3,3] -> mid, BN, ReLU, [3,1,1] (R(2+1)D); then BN (+ReLU)."""
     cc = cfg.conv
     if cfg.block == "3d":
-        return _conv_bn(x, filters, (3, 3, 3), (stride,) * 3, name=name, cc=cc, relu=relu)
+        kt, st = (3, stride) if cfg.temporal else (1, 1)
+        return _conv_bn(x, filters, (kt, 3, 3), (st, stride, stride), name=name, cc=cc,
+                        relu=relu)
     x = _conv_bn(x, mid, (1, 3, 3), (1, stride, stride), name=name, cc=cc, relu=True)
     return _conv_bn(x, filters, (3, 1, 1), (stride, 1, 1), name=f"{name}.temporal", cc=cc,
                     relu=relu)
@@ -164,8 +173,9 @@ def _basic_block(x, filters, stride, *, name, cfg: ResNet3DConfig):
     mid = mid_channels(n_in, filters)
     shortcut = x
     if stride != 1 or n_in != filters:
-        shortcut = _conv_bn(x, filters, (1, 1, 1), (stride,) * 3, name=f"{name}.downsample",
-                            cc=cfg.conv, relu=False)
+        st = stride if cfg.temporal else 1
+        shortcut = _conv_bn(x, filters, (1, 1, 1), (st, stride, stride),
+                            name=f"{name}.downsample", cc=cfg.conv, relu=False)
     y = _block_conv(x, filters, mid, stride, name=f"{name}.conv1", cfg=cfg, relu=True)
     y = _block_conv(y, filters, mid, 1, name=f"{name}.conv2", cfg=cfg, relu=False)
     y = keras.layers.Add(name=f"{name}.add")([y, shortcut])
@@ -176,7 +186,8 @@ def _stem(x, cfg: ResNet3DConfig):
     cc = cfg.conv
     width = cfg.depth(WIDTHS[0])
     if cfg.block == "3d":
-        return _conv_bn(x, width, (3, 7, 7), (1, 2, 2), name="conv1", cc=cc, relu=True)
+        kt = 3 if cfg.temporal else 1
+        return _conv_bn(x, width, (kt, 7, 7), (1, 2, 2), name="conv1", cc=cc, relu=True)
     x = _conv_bn(x, cfg.depth(R2PLUS1D_STEM_MID), (1, 7, 7), (1, 2, 2), name="conv1", cc=cc,
                  relu=True)
     return _conv_bn(x, width, (3, 1, 1), (1, 1, 1), name="conv1.temporal", cc=cc, relu=True)
@@ -233,7 +244,7 @@ def build_backbone(name: str = "r3d_18", *, input_shape=(8, 112, 112, 3), **opti
     """A backbone whose output is an ordered dict `{endpoint: tensor}` (`conv1` ... `pooled`).
 
     Args:
-      name: `r3d_18` or `r2plus1d_18`.
+      name: `r3d_18`, `r2plus1d_18` or `r2d_18` (2D, frame by frame).
       input_shape: `(frames, height, width, channels)`; any of the first three may be None.
       **options: fields of `ResNet3DConfig` (`depth_multiplier`, `final_endpoint`, ...).
     """

@@ -1,4 +1,5 @@
-"""Imports torchvision's video ResNets (`r3d_18`, `r2plus1d_18`) into `d3d_tf.models.resnet3d`.
+"""Imports torchvision's video ResNets (`r3d_18`, `r2plus1d_18`) and its 2D `resnet18` (as
+`r2d_18`, the source of inflation) into `d3d_tf.models.resnet3d`.
 
 The layer names of `resnet3d` follow torchvision's modules, so the mapping is a short table:
 
@@ -25,8 +26,28 @@ PRESETS = ("r3d_18", "r2plus1d_18")
 
 
 def is_video_resnet(state: dict) -> bool:
-    """True if `state` looks like a torchvision VideoResNet state dict (stem + fc)."""
-    return "stem.0.weight" in state and "fc.weight" in state
+    """True if `state` is a torchvision VideoResNet (stem + fc) or 2D resnet18 state dict."""
+    return "fc.weight" in state and ("stem.0.weight" in state or is_image_resnet(state))
+
+
+def is_image_resnet(state: dict) -> bool:
+    """True for torchvision's 2D `resnet18` (conv1 + bn1 + fc), imported as `r2d_18`."""
+    return "conv1.weight" in state and "bn1.weight" in state and "fc.weight" in state
+
+
+def image_module_table(layers=(2, 2, 2, 2)) -> dict:
+    """`{module prefix: Keras layer}` of torchvision's 2D resnet18 onto `r2d_18`."""
+    table = {"conv1": "conv1", "bn1": "conv1.BatchNorm", "fc": "Logits.fc"}
+    for i, blocks in enumerate(layers, start=1):
+        for j in range(blocks):
+            name = f"layer{i}.{j}"
+            for k in (1, 2):
+                table[f"{name}.conv{k}"] = f"{name}.conv{k}"
+                table[f"{name}.bn{k}"] = f"{name}.conv{k}.BatchNorm"
+            if i > 1 and j == 0:
+                table[f"{name}.downsample.0"] = f"{name}.downsample"
+                table[f"{name}.downsample.1"] = f"{name}.downsample.BatchNorm"
+    return table
 
 
 def preset_of(state: dict) -> str:
@@ -79,6 +100,8 @@ def keras_value(torch_key: str, value: np.ndarray, table: dict):
         raise StateDictError(f"unexpected entry {torch_key!r}")
     if value.ndim == 5:
         value = np.transpose(value, (2, 3, 4, 1, 0))  # [out,in,t,h,w] -> [t,h,w,in,out]
+    elif value.ndim == 4:
+        value = np.transpose(value, (2, 3, 1, 0))[None]  # 2D [out,in,h,w] -> [1,h,w,in,out]
     elif value.ndim == 2:
         value = value.T  # Linear [K,C] -> Dense [C,K]
     return f"{layer}/kernel", value
@@ -122,22 +145,24 @@ def assign_state_dict(model, state: dict, table: dict, *, source: str) -> int:
 
 def import_state_dict(state: dict, *, num_classes: int | None = None,
                       input_shape=(16, 112, 112, 3), source: str = "state dict", log=print):
-    """Builds `r3d_18` or `r2plus1d_18` (found from the keys) and loads `state` into it.
+    """Builds `r3d_18`, `r2plus1d_18` or (torchvision's 2D resnet18) `r2d_18`, found from the
+    keys, and loads `state` into it.
 
     input_shape: `(T,H,W,3)` recorded with the model (torchvision's Kinetics weights: 16 frames
       of 112x112). Returns the model; raises StateDictError naming any bad key.
     """
-    if not is_video_resnet(state):
-        raise StateDictError(f"{source}: no 'stem.0.weight' / 'fc.weight' — not a torchvision "
-                             "video ResNet")
+    if not (is_video_resnet(state) or is_image_resnet(state)):
+        raise StateDictError(f"{source}: no 'stem.0.weight' (or 'conv1.weight') and "
+                             "'fc.weight' — not a torchvision video ResNet nor resnet18")
     ckpt_classes = int(np.shape(state["fc.weight"])[0])
     if num_classes is not None and num_classes != ckpt_classes:
         raise StateDictError(f"--num_classes={num_classes} but {source} has {ckpt_classes} "
                              "classes (fc.weight)")
-    preset = preset_of(state)
+    preset = "r2d_18" if is_image_resnet(state) else preset_of(state)
     model = resnet3d.build_classifier(preset, num_classes=ckpt_classes,
                                       input_shape=tuple(input_shape))
-    table = module_table(model.d3d_config.block, model.d3d_config.layers)
+    table = image_module_table() if preset == "r2d_18" else \
+        module_table(model.d3d_config.block, model.d3d_config.layers)
     n = assign_state_dict(model, state, table, source=source)
     log(f"{source}: loaded {n} variables into {preset} ({ckpt_classes} classes)")
     return model

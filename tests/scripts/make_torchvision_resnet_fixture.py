@@ -1,4 +1,5 @@
-"""Writes tests/fixtures/torchvision_resnet3d.npz: torchvision r3d_18 / r2plus1d_18 logits.
+"""Writes tests/fixtures/torchvision_resnet3d.npz: torchvision r3d_18 / r2plus1d_18 logits, and
+those of the 2D resnet18 (its stem max pool removed) on the clip's first frame.
 
 Run with a Python that has torch and torchvision (not needed by the tests themselves):
 
@@ -54,6 +55,7 @@ def synthetic_clip(seed: int = SEED) -> np.ndarray:
 
 def main(out: str) -> None:
     import torch
+    from torchvision import models
     from torchvision.models import video
 
     arrays = {"clip_shape": np.array(CLIP_SHAPE)}
@@ -72,6 +74,20 @@ def main(out: str) -> None:
         arrays[f"{name}/logits"] = logits.astype(np.float32)
         print(f"{name}: {sum(int(np.prod(s)) for s in shapes.values())} state values, logits "
               f"{logits.shape}, |logits| mean {np.abs(logits).mean():.3f}")
+    # 2D resnet18 without its stem max pool (which r2d_18 leaves out) on the clip's first frame.
+    net = models.resnet18(weights=None).eval()
+    net.maxpool = torch.nn.Identity()
+    shapes = {k: list(v.shape) for k, v in net.state_dict().items()
+              if not k.endswith("num_batches_tracked")}
+    state = synthetic_state(shapes)
+    result = net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()},
+                                 strict=False)
+    assert all(k.endswith("num_batches_tracked") for k in result.missing_keys), result
+    with torch.no_grad():
+        logits = net(clip[:, :, 0]).numpy()
+    arrays["resnet18/shapes"] = np.array(json.dumps(shapes))
+    arrays["resnet18/logits"] = logits.astype(np.float32)
+    print(f"resnet18 (no max pool): logits {logits.shape}")
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     np.savez_compressed(out, **arrays)
     print(f"wrote {out} ({os.path.getsize(out)} bytes)")
