@@ -8,6 +8,15 @@
     python -m d3d_tf.convert_weights --from=torchvision --source=s3d.pth \\
         --num_classes=400 --out_dir=models/s3d_tv
 
+    # Res3D-18 inflated from a 2D ResNet-18 model directory (r2d_18), e.g. resnet18 imported
+    # from torchvision; --inflate_modality=flow for a flow student
+    python -m d3d_tf.convert_weights --from=inflate --source=models/resnet18 \\
+        --num_frames=8 --crop_size=112 --out_dir=models/r3d_18_inflated
+
+    # torchvision's r3d_18 / r2plus1d_18 / resnet18 (found from the state dict's keys)
+    python -m d3d_tf.convert_weights --from=torchvision --source=r2plus1d_18.pth \\
+        --num_frames=16 --crop_size=112 --out_dir=models/r2plus1d_18_k400
+
 The model directory (`model.json` + `weights.npz`) works with evaluate, export and predict.
 See docs/weights.md.
 """
@@ -24,9 +33,11 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum(
     "from",
     None,
-    ["slim", "torchvision"],
+    ["slim", "torchvision", "inflate"],
     "Checkpoint format: a TF-Slim TF1 "
-    "checkpoint (S3D-G/S3D/I3D, D3D release) or a torchvision S3D state_dict.",
+    "checkpoint (S3D-G/S3D/I3D, D3D release) or a torchvision S3D / r3d_18 / "
+    "r2plus1d_18 / resnet18 state_dict (the network is found from its keys), or "
+    "inflate: a 2D ResNet-18 model directory (r2d_18) inflated into Res3D-18.",
 )
 flags.DEFINE_string(
     "source",
@@ -72,6 +83,9 @@ flags.DEFINE_string(
     "its probability on its centre clip with the pixels in [-1,1] and in [0,1]; the range "
     "with the confident, correct answer is the one the checkpoint expects.",
 )
+flags.DEFINE_enum("inflate_modality", "rgb", ["rgb", "flow"], "inflate: input of the "
+                  "Res3D-18 (flow: the first kernel averaged over RGB, replicated to 2 "
+                  "channels).")
 flags.DEFINE_string("labels", None, "Optional text file with one class name per line.")
 flags.DEFINE_integer(
     "num_frames", None,
@@ -132,18 +146,27 @@ def convert():
         model, info = slim_import.import_checkpoint(cfg, log=logging.info)
         name = info["preset"]
         note = ""
+    elif source == "inflate":
+        from d3d_tf.weights import inflate
+
+        model, src = inflate.inflate_model_dir(
+            FLAGS.source, input_shape=(FLAGS.num_frames or 8, FLAGS.crop_size, FLAGS.crop_size),
+            in_channels=2 if FLAGS.inflate_modality == "flow" else 3)
+        name, note = "r3d_18", " (inflated from a 2D ResNet-18)"
+        labels = labels or src.labels
     else:
-        from d3d_tf.weights import torch_s3d
+        from d3d_tf.weights import torch_resnet3d, torch_s3d
 
         state = torch_s3d.read_state_dict(FLAGS.source)
-        model = torch_s3d.import_state_dict(
+        importer = torch_resnet3d if torch_resnet3d.is_video_resnet(state) else torch_s3d
+        model = importer.import_state_dict(
             state,
             num_classes=FLAGS.num_classes,
             input_shape=(FLAGS.num_frames or 16, FLAGS.crop_size, FLAGS.crop_size, 3),
             source=FLAGS.source,
             log=logging.info,
         )
-        name = torch_s3d.PRESET
+        name = model.name
         note = f" (expects (x - {torch_s3d.KINETICS_MEAN}) / {torch_s3d.KINETICS_STD} on [0,1])"
     in_channels = model.d3d_config.in_channels
     default_range = "[-1,1]" if source == "slim" else "[0,1]"
@@ -151,7 +174,7 @@ def convert():
         model,
         name=name,
         labels=labels,
-        rgb_range=FLAGS.rgb_range or default_range,
+        rgb_range=FLAGS.rgb_range or (src.rgb_range if source == "inflate" else default_range),
         modality="rgb" if in_channels == 3 else "flow",
         source=f"{source}:{FLAGS.source}{note}",
     )

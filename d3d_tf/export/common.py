@@ -67,7 +67,7 @@ def load_for_export(path: str, *, frames: int | None = None, size: int | None = 
     Returns (model, spec with the export input_shape, resolved model directory). Dropout is a
     no-op because every export calls the model with training=False.
     """
-    for flag, value in (("--frames", frames), ("--size", size)):
+    for flag, value in (("--num_frames", frames), ("--crop_size", size)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
     model_dir = saving.resolve_model_dir(path)

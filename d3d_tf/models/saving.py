@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from d3d_tf import atomic
-from d3d_tf.models import s3dg
+from d3d_tf.models import registry
 from d3d_tf.preprocessing import RGB_RANGES
 
 SPEC_FILE = "model.json"
@@ -62,21 +62,23 @@ class ModelSpec:
         input_shape: `(T, H, W)` or `(T, H, W, C)` to build at another clip size (the network
           is fully convolutional; C must be the spec's); default: `self.input_shape`.
         endpoints: extra outputs (slim names or aliases), as in `s3dg.build_classifier`.
-        overrides: S3DGConfig fields that own no variables (`pooling`, `conv_impl`,
+        overrides: config fields that own no variables (`pooling`, `conv_impl`,
           `dropout_keep_prob`, ...).
+        The family (S3D-G, video ResNet) and its config class come from `self.name`.
         """
-        cfg = s3dg.S3DGConfig(**{**self.config, **overrides})
+        family = registry.family_of(self.name)
+        cfg = family.config_class(**{**self.config, **overrides})
         shape = self.input_shape if input_shape is None else tuple(input_shape)
         if len(shape) == 3:
             shape = (*shape, self.input_shape[3])
-        return s3dg.build_classifier(
+        return family.build_classifier(
             self.name, num_classes=self.num_classes, input_shape=shape, config=cfg,
             endpoints=endpoints,
         )
 
 
 def spec_for(model: keras.Model, *, name: str, labels=(), **fields) -> ModelSpec:
-    """The ModelSpec of a classifier built by `s3dg.build_classifier`."""
+    """The ModelSpec of a classifier built by `models.build_classifier`."""
     cfg = model.d3d_config
     inputs = model.inputs[0].shape[1:]
     logits = model.output["logits"] if isinstance(model.output, dict) else model.output

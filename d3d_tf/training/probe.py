@@ -178,7 +178,7 @@ def _pipeline_config(c: ProbeConfig, spec, *, training: bool) -> pipeline.Pipeli
         modalities=tuple(dict.fromkeys((spec.modality, "flow"))),
         batch_size=c.batch_size if training else (c.eval_batch_size or c.batch_size),
         resize_short_side=c.resize_short_side, random_flip=c.random_flip,
-        rgb_range=spec.input_range, shuffle_buffer=c.shuffle_buffer, seed=c.seed)
+        rgb_range=spec.rgb_range, shuffle_buffer=c.shuffle_buffer, seed=c.seed)
 
 
 def _optimizer(c: ProbeConfig):

@@ -31,10 +31,10 @@ from d3d_tf.data import pipeline, records
 from d3d_tf.data.pipeline import MODALITIES
 from d3d_tf.models import layers, s3dg, saving
 from d3d_tf.preprocessing import RGB_RANGES
-from d3d_tf.training import checkpoints, evaluation, summaries, tasks
+from d3d_tf.training import checkpoints, distinit, evaluation, summaries, tasks
 from d3d_tf.training import strategy as strategy_lib
 
-TASKS = ("classify", "distill", "finetune")
+TASKS = ("classify", "distill", "finetune", "distinit")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 
@@ -50,7 +50,8 @@ class TrainConfig:
                            "(train/, eval/) and the final model directory (model/).")
     train_data: str = field(help="Glob of training TFRecord shards.")
     task: str = field("classify", "classify: train on one modality; distill: RGB student + "
-                      "frozen teacher (D3D); finetune: restore a backbone, new head.",
+                      "frozen teacher (D3D); finetune: restore a backbone, new head; distinit: "
+                      "video student of frozen image teachers on (unlabeled) videos.",
                       choices=TASKS)
     eval_data: str | None = field(None, "Glob of validation TFRecord shards (optional).")
     labels: str | None = field(None, "labels.txt (default: next to the training shards).")
@@ -100,6 +101,23 @@ class TrainConfig:
                                    aliases=("distill_weight",))
     action_loss_weight: float = field(1.0, "distill: weight of the CE loss; 0 = 'D3D without "
                                       "action loss'.")
+    # DistInit (d3d_tf.training.distinit; docs/distinit.md)
+    distinit_teachers: tuple = field((), "distinit: frozen image teachers, keras.applications "
+                                     "names (ResNet50) or .keras files; one head each (Eq. 3).")
+    distinit_teacher_weights: tuple = field(("imagenet",), "distinit: weights of each "
+                                            "keras.applications teacher (imagenet, a local "
+                                            "file, or none), one per teacher or one for all.")
+    distinit_frames: str = field("random", "distinit: frames the teachers see: the center "
+                                 "frame or random ones.", choices=distinit.FRAME_PICKS)
+    distinit_num_frames: int = field(1, "distinit: frames per clip whose teacher logits are "
+                                     "averaged (Eq. 1; K random frames).", min=1)
+    distinit_temperature: float = field(1.0, "distinit: softmax temperature tau (Eq. 1, 2).")
+    distinit_loss: str = field("ce", "distinit: soft-target cross-entropy (Eq. 2) or MSE on "
+                               "logits (Table 3).", choices=distinit.LOSSES)
+    distinit_entropy_threshold: float | None = field(
+        None, "distinit: zero weight for clips whose target entropy (nats) is above this.")
+    distinit_loss_weights: tuple = field((), "distinit: loss weight of each teacher (Eq. 3; "
+                                         "default 1 each).", item=float)
     # fine-tuning
     init_from: str | None = field(None, "finetune: model directory whose backbone initializes "
                                   "the network (the head is re-initialized).")
@@ -206,6 +224,14 @@ def validate(config: TrainConfig) -> None:
                 f"distillation at {inner} needs feature maps of equal shape: the teacher has "
                 f"depth_multiplier {teacher_spec.config.get('depth_multiplier')}, the student "
                 f"{c.depth_multiplier}")
+    if c.task == "distinit":
+        if not c.distinit_teachers:
+            raise ValueError("--task=distinit needs --distinit_teachers")
+        if c.eval_data:
+            raise ValueError("--task=distinit has no labels to evaluate: drop --eval_data and "
+                             "evaluate after --task=finetune")
+        if c.distinit_temperature <= 0:
+            raise ValueError(f"--distinit_temperature must be > 0, got {c.distinit_temperature}")
     if c.task == "finetune":
         _require_model_dir(c.init_from, "--init_from", "--task=finetune")
     elif c.init_from and c.task != "finetune":
@@ -279,7 +305,9 @@ def _model_options(c: TrainConfig, in_channels: int) -> dict:
         value = getattr(c, k)
         if value is not None:
             options[k] = None if str(value).lower() == "none" else value
-    return {**options, "in_channels": in_channels}
+    # Other families (video ResNets) take only the options their config has.
+    fields = models.family_of(c.model).config_fields
+    return {k: v for k, v in {**options, "in_channels": in_channels}.items() if k in fields}
 
 
 def build_task(c: TrainConfig, num_classes: int, global_batch: int):
@@ -303,6 +331,17 @@ def build_task(c: TrainConfig, num_classes: int, global_batch: int):
         task = tasks.Distiller(network, teacher, teacher_modality=teacher_spec.modality,
                                endpoints=c.distill_endpoints, distill_weights=c.distill_weights,
                                action_loss_weight=c.action_loss_weight, **common)
+    elif c.task == "distinit":
+        teachers = distinit.load_teachers(c.distinit_teachers, c.distinit_teacher_weights,
+                                          rgb_range=c.rgb_range)
+        network = models.build_classifier(c.model, num_classes=sum(t.num_classes for t in
+                                                                   teachers),
+                                          input_shape=shape, **_model_options(c, channels))
+        task = distinit.DistInit(
+            network, teachers, pick=c.distinit_frames, num_frames=c.distinit_num_frames,
+            temperature=c.distinit_temperature, loss=c.distinit_loss,
+            entropy_threshold=c.distinit_entropy_threshold,
+            teacher_weights=c.distinit_loss_weights, modality=c.modality, **common)
     else:
         options = _model_options(c, channels)
         name = c.model
@@ -364,8 +403,10 @@ def evaluate_network(c: TrainConfig, network, modality: str) -> dict:
 
 def save_model(c: TrainConfig, directory: str, network, names, modality, metrics: dict,
                step: int) -> None:
+    # A DistInit network's classes are its teachers' (heads dropped by fine-tuning).
     spec = saving.spec_for(network, name=network.name if network.name in models.PRESETS
-                           else c.model, labels=names, modality=modality,
+                           else c.model, labels=[] if c.task == "distinit" else names,
+                           modality=modality,
                            rgb_range=c.rgb_range,
                            source=f"d3d_tf.train task={c.task} step={step}", metrics=metrics)
     saving.save_model_dir(directory, network, spec)
@@ -447,6 +488,8 @@ def _train(config: TrainConfig) -> dict:
     modalities = ["rgb"] if c.task in ("distill",) else [c.modality]
     if teacher_spec is not None and teacher_spec.modality not in modalities:
         modalities.append(teacher_spec.modality)
+    if c.task == "distinit" and "rgb" not in modalities:  # image teachers see RGB frames
+        modalities.append("rgb")
     # Reseed from the start step so that a resumed run does not replay the same clips.
     seed = c.seed + start
 
