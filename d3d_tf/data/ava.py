@@ -45,6 +45,7 @@ from d3d_tf.data import prepare_lib
 from d3d_tf.data.datasets import VIDEO_EXTENSIONS, AnnotationError, VideoEntry
 
 Key = tuple  # (video_id, timestamp seconds int)
+LABEL_MAP_FILE = "label_map.pbtxt"  # written next to the keyframe records
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +116,13 @@ def read_label_map(path: str) -> LabelMap:
     if not ids:
         raise AnnotationError(f"{path}: no `item {{ name: ... id: ... }}` entries")
     return LabelMap(tuple(ids), tuple(names))
+
+
+def write_label_map(path: str, ids, names) -> None:
+    """Writes a label map in the `item { name: "..." id: N }` form."""
+    with open(path, "w", encoding="utf-8") as f:
+        for i, name in zip(ids, names):
+            f.write(f'item {{\n  name: "{name}"\n  id: {int(i)}\n}}\n')
 
 
 def read_excluded(path: str | None) -> set:
@@ -340,7 +348,8 @@ def prepare(annotations: str, video_dir: str, ava: AvaPrepareConfig,
     """Writes one keyframe record per keyframe of `annotations` (+ person boxes) as shards.
 
     Resumable and parallel like `prepare_lib.prepare` (one video per worker; a video's
-    keyframes go to its shard). `labels.txt` holds the label-map names.
+    keyframes go to its shard). `labels.txt` holds the label-map names, `label_map.pbtxt`
+    the label map.
     """
     if ava.clip_frames < 1:
         raise prepare_lib.PrepareError(f"clip_frames must be >= 1, got {ava.clip_frames}")
@@ -374,6 +383,9 @@ def prepare(annotations: str, video_dir: str, ava: AvaPrepareConfig,
                 proposal_scores=scores))
         return out
 
+    os.makedirs(config.out_dir, exist_ok=True)
+    # The label map goes with the records: training and evaluation need its action ids.
+    write_label_map(os.path.join(config.out_dir, LABEL_MAP_FILE), label_map.ids, label_map.names)
     config = dataclasses.replace(config, flow="none", extra_settings={
         "ava": {k: v for k, v in dataclasses.asdict(ava).items()
                 if k in ("clip_frames", "time_offset", "min_box_score")}})

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from absl import logging
 
-from d3d_tf.data import synthetic, video
+from d3d_tf.data import ava, synthetic, video
 
 LABEL_MAP_FILE = "ava_action_list_v2.2.pbtxt"
 SPLITS = ("train", "val")
@@ -259,13 +259,6 @@ def _fmt(box) -> list[str]:
     return [f"{v:.3f}" for v in box]
 
 
-def write_label_map(path: str, names) -> None:
-    """AVA's label-map pbtxt (`item { name: "..." id: N }`, ids from 1)."""
-    with open(path, "w", encoding="utf-8") as f:
-        for i, name in enumerate(names, 1):
-            f.write(f'item {{\n  name: "{name}"\n  id: {i}\n}}\n')
-
-
 def generate_dataset(config: MultiActorConfig, out_dir: str, num_workers: int = 1) -> dict:
     """Writes the videos and AVA files (module doc) under `out_dir`; returns {name: path}."""
     os.makedirs(os.path.join(out_dir, "videos"), exist_ok=True)
@@ -307,7 +300,8 @@ def generate_dataset(config: MultiActorConfig, out_dir: str, num_workers: int = 
                                          f"{rng.uniform(0.3, 0.7):.4f}"])
     paths = {"label_map": os.path.join(out_dir, LABEL_MAP_FILE),
              "video_dir": os.path.join(out_dir, "videos")}
-    write_label_map(paths["label_map"], config.class_names)
+    ava.write_label_map(paths["label_map"], range(1, config.num_classes + 1),
+                        config.class_names)
     for split in SPLITS:
         for key, name, data in (("annotations", annotation_file(split), rows[split]),
                                 ("excluded", excluded_file(split), excluded[split]),
