@@ -12,14 +12,16 @@ import sys
 
 from absl import app, flags
 
-from d3d_tf.data import datasets, prepare_lib
+from d3d_tf import config_flags
+from d3d_tf.data import ava, datasets, prepare_lib
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("format", "manifest", list(datasets.FORMATS),
+flags.DEFINE_enum("format", "manifest", [*datasets.FORMATS, "ava"],
                   "Input format: kinetics (CSV), ucf101 / hmdb51 (split files), folder "
-                  "(class-per-folder tree), list (unlabeled file list), manifest (synthetic).")
+                  "(class-per-folder tree), list (unlabeled file list), manifest (synthetic), "
+                  "ava (AVA CSVs: one record per keyframe, see docs/ava.md).")
 flags.DEFINE_string("annotations", "", "Kinetics CSV, UCF-101/HMDB-51 split folder, file "
-                    "list, or manifest.csv (unused for --format=folder).")
+                    "list, manifest.csv or AVA annotation CSV (unused for --format=folder).")
 flags.DEFINE_string("video_dir", "", "Folder holding the videos (kinetics, ucf101, hmdb51, "
                     "folder).")
 flags.DEFINE_integer("fold", 1, "UCF-101 / HMDB-51 split number (1, 2 or 3).")
@@ -36,6 +38,7 @@ flags.DEFINE_integer("max_frames", None, "Keep at most this many frames per vide
 flags.DEFINE_integer("num_shards", 8, "Number of TFRecord shards for this split.")
 flags.DEFINE_integer("workers", 0, "Worker processes (0 = number of CPU cores).")
 flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of stored frames (1-100).")
+config_flags.define_flags(ava.AvaPrepareConfig)
 flags.DEFINE_string("verify", None, "Instead of preparing: read every shard matching this "
                     "glob, check every record and decode every frame and flow image, print "
                     "the record count and exit (non-zero naming the shard on damage).")
@@ -53,16 +56,30 @@ def main(argv):
         return
     if not FLAGS.out_dir:
         sys.exit("error: --out_dir is required")
+    if FLAGS.format == "ava":
+        _prepare_ava()
+        return
     try:
         entries, labels = datasets.read_dataset(
             FLAGS.format, annotations=FLAGS.annotations, video_dir=FLAGS.video_dir,
             split=FLAGS.split, fold=FLAGS.fold)
-        config = prepare_lib.PrepareConfig(
-            out_dir=FLAGS.out_dir, split=FLAGS.split, flow=FLAGS.flow, fps=FLAGS.fps,
-            short_side=FLAGS.resize_short_side, max_frames=FLAGS.max_frames,
-            num_shards=FLAGS.num_shards, workers=FLAGS.workers,
-            jpeg_quality=FLAGS.jpeg_quality)
-        summary = prepare_lib.prepare(entries, labels, config)
+        summary = prepare_lib.prepare(entries, labels, _config())
+    except (datasets.AnnotationError, prepare_lib.PrepareError) as e:
+        sys.exit(f"error: {e}")
+    print(summary.format())
+
+
+def _config() -> prepare_lib.PrepareConfig:
+    return prepare_lib.PrepareConfig(
+        out_dir=FLAGS.out_dir, split=FLAGS.split, flow=FLAGS.flow, fps=FLAGS.fps,
+        short_side=FLAGS.resize_short_side, max_frames=FLAGS.max_frames,
+        num_shards=FLAGS.num_shards, workers=FLAGS.workers, jpeg_quality=FLAGS.jpeg_quality)
+
+
+def _prepare_ava():
+    try:
+        summary = ava.prepare(FLAGS.annotations, FLAGS.video_dir,
+                              config_flags.from_flags(ava.AvaPrepareConfig), _config())
     except (datasets.AnnotationError, prepare_lib.PrepareError) as e:
         sys.exit(f"error: {e}")
     print(summary.format())

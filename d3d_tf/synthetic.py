@@ -12,7 +12,7 @@ import os
 
 from absl import app, flags, logging
 
-from d3d_tf.data import synthetic
+from d3d_tf.data import synthetic, synthetic_ava
 
 D = synthetic.SyntheticConfig()
 FLAGS = flags.FLAGS
@@ -38,6 +38,12 @@ flags.DEFINE_list("background_contrast", [str(v) for v in D.background_contrast]
                   "background, 25,45 = the default textured background.")
 flags.DEFINE_float("texture_scale", D.texture_scale, "Multiplies the grain size of every texture; "
                    "larger = smoother textures.")
+flags.DEFINE_integer("actors", 0, "Multi-actor (AVA-format) dataset with this many actors per "
+                     "video; 0 = the single-object classification dataset.")
+flags.DEFINE_integer("videos", synthetic_ava.MultiActorConfig.num_videos, "--actors>0: number "
+                     "of videos (the last quarter is the val split).")
+flags.DEFINE_integer("duration", synthetic_ava.MultiActorConfig.duration_s, "--actors>0: video "
+                     "length in seconds (keyframes at 1 .. duration-1 s).")
 flags.DEFINE_integer("workers", 0, "Processes rendering and encoding (0 = all cores).")
 
 
@@ -50,11 +56,30 @@ def _range(name: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _multi_actor_config() -> synthetic_ava.MultiActorConfig:
+    """The multi-actor config: its own defaults, overridden by the flags given."""
+    given = {"num_classes": "classes", "fps": "fps", "size": "size", "seed": "seed"}
+    options = {k: getattr(FLAGS, f) for k, f in given.items() if FLAGS[f].present}
+    if FLAGS["speed"].present:
+        options["speed"] = _range("speed")
+    return synthetic_ava.MultiActorConfig(num_videos=FLAGS.videos, num_actors=FLAGS.actors,
+                                          duration_s=FLAGS.duration, **options)
+
+
 def main(argv):
     del argv
     if not FLAGS.out_dir:
         raise app.UsageError("--out_dir is required")
     logging.set_verbosity(logging.INFO)
+    workers = FLAGS.workers or os.cpu_count() or 1
+    if FLAGS.actors:
+        try:
+            config = _multi_actor_config()
+        except ValueError as e:
+            raise app.UsageError(str(e)) from e
+        paths = synthetic_ava.generate_dataset(config, FLAGS.out_dir, num_workers=workers)
+        print(f"wrote {config.num_videos} multi-actor videos; label map: {paths['label_map']}")
+        return
     try:
         config = synthetic.SyntheticConfig(
             num_classes=FLAGS.classes, videos_per_class=FLAGS.videos_per_class,
@@ -66,7 +91,6 @@ def main(argv):
             texture_scale=FLAGS.texture_scale)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
-    workers = FLAGS.workers or os.cpu_count() or 1
     manifest = synthetic.generate_dataset(config, FLAGS.out_dir, num_workers=workers)
     print(f"wrote {config.num_classes * config.videos_per_class} videos; manifest: {manifest}")
 

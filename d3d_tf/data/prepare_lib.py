@@ -53,12 +53,14 @@ class PrepareConfig:
     jpeg_quality: int = 90
     shuffle_seed: int = 0            # order of videos across shards (mixes classes)
     progress_interval_s: float = 10.0  # seconds between progress lines when not a TTY
+    extra_settings: dict = dataclasses.field(default_factory=dict)  # of other record layouts
 
     def settings(self) -> dict:
         """What must match between a run and its resumption."""
+        extra = {"extra": self.extra_settings} if self.extra_settings else {}
         return {"flow": self.flow, "fps": self.fps, "short_side": self.short_side,
                 "max_frames": self.max_frames, "num_shards": self.num_shards,
-                "jpeg_quality": self.jpeg_quality, "shuffle_seed": self.shuffle_seed}
+                "jpeg_quality": self.jpeg_quality, "shuffle_seed": self.shuffle_seed, **extra}
 
     def validate(self) -> None:
         if (not self.split or self.split.startswith(".") or "/" in self.split
@@ -223,13 +225,15 @@ def _check_labels_file(out_dir: str, labels: list[str]) -> None:
 
 
 def prepare(entries: list[VideoEntry], labels: list[str], config: PrepareConfig,
-            progress_stream=None) -> PrepareSummary:
+            progress_stream=None, to_examples=None) -> PrepareSummary:
     """Writes the `config.split` entries as `out_dir/{split}-KKKKK-of-NNNNN.tfrecord`.
 
     Args:
       entries: videos from a `datasets.read_*` reader; only those with split == config.split
         are written. Labels not in `labels` raise; label_name None means unlabeled (-1).
       labels: class names, index = label id.
+      to_examples: `(entry, worker result, label ids) -> [SequenceExample]` for other record
+        layouts (e.g. `ava`: one record per keyframe); default: one record per video.
     Returns:
       The summary (also saved as `out_dir/{split}_info.json`).
     """
@@ -278,7 +282,8 @@ def prepare(entries: list[VideoEntry], labels: list[str], config: PrepareConfig,
             results = map(_process_video, tasks)
     try:
         for k in pending:
-            info = _write_shard(config, k, shards[k], results, label_ids, progress, summary)
+            info = _write_shard(config, k, shards[k], results, label_ids, progress, summary,
+                                to_examples)
             summary.shards_written += 1
             _add_shard_info(summary, info)
     finally:
@@ -361,7 +366,8 @@ def _add_shard_info(summary: PrepareSummary, info: dict) -> None:
         summary.label_counts[name] = summary.label_counts.get(name, 0) + count
 
 
-def _write_shard(config, k, shard_entries, results, label_ids, progress, summary) -> dict:
+def _write_shard(config, k, shard_entries, results, label_ids, progress, summary,
+                 to_examples=None) -> dict:
     from d3d_tf.data import records  # here: TF only in the parent
     path = os.path.join(config.out_dir, shard_name(config.split, k, config.num_shards))
     info = {"shard": os.path.basename(path), "settings": config.settings(), "videos": 0,
@@ -378,11 +384,15 @@ def _write_shard(config, k, shard_entries, results, label_ids, progress, summary
                 continue
             t0 = time.perf_counter()
             label = -1 if entry.label_name is None else label_ids[entry.label_name]
-            example = records.build_sequence_example(
-                video_id=entry.video_id, label=label, label_name=entry.label_name, fps=r["fps"],
-                height=r["height"], width=r["width"], jpeg_frames=r["jpegs"],
-                flow_images=r["flow_images"])
-            writer.write(example)
+            if to_examples is None:
+                examples = [records.build_sequence_example(
+                    video_id=entry.video_id, label=label, label_name=entry.label_name,
+                    fps=r["fps"], height=r["height"], width=r["width"], jpeg_frames=r["jpegs"],
+                    flow_images=r["flow_images"])]
+            else:
+                examples = to_examples(entry, r, label_ids)
+            for example in examples:
+                writer.write(example)
             summary.write_s += time.perf_counter() - t0
             summary.decode_s += r["decode_s"]
             summary.flow_s += r["flow_s"]

@@ -259,20 +259,26 @@ def _inception_block(x, name, depths, *, t, gating, cfg: S3DGConfig):
     return keras.layers.Concatenate(axis=-1, name=f"{name}.concat")([b0, b1, b2, b3])
 
 
-def s3dg_base(inputs, cfg: S3DGConfig) -> dict:
+def s3dg_base(inputs, cfg: S3DGConfig, start_after: str | None = None) -> dict:
     """Builds the base network on the Keras tensor `inputs` `[B,T,H,W,C]`.
 
+    With `start_after` (an endpoint), `inputs` stands for that endpoint's output and only the
+    blocks after it are built (e.g. Mixed_5b/5c on RoI features), with the same layer names.
     Returns an ordered dict `{endpoint: tensor}` for every endpoint up to `cfg.final_endpoint`.
     """
     cc = cfg.conv
     endpoints = {}
     t, gating = 1, False
     net = inputs
+    skipping = start_after is not None
     for end_point in VALID_ENDPOINTS:
         if end_point == cfg.temporal_conv_startat:
             t = 3
         if end_point == cfg.gating_startat:
             gating = True
+        if skipping:
+            skipping = end_point != resolve_endpoint(start_after)
+            continue
         if end_point == "Conv2d_1a_7x7":
             # Slim: never separable, a separable first layer is slow (slim's comment).
             net = L.spatiotemporal_conv(

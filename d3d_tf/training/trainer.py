@@ -34,7 +34,7 @@ from d3d_tf.preprocessing import RGB_RANGES
 from d3d_tf.training import checkpoints, distinit, evaluation, summaries, tasks
 from d3d_tf.training import strategy as strategy_lib
 
-TASKS = ("classify", "distill", "finetune", "distinit")
+TASKS = ("classify", "distill", "finetune", "distinit", "ava")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 
@@ -51,7 +51,8 @@ class TrainConfig:
     train_data: str = field(help="Glob of training TFRecord shards.")
     task: str = field("classify", "classify: train on one modality; distill: RGB student + "
                       "frozen teacher (D3D); finetune: restore a backbone, new head; distinit: "
-                      "video student of frozen image teachers on (unlabeled) videos.",
+                      "video student of frozen image teachers on (unlabeled) videos; ava: "
+                      "action detector on AVA keyframe records (docs/ava.md).",
                       choices=TASKS)
     eval_data: str | None = field(None, "Glob of validation TFRecord shards (optional).")
     labels: str | None = field(None, "labels.txt (default: next to the training shards).")
@@ -119,9 +120,21 @@ class TrainConfig:
     distinit_loss_weights: tuple = field((), "distinit: loss weight of each teacher (Eq. 3; "
                                          "default 1 each).", item=float)
     # fine-tuning
-    init_from: str | None = field(None, "finetune: model directory whose backbone initializes "
-                                  "the network (the head is re-initialized).")
+    init_from: str | None = field(None, "finetune / ava: model directory whose backbone "
+                                  "initializes the network (the head is re-initialized).")
     freeze_until: str | None = field(None, "Freeze all blocks up to this endpoint (e.g. 4F).")
+    # AVA detection (d3d_tf.training.ava_task; --init_from gives the backbone)
+    ava_endpoint: str = field("Mixed_4f", "ava: backbone endpoint whose time-averaged features "
+                              "are cropped per person box (RoIAlign).")
+    ava_roi_size: int = field(14, "ava: RoIAlign output side, feature pixels (MaxPool_5a "
+                              "halves it before Mixed_5b).", min=1)
+    ava_max_boxes: int = field(16, "ava: boxes per keyframe (ground truth in training, best-"
+                               "scored proposals at evaluation); more are dropped.", min=1)
+    ava_box_jitter: float = field(0.1, "ava: training boxes = ground truth with centre moved by "
+                                  "up to this fraction of its size and sides scaled by "
+                                  "exp(+-this).", min=0)
+    ava_box_loss_weight: float = field(1.0, "ava: weight of the box-offset (Huber) loss.",
+                                       min=0)
     # optimization
     optimizer: str = field("sgd", "SGD with momentum or AdamW.", choices=OPTIMIZERS)
     learning_rate: float = field(0.1, "Peak learning rate.", min=0)
@@ -234,8 +247,8 @@ def validate(config: TrainConfig) -> None:
             raise ValueError(f"--distinit_temperature must be > 0, got {c.distinit_temperature}")
     if c.task == "finetune":
         _require_model_dir(c.init_from, "--init_from", "--task=finetune")
-    elif c.init_from and c.task != "finetune":
-        raise ValueError("--init_from is only used with --task=finetune")
+    elif c.init_from and c.task not in ("finetune", "ava"):
+        raise ValueError("--init_from is only used with --task=finetune or --task=ava")
     if c.freeze_until:
         models.resolve_endpoint(c.freeze_until)
     if needs_flow and not _records_have_flow(train_files):
@@ -444,7 +457,9 @@ def train(config: TrainConfig) -> dict:
 def _train(config: TrainConfig) -> dict:
     c = config
     validate(c)
-    names = preprocessing.read_labels(labels_path(c))
+                      "frozen teacher (D3D); finetune: restore a backbone, new head; distinit: "
+                      "video student of frozen image teachers on (unlabeled) videos; ava: "
+                      "action detector on AVA keyframe records (docs/ava.md).",
     if c.mixed_precision:
         if not tf.config.list_physical_devices("GPU") and cpu_has_native_bfloat16() is False:
             logging.warning("--mixed_precision: this CPU has no native bfloat16 (AVX512-BF16 or "

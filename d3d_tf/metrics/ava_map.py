@@ -1,0 +1,211 @@
+"""AVA frame-mAP: the rules of ActivityNet's `get_ava_performance.py` (which runs the TF
+object-detection API's PASCAL VOC evaluator), reimplemented in numpy.
+
+    result = frame_map(groundtruth, detections, label_map, excluded)
+    result["mAP"], result["per_class"]            # AP per label-map class (NaN: no ground truth)
+
+Inputs are `{(video_id, timestamp): ava.Boxes}` as `d3d_tf.data.ava.read_boxes` returns them
+(boxes x1, y1, x2, y2 normalized; labels are action ids). The rules:
+
+* Classes are those of the label map; rows of other action ids are dropped (ground truth and
+  detections). Keyframes listed as excluded are dropped from both.
+* Per keyframe, only the `max_detections` highest-scoring detection rows (all classes together)
+  are kept (the official script keeps 50).
+* Per keyframe and class, detections are visited by decreasing score; each is a true positive
+  if its best-IoU ground-truth box of that class has IoU >= 0.5 and was not matched already,
+  else a false positive: a second detection of the same person is a false positive, and so is
+  every detection on a keyframe without ground truth.
+* Group-of ground truth (`is_group_of`, never set in AVA): a detection that is not a true
+  positive and covers >= 0.5 of its own area with a group-of box is ignored; group-of boxes do
+  not count as ground truth instances (the evaluator's `group_of_weight` = 0).
+* Boxes with x2 <= x1 or y2 <= y1 are dropped from the detections.
+* AP per class = area under the precision-recall curve with precision made monotone
+  (VOC 2010+ "all points"); recall over the class's ground-truth instances. mAP = mean over
+  classes with ground truth.
+"""
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+
+IOU_THRESHOLD = 0.5
+MAX_DETECTIONS = 50
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boxes a [N,4] and b [M,4] (x1, y1, x2, y2) -> [N,M]."""
+    inter = _intersection(a, b)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
+def _intersection(a, b):
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    return np.maximum(w, 0) * np.maximum(h, 0)
+
+
+def average_precision(scores, is_tp, num_gt: int) -> float:
+    """VOC AP of detections (scores [N], is_tp [N] in {0,1}) against `num_gt` instances."""
+    if num_gt == 0:
+        return float("nan")
+    scores, is_tp = np.asarray(scores, float), np.asarray(is_tp, float)
+    if scores.size == 0:
+        return 0.0
+    order = np.argsort(scores)[::-1]
+    tp = np.cumsum(is_tp[order])
+    fp = np.cumsum(1.0 - is_tp[order])
+    precision = tp / (tp + fp)
+    recall = tp / num_gt
+    recall = np.concatenate([[0.0], recall, [1.0]])
+    precision = np.concatenate([[0.0], precision, [0.0]])
+    for i in range(len(precision) - 2, -1, -1):
+        precision[i] = max(precision[i], precision[i + 1])
+    steps = np.where(recall[1:] != recall[:-1])[0] + 1
+    return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
+
+
+def match_keyframe(det_boxes, det_scores, gt_boxes, gt_group_of=None):
+    """TP/FP of one class's detections on one keyframe.
+
+    Returns (scores, is_tp) of the detections that count (ignored ones removed), in
+    decreasing score order.
+    """
+    det_boxes = np.asarray(det_boxes, float).reshape(-1, 4)
+    det_scores = np.asarray(det_scores, float)
+    gt_boxes = np.asarray(gt_boxes, float).reshape(-1, 4)
+    group_of = np.zeros(len(gt_boxes), bool) if gt_group_of is None else \
+        np.asarray(gt_group_of, bool)
+    order = np.argsort(-det_scores, kind="stable")
+    det_boxes, det_scores = det_boxes[order], det_scores[order]
+    is_tp = np.zeros(len(det_boxes), bool)
+    if len(det_boxes) == 0 or len(gt_boxes) == 0:
+        return det_scores, is_tp
+    ignored = np.zeros(len(det_boxes), bool)
+    single = gt_boxes[~group_of]
+    if len(single):
+        overlaps = iou(det_boxes, single)
+        best = overlaps.argmax(1)
+        taken = np.zeros(len(single), bool)
+        for i in range(len(det_boxes)):
+            g = best[i]
+            if overlaps[i, g] >= IOU_THRESHOLD and not taken[g]:
+                is_tp[i] = taken[g] = True
+    groups = gt_boxes[group_of]
+    if len(groups):
+        area = (det_boxes[:, 2] - det_boxes[:, 0]) * (det_boxes[:, 3] - det_boxes[:, 1])
+        ioa = _intersection(det_boxes, groups) / area[:, None]
+        ignored = ~is_tp & (ioa.max(1) >= IOU_THRESHOLD)
+    return det_scores[~ignored], is_tp[~ignored]
+
+
+def _valid(boxes):
+    return (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+
+
+def _top_rows(entry, wanted, capacity):
+    boxes = np.asarray(entry.boxes, float).reshape(-1, 4)
+    labels = np.asarray(entry.labels)
+    scores = np.asarray(entry.scores, float)
+    keep = np.isin(labels, list(wanted))
+    boxes, labels, scores = boxes[keep], labels[keep], scores[keep]
+    if capacity and len(scores) > capacity:
+        top = np.argsort(-scores, kind="stable")[:capacity]
+        boxes, labels, scores = boxes[top], labels[top], scores[top]
+    return boxes, labels, scores
+
+
+def frame_map(groundtruth: dict, detections: dict, label_map, excluded=frozenset(), *,
+              max_detections: int = MAX_DETECTIONS, group_of: dict | None = None) -> dict:
+    """Frame-mAP at IoU 0.5 (module doc).
+
+    Args:
+      groundtruth, detections: {(video_id, timestamp): Boxes}; detection Boxes carry scores.
+      label_map: `ava.LabelMap` (the evaluated classes).
+      excluded: keyframes to ignore.
+      group_of: optional {key: bool [n]} flags for the ground-truth rows of a keyframe.
+    Returns:
+      {"mAP": float, "per_class": [AP per label-map class], "num_gt": [instances per class],
+       "names": label-map names, "ids": label-map ids}.
+    """
+    wanted = set(label_map.ids)
+    scores = {a: [] for a in label_map.ids}
+    tps = {a: [] for a in label_map.ids}
+    num_gt = {a: 0 for a in label_map.ids}
+    gt = {}
+    for key, entry in groundtruth.items():
+        if key in excluded:
+            continue
+        boxes = np.asarray(entry.boxes, float).reshape(-1, 4)
+        labels = np.asarray(entry.labels)
+        flags = np.zeros(len(boxes), bool) if not group_of or key not in group_of else \
+            np.asarray(group_of[key], bool)
+        keep = np.isin(labels, list(wanted))
+        gt[key] = (boxes[keep], labels[keep], flags[keep])
+        for a, g in zip(labels[keep], flags[keep]):
+            num_gt[int(a)] += 0 if g else 1
+    for key, entry in detections.items():
+        if key in excluded:
+            continue
+        boxes, labels, det_scores = _top_rows(entry, wanted, max_detections)
+        valid = _valid(boxes)
+        boxes, labels, det_scores = boxes[valid], labels[valid], det_scores[valid]
+        g_boxes, g_labels, g_flags = gt.get(key, (np.zeros((0, 4)), np.zeros(0, int),
+                                                  np.zeros(0, bool)))
+        for a in np.unique(labels):
+            s, t = match_keyframe(boxes[labels == a], det_scores[labels == a],
+                                  g_boxes[g_labels == a], g_flags[g_labels == a])
+            scores[int(a)].append(s)
+            tps[int(a)].append(t)
+    per_class = []
+    for a in label_map.ids:
+        s = np.concatenate(scores[a]) if scores[a] else np.zeros(0)
+        t = np.concatenate(tps[a]) if tps[a] else np.zeros(0)
+        per_class.append(average_precision(s, t, num_gt[a]))
+    valid_aps = [ap for ap in per_class if not math.isnan(ap)]
+    return {"mAP": float(np.mean(valid_aps)) if valid_aps else float("nan"),
+            "per_class": per_class, "num_gt": [num_gt[a] for a in label_map.ids],
+            "names": list(label_map.names), "ids": list(label_map.ids)}
+
+
+def write_detections_csv(path: str, rows) -> None:
+    """Detections in the official CSV format: `video_id,timestamp,x1,y1,x2,y2,action_id,score`.
+
+    rows: iterable of (video_id, timestamp, box (x1, y1, x2, y2), action_id, score).
+    """
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        for vid, ts, box, action, score in rows:
+            writer.writerow([vid, f"{int(ts):04d}", *(f"{v:.3f}" for v in box), int(action),
+                             f"{score:.6f}"])
+
+
+def write_per_class_csv(path: str, result: dict) -> None:
+    """`action_id,name,ap,num_gt` per class (AP empty where the class has no ground truth)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["action_id", "name", "ap", "num_gt"])
+        for a, name, ap, n in zip(result["ids"], result["names"], result["per_class"],
+                                  result["num_gt"]):
+            writer.writerow([a, name, "" if math.isnan(ap) else f"{ap:.6f}", n])
+
+
+def plot_per_class(path: str, result: dict, title: str = "") -> None:
+    """Horizontal bar chart of the AP of every class (PNG)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    aps = [0.0 if math.isnan(a) else a for a in result["per_class"]]
+    fig, ax = plt.subplots(figsize=(6, 0.25 * len(aps) + 1.2))
+    ax.barh(range(len(aps)), aps)
+    ax.set_yticks(range(len(aps)), result["names"], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("AP (IoU 0.5)")
+    ax.set_title(title or f"frame-mAP {result['mAP']:.3f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,249 @@
+"""`--task=ava`: training and evaluating the AVA action detector (`d3d_tf.models.ava_head`).
+
+    python -m d3d_tf.train --task=ava --train_data='records/train-*.tfrecord' \
+        --eval_data='records/val-*.tfrecord' --init_from=runs/d3d --model_dir=runs/ava
+
+Training feeds the ground-truth person boxes with jitter (`--ava_box_jitter`); evaluation
+feeds the keyframe records' proposals (a person detector's boxes) and scores frame-mAP
+(`d3d_tf.metrics.ava_map`) against the ground truth stored in the records. The loss per clip:
+sigmoid cross-entropy summed over classes and averaged over its boxes, plus
+`--ava_box_loss_weight` x the Huber loss of the box offsets (summed over the 4, averaged over
+boxes). The step logic (replica scaling, clipping, L2) is `tasks.Task`'s.
+
+Outputs under `model_dir`: `ckpt/`, `train/` and `eval/` summaries as for every task;
+`model/` is a detector directory (`ava_head.save_detector_dir`); `train_summary.json`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from d3d_tf.data import ava, ava_pipeline
+from d3d_tf.metrics import ava_map
+from d3d_tf.models import ava_head, s3dg, saving
+from d3d_tf.training import summaries, tasks
+from d3d_tf.training import strategy as strategy_lib
+
+LABEL_MAP_FILE = ava.LABEL_MAP_FILE
+
+
+class Detection(tasks.Task):
+    """Multi-label sigmoid classification of each box + box-offset regression."""
+
+    def __init__(self, network, *, box_loss_weight: float = 1.0, **kwargs):
+        super().__init__(network, modality="rgb", **kwargs)
+        self.box_loss_weight = float(box_loss_weight)
+
+    def call(self, inputs, training=False):
+        return self.network({"rgb": inputs["rgb"], "boxes": inputs["boxes"]}, training=training)
+
+    def loss_terms(self, batch, training):
+        out = self(batch, training=training)
+        mask = batch["box_mask"]
+        boxes = tf.maximum(tf.reduce_sum(mask, 1), 1.0)
+        bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=batch["labels"],
+                                                      logits=tf.cast(out["logits"], tf.float32))
+        cls = tf.reduce_sum(tf.reduce_sum(bce, -1) * mask, 1) / boxes
+        diff = tf.abs(tf.cast(out["box_deltas"], tf.float32) - batch["targets"])
+        huber = tf.where(diff < 1.0, 0.5 * diff * diff, diff - 0.5)
+        box = tf.reduce_sum(tf.reduce_sum(huber, -1) * mask, 1) / boxes
+        return {"bce": cls, "box": box}, {"bce": 1.0, "box": self.box_loss_weight}, out
+
+    def _logs(self, batch, terms, per_example, l2, logits):
+        logs = {n: tf.reduce_mean(v) for n, v in terms.items()}
+        logs["l2"] = l2
+        logs["total"] = tf.reduce_mean(per_example) + l2
+        return logs
+
+
+def read_label_map(config) -> ava.LabelMap:
+    """The label map written by `prepare --format=ava` next to the training shards."""
+    folder = os.path.dirname(sorted(tf.io.gfile.glob(config.train_data))[0])
+    return ava.read_label_map(os.path.join(folder, LABEL_MAP_FILE))
+
+
+def pipeline_config(c, *, training: bool, pattern: str | None = None, batch=None,
+                    seed=None) -> ava_pipeline.AvaPipelineConfig:
+    return ava_pipeline.AvaPipelineConfig(
+        file_pattern=pattern or (c.train_data if training else c.eval_data),
+        num_frames=c.num_frames, frame_stride=c.frame_stride, crop_size=c.crop_size,
+        training=training, batch_size=batch or c.batch_size, max_boxes=c.ava_max_boxes,
+        min_scale=c.min_scale, random_flip=c.random_flip, box_jitter=c.ava_box_jitter,
+        rgb_range=c.rgb_range, shuffle_buffer=c.shuffle_buffer, seed=seed)
+
+
+def build_detector(c, num_classes: int) -> keras.Model:
+    """The detector of run config `c`: its backbone options, or those of `--init_from`."""
+    from d3d_tf.training import trainer  # the shared option handling of every task
+    if c.init_from:
+        spec = saving.load_spec(c.init_from)
+        backbone = s3dg.S3DGConfig(**{**spec.config, **{k: getattr(c, k) for k in (
+            "dropout_keep_prob", "weight_decay", "sync_batch_norm", "batch_norm_decay")}})
+    else:
+        backbone = s3dg.make_config(c.model, **trainer._model_options(c, 3))
+    head = ava_head.DetectorConfig(num_classes=num_classes, endpoint=c.ava_endpoint,
+                                   roi_size=c.ava_roi_size)
+    return ava_head.build_detector(backbone, head,
+                                   input_shape=(c.num_frames, c.crop_size, c.crop_size, 3))
+
+
+def predict(detector, dataset, label_map: ava.LabelMap, log_every: int = 0):
+    """Runs the detector on eval elements; returns (detections, ground truth) as
+    {(video_id, timestamp): ava.Boxes} with one detection row per (proposal, class): the
+    proposal refined by its offsets, the class's sigmoid score."""
+
+    @tf.function(reduce_retracing=True)
+    def run(rgb, boxes):
+        out = detector({"rgb": rgb, "boxes": boxes}, training=False)
+        return (tf.sigmoid(tf.cast(out["logits"], tf.float32)),
+                ava_head.decode_boxes(tf.cast(out["box_deltas"], tf.float32), boxes))
+
+    dets, gts = {}, {}
+    ids = np.asarray(label_map.ids)
+    for i, batch in enumerate(dataset):
+        scores, refined = (x.numpy() for x in run(batch["rgb"], batch["boxes"]))
+        for b, (vid, ts) in enumerate(zip(batch["video_id"].numpy(),
+                                          batch["timestamp"].numpy())):
+            key = (vid.decode(), int(ts))
+            det, gt = ava.Boxes(), ava.Boxes()
+            for n in np.flatnonzero(batch["box_mask"][b].numpy()):
+                for k in range(len(ids)):
+                    det.boxes.append(refined[b, n].tolist())
+                    det.labels.append(int(ids[k]))
+                    det.scores.append(float(scores[b, n, k]))
+            g_labels = batch["gt_labels"][b].numpy()
+            for n in np.flatnonzero(batch["gt_mask"][b].numpy()):
+                for k in np.flatnonzero(g_labels[n]):
+                    gt.boxes.append(batch["gt_boxes"][b, n].numpy().tolist())
+                    gt.labels.append(int(ids[k]))
+                    gt.scores.append(1.0)
+            dets[key] = det
+            if gt.boxes:
+                gts[key] = gt
+        if log_every and (i + 1) % log_every == 0:
+            logging.info("  evaluated %d batches", i + 1)
+    return dets, gts
+
+
+def evaluate(c, detector, label_map) -> dict:
+    ds = ava_pipeline.make_dataset(pipeline_config(c, training=False,
+                                                   batch=c.eval_batch_size or c.batch_size))
+    dets, gts = predict(detector, ds, label_map)
+    return ava_map.frame_map(gts, dets, label_map)
+
+
+def validate(c) -> None:
+    if c.modality != "rgb":
+        raise ValueError("--task=ava trains an RGB detector: use --modality=rgb")
+    if c.init_from:
+        saving.resolve_model_dir(c.init_from)
+    folder = os.path.dirname(sorted(tf.io.gfile.glob(c.train_data))[0])
+    if not os.path.isfile(os.path.join(folder, LABEL_MAP_FILE)):
+        raise FileNotFoundError(f"{folder}/{LABEL_MAP_FILE} not found: --train_data must be "
+                                f"keyframe records of `prepare --format=ava`")
+    ava_head.DetectorConfig(num_classes=1, endpoint=c.ava_endpoint, roi_size=c.ava_roi_size)
+
+
+def train(c) -> dict:
+    """The training loop of `trainer.train` for the detector (resumable, any strategy)."""
+    from d3d_tf.training import trainer
+    validate(c)
+    label_map = read_label_map(c)
+    strategy = strategy_lib.make_strategy(c.strategy)
+    chief = strategy_lib.is_chief(strategy)
+    out_dir = strategy_lib.worker_dir(c.model_dir, strategy)
+    os.makedirs(out_dir, exist_ok=True)
+    tf.random.set_seed(c.seed)
+    keras.utils.set_random_seed(c.seed)
+    with strategy.scope():
+        detector = build_detector(c, len(label_map.ids))
+        task = Detection(detector, box_loss_weight=c.ava_box_loss_weight,
+                         global_batch_size=c.batch_size, clip_norm=c.clip_norm)
+        task.compile(optimizer=trainer.make_optimizer(c))
+        optimizer = task.optimizer
+        optimizer.build(detector.trainable_variables)
+        ckpt = tf.train.Checkpoint(network=detector, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, "ckpt"),
+                                         max_to_keep=c.max_checkpoints)
+    latest = tf.train.latest_checkpoint(os.path.join(c.model_dir, "ckpt"))
+    if latest:
+        ckpt.restore(latest).assert_existing_objects_matched()
+        logging.info("resumed from %s", latest)
+    elif c.init_from:
+        loaded = ava_head.init_backbone(detector, c.init_from)
+        logging.info("ava: %d backbone variables from %s", len(loaded), c.init_from)
+    if c.freeze_until:
+        tasks.freeze_until(detector, c.freeze_until)
+    start = int(optimizer.iterations.numpy())
+    seed = c.seed + start
+    dist = strategy.distribute_datasets_from_function(
+        lambda ctx: ava_pipeline.make_dataset(pipeline_config(c, training=True, seed=seed), ctx))
+    iterator = iter(dist)
+
+    @tf.function
+    def train_fn(batch):
+        logs = strategy.run(task.train_step, args=(batch,))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                for k, v in logs.items()}
+
+    writer = tf.summary.create_file_writer(os.path.join(out_dir, "train")) if chief \
+        else tf.summary.create_noop_writer()
+    eval_writer = tf.summary.create_file_writer(os.path.join(out_dir, "eval")) if chief \
+        else tf.summary.create_noop_writer()
+    result, logs, history = {}, {}, []
+
+    def save(step):
+        if chief:
+            metrics = {"frame_mAP": result["mAP"]} if result else {}
+            ava_head.save_detector_dir(
+                os.path.join(c.model_dir, "model"), detector, name=c.model,
+                labels=label_map.names, ids=label_map.ids, input_range=c.rgb_range,
+                source=f"d3d_tf.train task=ava step={step}", metrics=metrics)
+
+    def run_eval(step):
+        nonlocal result
+        if not c.eval_data:
+            return
+        result = evaluate(c, detector, label_map)
+        logging.info("eval step %d: frame-mAP %.4f", step, result["mAP"])
+        with eval_writer.as_default():
+            summaries.scalar("eval/frame_mAP", result["mAP"], step=step)
+        save(step)
+
+    step, t0 = start, time.time()
+    while step < c.train_steps:
+        logs = train_fn(next(iterator))
+        step += 1
+        if step == start + 1 or step % c.log_every == 0 or step == c.train_steps:
+            values = {k: float(v) for k, v in logs.items()}
+            if not all(np.isfinite(v) for v in values.values()):
+                raise FloatingPointError(f"non-finite loss at step {step}: {values}")
+            history.append({"step": step, **values})
+            logging.info("step %d/%d  %s", step, c.train_steps,
+                         "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            with writer.as_default():
+                for k, v in values.items():
+                    summaries.scalar(f"train/{k}", v, step=step)
+        if step % c.checkpoint_every == 0 or step == c.train_steps:
+            manager.save(checkpoint_number=step)
+        if c.eval_every and step % c.eval_every == 0 and step != c.train_steps:
+            run_eval(step)
+    run_eval(step)
+    if not c.eval_data:
+        save(step)
+    summary = {"step": step, "start_step": start, "train_seconds": time.time() - t0,
+               "loss_history": history,
+               "final_train_logs": {k: float(v) for k, v in logs.items()},
+               "frame_mAP": result.get("mAP") if result else None}
+    if chief:
+        with open(os.path.join(c.model_dir, "train_summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    logging.info("done: step %d, frame-mAP %s", step, summary["frame_mAP"])
+    return summary
+

@@ -1,0 +1,138 @@
+"""AVA frame-mAP on hand-made detections whose AP is known."""
+import math
+
+import numpy as np
+import pytest
+
+from d3d_tf.data.ava import Boxes, LabelMap
+from d3d_tf.metrics import ava_map
+
+LABELS = LabelMap((1, 5), ("walk", "sit"))
+A, B, C = [0.1, 0.1, 0.4, 0.9], [0.5, 0.1, 0.9, 0.9], [0.0, 0.0, 0.3, 0.3]
+
+
+def _boxes(rows):
+    e = Boxes()
+    for box, label, score in rows:
+        e.boxes.append(box)
+        e.labels.append(label)
+        e.scores.append(score)
+    return e
+
+
+def _gt():
+    # Two keyframes; "walk" has 3 instances, "sit" 1.
+    return {("v", 1): _boxes([(A, 1, 1.0), (B, 1, 1.0), (B, 5, 1.0)]),
+            ("v", 2): _boxes([(A, 1, 1.0)])}
+
+
+def test_perfect_detections_give_one():
+    dets = {("v", 1): _boxes([(A, 1, 0.9), (B, 1, 0.8), (B, 5, 0.7)]),
+            ("v", 2): _boxes([(A, 1, 0.6)])}
+    r = ava_map.frame_map(_gt(), dets, LABELS)
+    assert r["mAP"] == 1.0 and r["per_class"] == [1.0, 1.0] and r["num_gt"] == [3, 1]
+
+
+def test_false_positive_ranked_first():
+    # walk: one FP (box C) scored above the 3 TPs: precisions 0, 1/2, 2/3, 3/4 at recalls
+    # 0, 1/3, 2/3, 1; made monotone (max over higher recall) every step gets 3/4 -> AP 0.75.
+    dets = {("v", 1): _boxes([(C, 1, 0.95), (A, 1, 0.9), (B, 1, 0.8), (B, 5, 0.7)]),
+            ("v", 2): _boxes([(A, 1, 0.6)])}
+    r = ava_map.frame_map(_gt(), dets, LABELS)
+    assert r["per_class"][0] == pytest.approx(0.75)
+    assert r["mAP"] == pytest.approx((r["per_class"][0] + 1.0) / 2)
+    # The FP ranked last instead: AP 1 (it comes after full recall).
+    dets[("v", 1)].scores[0] = 0.1
+    assert ava_map.frame_map(_gt(), dets, LABELS)["per_class"][0] == 1.0
+
+
+def test_missed_box_and_duplicates():
+    # One walk instance never detected: recall stops at 2/3 with precision 1 -> AP 2/3.
+    dets = {("v", 1): _boxes([(A, 1, 0.9), (B, 5, 0.7)]), ("v", 2): _boxes([(A, 1, 0.6)])}
+    assert ava_map.frame_map(_gt(), dets, LABELS)["per_class"][0] == pytest.approx(2 / 3)
+    # A second detection of the same person is a false positive, even with the better IoU:
+    # near_b (IoU 0.95 with B) is visited first and takes B.
+    near_b = [0.52, 0.1, 0.9, 0.9]
+    dets = {("v", 1): _boxes([(A, 1, 0.9), (B, 1, 0.8), (near_b, 1, 0.85), (B, 5, 0.7)]),
+            ("v", 2): _boxes([(A, 1, 0.6)])}
+    # walk order: A(TP) near_b(TP, takes B) B(FP, B taken) A2(TP): precisions 1,1,2/3,3/4
+    # at recalls 1/3, 2/3, 2/3, 1 -> AP = 1/3 + 1/3 + 1/3 * 3/4.
+    r = ava_map.frame_map(_gt(), dets, LABELS)
+    assert r["per_class"][0] == pytest.approx(1 / 3 + 1 / 3 + 0.75 / 3)
+
+
+def test_excluded_keyframes_and_keyframes_without_ground_truth():
+    dets = {("v", 1): _boxes([(A, 1, 0.9), (B, 1, 0.8), (B, 5, 0.7)]),
+            ("v", 2): _boxes([(A, 1, 0.6)]),
+            ("v", 3): _boxes([(A, 1, 0.99)])}  # no ground truth at t=3: a false positive
+    r = ava_map.frame_map(_gt(), dets, LABELS)
+    assert r["per_class"][0] == pytest.approx(0.75)
+    # Excluded, the keyframe counts for nothing; excluding t=2 also drops its instance.
+    assert ava_map.frame_map(_gt(), dets, LABELS, excluded={("v", 3)})["mAP"] == 1.0
+    r = ava_map.frame_map(_gt(), dets, LABELS, excluded={("v", 3), ("v", 2)})
+    assert r["num_gt"] == [2, 1] and r["mAP"] == 1.0
+
+
+def test_classes_outside_label_map_invalid_boxes_and_empty_classes():
+    gt = {("v", 1): _boxes([(A, 1, 1.0), (B, 80, 1.0)])}
+    dets = {("v", 1): _boxes([(A, 1, 0.9), (B, 80, 0.95), ([0.5, 0.5, 0.4, 0.9], 1, 0.99)])}
+    r = ava_map.frame_map(gt, dets, LABELS)
+    assert r["per_class"][0] == 1.0 and math.isnan(r["per_class"][1]) and r["mAP"] == 1.0
+    # Only the 50 best detections of a keyframe count: 60 better-scored FPs push the TP out.
+    many = _boxes([(C, 1, 0.99)] * 60 + [(A, 1, 0.5)])
+    assert ava_map.frame_map(gt, {("v", 1): many}, LABELS)["per_class"][0] == 0.0
+
+
+def test_group_of_detections_are_ignored():
+    group = [0.0, 0.0, 1.0, 0.5]
+    gt = {("v", 1): _boxes([(A, 1, 1.0), (group, 1, 1.0)])}
+    inside = [0.6, 0.05, 0.8, 0.4]  # IoU with A = 0, fully inside the group-of box
+    dets = {("v", 1): _boxes([(inside, 1, 0.95), (A, 1, 0.9)])}
+    flags = {("v", 1): [False, True]}
+    r = ava_map.frame_map(gt, dets, LABELS, group_of=flags)
+    assert r["num_gt"][0] == 1 and r["per_class"][0] == 1.0
+    # Without the flag the box is a plain instance and the inside detection a false positive.
+    r = ava_map.frame_map(gt, dets, LABELS)
+    assert r["num_gt"][0] == 2 and r["per_class"][0] == pytest.approx(0.5 * 0.5)
+
+
+def test_average_precision_matches_a_brute_force_definition():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n = int(rng.integers(1, 12))
+        scores, tp = rng.random(n), rng.random(n) < 0.5
+        num_gt = int(tp.sum() + rng.integers(0, 3)) or 1
+        order = np.argsort(-scores)
+        hits = np.cumsum(tp[order])
+        prec, rec = hits / np.arange(1, n + 1), hits / num_gt
+        # Sum over each true positive of the best precision at that recall or beyond.
+        expected = sum(prec[i:].max() for i in range(n) if tp[order][i]) / num_gt
+        assert ava_map.average_precision(scores, tp, num_gt) == pytest.approx(expected)
+        assert rec[-1] <= 1.0
+
+
+def test_official_csv_and_per_class_outputs(tmp_path):
+    path = tmp_path / "dets.csv"
+    ava_map.write_detections_csv(str(path), [("v", 902, (0.1, 0.2, 0.3, 0.4), 12, 0.5)])
+    assert path.read_text() == "v,0902,0.100,0.200,0.300,0.400,12,0.500000\n"
+    from d3d_tf.data import ava
+    back = ava.read_boxes(str(path), scores=True)
+    assert back[("v", 902)].labels == [12] and back[("v", 902)].scores == [0.5]
+    r = ava_map.frame_map(_gt(), {}, LABELS)
+    assert r["per_class"] == [0.0, 0.0]
+    ava_map.write_per_class_csv(str(tmp_path / "ap.csv"), r)
+    assert (tmp_path / "ap.csv").read_text().splitlines()[1] == "1,walk,0.000000,3"
+    ava_map.plot_per_class(str(tmp_path / "ap.png"), r)
+    assert (tmp_path / "ap.png").stat().st_size > 1000
+
+
+def test_shuffled_class_scores():
+    # Every person box is scored for both classes. Right order: AP 1. Scores swapped so that
+    # the wrong class of person A ranks first: sit sees FP, FP, TP -> AP 1/3; walk is unhurt.
+    def dets(swap):
+        a_walk, a_sit = (0.9, 0.95) if swap else (0.95, 0.1)
+        return {("v", 1): _boxes([(A, 1, a_walk), (A, 5, a_sit), (B, 1, 0.3), (B, 5, 0.2)]),
+                ("v", 2): _boxes([(A, 1, 0.6), (A, 5, 0.7 if swap else 0.05)])}
+    assert ava_map.frame_map(_gt(), dets(False), LABELS)["mAP"] == 1.0
+    r = ava_map.frame_map(_gt(), dets(True), LABELS)
+    assert r["per_class"] == pytest.approx([1.0, 1 / 3]) and r["mAP"] == pytest.approx(2 / 3)
