@@ -163,6 +163,8 @@ class TrainConfig:
     eval_every: int = field(0, "Evaluate (and rewrite model/) every N steps; 0 = only at the "
                             "end.", min=0)
     eval_clips: int = field(1, "Clips per validation video.", min=1)
+    eval_crops: int = field(1, "Spatial crops per validation clip: 1 (centre) or 3 (along the "
+                            "long side).", choices=(1, 3))
     eval_batch_size: int | None = field(None, "Evaluation batch (default --batch_size).")
     log_every: int = field(10, "Progress line every N steps.", min=1)
     summary_images_every: int = field(0, "Input-frame image summaries every N steps (0 = first "
@@ -381,7 +383,8 @@ def _pipeline(c: TrainConfig, *, training: bool, batch: int, seed: int | None,
         file_pattern=c.train_data if training else c.eval_data, num_frames=c.num_frames,
         frame_stride=c.frame_stride, crop_size=c.crop_size, training=training,
         modalities=tuple(modalities), batch_size=batch,
-        num_clips=1 if training else c.eval_clips, resize_short_side=c.resize_short_side,
+        num_clips=1 if training else c.eval_clips, num_crops=1 if training else c.eval_crops,
+        resize_short_side=c.resize_short_side,
         min_scale=c.min_scale if training else 1.0, random_flip=c.random_flip,
         rgb_range=c.rgb_range,
         shuffle_buffer=c.shuffle_buffer, seed=seed)
