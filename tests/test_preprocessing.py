@@ -48,7 +48,9 @@ def test_training_evaluation_and_serving_see_the_same_pixels(tmp_path):
     for the SavedModel and the TFLite model take the same frames, crop and normalization."""
     rng = np.random.default_rng(3)
     n = 20
-    frames = np.repeat(rng.integers(40, 200, (1, 40, 48, 3), dtype=np.uint8), n, axis=0)
+    # Grey (equal channels): the video codec and JPEG subsample colour, not brightness.
+    grey = rng.integers(40, 200, (1, 40, 48, 1), dtype=np.uint8)
+    frames = np.repeat(np.repeat(grey, 3, axis=-1), n, axis=0)
     for i in range(n):  # a bright square moving right: a wrong frame index shows at once
         frames[i, 12:24, 2 + i:14 + i] = 250
     path = str(tmp_path / "v.mp4")
@@ -67,9 +69,12 @@ def test_training_evaluation_and_serving_see_the_same_pixels(tmp_path):
     clips = predict.video_clips(path, predictor, predict.PredictConfig(num_clips=2))
     assert clips.shape == rgb.shape == (2, H.FRAMES, H.SIZE, H.SIZE, 3)
     served = preprocessing.normalize_rgb(clips).numpy()
-    # Only the JPEG round trip (quality 100) separates them.
-    assert np.abs(served - rgb).max() < 0.06, np.abs(served - rgb).max()
-    assert np.abs(np.roll(served, 1, axis=1) - rgb).max() > 0.5  # off by one frame is caught
+    # Only the JPEG round trip of the stored frames separates them (noise is JPEG's worst case:
+    # a few grey levels on average); a clip one frame or a crop one pixel off is far away.
+    err = np.abs(served - rgb)
+    assert err.mean() < 0.03 and np.percentile(err, 99) < 0.12, (err.mean(), err.max())
+    assert np.abs(np.roll(served, 1, axis=1) - rgb).max() > 0.8
+    assert np.abs(np.roll(served, 1, axis=3) - rgb).mean() > 0.2
 
     model, _ = saving.load_model_dir(H.model_dir())
     keras_probs = tf.nn.softmax(model(served, training=False)).numpy()
