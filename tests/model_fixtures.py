@@ -29,7 +29,8 @@ def informative_weights(model, seed=0):
             value = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
         w.assign(value.astype("float32"))
     x = np.concatenate(list(synthetic_clips(8, model.inputs[0].shape[1:], seed=seed)))
-    logits = model(tf.constant(x, tf.float32) / 127.5 - 1.0, training=False).numpy()
+    logits = model(tf.constant(x, tf.float32) / 127.5 - 1.0, training=False)
+    logits = (logits["logits"] if isinstance(logits, dict) else logits).numpy()
     spread = float((logits - logits.mean(axis=0)).std()) or 1.0
     kernel = next(w for w in model.weights if w.path == "Logits.Conv2d_0c_1x1/kernel")
     kernel.assign(kernel.numpy() * (2.0 / spread))
