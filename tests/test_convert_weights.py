@@ -204,6 +204,7 @@ def test_slim_checkpoint_converts_exactly(tmp_path, kind, kwargs, preset):
     assert np.std(want) > 1e-2  # the comparison is not between two constants
 
 
+@pytest.mark.slow
 def test_cli_writes_model_directory(tmp_path):
     arrays = slim_variables()
     prefix = write_slim_checkpoint(tmp_path, arrays)

@@ -134,6 +134,7 @@ def _config(tmp_path, **kw):
     return trainer.TrainConfig(**{**base, **kw})
 
 
+@pytest.mark.slow
 def test_flow_teacher_trains_and_evaluates_end_to_end(tmp_path):
     """trainer.train on 2-channel flow with evaluation between steps: the flow stem's
     zero-padded conv3d must survive grappler's rewrites of the training and the eval graph."""
