@@ -7,6 +7,7 @@ module), and the converted model is compared with an independent tf.nn forward p
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -225,8 +226,18 @@ def test_cli_writes_model_directory(tmp_path):
         f"--labels={labels}",
     ]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    from d3d_tf.data import video
+
+    clip = tmp_path / "clip.mp4"
+    video.write_video(str(clip), np.random.default_rng(3).integers(0, 256, (12, 64, 80, 3),
+                                                                   dtype=np.uint8))
+    result = subprocess.run(cmd + [f"--check_clip={clip}"], capture_output=True, text=True,
+                            env=env, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
+    # --check_clip: the top-1 class and its probability under each range.
+    for input_range in ("[-1,1]", "[0,1]"):
+        assert re.search(rf"clip.mp4 with RGB in {re.escape(input_range)}: top-1 class_\d "
+                         r"\(0\.\d{3}\)", result.stdout), result.stdout
     model, spec = saving.load_model_dir(str(out))
     # The released D3D checkpoints take [-1,1] RGB, the converter's default for slim.
     assert spec.name == "s3dg" and spec.input_range == "[-1,1]" and spec.num_classes == CLASSES
