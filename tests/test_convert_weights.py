@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from model_fixtures import SLIM_BLOCKS
 
 from d3d_tf.models import naming, saving
 from d3d_tf.weights import slim as slim_import
@@ -27,21 +28,6 @@ SHAPE = (8, 64, 64, 3)  # T, H, W, C
 
 def _depth(d, m=0.25):
     return max(int(d * m), 16)
-
-
-# Inception block depths of research/slim/nets/s3dg.py (inception_block_v1_3d calls), written
-# out here rather than read from d3d_tf.models.s3dg.
-SLIM_BLOCKS = {
-    "Mixed_3b": (64, 96, 128, 16, 32, 32),
-    "Mixed_3c": (128, 128, 192, 32, 96, 64),
-    "Mixed_4b": (192, 96, 208, 16, 48, 64),
-    "Mixed_4c": (160, 112, 224, 24, 64, 64),
-    "Mixed_4d": (128, 128, 256, 24, 64, 64),
-    "Mixed_4e": (112, 144, 288, 32, 64, 64),
-    "Mixed_4f": (256, 160, 320, 32, 128, 128),
-    "Mixed_5b": (256, 160, 320, 32, 128, 128),
-    "Mixed_5c": (384, 192, 384, 48, 128, 128),
-}
 
 
 def slim_variables(*, gating=True, separable=True, first_t=3, rng=None, m=0.25,
