@@ -385,6 +385,33 @@ def test_torchvision_table_covers_the_model():
         torch_s3d.keras_variable("features.99.weight")
 
 
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "torchvision_s3d.npz")
+
+
+@pytest.mark.slow  # two 16x224x224 clips through the whole network
+def test_torchvision_s3d_matches_stored_outputs():
+    """Without torch: torchvision's S3D outputs, stored by tests/scripts/
+    make_torchvision_s3d_fixture.py, are reproduced from the same numpy-made weights."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "scripts"))
+    import make_torchvision_s3d_fixture as fixture
+
+    stored = np.load(FIXTURE)
+    dims = np.split(stored["shape_dims"], np.cumsum(stored["shape_ndims"])[:-1])
+    state = fixture.numpy_state_dict(list(stored["keys"]), dims, int(stored["weight_seed"]))
+    clips = fixture.numpy_clips(tuple(stored["clip_shape"]), int(stored["clip_seed"]))
+    model = torch_s3d.import_state_dict(state, input_shape=clips.shape[1:], log=lambda *a: None)
+    both = keras.Model(model.inputs[0], [model.output, model.get_layer("Mixed_5c.concat").output])
+    logits, mixed_5c = (np.asarray(y) for y in both(clips, training=False))
+    want, want_5c = stored["logits"], stored["mixed_5c_mean"]
+    assert np.std(want) > 0.1 and np.std(want_5c) > 0.1  # outputs that depend on the weights
+    diff = np.abs(logits - want).max()
+    diff_5c = np.abs(mixed_5c.mean(axis=(1, 2, 3)) - want_5c).max() / np.abs(want_5c).max()
+    print(f"torchvision S3D fixture ({', '.join(stored['versions'])}), clips {clips.shape}: "
+          f"logits max abs diff {diff:.3g} (std {np.std(want):.3g}); Mixed_5c mean {diff_5c:.3g}")
+    assert diff < 1e-4, diff
+    assert diff_5c < 1e-5, diff_5c
+
+
 # Runs in its own process: importing torchvision (its triton dependency) after TensorFlow
 # crashes the interpreter, so the PyTorch side never shares a process with TF here.
 _TORCH_REFERENCE = """
