@@ -359,6 +359,10 @@ def test_compare_ranges_scores_both_ranges():
     np.testing.assert_array_equal(clip, frames[1:4, 1:5, 2:6])
     np.testing.assert_array_equal(range_check.centre_clip(frames, 7, 4)[:, 0, 0],
                                   frames[[0, 1, 2, 3, 4, 0, 1], 1, 2])
+    flow_inputs = keras.Input((2, 4, 4, 2))
+    flow = keras.Model(flow_inputs, keras.layers.GlobalAveragePooling3D()(flow_inputs))
+    with pytest.raises(ValueError, match="needs an RGB model; this one takes 2 channels"):
+        range_check.check_video(flow, "unused.mp4")
 
 
 # ---- torchvision S3D ----
