@@ -10,19 +10,12 @@ import subprocess
 import sys
 
 import pytest
+from model_fixtures import SLIM_STAGES
 
 from d3d_tf import models
 from d3d_tf.models import summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-# (branch 0 1x1, branch 1 1x1 -> 3x3, branch 2 1x1 -> 3x3, branch 3 pool -> 1x1): slim s3dg.py.
-BLOCKS = {"3": [(64, 96, 128, 16, 32, 32), (128, 128, 192, 32, 96, 64)],
-          "4": [(192, 96, 208, 16, 48, 64), (160, 112, 224, 24, 64, 64),
-                (128, 128, 256, 24, 64, 64), (112, 144, 288, 32, 64, 64),
-                (256, 160, 320, 32, 128, 128)],
-          "5": [(256, 160, 320, 32, 128, 128), (384, 192, 384, 48, 128, 128)]}
 
 
 def s3dg_flops(frames, size, m, classes):
@@ -49,7 +42,7 @@ def s3dg_flops(frames, size, m, classes):
         else:
             t, h = half(t), half(h)  # MaxPool_4a_3x3 / MaxPool_5a_2x2
         n = t * h * h
-        for depths in BLOCKS[stage]:
+        for depths in SLIM_STAGES[stage]:
             d0, d1a, d1b, d2a, d2b, d3 = (d(c) for c in depths)
             for a, b in ((d1a, d1b), (d2a, d2b)):
                 total += 2 * n * (cin * a + 9 * a * b + 3 * b * b) + 2 * b * b

@@ -7,6 +7,7 @@ module), and the converted model is compared with an independent tf.nn forward p
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from model_fixtures import SLIM_BLOCKS
 
 from d3d_tf.models import naming, saving
 from d3d_tf.weights import slim as slim_import
@@ -26,21 +28,6 @@ SHAPE = (8, 64, 64, 3)  # T, H, W, C
 
 def _depth(d, m=0.25):
     return max(int(d * m), 16)
-
-
-# Inception block depths of research/slim/nets/s3dg.py (inception_block_v1_3d calls), written
-# out here rather than read from d3d_tf.models.s3dg.
-SLIM_BLOCKS = {
-    "Mixed_3b": (64, 96, 128, 16, 32, 32),
-    "Mixed_3c": (128, 128, 192, 32, 96, 64),
-    "Mixed_4b": (192, 96, 208, 16, 48, 64),
-    "Mixed_4c": (160, 112, 224, 24, 64, 64),
-    "Mixed_4d": (128, 128, 256, 24, 64, 64),
-    "Mixed_4e": (112, 144, 288, 32, 64, 64),
-    "Mixed_4f": (256, 160, 320, 32, 128, 128),
-    "Mixed_5b": (256, 160, 320, 32, 128, 128),
-    "Mixed_5c": (384, 192, 384, 48, 128, 128),
-}
 
 
 def slim_variables(*, gating=True, separable=True, first_t=3, rng=None, m=0.25,
@@ -204,6 +191,7 @@ def test_slim_checkpoint_converts_exactly(tmp_path, kind, kwargs, preset):
     assert np.std(want) > 1e-2  # the comparison is not between two constants
 
 
+@pytest.mark.slow
 def test_cli_writes_model_directory(tmp_path):
     arrays = slim_variables()
     prefix = write_slim_checkpoint(tmp_path, arrays)
@@ -224,8 +212,18 @@ def test_cli_writes_model_directory(tmp_path):
         f"--labels={labels}",
     ]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    from d3d_tf.data import video
+
+    clip = tmp_path / "clip.mp4"
+    video.write_video(str(clip), np.random.default_rng(3).integers(0, 256, (12, 64, 80, 3),
+                                                                   dtype=np.uint8))
+    result = subprocess.run(cmd + [f"--check_clip={clip}"], capture_output=True, text=True,
+                            env=env, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
+    # --check_clip: the top-1 class and its probability under each range.
+    for input_range in ("[-1,1]", "[0,1]"):
+        assert re.search(rf"clip.mp4 with RGB in {re.escape(input_range)}: top-1 class_\d "
+                         r"\(0\.\d{3}\)", result.stdout), result.stdout
     model, spec = saving.load_model_dir(str(out))
     # The released D3D checkpoints take [-1,1] RGB, the converter's default for slim.
     assert spec.name == "s3dg" and spec.rgb_range == "[-1,1]" and spec.num_classes == CLASSES
@@ -361,6 +359,10 @@ def test_compare_ranges_scores_both_ranges():
     np.testing.assert_array_equal(clip, frames[1:4, 1:5, 2:6])
     np.testing.assert_array_equal(range_check.centre_clip(frames, 7, 4)[:, 0, 0],
                                   frames[[0, 1, 2, 3, 4, 0, 1], 1, 2])
+    flow_inputs = keras.Input((2, 4, 4, 2))
+    flow = keras.Model(flow_inputs, keras.layers.GlobalAveragePooling3D()(flow_inputs))
+    with pytest.raises(ValueError, match="needs an RGB model; this one takes 2 channels"):
+        range_check.check_video(flow, "unused.mp4")
 
 
 # ---- torchvision S3D ----
@@ -385,6 +387,33 @@ def test_torchvision_table_covers_the_model():
     assert torch_s3d.keras_variable("features.5.branch1.0.1.num_batches_tracked") is None
     with pytest.raises(torch_s3d.StateDictError, match="features.99.weight"):
         torch_s3d.keras_variable("features.99.weight")
+
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "torchvision_s3d.npz")
+
+
+@pytest.mark.slow  # two 16x224x224 clips through the whole network
+def test_torchvision_s3d_matches_stored_outputs():
+    """Without torch: torchvision's S3D outputs, stored by tests/scripts/
+    make_torchvision_s3d_fixture.py, are reproduced from the same numpy-made weights."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "scripts"))
+    import make_torchvision_s3d_fixture as fixture
+
+    stored = np.load(FIXTURE)
+    dims = np.split(stored["shape_dims"], np.cumsum(stored["shape_ndims"])[:-1])
+    state = fixture.numpy_state_dict(list(stored["keys"]), dims, int(stored["weight_seed"]))
+    clips = fixture.numpy_clips(tuple(stored["clip_shape"]), int(stored["clip_seed"]))
+    model = torch_s3d.import_state_dict(state, input_shape=clips.shape[1:], log=lambda *a: None)
+    both = keras.Model(model.inputs[0], [model.output, model.get_layer("Mixed_5c.concat").output])
+    logits, mixed_5c = (np.asarray(y) for y in both(clips, training=False))
+    want, want_5c = stored["logits"], stored["mixed_5c_mean"]
+    assert np.std(want) > 0.1 and np.std(want_5c) > 0.1  # outputs that depend on the weights
+    diff = np.abs(logits - want).max()
+    diff_5c = np.abs(mixed_5c.mean(axis=(1, 2, 3)) - want_5c).max() / np.abs(want_5c).max()
+    print(f"torchvision S3D fixture ({', '.join(stored['versions'])}), clips {clips.shape}: "
+          f"logits max abs diff {diff:.3g} (std {np.std(want):.3g}); Mixed_5c mean {diff_5c:.3g}")
+    assert diff < 1e-4, diff
+    assert diff_5c < 1e-5, diff_5c
 
 
 # Runs in its own process: importing torchvision (its triton dependency) after TensorFlow

@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -32,6 +33,7 @@ def _result(output: str) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+@pytest.mark.slow
 def test_mirrored_two_replicas_equals_one_device():
     proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, "mirrored_vs_single.py")],
                           env=_env(), capture_output=True, text=True, timeout=600,
@@ -52,6 +54,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_multi_worker_two_processes_end_identical(tmp_path):
     data = train_fixtures.write_dataset(str(tmp_path / "data"), videos=4, shards=2)
     model_dir = str(tmp_path / "run")
@@ -88,6 +91,7 @@ def test_multi_worker_two_processes_end_identical(tmp_path):
     assert os.path.isfile(os.path.join(model_dir, "model", "model.json"))
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_at_saved_step(tmp_path):
     data = train_fixtures.write_dataset(str(tmp_path / "data"), videos=4)
     model_dir = str(tmp_path / "run")

@@ -53,6 +53,7 @@ def test_saved_model_layout_and_model_card():
             version=3))
 
 
+@pytest.mark.slow
 def test_saved_model_parity_in_fresh_process():
     x = H.clips(3)
     ref = H.keras_probabilities(x)
@@ -93,6 +94,7 @@ def test_signature_rejects_wrong_dtype_rank_and_size():
         fn(frames=tf.zeros([1, 8, 40, 40, 3], tf.uint8))  # other H x W: rejected, not resized
 
 
+@pytest.mark.slow
 def test_saved_model_cli_shows_the_documented_signature():
     proc = subprocess.run([os.path.join(BIN, "saved_model_cli"), "show", "--all", "--dir",
                            H.saved_model_version_dir()],
@@ -146,6 +148,7 @@ def test_op_check_rejects_flex_ops():
         tflite.check_builtin_only(flat)
 
 
+@pytest.mark.slow
 def test_tflite_quantized_variants_builtin_ops_and_top1_agreement():
     # A shallower network (up to Mixed_3c) keeps the conversions fast; it has every op kind.
     from ai_edge_litert.interpreter import Interpreter

@@ -39,6 +39,7 @@ def _shapes(model):
     return {k: tuple(v.shape[1:]) for k, v in model.output.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pooling", ["3d", "2d"])
 def test_endpoint_shapes_full_size(pooling):
     backbone = models.build_backbone("s3dg", input_shape=(64, 224, 224, 3), pooling=pooling)
@@ -46,6 +47,7 @@ def test_endpoint_shapes_full_size(pooling):
     assert _shapes(backbone) == REFERENCE_224
 
 
+@pytest.mark.slow
 def test_full_size_forward_pass_runs():
     net = models.build_classifier("s3dg", num_classes=400, input_shape=(64, 224, 224, 3))
     clip = np.random.default_rng(0).uniform(-1, 1, (1, 64, 224, 224, 3)).astype("float32")
@@ -54,6 +56,7 @@ def test_full_size_forward_pass_runs():
     assert np.all(np.isfinite(logits))
 
 
+@pytest.mark.slow
 def test_endpoint_shapes_112_and_10_frames():
     small = models.build_backbone("s3dg", input_shape=(64, 112, 112, 3))
     assert _shapes(small)["Mixed_5c"] == (8, 4, 4, 1024)
@@ -344,6 +347,7 @@ def test_summary_table_counts_flops_and_params():
     assert sum(r.params for r in rows.values()) == net.count_params()
 
 
+@pytest.mark.slow
 def test_summary_cli_prints_every_endpoint():
     out = subprocess.run(
         [sys.executable, "-m", "d3d_tf.models.summary", "--model=s3d", "--num_frames=8",

@@ -47,6 +47,7 @@ def test_predict_saved_model_matches_keras_on_the_same_clips(tmp_path):
     np.testing.assert_allclose([r["score"] for r in result["top_k"]], ref[top], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_predict_tflite_agrees_with_saved_model(tmp_path):
     path = _video(tmp_path / "b.webm", n=6)  # shorter than a clip: looped
     config = predict.PredictConfig(num_clips=1)
@@ -73,6 +74,7 @@ def test_predictor_rejects_bad_model_paths(tmp_path):
         predict.Predictor(str(tmp_path / "bad.tflite"))
 
 
+@pytest.mark.slow
 def test_cli_json_and_errors(tmp_path):
     good = _video(tmp_path / "good.mp4")
     bad = tmp_path / "bad.mp4"

@@ -117,6 +117,7 @@ def _prepare_cmd(video_dir, out_dir):
             f"--out_dir={out_dir}", "--flow=tvl1", "--num_shards=8", "--workers=2"]
 
 
+@pytest.mark.slow
 def test_interrupted_prepare_resumes_without_duplicates(tmp_path):
     root = make_tree(tmp_path / "videos", per_class=4, n=12, size=48)
     out = tmp_path / "out"
@@ -149,6 +150,7 @@ def test_interrupted_prepare_resumes_without_duplicates(tmp_path):
     assert records.verify_shards(str(out / "train-*.tfrecord"), parse=True) == 8
 
 
+@pytest.mark.slow
 def test_synthetic_manifest_end_to_end(tmp_path):
     from d3d_tf.data import synthetic
     cfg = synthetic.SyntheticConfig(num_classes=2, videos_per_class=2, num_frames=6, size=32,

@@ -40,6 +40,7 @@ def _check_against_signature(inputs: dict, sig):
         assert all(d == -1 or d == s for d, s in zip(dims, value.shape)), (dims, value.shape)
 
 
+@pytest.mark.slow
 def test_rest_requests_match_signature_and_run():
     rest = _load("rest_client")
     sig = _signature_def()
@@ -77,6 +78,7 @@ def test_rest_requests_match_signature_and_run():
     assert rest.model_url("http://h:8501/", "tiny", 3) == "http://h:8501/v1/models/tiny/versions/3"
 
 
+@pytest.mark.slow
 def test_grpc_request_matches_signature_and_runs():
     pytest.importorskip("tensorflow_serving.apis.predict_pb2",
                         reason="optional extra `serving` (tensorflow-serving-api)")

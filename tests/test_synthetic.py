@@ -101,6 +101,7 @@ def test_cli_writes_requested_classes(tmp_path):
         ("move_right", "test")]
 
 
+@pytest.mark.slow
 def test_cli_plain_background_and_bad_range(tmp_path):
     common = [sys.executable, "-m", "d3d_tf.synthetic", "--classes=1", "--videos_per_class=1",
               "--frames=2", "--size=32", "--background_drift=0"]
@@ -116,6 +117,7 @@ def test_cli_plain_background_and_bad_range(tmp_path):
     assert bad.returncode != 0 and "--speed takes two numbers" in bad.stderr
 
 
+@pytest.mark.slow
 def test_demo_data_flagfile(tmp_path):
     """configs/demo/synthetic.flags parses and selects the 4 translation classes."""
     flagfile = os.path.join(os.path.dirname(__file__), "..", "configs", "demo", "synthetic.flags")

@@ -33,7 +33,8 @@ def _run(task, batch, steps):
     return [{k: float(v) for k, v in step(batch).items()} for _ in range(steps)]
 
 
-def test_classifier_lowers_loss(modality="flow"):
+@pytest.mark.parametrize("modality", ["rgb", "flow"])
+def test_classifier_lowers_loss(modality):
     keras.utils.set_random_seed(0)
     c = 3 if modality == "rgb" else 2
     net = models.build_classifier("s3dg", input_shape=(T, S, S, c), in_channels=c, **SHORT)
@@ -133,6 +134,7 @@ def _config(tmp_path, **kw):
     return trainer.TrainConfig(**{**base, **kw})
 
 
+@pytest.mark.slow
 def test_flow_teacher_trains_and_evaluates_end_to_end(tmp_path):
     """trainer.train on 2-channel flow with evaluation between steps: the flow stem's
     zero-padded conv3d must survive grappler's rewrites of the training and the eval graph."""

@@ -264,23 +264,42 @@ def validate(config: TrainConfig) -> None:
 
 
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from 0 to `base(warmup_steps)` over `warmup_steps`, then `base(step)`."""
+    """Linear warmup from 0 to `base(warmup_steps)` over `warmup_steps`, then `base(step)`.
+
+    base: a LearningRateSchedule or a constant learning rate (float); either round-trips
+    through `get_config` / `from_config`.
+    """
 
     def __init__(self, base, warmup_steps: int):
         self.base = base
         self.warmup_steps = warmup_steps
 
+    def _base(self, step):
+        if isinstance(self.base, keras.optimizers.schedules.LearningRateSchedule):
+            return tf.cast(self.base(step), tf.float32)
+        return tf.constant(float(self.base), tf.float32)
+
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
-        lr = tf.cast(self.base(step), tf.float32)
+        lr = self._base(step)
         if not self.warmup_steps:
             return lr
         frac = tf.minimum(step / float(self.warmup_steps), 1.0)
-        return tf.where(step < self.warmup_steps, frac * tf.cast(
-            self.base(float(self.warmup_steps)), tf.float32), lr)
+        return tf.where(step < self.warmup_steps, frac * self._base(float(self.warmup_steps)),
+                        lr)
 
     def get_config(self):
-        return {"warmup_steps": self.warmup_steps}
+        base = self.base
+        if isinstance(base, keras.optimizers.schedules.LearningRateSchedule):
+            base = keras.optimizers.schedules.serialize(base)
+        return {"base": base, "warmup_steps": self.warmup_steps}
+
+    @classmethod
+    def from_config(cls, config):
+        base = config["base"]
+        if isinstance(base, dict):
+            base = keras.optimizers.schedules.deserialize(base)
+        return cls(base, config["warmup_steps"])
 
 
 def make_schedule(c: TrainConfig):
@@ -290,13 +309,12 @@ def make_schedule(c: TrainConfig):
             decay_steps=max(c.train_steps - c.warmup_steps, 1), alpha=c.cosine_alpha,
             warmup_target=c.learning_rate if c.warmup_steps else None,
             warmup_steps=c.warmup_steps)
-    if c.schedule == "step":
+    if c.schedule == "step" and c.step_boundaries:
         bounds = [int(b) for b in c.step_boundaries]
         values = [c.learning_rate * c.step_factor ** i for i in range(len(bounds) + 1)]
-        base = keras.optimizers.schedules.PiecewiseConstantDecay(bounds, values) if bounds \
-            else (lambda step: tf.constant(c.learning_rate))
+        base = keras.optimizers.schedules.PiecewiseConstantDecay(bounds, values)
         return WarmupSchedule(base, c.warmup_steps)
-    return WarmupSchedule(lambda step: tf.constant(c.learning_rate), c.warmup_steps)
+    return WarmupSchedule(c.learning_rate, c.warmup_steps)
 
 
 def make_optimizer(c: TrainConfig):

@@ -43,6 +43,8 @@ def check_video(model, path: str, labels=()) -> dict:
     """`compare_ranges` on the centre clip of the video file `path` at the model's T x H."""
     from d3d_tf.data import video
 
-    t, size = model.inputs[0].shape[1], model.inputs[0].shape[2]
+    t, size, channels = model.inputs[0].shape[1], model.inputs[0].shape[2], model.inputs[0].shape[4]
+    if channels != 3:
+        raise ValueError(f"--check_clip needs an RGB model; this one takes {channels} channels")
     frames = video.read_video(path, short_side=size)
     return compare_ranges(model, centre_clip(frames, t, size), labels)
