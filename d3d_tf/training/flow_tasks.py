@@ -15,8 +15,8 @@
   to the endpoint and the decoder; the paper pretrains it this way), predicts flow; that flow
   is turned into the input of a flow S3D-G (`temporal_stream`, a flow model directory,
   e.g. the teacher) and everything is fine-tuned end to end on CE alone.
-  Prediction -> temporal-stream input: (mag, sin θ, cos θ) -> (x, y) = max(mag,0)·(cos θ,
-  sin θ)/||(cos θ, sin θ)|| px of the input frame, divided by FLOW_BOUND = 20 and clipped to
+  Prediction -> temporal-stream input: (mag, sin θ, cos θ) -> (x, y) = max(mag, 0)·(cos θ,
+  sin θ) px of the input frame (as for the EPE), divided by FLOW_BOUND = 20 and clipped to
   [-1, 1] (the pipeline's flow convention), then brought from the decoder's T'×H'×W' grid to
   the clip's T×H×W (each time step repeated, bilinear in space), so the temporal stream sees
   a flow clip of the size it was trained on. The run has no model/ directory (two networks in
