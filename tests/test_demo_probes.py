@@ -23,8 +23,8 @@ def _probe(out, name, label, modality, clip_epes, zeros=2.0, seed=0):
     os.makedirs(os.path.join(d, "3A"), exist_ok=True)
     clips = [{"video_id": f"v{i}", "epe": e, "zeros_epe": zeros} for i, e in enumerate(clip_epes)]
     run = {"label": label, "modality": modality, "decoder": "pwc", "finetune": False,
-           "results": [{"alias": "3A", "endpoint": "MaxPool_3a_3x3", "epe": float(np.mean(clip_epes)),
-                        "zeros_epe": zeros, "clips": clips}]}
+           "results": [{"alias": "3A", "endpoint": "MaxPool_3a_3x3",
+                        "epe": float(np.mean(clip_epes)), "zeros_epe": zeros, "clips": clips}]}
     with open(os.path.join(d, "probe.json"), "w") as f:
         json.dump(run, f)
     rng = np.random.default_rng(seed)

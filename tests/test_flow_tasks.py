@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import probe_fixtures
 
 from d3d_tf import config_flags
-from d3d_tf.models import decoders, saving
+from d3d_tf.models import decoders
 from d3d_tf.training import flow_tasks, probe, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,9 +66,10 @@ def _train_config(flagfile, **overrides):
 def test_table6_flagfiles_train(tmp_path):
     train = probe_fixtures.write_translations(str(tmp_path / "data"), videos=4)
     test = probe_fixtures.write_translations(str(tmp_path / "data"), videos=2, prefix="test")
-    tiny = dict(train_data=train, eval_data=test, labels=str(tmp_path / "data" / "labels.txt"),
-                num_frames=4, crop_size=32, batch_size=2, train_steps=2, eval_every=0,
-                log_every=1, warmup_steps=0)
+    tiny = {"train_data": train, "eval_data": test,
+            "labels": str(tmp_path / "data" / "labels.txt"), "num_frames": 4, "crop_size": 32,
+            "batch_size": 2, "train_steps": 2, "eval_every": 0, "log_every": 1,
+            "warmup_steps": 0}
     # "S3D-G with flow loss" (its objective: the test above): the flagfile's run needs flow.
     c = _train_config("configs/demo/flow_loss.flags", model_dir=str(tmp_path / "fl"), **tiny)
     assert (c.task, c.flow_endpoint, c.flow_decoder, c.flow_weight) == ("flow_loss", "3A",
@@ -110,7 +111,7 @@ def test_probe_flagfiles_parse_into_probe_configs():
         c = config_flags.from_flags(probe.ProbeConfig, flag_values=fv)
         config_flags.check(c)
         assert c.decoder in decoders.DECODERS and c.endpoints
-    table1 = [f for f in files if f.endswith("probe_table1.flags")][0]
+    table1 = next(f for f in files if f.endswith("probe_table1.flags"))
     fv = flags.FlagValues()
     config_flags.define_flags(probe.ProbeConfig, flag_values=fv)
     fv(["probe", f"--flagfile={table1}", "--model_dir=m", "--out_dir=o"])

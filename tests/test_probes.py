@@ -2,7 +2,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from d3d_tf import models
 from d3d_tf.metrics import flow_probe

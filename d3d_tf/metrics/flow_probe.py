@@ -20,8 +20,8 @@ cell `(m̂ - m)² + m·((ŝ - s)² + (ĉ - c)²)` with m the TARGET magnitude (p
 cells of a clip -> one value per clip.
 
 EPE: the prediction is turned back into a vector `max(m̂, 0)·(ĉ, ŝ)` (see `from_polar`) and
-compared with the pooled TV-L1 flow: mean over cells of `||pred - target||₂`, per clip. The all-zeros
-baseline's EPE is the mean target magnitude.
+compared with the pooled TV-L1 flow: mean over cells of `||pred - target||₂`, per clip. The
+all-zeros baseline's EPE is the mean target magnitude.
 """
 from __future__ import annotations
 

@@ -44,8 +44,8 @@ from d3d_tf.data import pipeline
 from d3d_tf.metrics import flow_probe
 from d3d_tf.metrics.probe_tables import EXAMPLES_FILE, PROBE_FILE
 from d3d_tf.models import decoders, s3dg, saving
-from d3d_tf.training import summaries, tasks, trainer
 from d3d_tf.training import strategy as strategy_lib
+from d3d_tf.training import summaries, tasks, trainer
 
 SHORT_NAMES = {v: k for k, v in s3dg.ALIASES.items()}
 
