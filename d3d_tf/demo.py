@@ -4,8 +4,8 @@
 
 Stages (each a `python -m d3d_tf.<tool>` command, printed before it runs):
 synthetic videos -> TFRecords with TV-L1 flow -> flow teacher, RGB S3D-G baseline, D3D student
--> evaluation of all three and the D3D+S3D-G ensemble -> SavedModel and TFLite export of D3D ->
-`predict` on a held-out video -> `demo_out/report.md`.
+-> evaluation of all three and the D3D+S3D-G ensemble -> flow probes at 3A of all three ->
+SavedModel and TFLite export of D3D -> `predict` on a held-out video -> `demo_out/report.md`.
 
 A finished stage leaves `demo_out/stages/<stage>.done` holding its command; rerunning skips it
 (delete the marker, or the whole `demo_out/`, to redo it). An interrupted stage reruns from
@@ -24,7 +24,7 @@ import time
 
 from absl import app, flags
 
-from d3d_tf import demo_report
+from d3d_tf import demo_probes, demo_report
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", "demo_out", "Where every artifact of the demo goes.")
@@ -98,6 +98,9 @@ def main(argv):
     for seed in range(FLAGS.seeds):
         for stage in seed_stages(out, FLAGS.configs, records, seed):
             run_stage(out, stage)
+    # Motion probes at 3A (PWC, frozen) of seed 0's teacher, baseline and D3D.
+    for name, args in demo_probes.stage_args(out, FLAGS.configs, records):
+        run_stage(out, Stage(name, _python_module("probe", *args)))
     # Seed 0's student is the one exported.
     d3d_model = os.path.join(out, "runs", "d3d" + demo_report.run_suffix(0), "model")
     export_dir = os.path.join(out, "export")

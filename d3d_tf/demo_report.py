@@ -247,6 +247,10 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None) -
             lines.append(f"*{caption}*")
             lines.append("")
 
+    from d3d_tf import demo_probes
+
+    lines += demo_probes.report_section(out_dir)
+
     videos_dir = os.path.join(out_dir, "videos")
     if os.path.exists(os.path.join(videos_dir, "manifest.csv")):
         lines += ["## Optical flow", "", ("Frame (left) and its TV-L1 flow (right; hue = "

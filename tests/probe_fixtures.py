@@ -6,8 +6,8 @@ import os
 import numpy as np
 
 from d3d_tf import models
-from d3d_tf.models import saving
 from d3d_tf.data import records
+from d3d_tf.models import saving
 
 # Constant translations: the whole frame moves by (dx, dy) px per frame, so the flow field
 # is that vector everywhere (the stored "TV-L1" is the exact flow).

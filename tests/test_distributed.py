@@ -138,6 +138,8 @@ def test_every_flagfile_parses():
     included = "".join(pathlib.Path(f).read_text() for f in files)
     for f in common:
         assert os.path.relpath(f, ROOT) in included, f"{f} is included by no flagfile"
+    # probe*.flags are d3d_tf.probe's (tests/test_flow_tasks.py parses them).
+    files = [f for f in files if not os.path.basename(f).startswith("probe")]
     assert len(files) >= 10
     proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, "parse_flagfiles.py"), *files],
                           env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300,

@@ -36,13 +36,13 @@ def setup(tmp_path_factory):
 
 
 def _config(s, **kw):
-    base = dict(model_dir=s["rgb"], train_data=s["train"], eval_data=s["test"],
-                out_dir=str(s["dir"] / "out"), batch_size=4, train_steps=2)
+    base = {"model_dir": s["rgb"], "train_data": s["train"], "eval_data": s["test"],
+            "out_dir": str(s["dir"] / "out"), "batch_size": 4, "train_steps": 2}
     return probe.ProbeConfig(**{**base, **kw})
 
 
 def _train_two_steps(model_dir, finetune):
-    model, network, spec = probe.build_probe(model_dir, "3A", "spatial", input_shape=(4, 32, 32),
+    model, _, _ = probe.build_probe(model_dir, "3A", "spatial", input_shape=(4, 32, 32),
                                              finetune=finetune)
     task = probe.FlowProbe(model, modality="rgb")
     task.compile(optimizer=keras.optimizers.SGD(0.1))
@@ -103,7 +103,7 @@ def test_bad_input_fails_before_training_with_a_clear_message(setup):
 def _cli(*args):
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT)
+                          env=env, cwd=ROOT, check=False)
 
 
 def test_cli_sweeps_endpoints_and_the_report_draws_table_and_figures(setup):
@@ -126,7 +126,8 @@ def test_cli_sweeps_endpoints_and_the_report_draws_table_and_figures(setup):
     r = _cli("d3d_tf.probe_report", f"--probes={out},{setup['dir'] / 'teacher_probe'}",
              f"--out_dir={report}", f"--fig5={out},{setup['dir'] / 'teacher_probe'}")
     assert r.returncode == 0, r.stderr[-2000:]
-    text = open(os.path.join(report, "report.md")).read()
+    with open(os.path.join(report, "report.md")) as f:
+        text = f.read()
     teacher_epe = setup["teacher_probe"]["results"][0]["epe"]
     assert f"| PWC | Flow | teacher | frozen | {teacher_epe:.3f} |" in text
     assert f"| Simple | RGB | rgb | frozen | {result['results'][1]['epe']:.3f} |" in text

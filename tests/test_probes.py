@@ -2,7 +2,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from d3d_tf import models
 from d3d_tf.metrics import flow_probe
@@ -91,6 +90,9 @@ def test_epe_is_zero_for_a_perfect_prediction_and_mean_magnitude_for_zeros():
                                0.0, atol=1e-5)
     mean_mag = np.hypot(target[..., 0], target[..., 1]).reshape(3, -1).mean(1)
     np.testing.assert_allclose(flow_probe.zeros_epe(target).numpy(), mean_mag, rtol=1e-5)
+    # The predicted direction is not normalized: a half-length (cos, sin) halves the vector.
+    np.testing.assert_allclose(flow_probe.from_polar([[2.0, 0.5, 0.0], [-1.0, 0.0, 1.0]]),
+                               [[0.0, 1.0], [0.0, 0.0]], atol=1e-6)
     # A prediction off by (3, 4) px everywhere has EPE 5.
     np.testing.assert_allclose(flow_probe.epe(target + [3.0, 4.0], target).numpy(), 5.0,
                                rtol=1e-5)

@@ -19,9 +19,9 @@ Loss (§3.1, "squared error ... weight the loss for the sin θ, cos θ channels 
 cell `(m̂ - m)² + m·((ŝ - s)² + (ĉ - c)²)` with m the TARGET magnitude (px), averaged over the
 cells of a clip -> one value per clip.
 
-EPE: the prediction is turned back into a vector `max(m̂, 0)·(ĉ, ŝ)/||(ĉ, ŝ)||` and compared
-with the pooled TV-L1 flow: mean over cells of `||pred - target||₂`, per clip. The all-zeros
-baseline's EPE is the mean target magnitude.
+EPE: the prediction is turned back into a vector `max(m̂, 0)·(ĉ, ŝ)` (see `from_polar`) and
+compared with the pooled TV-L1 flow: mean over cells of `||pred - target||₂`, per clip. The
+all-zeros baseline's EPE is the mean target magnitude.
 """
 from __future__ import annotations
 
@@ -60,13 +60,15 @@ def to_polar(flow) -> tf.Tensor:
 
 
 def from_polar(polar) -> tf.Tensor:
-    """[..., 3] predicted (mag, sin, cos) -> [..., 2] (x, y): magnitude clipped at 0, direction
-    normalized to unit length."""
+    """[..., 3] predicted (mag, sin, cos) -> [..., 2] (x, y) = max(mag, 0) · (cos, sin).
+
+    The predicted (cos, sin) is NOT normalized: where the features do not tell the direction,
+    the loss drives it towards the mean direction, shorter than 1, and the vector shrinks
+    towards zero motion instead of pointing a full-length vector the wrong way.
+    """
     polar = tf.convert_to_tensor(polar, tf.float32)
-    mag, s, c = tf.nn.relu(polar[..., 0]), polar[..., 1], polar[..., 2]
-    norm = tf.sqrt(s * s + c * c + 1e-12)  # the epsilon keeps the gradient finite at 0
-    scale = mag / norm
-    return tf.stack([c * scale, s * scale], axis=-1)
+    mag = tf.nn.relu(polar[..., 0])
+    return tf.stack([mag * polar[..., 2], mag * polar[..., 1]], axis=-1)
 
 
 def targets(batch_flow, grid) -> tf.Tensor:

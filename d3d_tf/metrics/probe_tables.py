@@ -54,8 +54,8 @@ def table1(runs, alias: str = "3A") -> str:
     if not rows:
         return f"(no probe run has a result at {alias})"
     zeros = rows[0][1]["zeros_epe"]
-    lines = [f"| Decoder | Modality | Model | Backbone | EPE at {alias} (px) | all zeros, same "
-             "clips (px) |", "| --- | --- | --- | --- | ---: | ---: |",
+    lines = [(f"| Decoder | Modality | Model | Backbone | EPE at {alias} (px) | all zeros, "
+              "same clips (px) |"), "| --- | --- | --- | --- | ---: | ---: |",
              f"| All zeros | – | – | – | {zeros:.3f} | {zeros:.3f} |"]
     order = {"simple": 0, "spatial": 1, "pwc": 2}
     rows.sort(key=lambda x: (x[0]["modality"] != "flow", order.get(x[0]["decoder"], 9),
@@ -168,8 +168,8 @@ def report_lines(runs, out_dir: str, *, endpoint: str = "3A", heading: str = "#"
     """Markdown lines of the probe report; the PNGs are written into `out_dir` and linked
     relative to it."""
     h = heading
-    lines = [f"{h} Motion probes", "", "EPE in pixels of the network's input frame, on each "
-             "run's evaluation clips (lower is better).", "",
+    lines = [f"{h} Motion probes", "", ("EPE in pixels of the network's input frame, on each "
+                                         "run's evaluation clips (lower is better)."), "",
              f"{h}# Table 1: decoders at {endpoint}", "", table1(runs, endpoint), ""]
     if any(len(r["results"]) > 1 for r in runs):
         png = fig4(runs, os.path.join(out_dir, "fig4_epe_per_layer.png"))

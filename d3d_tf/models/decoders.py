@@ -14,10 +14,10 @@ endpoint's T'×H'×W', linear (no activation). Convolutions have a bias and no b
   128, 128, 96, 64, 32, 3 channels, leaky ReLU (slope 0.1) after all but the last, as in
   PWC-Net. PWC-Net's estimator is densely connected (each conv also sees the outputs of all
   earlier ones, DenseNet-style); D3D lists only the six channel counts and calls the decoder
-  "equivalent" to that estimator, so the default is the plain chain (`dense=False`, the shape
-  of D3D's Fig. 3 and 554,275 parameters on a 192-channel endpoint such as 3A) and `dense=True` gives the
-  densely connected estimator (each conv's input = the endpoint features concatenated with
-  every earlier conv's output).
+  "equivalent" to that estimator, so the default is the plain chain (`dense=False`, the
+  shape of D3D's Fig. 3; 554,275 parameters on a 192-channel endpoint such as 3A) and
+  `dense=True` gives the densely connected estimator (each conv's input = the endpoint
+  features concatenated with every earlier conv's output).
 
 Parameter counts (C = endpoint channels), checked by the tests:
   simple  3C + 3

@@ -21,7 +21,9 @@ probe.json: the run's settings and one entry per endpoint with `epe` and `zeros_
 all-zeros prediction on the same clips, = mean target magnitude), both means over the eval
 clips, and `clips` (per clip: video_id, epe, zeros_epe). OUT/<alias>/examples.npz keeps the
 pooled TV-L1 target and the predicted flow ([N,T',H',W',2] px) of the first eval clips for
-Fig. 5 (`d3d_tf.probe_report`).
+Fig. 5 (`d3d_tf.probe_report`), and OUT/<alias>/weights.npz the trained probe (backbone up to
+the endpoint and decoder, by variable path), which `--task=cnn_flow` of `d3d_tf.train` starts
+from.
 """
 from __future__ import annotations
 
@@ -42,8 +44,8 @@ from d3d_tf.data import pipeline
 from d3d_tf.metrics import flow_probe
 from d3d_tf.metrics.probe_tables import EXAMPLES_FILE, PROBE_FILE
 from d3d_tf.models import decoders, s3dg, saving
-from d3d_tf.training import summaries, tasks, trainer
 from d3d_tf.training import strategy as strategy_lib
+from d3d_tf.training import summaries, tasks, trainer
 
 SHORT_NAMES = {v: k for k, v in s3dg.ALIASES.items()}
 
@@ -294,6 +296,8 @@ def probe_endpoint(c: ProbeConfig, spec: saving.ModelSpec, endpoint: str) -> dic
     eval_cfg = _pipeline_config(c, spec, training=False)
     clips, kept = evaluate_probe(model, pipeline.make_dataset(eval_cfg), spec.modality,
                                  max_clips=c.max_eval_clips, examples=c.examples)
+    # Backbone up to the endpoint + decoder: what --task=cnn_flow starts from (--flow_net_init).
+    saving.save_weights(model, os.path.join(out, saving.WEIGHTS_FILE))
     np.savez(os.path.join(out, EXAMPLES_FILE), **kept,
              video_ids=np.array([x["video_id"] for x in clips[:len(kept["pred"])]]))
     result = {

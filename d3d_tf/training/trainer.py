@@ -29,12 +29,12 @@ from d3d_tf import atomic, config_flags, models, preprocessing
 from d3d_tf.config_flags import field
 from d3d_tf.data import pipeline, records
 from d3d_tf.data.pipeline import MODALITIES
-from d3d_tf.models import layers, s3dg, saving
+from d3d_tf.models import decoders, layers, s3dg, saving
 from d3d_tf.preprocessing import RGB_RANGES
-from d3d_tf.training import checkpoints, distinit, evaluation, summaries, tasks
+from d3d_tf.training import checkpoints, distinit, evaluation, flow_tasks, summaries, tasks
 from d3d_tf.training import strategy as strategy_lib
 
-TASKS = ("classify", "distill", "finetune", "distinit", "ava")
+TASKS = ("classify", "distill", "finetune", "distinit", "ava") + flow_tasks.TASKS
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 
@@ -52,7 +52,8 @@ class TrainConfig:
     task: str = field("classify", "classify: train on one modality; distill: RGB student + "
                       "frozen teacher (D3D); finetune: restore a backbone, new head; distinit: "
                       "video student of frozen image teachers on (unlabeled) videos; ava: "
-                      "action detector on AVA keyframe records (docs/ava.md).",
+                      "action detector on AVA keyframe records (docs/ava.md); flow_loss, "
+                      "cnn_flow: the flow alternatives of D3D Table 6 (docs/probes.md).",
                       choices=TASKS)
     eval_data: str | None = field(None, "Glob of validation TFRecord shards (optional).")
     labels: str | None = field(None, "labels.txt (default: next to the training shards).")
@@ -135,6 +136,17 @@ class TrainConfig:
                                   "exp(+-this).", min=0)
     ava_box_loss_weight: float = field(1.0, "ava: weight of the box-offset (Huber) loss.",
                                        min=0)
+    # flow alternatives (d3d_tf.training.flow_tasks)
+    flow_endpoint: str = field("3A", "flow_loss, cnn_flow: endpoint read by the flow decoder.")
+    flow_decoder: str = field("pwc", "flow_loss, cnn_flow: flow decoder (simple, spatial, pwc).",
+                              choices=decoders.DECODERS)
+    flow_weight: float = field(1.0, "flow_loss: lambda_flow, weight of the flow loss next to "
+                               "CE.", min=0)
+    flow_net_init: str | None = field(None, "cnn_flow: OUT/<endpoint> folder of a probe run "
+                                      "(python -m d3d_tf.probe) that initializes the RGB layers "
+                                      "and the decoder.")
+    temporal_stream: str | None = field(None, "cnn_flow: flow model directory fed the "
+                                        "predicted flow (e.g. the flow teacher).")
     # optimization
     optimizer: str = field("sgd", "SGD with momentum or AdamW.", choices=OPTIMIZERS)
     learning_rate: float = field(0.1, "Peak learning rate.", min=0)
@@ -253,8 +265,10 @@ def validate(config: TrainConfig) -> None:
         raise ValueError("--init_from is only used with --task=finetune or --task=ava")
     if c.freeze_until:
         models.resolve_endpoint(c.freeze_until)
+    flow_tasks.validate(c)
+    needs_flow = needs_flow or c.task == "flow_loss"
     if needs_flow and not _records_have_flow(train_files):
-        why = "teacher" if c.task == "distill" else "--modality=flow"
+        why = {"distill": "teacher", "flow_loss": "flow loss"}.get(c.task, "--modality=flow")
         raise ValueError(f"this run needs optical flow ({why}) "
                          f"but the records {c.train_data} have none: prepare the data with flow "
                          "(d3d_tf.prepare --flow=tvl1)")
@@ -351,7 +365,10 @@ def build_task(c: TrainConfig, num_classes: int, global_batch: int):
     common = {"label_smoothing": c.label_smoothing, "global_batch_size": global_batch,
                   "clip_norm": c.clip_norm}
     teacher_spec = None
-    if c.task == "distill":
+    if c.task in flow_tasks.TASKS:
+        task, network = flow_tasks.build_task(c, num_classes, shape, _model_options(c, 3),
+                                              **common)
+    elif c.task == "distill":
         inner = tuple(e for e in c.distill_endpoints if e != "logits")
         network = models.build_classifier(c.model, num_classes=num_classes, input_shape=shape,
                                           endpoints=inner, **_model_options(c, 3))
@@ -438,6 +455,9 @@ def evaluate_network(c: TrainConfig, network, modality: str) -> dict:
 def save_model(c: TrainConfig, directory: str, network, names, modality, metrics: dict,
                step: int) -> None:
     # A DistInit network's classes are its teachers' (heads dropped by fine-tuning).
+    network = getattr(network, "saved_network", network)  # flow tasks: see flow_tasks
+    if network is None:
+        return
     spec = saving.spec_for(network, name=network.name if network.name in models.PRESETS
                            else c.model, labels=[] if c.task == "distinit" else names,
                            modality=modality,
@@ -522,6 +542,8 @@ def _train(config: TrainConfig) -> dict:
     start = int(optimizer.iterations.numpy())
 
     modalities = ["rgb"] if c.task in ("distill",) else [c.modality]
+    if c.task in flow_tasks.TASKS:
+        modalities = flow_tasks.modalities(c)
     if teacher_spec is not None and teacher_spec.modality not in modalities:
         modalities.append(teacher_spec.modality)
     if c.task == "distinit" and "rgb" not in modalities:  # image teachers see RGB frames
