@@ -115,6 +115,9 @@ class TrainConfig:
                                "logits (Table 3).", choices=distinit.LOSSES)
     distinit_entropy_threshold: float | None = field(
         None, "distinit: zero weight for clips whose target entropy (nats) is above this.")
+    distinit_precomputed: bool = field(False, "distinit: read the teachers' per-frame logits "
+                                       "stored with the records (python -m "
+                                       "d3d_tf.distinit_targets) instead of running them.")
     distinit_loss_weights: tuple = field((), "distinit: loss weight of each teacher (Eq. 3; "
                                          "default 1 each).", item=float)
     # fine-tuning
@@ -229,6 +232,7 @@ def validate(config: TrainConfig) -> None:
         if c.eval_data:
             raise ValueError("--task=distinit has no labels to evaluate: drop --eval_data and "
                              "evaluate after --task=finetune")
+        distinit.check_precomputed(c.distinit_precomputed, train_files[0], c.distinit_teachers)
         if c.distinit_temperature <= 0:
             raise ValueError(f"--distinit_temperature must be > 0, got {c.distinit_temperature}")
     if c.task == "finetune":
@@ -369,6 +373,7 @@ def _pipeline(c: TrainConfig, *, training: bool, batch: int, seed: int | None,
         num_clips=1 if training else c.eval_clips, resize_short_side=c.resize_short_side,
         min_scale=c.min_scale if training else 1.0, random_flip=c.random_flip,
         rgb_range=c.rgb_range,
+        teacher_logits=training and c.task == "distinit" and c.distinit_precomputed,
         shuffle_buffer=c.shuffle_buffer, seed=seed)
 
 
@@ -472,7 +477,8 @@ def train(config: TrainConfig) -> dict:
     modalities = ["rgb"] if c.task in ("distill",) else [c.modality]
     if teacher_spec is not None and teacher_spec.modality not in modalities:
         modalities.append(teacher_spec.modality)
-    if c.task == "distinit" and "rgb" not in modalities:  # image teachers see RGB frames
+    if c.task == "distinit" and "rgb" not in modalities and not c.distinit_precomputed:
+        # on-the-fly image teachers see the clip's RGB frames
         modalities.append("rgb")
     # Reseed from the start step so that a resumed run does not replay the same clips.
     seed = c.seed + start
