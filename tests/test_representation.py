@@ -55,3 +55,22 @@ def test_pca_matches_svd_and_tsne_keeps_clusters():
     assert _knn_accuracy(y, np.random.default_rng(1).permutation(labels)) < 0.7
     with pytest.raises(ValueError, match="at least 5 points"):
         R.tsne_2d(x[:3])
+
+
+def test_report_writes_filters_and_embedding(tmp_path):
+    from d3d_tf import models
+    from d3d_tf.models import saving
+    from d3d_tf.training import representation_report
+    from tests import train_fixtures
+
+    net = models.build_classifier("r3d_18", num_classes=4, input_shape=(4, 16, 16, 3),
+                                  depth_multiplier=0.125)
+    saving.save_model_dir(str(tmp_path / "m"), net, saving.spec_for(net, name="r3d_18"))
+    data = train_fixtures.write_dataset(str(tmp_path / "d"), videos=8, frames=6, size=16)
+    out = representation_report.write_report(representation_report.ReportConfig(
+        checkpoint=str(tmp_path / "m"), out_dir=str(tmp_path / "r"), data=data,
+        embedding="pca"))
+    assert out["videos"] == 8 and out["conv1_kernel"] == [3, 7, 7, 3, 8]
+    assert out["temporal_variation"] > 0.1  # random init varies over time
+    for name in ("filters.png", "embedding.png", "representation.json"):
+        assert (tmp_path / "r" / name).stat().st_size > 100
