@@ -123,6 +123,22 @@ def test_multi_teacher_heads_losses_and_frozen_teachers(tmp_path):
         distinit.DistInit(student, teachers[:1])
 
 
+def test_flow_student_learns_from_the_rgb_teacher(tmp_path):
+    teachers = distinit.load_teachers([_image_teacher(3, 0, str(tmp_path / "a.keras"))])
+    student = models.build_classifier("r2plus1d_18", num_classes=3, input_shape=(T, S, S, 2),
+                                      in_channels=2, **TINY)
+    task = distinit.DistInit(student, teachers, pick="center", modality="flow")
+    rng = np.random.default_rng(4)
+    rgb = rng.uniform(-1, 1, (2, T, S, S, 3)).astype("float32")
+    flow = rng.uniform(-1, 1, (2, T, S, S, 2)).astype("float32")
+    terms, _, logits = task.loss_terms({"rgb": rgb, "flow": flow, "label": tf.fill([2], -1)},
+                                       training=False)
+    np.testing.assert_allclose(logits, student(flow, training=False), rtol=1e-5, atol=1e-6)
+    p = _np_softmax(teachers[0].model(rgb[:, T // 2]).numpy())   # the teacher saw RGB
+    want = -(p * np.log(_np_softmax(logits.numpy()))).sum(-1)
+    np.testing.assert_allclose(terms["distinit"], want, rtol=1e-4)
+
+
 def test_keras_applications_teacher_preprocessing():
     # ResNet50 (the paper's teacher): caffe-style, frames in [-1,1] -> [0,255] -> BGR - mean.
     pre = distinit._applications_preprocess(keras.applications.ResNet50)
