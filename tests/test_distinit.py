@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 from d3d_tf import models
-from d3d_tf.data import records
+from d3d_tf.data import pipeline, records
 from d3d_tf.models import saving
-from d3d_tf.training import distinit, trainer
+from d3d_tf.training import distinit, distinit_targets, trainer
 
 T, S = 4, 16
 TINY = {"depth_multiplier": 0.125}
@@ -123,6 +123,22 @@ def test_multi_teacher_heads_losses_and_frozen_teachers(tmp_path):
         distinit.DistInit(student, teachers[:1])
 
 
+def test_flow_student_learns_from_the_rgb_teacher(tmp_path):
+    teachers = distinit.load_teachers([_image_teacher(3, 0, str(tmp_path / "a.keras"))])
+    student = models.build_classifier("r2plus1d_18", num_classes=3, input_shape=(T, S, S, 2),
+                                      in_channels=2, **TINY)
+    task = distinit.DistInit(student, teachers, pick="center", modality="flow")
+    rng = np.random.default_rng(4)
+    rgb = rng.uniform(-1, 1, (2, T, S, S, 3)).astype("float32")
+    flow = rng.uniform(-1, 1, (2, T, S, S, 2)).astype("float32")
+    terms, _, logits = task.loss_terms({"rgb": rgb, "flow": flow, "label": tf.fill([2], -1)},
+                                       training=False)
+    np.testing.assert_allclose(logits, student(flow, training=False), rtol=1e-5, atol=1e-6)
+    p = _np_softmax(teachers[0].model(rgb[:, T // 2]).numpy())   # the teacher saw RGB
+    want = -(p * np.log(_np_softmax(logits.numpy()))).sum(-1)
+    np.testing.assert_allclose(terms["distinit"], want, rtol=1e-4)
+
+
 def test_keras_applications_teacher_preprocessing():
     # ResNet50 (the paper's teacher): caffe-style, frames in [-1,1] -> [0,255] -> BGR - mean.
     pre = distinit._applications_preprocess(keras.applications.ResNet50)
@@ -154,15 +170,49 @@ def _unlabeled_records(out_dir, videos=4):
     return os.path.join(out_dir, "unlabeled-*.tfrecord")
 
 
+def test_precomputed_and_on_the_fly_targets_agree_on_uncropped_frames(tmp_path):
+    teachers = [_image_teacher(3, 0, str(tmp_path / "a.keras")),
+                _image_teacher(4, 1, str(tmp_path / "b.keras"))]
+    written = distinit_targets.precompute(distinit_targets.TargetsConfig(
+        records=_unlabeled_records(str(tmp_path / "u")), out_dir=str(tmp_path / "t"),
+        teachers=tuple(teachers)), log=lambda m: None)
+    assert os.path.isfile(str(tmp_path / "t" / "labels.txt"))
+    cfg = pipeline.PipelineConfig(file_pattern=written[0], num_frames=T, crop_size=S,
+                                  batch_size=4, random_flip=False, teacher_logits=True, seed=0)
+    batch = next(iter(pipeline.make_dataset(cfg)))
+    assert tuple(batch["teacher_logits"].shape) == (4, T, 7)
+    loaded = distinit.load_teachers(teachers, ["none"])
+    student = models.build_classifier("r3d_18", num_classes=7, input_shape=(T, S, S, 3), **TINY)
+    # All T frames (k = T): the pick's order does not matter, so both paths average the same.
+    task = distinit.DistInit(student, loaded, pick="random", num_frames=T)
+    stored = task.targets(batch)
+    fly = task.targets({"rgb": batch["rgb"]})
+    for a, b in zip(stored, fly):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
+    assert np.abs(stored[0].numpy()).max() > 0.1
+    center = distinit.DistInit(student, loaded, pick="center")
+    for a, b in zip(center.targets(batch), center.targets({"rgb": batch["rgb"]})):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="holds logits of"):
+        distinit.check_precomputed(True, written[0], teachers[:1])
+
+
 def test_train_distinit_then_finetune_drops_teacher_heads(tmp_path):
     from tests import train_fixtures
 
     teacher = _image_teacher(6, 0, str(tmp_path / "teacher.keras"))
     base = {"model": "r3d_18", "depth_multiplier": 0.125, "num_frames": T, "crop_size": S,
             "batch_size": 2, "train_steps": 2, "weight_decay": 1e-4}
+    unlabeled = _unlabeled_records(str(tmp_path / "u"))
+    with pytest.raises(ValueError, match="has no teacher logits"):
+        trainer.validate(trainer.TrainConfig(
+            model_dir=str(tmp_path / "x"), train_data=unlabeled, task="distinit",
+            distinit_teachers=(teacher,), distinit_precomputed=True, **base))
+    precomputed = distinit_targets.precompute(distinit_targets.TargetsConfig(
+        records=unlabeled, out_dir=str(tmp_path / "t"), teachers=(teacher,)), log=lambda m: None)
     summary = trainer.train(trainer.TrainConfig(
-        model_dir=str(tmp_path / "distinit"), train_data=_unlabeled_records(str(tmp_path / "u")),
-        task="distinit", distinit_teachers=(teacher,), distinit_num_frames=2,
+        model_dir=str(tmp_path / "distinit"), train_data=precomputed[0], task="distinit",
+        distinit_teachers=(teacher,), distinit_num_frames=2, distinit_precomputed=True,
         distinit_entropy_threshold=10.0, **base))
     logs = summary["final_train_logs"]
     assert logs["kept"] == 1.0 and logs["distinit"] > 0

@@ -64,6 +64,14 @@ def test_parameter_counts_equal_torchvision(name, block, published):
     assert sum(int(np.prod(w.shape)) for w in net.trainable_weights) == expected
 
 
+def test_r2d_18_has_resnet18_parameters():
+    # torchvision resnet18: the 2D version of the same table (its max pool owns no variables).
+    net = models.build_classifier("r2d_18", num_classes=1000, input_shape=(1, 16, 16, 3))
+    count = sum(int(np.prod(w.shape)) for w in net.trainable_weights)
+    assert count == 11_689_512
+    assert tuple(net.get_layer("layer2.0.conv1").kernel.shape) == (1, 3, 3, 64, 128)
+
+
 def test_mid_channel_formula_and_block_widths():
     for n_in, n_out, mid in ((64, 64, 144), (64, 128, 230), (128, 128, 288), (128, 256, 460),
                              (256, 512, 921), (512, 512, 1152)):

@@ -45,7 +45,7 @@ import dataclasses
 import tensorflow as tf
 
 from d3d_tf import preprocessing
-from d3d_tf.data import records
+from d3d_tf.data import records, teacher_logits
 from d3d_tf.preprocessing import FLOW_BOUND, RGB_RANGES  # noqa: F401 (re-exported)
 
 MODALITIES = ("rgb", "flow")
@@ -72,6 +72,7 @@ class PipelineConfig:
     repeat: bool | None = None   # default: repeat in training, single pass in eval
     drop_remainder: bool | None = None  # default True in training, False in eval
     seed: int | None = None      # deterministic when set
+    teacher_logits: bool = False  # also `teacher_logits` [B,T,D] (d3d_tf.data.teacher_logits)
 
     def validate(self) -> None:
         mods = tuple(self.modalities)
@@ -211,6 +212,8 @@ def _make_clip_fn(config: PipelineConfig):
                 flow = tf.cond(flip, lambda: tf.reverse(flow, axis=[2]) * [-1.0, 1.0],
                                lambda: flow)
             out["flow"] = tf.reshape(tf.clip_by_value(flow, -1.0, 1.0), [k, t, c, c, 2])
+        if config.teacher_logits:
+            out["teacher_logits"] = teacher_logits.gather(serialized, flat, k, t)
         out["label"] = tf.fill([k], tf.cast(ex["label"], tf.int32))
         out["video_id"] = tf.fill([k], ex["video_id"])
         return out

@@ -32,6 +32,7 @@ import os
 import keras
 import tensorflow as tf
 
+from d3d_tf.data import records, teacher_logits
 from d3d_tf.training import tasks
 
 FRAME_PICKS = ("center", "random")
@@ -249,10 +250,18 @@ class DistInit(tasks.Task):
         self.temperature, self.loss_name = float(temperature), loss
         self.entropy_threshold = entropy_threshold
 
-    def targets(self, rgb):
-        """Clip-level teacher logits (Eq. 1 before the softmax), one `[B,K_i]` per teacher."""
-        batch, t = tf.shape(rgb)[0], rgb.shape[1]
-        idx = pick_frames(t, batch, pick=self.pick, k=self.num_frames)
+    def targets(self, batch):
+        """Clip-level teacher logits (Eq. 1 before the softmax), one `[B,K_i]` per teacher:
+        from the precomputed `batch["teacher_logits"]` `[B,T,D]` when the batch has them (no
+        teacher runs), else from the teachers on the picked RGB frames."""
+        if "teacher_logits" in batch:
+            stored = tf.cast(batch["teacher_logits"], tf.float32)
+            idx = pick_frames(stored.shape[1], tf.shape(stored)[0], pick=self.pick,
+                              k=self.num_frames)
+            z = tf.reduce_mean(tf.gather(stored, idx, axis=1, batch_dims=1), axis=1)
+            return tf.split(z, self.splits, axis=-1)
+        rgb = batch["rgb"]
+        idx = pick_frames(rgb.shape[1], tf.shape(rgb)[0], pick=self.pick, k=self.num_frames)
         frames = gather_frames(rgb, idx)
         return [video_logits(teacher.frame_logits(frames), self.num_frames)
                 for teacher in self.teachers]
@@ -260,7 +269,7 @@ class DistInit(tasks.Task):
     def loss_terms(self, batch, training):
         logits = self(batch, training=training)
         heads = tf.split(logits, self.splits, axis=-1)
-        targets = self.targets(batch["rgb"])
+        targets = self.targets(batch)
         terms, weights = {}, {}
         one = len(self.teachers) == 1
         for i, (s, z, w) in enumerate(zip(heads, targets, self.teacher_weights)):
@@ -285,3 +294,17 @@ class DistInit(tasks.Task):
         logs["l2"] = l2
         logs["total"] = tf.reduce_mean(per_example) + l2
         return logs
+
+
+def check_precomputed(precomputed: bool, shard: str, teachers) -> None:
+    """With precomputed targets, the records must hold logits of exactly `teachers` (in order).
+    Raises ValueError naming the shard."""
+    if not precomputed:
+        return
+    names, _ = teacher_logits.read_info(next(records.read_records(shard)))
+    if not names:
+        raise ValueError(f"--distinit_precomputed: {shard} has no teacher logits; run python -m "
+                         "d3d_tf.distinit_targets on the shards first")
+    if list(names) != list(teachers):
+        raise ValueError(f"--distinit_precomputed: {shard} holds logits of {names}, but "
+                         f"--distinit_teachers={list(teachers)}")

@@ -118,6 +118,9 @@ class TrainConfig:
                                "logits (Table 3).", choices=distinit.LOSSES)
     distinit_entropy_threshold: float | None = field(
         None, "distinit: zero weight for clips whose target entropy (nats) is above this.")
+    distinit_precomputed: bool = field(False, "distinit: read the teachers' per-frame logits "
+                                       "stored with the records (python -m "
+                                       "d3d_tf.distinit_targets) instead of running them.")
     distinit_loss_weights: tuple = field((), "distinit: loss weight of each teacher (Eq. 3; "
                                          "default 1 each).", item=float)
     # fine-tuning
@@ -257,6 +260,7 @@ def validate(config: TrainConfig) -> None:
         if c.eval_data:
             raise ValueError("--task=distinit has no labels to evaluate: drop --eval_data and "
                              "evaluate after --task=finetune")
+        distinit.check_precomputed(c.distinit_precomputed, train_files[0], c.distinit_teachers)
         if c.distinit_temperature <= 0:
             raise ValueError(f"--distinit_temperature must be > 0, got {c.distinit_temperature}")
     if c.task == "finetune":
@@ -422,6 +426,7 @@ def _pipeline(c: TrainConfig, *, training: bool, batch: int, seed: int | None,
         resize_short_side=c.resize_short_side,
         min_scale=c.min_scale if training else 1.0, random_flip=c.random_flip,
         rgb_range=c.rgb_range,
+        teacher_logits=training and c.task == "distinit" and c.distinit_precomputed,
         shuffle_buffer=c.shuffle_buffer, seed=seed)
 
 
@@ -546,7 +551,8 @@ def _train(config: TrainConfig) -> dict:
         modalities = flow_tasks.modalities(c)
     if teacher_spec is not None and teacher_spec.modality not in modalities:
         modalities.append(teacher_spec.modality)
-    if c.task == "distinit" and "rgb" not in modalities:  # image teachers see RGB frames
+    if c.task == "distinit" and "rgb" not in modalities and not c.distinit_precomputed:
+        # on-the-fly image teachers see the clip's RGB frames
         modalities.append("rgb")
     # Reseed from the start step so that a resumed run does not replay the same clips.
     seed = c.seed + start

@@ -1,0 +1,28 @@
+"""Stores DistInit teacher logits for every frame with the records (precomputed targets).
+
+    python -m d3d_tf.distinit_targets --records='data/unlabeled/train-*.tfrecord' \\
+        --out_dir=data/unlabeled_resnet50 --teachers=ResNet50
+
+Then train with `--task=distinit --distinit_precomputed --train_data=data/unlabeled_resnet50/*`
+and the same `--distinit_teachers`. See docs/distinit.md.
+"""
+from __future__ import annotations
+
+from absl import app
+
+from d3d_tf import config_flags
+from d3d_tf.training import distinit_targets
+
+config_flags.define_flags(distinit_targets.TargetsConfig)
+
+
+def main(argv):
+    del argv
+    try:
+        distinit_targets.precompute(config_flags.from_flags(distinit_targets.TargetsConfig))
+    except (ValueError, FileNotFoundError) as e:
+        raise app.UsageError(str(e)) from e
+
+
+if __name__ == "__main__":
+    app.run(main)

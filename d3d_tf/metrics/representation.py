@@ -1,0 +1,138 @@
+"""Looking at a learned video representation (DistInit Figs. 3-5).
+
+* `filter_grid`: the first-layer filters over time as one picture (a row per filter, a column
+  per time step), and `temporal_variation`, one number for how much they change over time
+  (0 for inflated filters, which repeat the 2D filter).
+* `pca_2d` and `tsne_2d`: 2D embeddings of pooled features `[N,C]` for a scatter plot coloured
+  by class. scikit-learn is not a dependency: `tsne_2d` is a small exact t-SNE in numpy
+  (O(N^2) memory and time, meant for a few hundred videos), and `pca_2d` the linear fallback.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def filter_grid(kernel: np.ndarray, *, max_filters: int = 64, pad: int = 1) -> np.ndarray:
+    """uint8 RGB picture of a first-layer kernel `[t,h,w,3,C]` (Keras layout).
+
+    Row c shows filter c at time steps 0..t-1, each tile scaled to [0,255] by the filter's own
+    min and max over all its time steps (so a filter constant over time shows equal tiles).
+    With fewer than 3 input channels (flow) each channel is shown as its own grey tile.
+    """
+    kernel = np.asarray(kernel, np.float32)
+    if kernel.ndim != 5:
+        raise ValueError(f"expected a conv kernel [t,h,w,Cin,Cout], got shape {kernel.shape}")
+    t, h, w, cin, cout = kernel.shape
+    n = min(cout, max_filters)
+    if cin == 3:
+        tiles = kernel[..., :n]                                   # [t,h,w,3,n]
+    else:
+        tiles = np.repeat(kernel[..., None, :n], 3, axis=-2)      # [t,h,w,cin,3,n] grey
+        tiles = tiles.transpose(0, 3, 1, 2, 4, 5).reshape(t * cin, h, w, 3, n)
+        t = t * cin
+    lo = tiles.min(axis=(0, 1, 2, 3), keepdims=True)
+    hi = tiles.max(axis=(0, 1, 2, 3), keepdims=True)
+    tiles = (tiles - lo) / np.maximum(hi - lo, 1e-12)
+    grid = np.ones((n * (h + pad) + pad, t * (w + pad) + pad, 3), np.float32)
+    for c in range(n):
+        for i in range(t):
+            y, x = pad + c * (h + pad), pad + i * (w + pad)
+            grid[y:y + h, x:x + w] = tiles[i, :, :, :, c]
+    return np.round(grid * 255).astype(np.uint8)
+
+
+def temporal_variation(kernel: np.ndarray) -> float:
+    """Mean over filters of ||k_t - mean_t k|| / ||k|| for a kernel `[t,h,w,Cin,Cout]`: 0 when
+    every filter is the same at every time step (inflation), larger when it varies in time."""
+    kernel = np.asarray(kernel, np.float64)
+    flat = kernel.reshape(kernel.shape[0], -1, kernel.shape[-1])   # [t,hwc,C]
+    dev = np.linalg.norm(flat - flat.mean(axis=0, keepdims=True), axis=(0, 1))
+    norm = np.maximum(np.linalg.norm(flat, axis=(0, 1)), 1e-12)
+    return float(np.mean(dev / norm))
+
+
+def pca_2d(features: np.ndarray) -> np.ndarray:
+    """The first two principal components of `features` `[N,C]`: `[N,2]`."""
+    x = np.asarray(features, np.float64)
+    x = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    return x @ vt[:2].T
+
+
+def _conditional_p(d2: np.ndarray, perplexity: float) -> np.ndarray:
+    """Row-wise Gaussian affinities whose entropy matches log(perplexity) (binary search)."""
+    n = d2.shape[0]
+    target = np.log(perplexity)
+    p = np.zeros_like(d2)
+    for i in range(n):
+        lo, hi, beta = 0.0, np.inf, 1.0
+        di = np.delete(d2[i], i)
+        for _ in range(50):
+            e = np.exp(-(di - di.min()) * beta)
+            s = e.sum()
+            h = np.log(s) + beta * np.sum((di - di.min()) * e) / s
+            if abs(h - target) < 1e-5:
+                break
+            if h > target:
+                lo, beta = beta, beta * 2 if hi == np.inf else (beta + hi) / 2
+            else:
+                hi, beta = beta, (beta + lo) / 2
+        p[i, np.arange(n) != i] = e / s
+    return p
+
+
+def tsne_2d(features: np.ndarray, *, perplexity: float = 20.0, iterations: int = 500,
+            seed: int = 0) -> np.ndarray:
+    """Exact t-SNE (van der Maaten & Hinton 2008) of `features` `[N,C]` to `[N,2]`.
+
+    PCA to at most 50 dimensions first, early exaggeration 12 for the first 100 iterations,
+    gradient descent with momentum 0.5 then 0.8 and learning rate max(N/12, 50).
+    """
+    x = np.asarray(features, np.float64)
+    n = len(x)
+    if n < 5:
+        raise ValueError(f"t-SNE needs at least 5 points, got {n}")
+    perplexity = min(perplexity, (n - 1) / 3)
+    x = x - x.mean(axis=0)
+    if x.shape[1] > 50:
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        x = x @ vt[:50].T
+    d2 = np.square(x[:, None] - x[None]).sum(-1)
+    p = _conditional_p(d2, perplexity)
+    p = np.maximum((p + p.T) / (2 * n), 1e-12)
+    y = np.random.default_rng(seed).normal(0, 1e-4, (n, 2))
+    velocity = np.zeros_like(y)
+    lr = max(n / 12.0, 50.0)
+    for it in range(iterations):
+        exaggeration = 12.0 if it < 100 else 1.0
+        num = 1.0 / (1.0 + np.square(y[:, None] - y[None]).sum(-1))
+        np.fill_diagonal(num, 0.0)
+        q = np.maximum(num / num.sum(), 1e-12)
+        pq = (exaggeration * p - q) * num
+        grad = 4.0 * (pq.sum(1)[:, None] * y - pq @ y)
+        velocity = (0.5 if it < 250 else 0.8) * velocity - lr * grad
+        y = y + velocity
+        y = y - y.mean(axis=0)
+    return y
+
+
+def scatter_png(points: np.ndarray, labels, path: str, *, title: str, names=None) -> None:
+    """Writes a scatter plot of `points` `[N,2]` coloured by integer `labels` to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = np.asarray(labels)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for k in np.unique(labels):
+        m = labels == k
+        ax.scatter(points[m, 0], points[m, 1], s=12,
+                   label=names[k] if names is not None and 0 <= k < len(names) else str(k))
+    ax.set_title(title)
+    ax.legend(fontsize=6, loc="best")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,29 @@
+"""First-layer filters over time and a t-SNE of pooled features of a video ResNet.
+
+    python -m d3d_tf.representation --checkpoint=runs/distinit_r3d/model \\
+        --data='data/hmdb51_split1/test-*.tfrecord' --out_dir=report/distinit_r3d
+
+See docs/distinit.md (Figs. 3-5 of DistInit).
+"""
+from __future__ import annotations
+
+from absl import app
+
+from d3d_tf import config_flags
+from d3d_tf.training import representation_report
+
+config_flags.define_flags(representation_report.ReportConfig)
+
+
+def main(argv):
+    del argv
+    try:
+        out = representation_report.write_report(
+            config_flags.from_flags(representation_report.ReportConfig))
+    except (ValueError, FileNotFoundError) as e:
+        raise app.UsageError(str(e)) from e
+    print(out)
+
+
+if __name__ == "__main__":
+    app.run(main)

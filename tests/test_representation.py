@@ -1,0 +1,76 @@
+"""d3d_tf.metrics.representation: filter pictures, temporal variation, PCA and t-SNE."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from d3d_tf.metrics import representation as R
+from d3d_tf.weights import inflate
+
+
+def test_filter_grid_and_temporal_variation():
+    rng = np.random.default_rng(0)
+    k2d = rng.normal(size=(1, 7, 7, 3, 5)).astype("float32")
+    inflated = inflate.inflate_kernel(k2d, (3, 7, 7, 3, 5))
+    learned = rng.normal(size=(3, 7, 7, 3, 5)).astype("float32")
+    assert R.temporal_variation(inflated) == pytest.approx(0.0, abs=1e-6)
+    assert R.temporal_variation(learned) > 0.5
+    grid = R.filter_grid(inflated, pad=1)
+    assert grid.shape == (5 * 8 + 1, 3 * 8 + 1, 3) and grid.dtype == np.uint8
+    tile = lambda g, c, t: g[1 + c * 8:1 + c * 8 + 7, 1 + t * 8:1 + t * 8 + 7]  # noqa: E731
+    np.testing.assert_array_equal(tile(grid, 2, 0), tile(grid, 2, 2))  # same over time
+    g2 = R.filter_grid(learned)
+    assert not np.array_equal(tile(g2, 2, 0), tile(g2, 2, 2))
+    assert tile(g2, 2, 0).min() >= 0 and max(tile(g2, 2, t).max() for t in range(3)) == 255
+    flow = R.filter_grid(rng.normal(size=(3, 7, 7, 2, 4)))   # 2 channels: 6 grey tiles a row
+    assert flow.shape == (4 * 8 + 1, 6 * 8 + 1, 3)
+
+
+def _clusters(n_per=20, dim=20, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 6, (3, dim))
+    x = np.concatenate([c + rng.normal(0, 1, (n_per, dim)) for c in centers])
+    return x, np.repeat(np.arange(3), n_per)
+
+
+def _knn_accuracy(points, labels, k=5):
+    d = np.square(points[:, None] - points[None]).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    nearest = np.argsort(d, axis=1)[:, :k]
+    votes = labels[nearest]
+    pred = np.array([np.bincount(v, minlength=3).argmax() for v in votes])
+    return float(np.mean(pred == labels))
+
+
+def test_pca_matches_svd_and_tsne_keeps_clusters():
+    x, labels = _clusters()
+    p = R.pca_2d(x)
+    xc = x - x.mean(0)
+    _, s, _ = np.linalg.svd(xc, full_matrices=False)
+    np.testing.assert_allclose(np.linalg.norm(p, axis=0), s[:2], rtol=1e-6)
+    y = R.tsne_2d(x, perplexity=10, iterations=300)
+    assert y.shape == (60, 2) and np.isfinite(y).all()
+    assert _knn_accuracy(y, labels) >= 0.95
+    # Shuffled labels: the same check fails, so it measures the clustering.
+    assert _knn_accuracy(y, np.random.default_rng(1).permutation(labels)) < 0.7
+    with pytest.raises(ValueError, match="at least 5 points"):
+        R.tsne_2d(x[:3])
+
+
+def test_report_writes_filters_and_embedding(tmp_path):
+    from d3d_tf import models
+    from d3d_tf.models import saving
+    from d3d_tf.training import representation_report
+    from tests import train_fixtures
+
+    net = models.build_classifier("r3d_18", num_classes=4, input_shape=(4, 16, 16, 3),
+                                  depth_multiplier=0.125)
+    saving.save_model_dir(str(tmp_path / "m"), net, saving.spec_for(net, name="r3d_18"))
+    data = train_fixtures.write_dataset(str(tmp_path / "d"), videos=8, frames=6, size=16)
+    out = representation_report.write_report(representation_report.ReportConfig(
+        checkpoint=str(tmp_path / "m"), out_dir=str(tmp_path / "r"), data=data,
+        embedding="pca"))
+    assert out["videos"] == 8 and out["conv1_kernel"] == [3, 7, 7, 3, 8]
+    assert out["temporal_variation"] > 0.1  # random init varies over time
+    for name in ("filters.png", "embedding.png", "representation.json"):
+        assert (tmp_path / "r" / name).stat().st_size > 100
