@@ -13,11 +13,16 @@ import os
 
 from absl import app, flags, logging
 
+from d3d_tf import config_flags
 from d3d_tf.data import pipeline
 from d3d_tf.models import saving
-from d3d_tf.training import evaluation
+from d3d_tf.training import ava_task, evaluation
 
 FLAGS = flags.FLAGS
+flags.DEFINE_enum("task", "classify", ["classify", "ava"], "classify: clip/video accuracy of "
+                  "classifiers; ava: frame-mAP of an AVA detector (one --model) on keyframe "
+                  "records (docs/ava.md).")
+config_flags.define_flags(ava_task.AvaEvalConfig)
 flags.DEFINE_multi_string("model", None, "Model directory (repeatable).")
 flags.DEFINE_multi_string("name", None, "Display name per --model (default: directory name).")
 flags.DEFINE_string("data", None, "Glob of evaluation TFRecord shards.")
@@ -64,6 +69,9 @@ def main(argv):
     logging.set_verbosity(logging.INFO)
     if not FLAGS.model or not FLAGS.data or not FLAGS.out_dir:
         raise app.UsageError("--model, --data and --out_dir are required")
+    if FLAGS.task == "ava":
+        _evaluate_ava()
+        return
     for d in FLAGS.model:
         if not os.path.isfile(os.path.join(d, saving.SPEC_FILE)):
             raise app.UsageError(f"--model={d} is not a model directory (no {saving.SPEC_FILE})")
@@ -129,6 +137,20 @@ def main(argv):
             os.path.join(FLAGS.out_dir, "per_class_difference.png"), class_names,
             per_class[a], per_class[b], label_a=a, label_b=b, top=FLAGS.plot_top)
     logging.info("wrote %s", FLAGS.out_dir)
+
+
+def _evaluate_ava():
+    if len(FLAGS.model) != 1:
+        raise app.UsageError("--task=ava evaluates one --model (a detector directory)")
+    try:
+        out = ava_task.evaluate_detector(
+            FLAGS.model[0], FLAGS.data, config_flags.from_flags(ava_task.AvaEvalConfig),
+            FLAGS.out_dir, batch_size=FLAGS.batch_size)
+    except (ValueError, FileNotFoundError) as e:
+        raise app.UsageError(str(e))
+    print(f"frame-mAP {out['frame_mAP']:.4f} (random scores on the same boxes: "
+          f"{out['random_scores_frame_mAP']:.4f}) over {out['keyframes']} keyframes; "
+          f"wrote {FLAGS.out_dir}")
 
 
 if __name__ == "__main__":

@@ -12,12 +12,14 @@ import json
 
 from absl import app, flags, logging
 
-from d3d_tf.export import saved_model, tflite
+from d3d_tf.export import ava_saved_model, saved_model, tflite
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "Model directory (model.json + weights.npz) or a "
                     "training run directory holding model/.")
-flags.DEFINE_enum("format", "saved_model", ["saved_model", "tflite"], "Export format.")
+flags.DEFINE_enum("format", "saved_model", ["saved_model", "tflite", "ava_saved_model"],
+                  "Export format (ava_saved_model: an AVA detector, frames + boxes -> per-box "
+                  "scores; docs/ava.md).")
 flags.DEFINE_string("out", None, "Output directory: the TF Serving model root for "
                     "saved_model (<out>/<model_name>/<version>), the .tflite folder for tflite.")
 flags.DEFINE_integer("frames", None, "Clip length T in frames (default: the model's).")
@@ -39,7 +41,15 @@ flags.mark_flags_as_required(["checkpoint", "out"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if FLAGS.format == "saved_model":
+    if FLAGS.format == "ava_saved_model":
+        try:
+            path = ava_saved_model.export(FLAGS.checkpoint, FLAGS.out,
+                                          model_name=FLAGS.model_name, version=FLAGS.version,
+                                          overwrite=FLAGS.overwrite)
+        except (ValueError, FileNotFoundError, FileExistsError) as e:
+            raise app.UsageError(str(e))
+        print(path)
+    elif FLAGS.format == "saved_model":
         if FLAGS.quantize != "float32" or FLAGS.calibration_data:
             raise app.UsageError("--quantize / --calibration_data apply to --format=tflite only")
         path = saved_model.export_saved_model(saved_model.SavedModelConfig(
