@@ -18,12 +18,16 @@ import os
 
 from absl import app, flags, logging
 
-from d3d_tf import preprocessing
+from d3d_tf import config_flags, preprocessing
 from d3d_tf.data import pipeline
 from d3d_tf.models import saving
-from d3d_tf.training import evaluation
+from d3d_tf.training import ava_task, evaluation
 
 FLAGS = flags.FLAGS
+flags.DEFINE_enum("task", "classify", ["classify", "ava"], "classify: clip/video accuracy of "
+                  "classifiers; ava: frame-mAP of an AVA detector (one --model_dir) on keyframe "
+                  "records (docs/ava.md).")
+config_flags.define_flags(ava_task.AvaEvalConfig)
 flags.DEFINE_multi_string("model_dir", None, "Model directory or training run directory "
                           "(repeatable).")
 flags.DEFINE_multi_string("name", None, "Display name per --model_dir (default: directory name).")
@@ -86,6 +90,9 @@ def main(argv):
         return
     if not FLAGS.model_dir or not FLAGS.data or not FLAGS.out_dir:
         raise app.UsageError("--model_dir, --data and --out_dir are required")
+    if FLAGS.task == "ava":
+        _evaluate_ava()
+        return
     for d in FLAGS.model_dir:
         try:
             saving.resolve_model_dir(d)
@@ -154,6 +161,20 @@ def main(argv):
             os.path.join(FLAGS.out_dir, "per_class_difference.png"), class_names,
             per_class[a], per_class[b], label_a=a, label_b=b, top=FLAGS.plot_top)
     logging.info("wrote %s", FLAGS.out_dir)
+
+
+def _evaluate_ava():
+    if len(FLAGS.model_dir) != 1:
+        raise app.UsageError("--task=ava evaluates one --model_dir (a detector directory)")
+    try:
+        out = ava_task.evaluate_detector(
+            FLAGS.model_dir[0], FLAGS.data, config_flags.from_flags(ava_task.AvaEvalConfig),
+            FLAGS.out_dir, batch_size=FLAGS.batch_size)
+    except (ValueError, FileNotFoundError) as e:
+        raise app.UsageError(str(e))
+    print(f"frame-mAP {out['frame_mAP']:.4f} (random scores on the same boxes: "
+          f"{out['random_scores_frame_mAP']:.4f}) over {out['keyframes']} keyframes; "
+          f"wrote {FLAGS.out_dir}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import json
 from absl import app, flags, logging
 
 from d3d_tf import config_flags
-from d3d_tf.export import common, saved_model, tflite
+from d3d_tf.export import ava_saved_model, common, saved_model, tflite
 
 FLAGS = flags.FLAGS
 config_flags.define_flags(common.ExportConfig)
@@ -24,10 +24,14 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         config = config_flags.from_flags(common.ExportConfig)
-        if config.format == "saved_model" and (config.quantize != "float32"
-                                               or config.calibration_data):
+        if config.format != "tflite" and (config.quantize != "float32"
+                                          or config.calibration_data):
             raise ValueError("--quantize / --calibration_data apply to --format=tflite only")
-        if config.format == "saved_model":
+        if config.format == "ava_saved_model":
+            path = ava_saved_model.export(config.model_dir, config.out_dir,
+                                          model_name=config.model_name, version=config.version,
+                                          overwrite=config.overwrite)
+        elif config.format == "saved_model":
             path = saved_model.export_saved_model(config)
             logging.info("SavedModel written to %s", path)
         else:

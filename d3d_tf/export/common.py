@@ -16,7 +16,7 @@ from d3d_tf import atomic, preprocessing
 from d3d_tf.config_flags import field
 from d3d_tf.models import saving
 
-FORMATS = ("saved_model", "tflite")
+FORMATS = ("saved_model", "tflite", "ava_saved_model")
 QUANTIZE_MODES = ("float32", "float16", "dynamic_int8", "int8")
 LABELS_FILE = "labels.txt"
 MODEL_CARD_JSON = "model_card.json"
@@ -35,7 +35,8 @@ class ExportConfig:
                            "directory holding model/.")
     out_dir: str = field(help="Output directory: the TF Serving model root for saved_model "
                          "(<out_dir>/<model_name>/<version>), the .tflite folder for tflite.")
-    format: str = field("saved_model", "Export format.", choices=FORMATS)
+    format: str = field("saved_model", "Export format (ava_saved_model: an AVA detector, frames + "
+                        "boxes -> per-box scores; docs/ava.md).", choices=FORMATS)
     num_frames: int | None = field(None, "Clip length T in frames (default: the model's).",
                                    min=1)
     crop_size: int | None = field(None, "Frame height = width in pixels (default: the "

@@ -1,0 +1,63 @@
+"""SavedModel export of an AVA detector (`python -m d3d_tf.export --format=ava_saved_model`).
+
+Layout as `saved_model.py` (`<out>/<model_name>/<version>/`, labels in `assets.extra/`), with
+
+Signature `serving_default`:
+    inputs  frames   uint8   [batch, T, H, W, 3]  RGB 0..255, the clip centred on the keyframe,
+                                                  whole frames resized to H x W
+            boxes    float32 [batch, N, 4]        person boxes x1, y1, x2, y2 in [0, 1]
+    outputs scores   float32 [batch, N, K]        per-box action probabilities (sigmoid)
+            logits   float32 [batch, N, K]
+            boxes    float32 [batch, N, 4]        the boxes refined by the predicted offsets
+
+T, H and W are fixed (checked at run time, as for the classifier); N is free.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import tensorflow as tf
+
+from d3d_tf.export import common, saved_model
+from d3d_tf.models import ava_head
+
+
+def serving_function(detector, input_range: str):
+    t, h, w, _ = detector.input["rgb"].shape[1:]
+
+    def serve(frames, boxes):
+        frames = tf.ensure_shape(frames, [None, t, h, w, 3])
+        boxes = tf.ensure_shape(boxes, [None, None, 4])
+        out = detector({"rgb": common.normalize(frames, input_range), "boxes": boxes},
+                       training=False)
+        logits = tf.cast(out["logits"], tf.float32)
+        return {"scores": tf.sigmoid(logits), "logits": logits,
+                "boxes": ava_head.decode_boxes(tf.cast(out["box_deltas"], tf.float32), boxes)}
+
+    signature = [tf.TensorSpec([None, t, h, w, 3], tf.uint8, name="frames"),
+                 tf.TensorSpec([None, None, 4], tf.float32, name="boxes")]
+    return serve, signature
+
+
+def export(checkpoint: str, out_dir: str, *, model_name: str | None = None, version: int = 1,
+           overwrite: bool = False) -> str:
+    """Exports a detector directory (or its run directory); returns the version directory."""
+    if version < 1:
+        raise ValueError(f"--version must be a positive integer, got {version}")
+    detector, info = ava_head.load_detector_dir(checkpoint, dropout_keep_prob=1.0)
+    base = os.path.join(out_dir, model_name or f"ava_{info['name']}")
+    final = os.path.join(base, str(version))
+    if os.path.exists(final):
+        if not overwrite:
+            raise FileExistsError(f"{final} exists; pick another --version or pass --overwrite")
+        shutil.rmtree(final)
+    tmp = os.path.join(base, f".tmp-{version}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    serve, signature = serving_function(detector, info["input_range"])
+    saved_model.write_module(detector, serve, signature, tmp)
+    os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+    common.write_labels(os.path.join(tmp, "assets.extra", common.LABELS_FILE), info["labels"])
+    os.replace(tmp, final)
+    common.write_labels(os.path.join(base, common.LABELS_FILE), info["labels"])
+    return final
