@@ -467,8 +467,11 @@ def test_importing_d3d_tf_turns_onednn_on_unless_told_otherwise():
 
 
 def test_builders_take_the_channels_from_the_input_shape():
+    from d3d_tf.models.video_model import VideoModel
+
     flow = models.build_classifier("s3dg", num_classes=3, input_shape=(4, 32, 32, 2),
                                    depth_multiplier=0.1, final_endpoint="Mixed_3b")
+    assert isinstance(flow, VideoModel)  # the config is part of the model class
     assert flow.d3d_config.in_channels == 2 and flow.inputs[0].shape[-1] == 2
     backbone = models.build_backbone("i3d", input_shape=(4, 32, 32, 2), depth_multiplier=0.1,
                                      final_endpoint="Conv2d_2b_1x1")

@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from d3d_tf.models import layers as L
 from d3d_tf.models import s3dg, saving
+from d3d_tf.models.video_model import VideoModel
 
 DETECTOR_FILE = "detector.json"
 # Faster R-CNN's scaling of (dx, dy, dw, dh): offsets of unit variance for typical jitter.
@@ -180,8 +181,7 @@ def build_detector(backbone: s3dg.S3DGConfig, config: DetectorConfig, *,
     deltas = keras.layers.Dense(4, kernel_initializer="zeros", name="AVA.BoxDeltas")(pooled)
     outputs = {"logits": _PerBox(name="AVA.PerBoxLogits")(logits, boxes),
                "box_deltas": _PerBox(name="AVA.PerBoxDeltas")(deltas, boxes)}
-    model = keras.Model({"rgb": rgb, "boxes": boxes}, outputs, name="ava_detector")
-    model.d3d_config = cfg
+    model = VideoModel({"rgb": rgb, "boxes": boxes}, outputs, config=cfg, name="ava_detector")
     model.detector_config = config
     return model
 

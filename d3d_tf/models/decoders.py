@@ -31,6 +31,7 @@ import keras
 
 from d3d_tf.models import layers as L
 from d3d_tf.models import s3dg
+from d3d_tf.models.video_model import VideoModel
 
 DECODERS = ("simple", "spatial", "pwc")
 PWC_CHANNELS = (128, 128, 96, 64, 32, 3)
@@ -92,12 +93,11 @@ def attach_decoder(network: keras.Model, endpoint: str, kind: str, *, dense: boo
     if name not in outputs:
         raise ValueError(f"network {network.name!r} does not output endpoint {name!r}; build it "
                          f"with endpoints=({endpoint!r},)")
-    conv_impl = getattr(getattr(network, "d3d_config", None), "conv_impl", "2d")
+    conv_impl = network.d3d_config.conv_impl
     flow = decode(outputs[name], kind, dense=dense, conv_impl=conv_impl)
     result = {**outputs, "flow": flow} if keep_outputs else {"flow": flow}
-    model = keras.Model(network.input, result, name=f"{network.name}_{kind}_decoder")
-    if hasattr(network, "d3d_config"):
-        model.d3d_config = network.d3d_config
+    model = VideoModel(network.input, result, config=network.d3d_config,
+                       name=f"{network.name}_{kind}_decoder")
     return model
 
 

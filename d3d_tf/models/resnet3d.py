@@ -29,6 +29,7 @@ import dataclasses
 import keras
 
 from d3d_tf.models import layers as L
+from d3d_tf.models.video_model import VideoModel
 
 VALID_ENDPOINTS = ("conv1", "layer1", "layer2", "layer3", "layer4", "pooled")
 BLOCKS = ("3d", "2plus1d")
@@ -251,8 +252,7 @@ def build_backbone(name: str = "r3d_18", *, input_shape=(8, 112, 112, 3), **opti
     cfg = options.pop("config", None) or make_config(name, **options)
     input_shape = _check_input_shape(tuple(input_shape), cfg)
     inputs = keras.Input(shape=input_shape, name="inputs")
-    model = keras.Model(inputs, resnet3d_base(inputs, cfg), name=f"{name}_backbone")
-    model.d3d_config = cfg
+    model = VideoModel(inputs, resnet3d_base(inputs, cfg), config=cfg, name=f"{name}_backbone")
     return model
 
 
@@ -279,6 +279,5 @@ def build_classifier(
     feats = resnet3d_base(inputs, cfg)
     logits = logits_head(feats["pooled"], num_classes, cfg)
     outputs = {"logits": logits, **{e: feats[e] for e in wanted}} if wanted else logits
-    model = keras.Model(inputs, outputs, name=name)
-    model.d3d_config = cfg
+    model = VideoModel(inputs, outputs, config=cfg, name=name)
     return model

@@ -17,6 +17,7 @@ import dataclasses
 import keras
 
 from d3d_tf.models import layers as L
+from d3d_tf.models.video_model import VideoModel
 
 VALID_ENDPOINTS = (
     "Conv2d_1a_7x7",
@@ -374,8 +375,7 @@ def build_backbone(name: str = "s3dg", *, input_shape=(64, 224, 224, 3), **optio
     input_shape = _check_input_shape(tuple(input_shape), cfg)
     inputs = keras.Input(shape=input_shape, name="inputs")
     endpoints = s3dg_base(inputs, cfg)
-    model = keras.Model(inputs, endpoints, name=f"{name}_backbone")
-    model.d3d_config = cfg
+    model = VideoModel(inputs, endpoints, config=cfg, name=f"{name}_backbone")
     return model
 
 
@@ -408,6 +408,5 @@ def build_classifier(
     feats = s3dg_base(inputs, cfg)
     logits = logits_head(feats[cfg.final_endpoint], num_classes, cfg)
     outputs = {"logits": logits, **{e: feats[e] for e in wanted}} if wanted else logits
-    model = keras.Model(inputs, outputs, name=name)
-    model.d3d_config = cfg
+    model = VideoModel(inputs, outputs, config=cfg, name=name)
     return model
