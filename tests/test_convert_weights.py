@@ -325,6 +325,16 @@ def _run_cli(args):
     return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
 
 
+def test_unreadable_checkpoint_is_a_one_line_error(tmp_path):
+    missing = str(tmp_path / "nothing" / "model.ckpt-1")
+    for read in (slim_import.read_checkpoint, slim_import.has_ema):
+        with pytest.raises(slim_import.CheckpointError) as e:
+            read(missing)
+        assert str(e.value).startswith(f"Cannot read TF checkpoint {missing!r}: ")
+        assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow  # two CLI processes
 def test_cli_errors_are_one_line(tmp_path):
     missing = tmp_path / "nothing" / "model.ckpt-1"
     result = _run_cli(["--from=slim", f"--source={missing}", f"--out_dir={tmp_path / 'o'}"])
