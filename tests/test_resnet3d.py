@@ -168,8 +168,10 @@ def test_tflite_has_no_3d_op_and_matches_keras():
 
     from d3d_tf.export import tflite
 
+    # One block per stage: the same conv kinds as the 18-layer net, half the ops to convert.
     net = models.build_classifier("r2plus1d_18", num_classes=3, input_shape=(4, 16, 16, 3),
-                                  depth_multiplier=0.125, pooling="2d", conv_impl="2d_all")
+                                  depth_multiplier=0.125, pooling="2d", conv_impl="2d_all",
+                                  layers=(1, 1, 1, 1))
     spec = saving.spec_for(net, name="r2plus1d_18")
     flat = tflite.convert(net, spec)
     ops = tflite.op_counts(flat)
@@ -219,7 +221,7 @@ def test_inflated_res3d_on_a_static_clip_equals_the_2d_net_on_its_frame(tmp_path
     assert net3d.name == "r3d_18" and tuple(net3d.get_layer("conv1").kernel.shape)[0] == 3
     frame = np.random.default_rng(1).uniform(-1, 1, (2, 1, 32, 32, 3)).astype("float32")
     want = net2d(frame, training=False)["layer1"].numpy()[:, 0]
-    feats = keras.Model(net3d.inputs, net3d.get_layer("layer1.1.relu").output)  # layer1
+    feats = keras.Model(net3d.inputs[0], net3d.get_layer("layer1.1.relu").output)  # layer1
     layer1 = feats(np.repeat(frame, 12, axis=1), training=False).numpy()
     # Five [3,...] convs up to layer1 see +-5 frames: frame 6 of 12 is clear of the zero padding.
     np.testing.assert_allclose(layer1[:, 6], want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
