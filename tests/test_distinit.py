@@ -221,12 +221,17 @@ def test_train_distinit_then_finetune_drops_teacher_heads(tmp_path):
     data = train_fixtures.write_dataset(str(tmp_path / "labeled"), videos=4, frames=6, size=S)
     out = trainer.train(trainer.TrainConfig(
         model_dir=str(tmp_path / "ft"), train_data=data, eval_data=data, task="finetune",
-        init_from=str(tmp_path / "distinit" / "model"), learning_rate=0.01, **base))
+        init_from=str(tmp_path / "distinit" / "model"), learning_rate=0.01,
+        freeze_until="layer3", **base))
     assert "clip_top1" in out and "video_top5" in out
     ft, _ = saving.load_model_dir(str(tmp_path / "ft"))
     src, _ = saving.load_model_dir(str(tmp_path / "distinit"))
     assert ft.get_layer("Logits.fc").kernel.shape[-1] == 4          # the data's classes
-    assert src.get_layer("conv1").kernel.shape == ft.get_layer("conv1").kernel.shape
+    # Frozen up to layer3: the DistInit weights there are kept, layer4 trained on.
+    np.testing.assert_array_equal(src.get_layer("layer3.1.conv2").kernel.numpy(),
+                                  ft.get_layer("layer3.1.conv2").kernel.numpy())
+    assert not np.array_equal(src.get_layer("layer4.1.conv2").kernel.numpy(),
+                              ft.get_layer("layer4.1.conv2").kernel.numpy())
     with pytest.raises(ValueError, match="needs --distinit_teachers"):
         trainer.validate(trainer.TrainConfig(model_dir=str(tmp_path / "x"), train_data=data,
                                              task="distinit"))

@@ -123,7 +123,8 @@ class TrainConfig:
     # fine-tuning
     init_from: str | None = field(None, "finetune: model directory whose backbone initializes "
                                   "the network (the head is re-initialized).")
-    freeze_until: str | None = field(None, "Freeze all blocks up to this endpoint (e.g. 4F).")
+    freeze_until: str | None = field(None, "Freeze all blocks up to this endpoint (e.g. 4F; "
+                                     "layer3 for a video ResNet).")
     # optimization
     optimizer: str = field("sgd", "SGD with momentum or AdamW.", choices=OPTIMIZERS)
     learning_rate: float = field(0.1, "Peak learning rate.", min=0)
@@ -240,7 +241,8 @@ def validate(config: TrainConfig) -> None:
     elif c.init_from and c.task != "finetune":
         raise ValueError("--init_from is only used with --task=finetune")
     if c.freeze_until:
-        models.resolve_endpoint(c.freeze_until)
+        name = saving.load_spec(c.init_from).name if c.task == "finetune" else c.model
+        models.family_of(name).resolve_endpoint(c.freeze_until)
     if needs_flow and not _records_have_flow(train_files):
         raise ValueError(f"this run needs optical flow ({'teacher' if c.task == 'distill' else '--modality=flow'}) "
                          f"but the records {c.train_data} have none: prepare the data with flow "
