@@ -237,3 +237,29 @@ def test_inflated_res3d_on_a_static_clip_equals_the_2d_net_on_its_frame(tmp_path
                                       depth_multiplier=0.125)
         saving.save_model_dir(str(tmp_path / "r3d"), r3d, saving.spec_for(r3d, name="r3d_18"))
         inflate.inflate_model_dir(str(tmp_path / "r3d"))
+
+
+def test_convert_weights_cli_inflates_a_2d_model_dir(tmp_path):
+    import subprocess
+    import sys
+
+    from d3d_tf.weights import inflate
+
+    net2d = models.build_classifier("r2d_18", num_classes=3, input_shape=(1, 16, 16, 3),
+                                    depth_multiplier=0.125)
+    _randomize(net2d, 3)
+    saving.save_model_dir(str(tmp_path / "2d"), net2d, saving.spec_for(
+        net2d, name="r2d_18", labels=["x", "y", "z"], input_range="[0,1]"))
+    cmd = [sys.executable, "-m", "d3d_tf.convert_weights", "--from=inflate",
+           f"--checkpoint={tmp_path / '2d'}", "--frames=4", "--size=16",
+           "--inflate_modality=flow", f"--out={tmp_path / 'flow'}"]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    model, spec = saving.load_model_dir(str(tmp_path / "flow"))
+    assert (spec.name, spec.modality, spec.input_shape) == ("r3d_18", "flow", (4, 16, 16, 2))
+    assert spec.labels == ["x", "y", "z"] and spec.input_range == "[0,1]"
+    want, _ = inflate.inflate_model_dir(str(tmp_path / "2d"), input_shape=(4, 16, 16),
+                                        in_channels=2)
+    for a, b in zip(model.weights, want.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
