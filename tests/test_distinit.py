@@ -139,6 +139,17 @@ def test_flow_student_learns_from_the_rgb_teacher(tmp_path):
     np.testing.assert_allclose(terms["distinit"], want, rtol=1e-4)
 
 
+def test_model_dir_teacher_is_a_frozen_2d_network_on_single_frames(tmp_path):
+    net = models.build_classifier("r2d_18", num_classes=4, input_shape=(1, S, S, 3), **TINY)
+    saving.save_model_dir(str(tmp_path), net, saving.spec_for(net, name="r2d_18",
+                                                              input_range="[0,1]"))
+    teacher = distinit.load_image_teacher(str(tmp_path), rgb_range="[-1,1]")
+    assert teacher.num_classes == 4 and not teacher.model.trainable_weights
+    frames = np.random.default_rng(5).uniform(-1, 1, (3, S, S, 3)).astype("float32")
+    want = net(((frames + 1) / 2)[:, None], training=False).numpy()   # [0,1] for this model
+    np.testing.assert_allclose(teacher.frame_logits(frames).numpy(), want, rtol=1e-5, atol=1e-5)
+
+
 def test_keras_applications_teacher_preprocessing():
     # ResNet50 (the paper's teacher): caffe-style, frames in [-1,1] -> [0,255] -> BGR - mean.
     pre = distinit._applications_preprocess(keras.applications.ResNet50)

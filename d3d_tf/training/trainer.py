@@ -102,7 +102,8 @@ class TrainConfig:
                                       "action loss'.")
     # DistInit (d3d_tf.training.distinit; docs/distinit.md)
     distinit_teachers: tuple = field((), "distinit: frozen image teachers, keras.applications "
-                                     "names (ResNet50) or .keras files; one head each (Eq. 3).")
+                                     "names (ResNet50), .keras files or model directories of "
+                                     "1-frame networks (r2d_18); one head each (Eq. 3).")
     distinit_teacher_weights: tuple = field(("imagenet",), "distinit: weights of each "
                                             "keras.applications teacher (imagenet, a local "
                                             "file, or none), one per teacher or one for all.")
