@@ -218,7 +218,7 @@ def test_inflated_res3d_on_a_static_clip_equals_the_2d_net_on_its_frame(tmp_path
     _randomize(net2d, 0)
     saving.save_model_dir(str(tmp_path), net2d, saving.spec_for(net2d, name="r2d_18"))
     net3d, _ = inflate.inflate_model_dir(str(tmp_path), input_shape=(12, 32, 32))
-    assert net3d.name == "r3d_18" and tuple(net3d.get_layer("conv1").kernel.shape)[0] == 3
+    assert net3d.name == "r3d_18" and net3d.get_layer("conv1").kernel.shape[0] == 3
     frame = np.random.default_rng(1).uniform(-1, 1, (2, 1, 32, 32, 3)).astype("float32")
     want = net2d(frame, training=False)["layer1"].numpy()[:, 0]
     feats = keras.Model(net3d.inputs[0], net3d.get_layer("layer1.1.relu").output)  # layer1

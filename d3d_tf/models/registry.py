@@ -10,7 +10,7 @@ adding a family is one entry in `FAMILIES`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from d3d_tf.models import resnet3d, s3dg
 

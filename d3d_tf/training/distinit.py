@@ -113,7 +113,7 @@ def load_image_teacher(source: str, *, weights: str | None = "imagenet",
         if getattr(last, "activation", None) is keras.activations.softmax:
             raise ValueError(f"teacher {source}: its last layer applies softmax; a teacher must "
                              "output logits (save it with activation=None)")
-        preprocess = lambda x: x  # noqa: E731  (frames already in the model's range)
+        preprocess = lambda x: x
     else:
         constructor = getattr(keras.applications, source, None)
         if constructor is None or not callable(constructor):
@@ -124,7 +124,7 @@ def load_image_teacher(source: str, *, weights: str | None = "imagenet",
         model = constructor(weights=None if weights in (None, "none") else weights,
                             classifier_activation=None)
         to255, app_pre = _to_0_255(rgb_range), _applications_preprocess(constructor)
-        preprocess = lambda x: app_pre(to255(x))  # noqa: E731
+        preprocess = lambda x: app_pre(to255(x))
     shape = model.inputs[0].shape
     if len(shape) != 4 or shape[-1] != 3:
         raise ValueError(f"teacher {source}: expected an image model [N,H,W,3], input {shape}")
@@ -139,8 +139,9 @@ def load_image_teacher(source: str, *, weights: str | None = "imagenet",
 
 def _model_dir_teacher(directory: str, rgb_range: str) -> ImageTeacher:
     """A 1-frame video classifier of a model directory as an image teacher `[N,H,W,3]`."""
-    video, spec = saving.load_model_dir(directory, trainable=False, dropout_keep_prob=1.0)
-    t, h, w, c = spec.input_shape
+    _, h, w, c = saving.load_spec(directory).input_shape
+    video, spec = saving.load_model_dir(directory, input_shape=(1, h, w), trainable=False,
+                                        dropout_keep_prob=1.0)
     if spec.modality != "rgb" or c != 3:
         raise ValueError(f"teacher {directory}: a {spec.modality} model; teachers see RGB frames")
     frames = keras.Input((h, w, 3), name="frames")
