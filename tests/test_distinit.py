@@ -139,6 +139,20 @@ def test_flow_student_learns_from_the_rgb_teacher(tmp_path):
     np.testing.assert_allclose(terms["distinit"], want, rtol=1e-4)
 
 
+def test_model_dir_teacher_is_a_frozen_2d_network_on_single_frames(tmp_path):
+    # Saved for 4-frame clips (a 2D net runs on any T): the teacher rebuilds it for 1 frame.
+    saved = models.build_classifier("r2d_18", num_classes=4, input_shape=(4, S, S, 3), **TINY)
+    saving.save_model_dir(str(tmp_path), saved, saving.spec_for(saved, name="r2d_18",
+                                                                input_range="[0,1]"))
+    net = models.build_classifier("r2d_18", num_classes=4, input_shape=(1, S, S, 3), **TINY)
+    net.set_weights(saved.get_weights())
+    teacher = distinit.load_image_teacher(str(tmp_path), rgb_range="[-1,1]")
+    assert teacher.num_classes == 4 and not teacher.model.trainable_weights
+    frames = np.random.default_rng(5).uniform(-1, 1, (3, S, S, 3)).astype("float32")
+    want = net(((frames + 1) / 2)[:, None], training=False).numpy()   # [0,1] for this model
+    np.testing.assert_allclose(teacher.frame_logits(frames).numpy(), want, rtol=1e-5, atol=1e-5)
+
+
 def test_keras_applications_teacher_preprocessing():
     # ResNet50 (the paper's teacher): caffe-style, frames in [-1,1] -> [0,255] -> BGR - mean.
     pre = distinit._applications_preprocess(keras.applications.ResNet50)
@@ -221,12 +235,17 @@ def test_train_distinit_then_finetune_drops_teacher_heads(tmp_path):
     data = train_fixtures.write_dataset(str(tmp_path / "labeled"), videos=4, frames=6, size=S)
     out = trainer.train(trainer.TrainConfig(
         model_dir=str(tmp_path / "ft"), train_data=data, eval_data=data, task="finetune",
-        init_from=str(tmp_path / "distinit" / "model"), learning_rate=0.01, **base))
+        init_from=str(tmp_path / "distinit" / "model"), learning_rate=0.01,
+        freeze_until="layer3", **base))
     assert "clip_top1" in out and "video_top5" in out
     ft, _ = saving.load_model_dir(str(tmp_path / "ft"))
     src, _ = saving.load_model_dir(str(tmp_path / "distinit"))
     assert ft.get_layer("Logits.fc").kernel.shape[-1] == 4          # the data's classes
-    assert src.get_layer("conv1").kernel.shape == ft.get_layer("conv1").kernel.shape
+    # Frozen up to layer3: the DistInit weights there are kept, layer4 trained on.
+    np.testing.assert_array_equal(src.get_layer("layer3.1.conv2").kernel.numpy(),
+                                  ft.get_layer("layer3.1.conv2").kernel.numpy())
+    assert not np.array_equal(src.get_layer("layer4.1.conv2").kernel.numpy(),
+                              ft.get_layer("layer4.1.conv2").kernel.numpy())
     with pytest.raises(ValueError, match="needs --distinit_teachers"):
         trainer.validate(trainer.TrainConfig(model_dir=str(tmp_path / "x"), train_data=data,
                                              task="distinit"))

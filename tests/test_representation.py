@@ -17,7 +17,7 @@ def test_filter_grid_and_temporal_variation():
     assert R.temporal_variation(learned) > 0.5
     grid = R.filter_grid(inflated, pad=1)
     assert grid.shape == (5 * 8 + 1, 3 * 8 + 1, 3) and grid.dtype == np.uint8
-    tile = lambda g, c, t: g[1 + c * 8:1 + c * 8 + 7, 1 + t * 8:1 + t * 8 + 7]  # noqa: E731
+    tile = lambda g, c, t: g[1 + c * 8:1 + c * 8 + 7, 1 + t * 8:1 + t * 8 + 7]
     np.testing.assert_array_equal(tile(grid, 2, 0), tile(grid, 2, 2))  # same over time
     g2 = R.filter_grid(learned)
     assert not np.array_equal(tile(g2, 2, 0), tile(g2, 2, 2))

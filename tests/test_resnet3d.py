@@ -168,8 +168,10 @@ def test_tflite_has_no_3d_op_and_matches_keras():
 
     from d3d_tf.export import tflite
 
+    # One block per stage: the same conv kinds as the 18-layer net, half the ops to convert.
     net = models.build_classifier("r2plus1d_18", num_classes=3, input_shape=(4, 16, 16, 3),
-                                  depth_multiplier=0.125, pooling="2d", conv_impl="2d_all")
+                                  depth_multiplier=0.125, pooling="2d", conv_impl="2d_all",
+                                  layers=(1, 1, 1, 1))
     spec = saving.spec_for(net, name="r2plus1d_18")
     flat = tflite.convert(net, spec)
     ops = tflite.op_counts(flat)
@@ -216,10 +218,10 @@ def test_inflated_res3d_on_a_static_clip_equals_the_2d_net_on_its_frame(tmp_path
     _randomize(net2d, 0)
     saving.save_model_dir(str(tmp_path), net2d, saving.spec_for(net2d, name="r2d_18"))
     net3d, _ = inflate.inflate_model_dir(str(tmp_path), input_shape=(12, 32, 32))
-    assert net3d.name == "r3d_18" and tuple(net3d.get_layer("conv1").kernel.shape)[0] == 3
+    assert net3d.name == "r3d_18" and net3d.get_layer("conv1").kernel.shape[0] == 3
     frame = np.random.default_rng(1).uniform(-1, 1, (2, 1, 32, 32, 3)).astype("float32")
     want = net2d(frame, training=False)["layer1"].numpy()[:, 0]
-    feats = keras.Model(net3d.inputs, net3d.get_layer("layer1.1.relu").output)  # layer1
+    feats = keras.Model(net3d.inputs[0], net3d.get_layer("layer1.1.relu").output)  # layer1
     layer1 = feats(np.repeat(frame, 12, axis=1), training=False).numpy()
     # Five [3,...] convs up to layer1 see +-5 frames: frame 6 of 12 is clear of the zero padding.
     np.testing.assert_allclose(layer1[:, 6], want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
@@ -235,3 +237,29 @@ def test_inflated_res3d_on_a_static_clip_equals_the_2d_net_on_its_frame(tmp_path
                                       depth_multiplier=0.125)
         saving.save_model_dir(str(tmp_path / "r3d"), r3d, saving.spec_for(r3d, name="r3d_18"))
         inflate.inflate_model_dir(str(tmp_path / "r3d"))
+
+
+def test_convert_weights_cli_inflates_a_2d_model_dir(tmp_path):
+    import subprocess
+    import sys
+
+    from d3d_tf.weights import inflate
+
+    net2d = models.build_classifier("r2d_18", num_classes=3, input_shape=(1, 16, 16, 3),
+                                    depth_multiplier=0.125)
+    _randomize(net2d, 3)
+    saving.save_model_dir(str(tmp_path / "2d"), net2d, saving.spec_for(
+        net2d, name="r2d_18", labels=["x", "y", "z"], input_range="[0,1]"))
+    cmd = [sys.executable, "-m", "d3d_tf.convert_weights", "--from=inflate",
+           f"--checkpoint={tmp_path / '2d'}", "--frames=4", "--size=16",
+           "--inflate_modality=flow", f"--out={tmp_path / 'flow'}"]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    model, spec = saving.load_model_dir(str(tmp_path / "flow"))
+    assert (spec.name, spec.modality, spec.input_shape) == ("r3d_18", "flow", (4, 16, 16, 2))
+    assert spec.labels == ["x", "y", "z"] and spec.input_range == "[0,1]"
+    want, _ = inflate.inflate_model_dir(str(tmp_path / "2d"), input_shape=(4, 16, 16),
+                                        in_channels=2)
+    for a, b in zip(model.weights, want.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -33,6 +33,7 @@ import keras
 import tensorflow as tf
 
 from d3d_tf.data import records, teacher_logits
+from d3d_tf.models import saving
 from d3d_tf.training import tasks
 
 FRAME_PICKS = ("center", "random")
@@ -90,15 +91,20 @@ def load_image_teacher(source: str, *, weights: str | None = "imagenet",
                        rgb_range: str = "[-1,1]") -> ImageTeacher:
     """A frozen teacher from a `keras.applications` name or a saved `.keras` file.
 
-    source: e.g. `ResNet50` (the paper's teacher): built with `classifier_activation=None`
+    source: a `keras.applications` name, e.g. `ResNet50` (the paper's teacher): built with `classifier_activation=None`
       (logits) and `weights` = `imagenet` (Keras downloads them on first use, on the user's
       machine), a local weights file, or `none` (random; for tests). Frames in `rgb_range` are
       scaled to [0,255] and passed through the application's own `preprocess_input` (ResNet50:
       caffe-style BGR minus the ImageNet mean) at 224x224. Or a `.keras` file: a model whose
       input is frames in `rgb_range` at its input size and whose output is logits (put any
       other scaling inside the model); `weights` is ignored.
+    Or a model directory (`model.json`) of a network trained here on single frames (e.g.
+      `--model=r2d_18 --num_frames=1`): each frame is fed as a 1-frame clip, rescaled from
+      `rgb_range` to the model's recorded input range.
     Raises FileNotFoundError / ValueError naming the source.
     """
+    if os.path.isfile(os.path.join(source, saving.SPEC_FILE)):
+        return _model_dir_teacher(source, rgb_range)
     if source.endswith(".keras"):
         if not os.path.isfile(source):
             raise FileNotFoundError(f"teacher {source}: no such file")
@@ -107,7 +113,7 @@ def load_image_teacher(source: str, *, weights: str | None = "imagenet",
         if getattr(last, "activation", None) is keras.activations.softmax:
             raise ValueError(f"teacher {source}: its last layer applies softmax; a teacher must "
                              "output logits (save it with activation=None)")
-        preprocess = lambda x: x  # noqa: E731  (frames already in the model's range)
+        preprocess = lambda x: x
     else:
         constructor = getattr(keras.applications, source, None)
         if constructor is None or not callable(constructor):
@@ -118,7 +124,7 @@ def load_image_teacher(source: str, *, weights: str | None = "imagenet",
         model = constructor(weights=None if weights in (None, "none") else weights,
                             classifier_activation=None)
         to255, app_pre = _to_0_255(rgb_range), _applications_preprocess(constructor)
-        preprocess = lambda x: app_pre(to255(x))  # noqa: E731
+        preprocess = lambda x: app_pre(to255(x))
     shape = model.inputs[0].shape
     if len(shape) != 4 or shape[-1] != 3:
         raise ValueError(f"teacher {source}: expected an image model [N,H,W,3], input {shape}")
@@ -129,6 +135,24 @@ def load_image_teacher(source: str, *, weights: str | None = "imagenet",
     if size is None and not source.endswith(".keras"):
         size = (224, 224)  # applications built without weights may leave H, W open: ImageNet's
     return ImageTeacher(model=model, preprocess=preprocess, image_size=size, name=source)
+
+
+def _model_dir_teacher(directory: str, rgb_range: str) -> ImageTeacher:
+    """A 1-frame video classifier of a model directory as an image teacher `[N,H,W,3]`."""
+    _, h, w, c = saving.load_spec(directory).input_shape
+    video, spec = saving.load_model_dir(directory, input_shape=(1, h, w), trainable=False,
+                                        dropout_keep_prob=1.0)
+    if spec.modality != "rgb" or c != 3:
+        raise ValueError(f"teacher {directory}: a {spec.modality} model; teachers see RGB frames")
+    frames = keras.Input((h, w, 3), name="frames")
+    clip = keras.layers.Reshape((1, h, w, 3), name="as_clip")(frames)
+    logits = video(clip, training=False)
+    model = keras.Model(frames, logits, name=f"teacher_{spec.name}")
+    model.trainable = False
+    to255 = _to_0_255(rgb_range)
+    scale = (lambda x: to255(x) / 127.5 - 1.0) if spec.input_range == "[-1,1]" else \
+        (lambda x: to255(x) / 255.0)
+    return ImageTeacher(model=model, preprocess=scale, image_size=(h, w), name=directory)
 
 
 def load_teachers(sources, weights=("imagenet",), *, rgb_range: str = "[-1,1]") -> list:

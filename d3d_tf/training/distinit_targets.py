@@ -29,8 +29,9 @@ class TargetsConfig:
     records: str = field(help="Glob of the TFRecord shards to label (from d3d_tf.prepare).")
     out_dir: str = field(help="Folder for the labelled copies (same shard names) and "
                          "labels.txt.")
-    teachers: tuple = field((), "Image teachers: keras.applications names (ResNet50) or .keras "
-                            "files, in the order --distinit_teachers will list them.")
+    teachers: tuple = field((), "Image teachers: keras.applications names (ResNet50), .keras "
+                            "files or model directories, in the order --distinit_teachers "
+                            "will list them.")
     teacher_weights: tuple = field(("imagenet",), "Weights of each keras.applications teacher "
                                    "(imagenet, a local file, or none).")
     rgb_range: str = field("[-1,1]", "RGB range the teachers are given frames in (the "

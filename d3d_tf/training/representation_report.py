@@ -77,7 +77,7 @@ def write_report(config: ReportConfig) -> dict:
         label = "t-SNE (numpy, exact)" if config.embedding == "tsne" else "PCA (linear)"
         R.scatter_png(points, labels, os.path.join(config.out_dir, "embedding.png"),
                       title=f"{spec.name} pooled features, {label}", names=names)
-        out.update({"embedding": label, "videos": int(len(feats))})
+        out.update({"embedding": label, "videos": len(feats)})
     with open(os.path.join(config.out_dir, "representation.json"), "w") as f:
         json.dump(out, f, indent=2)
     return out

@@ -24,7 +24,7 @@ import os
 import keras
 import tensorflow as tf
 
-from d3d_tf.models import s3dg, saving
+from d3d_tf.models import registry, s3dg, saving
 from d3d_tf.training import losses
 
 
@@ -208,12 +208,15 @@ def init_from_model_dir(network: keras.Model, directory: str) -> list:
 
 
 def freeze_until(network: keras.Model, endpoint: str) -> list[str]:
-    """Freezes every layer of the blocks up to and including `endpoint` (e.g. `4F`).
+    """Freezes every layer of the blocks up to and including `endpoint` (e.g. `4F`, or
+    `layer3` for a video ResNet).
 
     Frozen BatchNorm layers run in inference mode (Keras 3). Returns the frozen layer names.
     """
-    last = s3dg.VALID_ENDPOINTS.index(s3dg.resolve_endpoint(endpoint))
-    frozen_blocks = set(s3dg.VALID_ENDPOINTS[:last + 1])
+    family = registry.family_of(network.name if network.name in registry.PRESETS else "s3dg")
+    valid = family.valid_endpoints
+    last = valid.index(family.resolve_endpoint(endpoint))
+    frozen_blocks = set(valid[:last + 1])
     frozen = []
     for layer in network.layers:
         if layer.name.split(".")[0] in frozen_blocks:

@@ -105,7 +105,8 @@ class TrainConfig:
                                       "action loss'.")
     # DistInit (d3d_tf.training.distinit; docs/distinit.md)
     distinit_teachers: tuple = field((), "distinit: frozen image teachers, keras.applications "
-                                     "names (ResNet50) or .keras files; one head each (Eq. 3).")
+                                     "names (ResNet50), .keras files or model directories of "
+                                     "1-frame networks (r2d_18); one head each (Eq. 3).")
     distinit_teacher_weights: tuple = field(("imagenet",), "distinit: weights of each "
                                             "keras.applications teacher (imagenet, a local "
                                             "file, or none), one per teacher or one for all.")
@@ -126,7 +127,8 @@ class TrainConfig:
     # fine-tuning
     init_from: str | None = field(None, "finetune / ava: model directory whose backbone "
                                   "initializes the network (the head is re-initialized).")
-    freeze_until: str | None = field(None, "Freeze all blocks up to this endpoint (e.g. 4F).")
+    freeze_until: str | None = field(None, "Freeze all blocks up to this endpoint (e.g. 4F; "
+                                     "layer3 for a video ResNet).")
     # AVA detection (d3d_tf.training.ava_task; --init_from gives the backbone)
     ava_endpoint: str = field("Mixed_4f", "ava: backbone endpoint whose time-averaged features "
                               "are cropped per person box (RoIAlign).")
@@ -268,7 +270,8 @@ def validate(config: TrainConfig) -> None:
     elif c.init_from and c.task not in ("finetune", "ava"):
         raise ValueError("--init_from is only used with --task=finetune or --task=ava")
     if c.freeze_until:
-        models.resolve_endpoint(c.freeze_until)
+        name = saving.load_spec(c.init_from).name if c.task == "finetune" else c.model
+        models.family_of(name).resolve_endpoint(c.freeze_until)
     flow_tasks.validate(c)
     needs_flow = needs_flow or c.task == "flow_loss"
     if needs_flow and not _records_have_flow(train_files):
