@@ -506,9 +506,10 @@ def train(config: TrainConfig) -> dict:
 def _train(config: TrainConfig) -> dict:
     c = config
     validate(c)
-                      "frozen teacher (D3D); finetune: restore a backbone, new head; distinit: "
-                      "video student of frozen image teachers on (unlabeled) videos; ava: "
-                      "action detector on AVA keyframe records (docs/ava.md).",
+    if c.task == "ava":
+        from d3d_tf.training import ava_task  # its own loop: boxes in, per-box scores out
+        return ava_task.train(c)
+    names = preprocessing.read_labels(labels_path(c))
     if c.mixed_precision:
         if not tf.config.list_physical_devices("GPU") and cpu_has_native_bfloat16() is False:
             logging.warning("--mixed_precision: this CPU has no native bfloat16 (AVX512-BF16 or "
