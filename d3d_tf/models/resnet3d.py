@@ -29,7 +29,7 @@ import dataclasses
 import keras
 
 from d3d_tf.models import layers as L
-from d3d_tf.models.video_model import VideoModel
+from d3d_tf.models.video_model import VideoModel, check_input_shape, config_for
 
 VALID_ENDPOINTS = ("conv1", "layer1", "layer2", "layer3", "layer4", "pooled")
 BLOCKS = ("3d", "2plus1d")
@@ -217,19 +217,6 @@ def resnet3d_base(inputs, cfg: ResNet3DConfig) -> dict:
     return endpoints
 
 
-def _check_input_shape(input_shape, cfg: ResNet3DConfig):
-    if len(input_shape) != 4:
-        raise ValueError(
-            f"input_shape must be (frames, height, width, channels) for NDHWC input, "
-            f"got {tuple(input_shape)} (rank {len(input_shape)} + batch)"
-        )
-    if input_shape[-1] is not None and input_shape[-1] != cfg.in_channels:
-        raise ValueError(
-            f"input_shape has {input_shape[-1]} channels but in_channels={cfg.in_channels}"
-        )
-    return (*input_shape[:3], cfg.in_channels)
-
-
 def logits_head(pooled, num_classes: int, cfg: ResNet3DConfig):
     """`[B,C]` pooled features -> dropout -> dense `Logits.fc` -> logits `[B,num_classes]`."""
     net = keras.layers.Dropout(1.0 - cfg.dropout_keep_prob, name="Logits.Dropout")(pooled)
@@ -249,8 +236,8 @@ def build_backbone(name: str = "r3d_18", *, input_shape=(8, 112, 112, 3), **opti
       input_shape: `(frames, height, width, channels)`; any of the first three may be None.
       **options: fields of `ResNet3DConfig` (`depth_multiplier`, `final_endpoint`, ...).
     """
-    cfg = options.pop("config", None) or make_config(name, **options)
-    input_shape = _check_input_shape(tuple(input_shape), cfg)
+    cfg = config_for(make_config, name, input_shape, options)
+    input_shape = check_input_shape(input_shape, cfg.in_channels)
     inputs = keras.Input(shape=input_shape, name="inputs")
     model = VideoModel(inputs, resnet3d_base(inputs, cfg), config=cfg, name=f"{name}_backbone")
     return model
@@ -268,10 +255,10 @@ def build_classifier(
     (`conv1`, `layer1` ... `layer4`, `pooled`), a dict with `logits` plus those endpoints."""
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    cfg = options.pop("config", None) or make_config(name, **options)
+    cfg = config_for(make_config, name, input_shape, options)
     if cfg.final_endpoint != "pooled":
         cfg = dataclasses.replace(cfg, final_endpoint="pooled")
-    input_shape = _check_input_shape(tuple(input_shape), cfg)
+    input_shape = check_input_shape(input_shape, cfg.in_channels)
     if isinstance(endpoints, str):
         endpoints = (endpoints,)
     wanted = [resolve_endpoint(e) for e in endpoints]

@@ -17,7 +17,7 @@ import dataclasses
 import keras
 
 from d3d_tf.models import layers as L
-from d3d_tf.models.video_model import VideoModel
+from d3d_tf.models.video_model import VideoModel, check_input_shape, config_for
 
 VALID_ENDPOINTS = (
     "Conv2d_1a_7x7",
@@ -312,31 +312,6 @@ def s3dg_base(inputs, cfg: S3DGConfig, start_after: str | None = None) -> dict:
     return endpoints
 
 
-def _config(name: str, input_shape, options: dict) -> S3DGConfig:
-    """The config of a builder call: `config=` if given, else the preset with `options`. Like
-    Keras applications, the input shape says the channels: `in_channels` follows it unless set."""
-    cfg = options.pop("config", None)
-    if cfg is not None:
-        return cfg
-    channels = tuple(input_shape)[-1] if len(tuple(input_shape)) == 4 else None
-    if channels is not None and "in_channels" not in options:
-        options["in_channels"] = int(channels)
-    return make_config(name, **options)
-
-
-def _check_input_shape(input_shape, cfg: S3DGConfig):
-    if len(input_shape) != 4:
-        raise ValueError(
-            f"input_shape must be (frames, height, width, channels) for NDHWC input, "
-            f"got {tuple(input_shape)} (rank {len(input_shape)} + batch)"
-        )
-    if input_shape[-1] is not None and input_shape[-1] != cfg.in_channels:
-        raise ValueError(
-            f"input_shape has {input_shape[-1]} channels but in_channels={cfg.in_channels}"
-        )
-    return (*input_shape[:3], cfg.in_channels)
-
-
 def logits_head(net, num_classes: int, cfg: S3DGConfig):
     """Classifier head on the last endpoint `[B,T,H,W,C]` -> logits `[B,num_classes]`.
 
@@ -371,8 +346,8 @@ def build_backbone(name: str = "s3dg", *, input_shape=(64, 224, 224, 3), **optio
       input_shape: `(frames, height, width, channels)`; any of the first three may be None.
       **options: fields of `S3DGConfig` (`final_endpoint`, `depth_multiplier`, ...).
     """
-    cfg = _config(name, input_shape, options)
-    input_shape = _check_input_shape(tuple(input_shape), cfg)
+    cfg = config_for(make_config, name, input_shape, options)
+    input_shape = check_input_shape(input_shape, cfg.in_channels)
     inputs = keras.Input(shape=input_shape, name="inputs")
     endpoints = s3dg_base(inputs, cfg)
     model = VideoModel(inputs, endpoints, config=cfg, name=f"{name}_backbone")
@@ -395,8 +370,8 @@ def build_classifier(
     """
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    cfg = _config(name, input_shape, options)
-    input_shape = _check_input_shape(tuple(input_shape), cfg)
+    cfg = config_for(make_config, name, input_shape, options)
+    input_shape = check_input_shape(input_shape, cfg.in_channels)
     if isinstance(endpoints, str):
         endpoints = (endpoints,)
     wanted = [resolve_endpoint(e) for e in endpoints]
