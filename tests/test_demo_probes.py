@@ -62,3 +62,15 @@ def test_report_section_holds_the_probe_numbers_and_says_what_they_show(tmp_path
         report = f.read()
     assert "D3D: EPE 2.500 px, **not below** all zeros (2.000 px)" in report
     assert "decodes flow **worse** than S3D-G's" in report
+
+
+def test_report_without_example_flows_notes_the_missing_figure(tmp_path, monkeypatch):
+    out = str(tmp_path)
+    monkeypatch.setattr(demo_report, "flow_pictures", lambda *a, **k: [])
+    _probe(out, "baseline", "S3D-G", "rgb", [1.5, 1.6])
+    _probe(out, "d3d", "D3D", "rgb", [1.0, 1.1])
+    os.remove(os.path.join(demo_probes.probe_dir(out, "d3d"), "3A", "examples.npz"))
+    with open(demo_report.write_report(out, seeds=1)) as f:
+        report = f.read()
+    assert "(Fig. 5 not drawn:" in report and "no 3A/examples.npz" in report
+    assert "| PWC | RGB | D3D | frozen | 1.050 | 2.000 |" in report
