@@ -125,8 +125,10 @@ def test_sigkill_then_resume_at_saved_step(tmp_path):
 
 def test_every_flagfile_parses():
     files = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.flags"), recursive=True))
-    # The demo's data flagfile is d3d_tf.synthetic's (tests/test_synthetic.py parses it).
-    files = [f for f in files if os.path.basename(f) != "synthetic.flags"]
+    # The demo's data flagfiles are d3d_tf.synthetic's and d3d_tf.prepare's
+    # (tests/test_synthetic.py and tests/test_ava_data.py parse them).
+    files = [f for f in files if os.path.basename(f) not in (
+        "synthetic.flags", "ava_synthetic.flags", "ava_prepare.flags")]
     assert len(files) >= 10
     proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, "parse_flagfiles.py"), *files],
                           env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=300,
