@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 SEEDS ?= 1
 
-.PHONY: venv test test-fast lint demo benchmark clean
+.PHONY: venv test test-fast lint demo demo-ava benchmark clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,22 @@ test-fast: $(STAMP)
 # The whole method on the built-in synthetic data; finished stages are reused on rerun.
 demo: $(STAMP)
 	$(PY) -m d3d_tf.demo --out_dir=demo_out --seeds=$(SEEDS)
+
+# AVA action detection on the built-in multi-actor data: prepare -> train -> evaluate -> export
+# (not part of `demo`; docs/ava.md).
+AVA := demo_out/ava
+demo-ava: $(STAMP)
+	$(PY) -m d3d_tf.synthetic --flagfile=configs/demo/ava_synthetic.flags --out_dir=$(AVA)/videos
+	for s in train val; do $(PY) -m d3d_tf.prepare --flagfile=configs/demo/ava_prepare.flags \
+	  --split=$$s --annotations=$(AVA)/videos/ava_$${s}_v2.2.csv \
+	  --excluded=$(AVA)/videos/ava_$${s}_excluded_timestamps_v2.2.csv \
+	  --person_boxes=$(AVA)/videos/person_boxes_$$s.csv || exit 1; done
+	$(PY) -m d3d_tf.train --flagfile=configs/demo/ava.flags
+	$(PY) -m d3d_tf.evaluate --task=ava --model=$(AVA)/run --data='$(AVA)/records/val-*.tfrecord' \
+	  --ava_groundtruth=$(AVA)/videos/ava_val_v2.2.csv \
+	  --ava_excluded=$(AVA)/videos/ava_val_excluded_timestamps_v2.2.csv --out_dir=$(AVA)/eval
+	$(PY) -m d3d_tf.export --format=ava_saved_model --checkpoint=$(AVA)/run --out=$(AVA)/export \
+	  --overwrite
 
 benchmark: $(STAMP)
 	$(PY) -m d3d_tf.benchmark --json=benchmark.json

@@ -1,5 +1,4 @@
 """AVA data: the multi-actor generator, the CSV / pbtxt readers, keyframe records, prepare."""
-import csv
 import glob
 import os
 
@@ -173,3 +172,30 @@ def test_prepare_ava_writes_keyframes_and_resumes(tmp_path):
     with pytest.raises(prepare_lib.PrepareError, match="other settings"):
         ava.prepare(paths["train_annotations"], paths["video_dir"],
                     ava.AvaPrepareConfig(label_map=paths["label_map"], clip_frames=6), prep)
+
+
+def test_demo_data_flagfiles(tmp_path):
+    """configs/demo/ava_synthetic.flags and ava_prepare.flags drive their CLIs (`make demo-ava`)."""
+    import subprocess
+    import sys
+    configs = os.path.join(os.path.dirname(__file__), "..", "configs", "demo")
+    data, rec = tmp_path / "videos", tmp_path / "records"
+    subprocess.run([sys.executable, "-m", "d3d_tf.synthetic",
+                    f"--flagfile={configs}/ava_synthetic.flags", f"--out_dir={data}",
+                    "--videos=2", "--duration=2", "--size=32", "--workers=1"],
+                   check=True, capture_output=True)
+    assert ava.read_label_map(str(data / synthetic_ava.LABEL_MAP_FILE)).ids == (1, 2, 3, 4)
+    proc = subprocess.run([sys.executable, "-m", "d3d_tf.prepare",
+                           f"--flagfile={configs}/ava_prepare.flags", "--split=train",
+                           f"--annotations={data}/ava_train_v2.2.csv",
+                           f"--label_map={data}/{synthetic_ava.LABEL_MAP_FILE}",
+                           f"--video_dir={data}/videos", f"--out_dir={rec}", "--workers=1"],
+                          check=False, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first = min(glob.glob(str(rec / "train-*.tfrecord")))
+    assert ava.decode_keyframe(next(records.read_records(first)))["rgb"].shape[0] == 8
+    bad = subprocess.run([sys.executable, "-m", "d3d_tf.prepare", "--format=ava",
+                          f"--annotations={data}/ava_train_v2.2.csv", f"--out_dir={rec}2",
+                          f"--video_dir={data}/videos"], check=False, capture_output=True,
+                         text=True)
+    assert bad.returncode != 0 and "needs --label_map" in bad.stderr

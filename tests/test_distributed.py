@@ -131,10 +131,12 @@ def test_sigkill_then_resume_at_saved_step(tmp_path):
 
 def test_every_flagfile_parses():
     files = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.flags"), recursive=True))
-    # The demo's data flagfile is d3d_tf.synthetic's (tests/test_synthetic.py parses it);
-    # common/ holds the shared protocol pieces that the run flagfiles include.
+    # The demo's data flagfiles are d3d_tf.synthetic's and d3d_tf.prepare's
+    # (tests/test_synthetic.py and tests/test_ava_data.py parse them); common/ holds the
+    # shared protocol pieces that the run flagfiles include.
     common = [f for f in files if os.sep + "common" + os.sep in f]
-    files = [f for f in files if os.path.basename(f) != "synthetic.flags" and f not in common]
+    files = [f for f in files if f not in common and os.path.basename(f) not in (
+        "synthetic.flags", "ava_synthetic.flags", "ava_prepare.flags")]
     included = "".join(pathlib.Path(f).read_text() for f in files)
     for f in common:
         assert os.path.relpath(f, ROOT) in included, f"{f} is included by no flagfile"

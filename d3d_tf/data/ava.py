@@ -102,7 +102,7 @@ def read_label_map(path: str) -> LabelMap:
     with open(path, encoding="utf-8") as f:
         text = f.read()
     ids, names = [], []
-    for m in re.finditer(r"(item|label)\s*\{(.*?)\}", text, re.S):
+    for m in re.finditer(r"(item|label)\s*\{(.*?)\}", text, re.DOTALL):
         line = text.count("\n", 0, m.start()) + 1
         body = m.group(2)
         name = re.search(r'name:\s*"([^"]*)"', body)
@@ -121,8 +121,8 @@ def read_label_map(path: str) -> LabelMap:
 def write_label_map(path: str, ids, names) -> None:
     """Writes a label map in the `item { name: "..." id: N }` form."""
     with open(path, "w", encoding="utf-8") as f:
-        for i, name in zip(ids, names):
-            f.write(f'item {{\n  name: "{name}"\n  id: {int(i)}\n}}\n')
+        f.writelines(f'item {{\n  name: "{name}"\n  id: {int(i)}\n}}\n'
+                     for i, name in zip(ids, names))
 
 
 def read_excluded(path: str | None) -> set:
@@ -207,7 +207,7 @@ def group_people(entry: Boxes, label_map: LabelMap):
 def clip_indices(timestamp: float, num_frames: int, fps: float, total: int,
                  time_offset: float = 0.0) -> np.ndarray:
     """Frame indices int [T] of the clip centred on `timestamp` (clamped to [0, total-1])."""
-    center = int(round((timestamp - time_offset) * fps))
+    center = round((timestamp - time_offset) * fps)
     return np.clip(center + np.arange(num_frames) - num_frames // 2, 0, total - 1)
 
 
@@ -215,8 +215,9 @@ def keyframe_example(*, video_id: str, timestamp: int, jpeg_frames, fps: float, 
                      width: int, boxes, labels, person_ids=None, proposals=None,
                      proposal_scores=None):
     """The SequenceExample of one keyframe (module doc); `labels` float [n,K] multi-hot."""
-    from d3d_tf.data import records  # TensorFlow only where records are built
     import tensorflow as tf
+
+    from d3d_tf.data import records  # TensorFlow only where records are built
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     labels = np.asarray(labels, np.float32).reshape(len(boxes), -1)
     proposals = np.zeros((0, 4), np.float32) if proposals is None else \
@@ -267,6 +268,7 @@ def parse_keyframe(serialized):
     JPEG) plus `timestamp`, `keyframe_index`, `box` [n,4], `box/labels` [n,K],
     `box/person_id` [n], `proposal` [m,4], `proposal/score` [m]."""
     import tensorflow as tf
+
     from d3d_tf.data import records
     spec = {**records.context_spec(), **keyframe_context_spec()}
     context, seq = tf.io.parse_single_sequence_example(
@@ -285,6 +287,7 @@ def parse_keyframe(serialized):
 def decode_keyframe(serialized: bytes) -> dict:
     """Eagerly decodes a keyframe record to numpy (tests, inspection); adds `rgb` [T,H,W,3]."""
     import tensorflow as tf
+
     from d3d_tf.data import records
     parsed = parse_keyframe(tf.constant(serialized))
     out = {k: v.numpy() for k, v in parsed.items() if k != records.IMAGE_KEY}

@@ -116,7 +116,7 @@ class MultiActorConfig:
 
     @property
     def num_frames(self) -> int:
-        return int(round(self.duration_s * self.fps))
+        return round(self.duration_s * self.fps)
 
     @property
     def keyframes(self) -> tuple[int, ...]:
@@ -144,7 +144,7 @@ class _Actor:
 
 def _segment_of(frame: int, config: MultiActorConfig) -> int:
     """Index of the keyframe segment of `frame` (segment k is centred on keyframe k+1)."""
-    return min(max(int(math.floor(frame / config.fps - 0.5)), 0), len(config.keyframes) - 1)
+    return min(max(math.floor(frame / config.fps - 0.5), 0), len(config.keyframes) - 1)
 
 
 def _allowed(name: str, actor: _Actor, frames: int, speed: float, size: int) -> bool:
@@ -193,7 +193,7 @@ def render_video(config: MultiActorConfig, index: int):
         cell = cells[a % 4]
         center = (np.array([cell % 2, cell // 2]) + 0.5) * s / 2 + rng.uniform(-0.1, 0.1, 2) * s
         actors.append(_Actor(sprite, mask, diameter, center, angle=rng.uniform(0, 360)))
-    seg_frames = int(round(config.fps))
+    seg_frames = round(config.fps)
     num_seg = len(config.keyframes)
     labels = np.zeros((config.num_actors, num_seg), np.int64)
     speeds = rng.uniform(*config.speed, size=(config.num_actors, num_seg))

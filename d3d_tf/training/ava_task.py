@@ -29,8 +29,8 @@ from d3d_tf.config_flags import field
 from d3d_tf.data import ava, ava_pipeline
 from d3d_tf.metrics import ava_map
 from d3d_tf.models import ava_head, s3dg, saving
-from d3d_tf.training import summaries, tasks
 from d3d_tf.training import strategy as strategy_lib
+from d3d_tf.training import summaries, tasks
 
 LABEL_MAP_FILE = ava.LABEL_MAP_FILE
 
@@ -66,7 +66,7 @@ class Detection(tasks.Task):
 
 def read_label_map(config) -> ava.LabelMap:
     """The label map written by `prepare --format=ava` next to the training shards."""
-    folder = os.path.dirname(sorted(tf.io.gfile.glob(config.train_data))[0])
+    folder = os.path.dirname(min(tf.io.gfile.glob(config.train_data)))
     return ava.read_label_map(os.path.join(folder, LABEL_MAP_FILE))
 
 
@@ -145,7 +145,7 @@ def validate(c) -> None:
         raise ValueError("--task=ava trains an RGB detector: use --modality=rgb")
     if c.init_from:
         saving.resolve_model_dir(c.init_from)
-    folder = os.path.dirname(sorted(tf.io.gfile.glob(c.train_data))[0])
+    folder = os.path.dirname(min(tf.io.gfile.glob(c.train_data)))
     if not os.path.isfile(os.path.join(folder, LABEL_MAP_FILE)):
         raise FileNotFoundError(f"{folder}/{LABEL_MAP_FILE} not found: --train_data must be "
                                 f"keyframe records of `prepare --format=ava`")
