@@ -14,8 +14,9 @@ See docs/weights.md.
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from d3d_tf import cli
 from d3d_tf.models import saving
 from d3d_tf.weights import slim as slim_import
 
@@ -137,4 +138,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["from", "checkpoint", "out"])
-    app.run(main)
+    cli.run(main)

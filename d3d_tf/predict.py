@@ -24,6 +24,8 @@ import sys
 import numpy as np
 from absl import app, flags
 
+from d3d_tf import cli
+
 SHORT_VIDEO_MODES = ("loop", "error")
 
 
@@ -176,14 +178,16 @@ def predict_video(path: str, predictor: Predictor, config: PredictConfig) -> dic
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "SavedModel directory (version dir or model base path) or "
                     ".tflite file.")
-flags.DEFINE_integer("num_clips", 1, "Evenly spaced clips per video; scores are averaged.")
-flags.DEFINE_integer("frame_stride", 1, "Take every n-th frame within a clip.")
+flags.DEFINE_integer("num_clips", 1, "Evenly spaced clips per video; scores are averaged.",
+                     lower_bound=1)
+flags.DEFINE_integer("frame_stride", 1, "Take every n-th frame within a clip.", lower_bound=1)
 flags.DEFINE_integer("resize_short_side", None, "Short side in pixels before the centre crop "
-                     "(default: the model's input size).")
+                     "(default: the model's input size).", lower_bound=1)
 flags.DEFINE_enum("short_videos", "loop", list(SHORT_VIDEO_MODES),
                   "Videos shorter than one clip: loop them, or fail.")
-flags.DEFINE_integer("top_k", 5, "Classes reported per video.")
-flags.DEFINE_integer("num_threads", None, "TFLite interpreter threads (default: all cores).")
+flags.DEFINE_integer("top_k", 5, "Classes reported per video.", lower_bound=1)
+flags.DEFINE_integer("num_threads", None, "TFLite interpreter threads (default: all cores).",
+                     lower_bound=1)
 flags.DEFINE_bool("json", False, "Print one JSON object per video instead of text.")
 
 
@@ -223,4 +227,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from d3d_tf import cli
 from d3d_tf.data import datasets, prepare_lib
 
 FLAGS = flags.FLAGS
@@ -69,4 +70,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

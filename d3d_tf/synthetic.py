@@ -12,6 +12,7 @@ import os
 
 from absl import app, flags, logging
 
+from d3d_tf import cli
 from d3d_tf.data import synthetic
 
 D = synthetic.SyntheticConfig()
@@ -72,4 +73,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -41,6 +41,11 @@ def disk_full(monkeypatch):
     return fill
 
 
+def _read(path):
+    with open(path) as f:
+        return f.read()
+
+
 def _spec():
     return saving.load_spec(H.model_dir())
 
@@ -83,11 +88,10 @@ def test_tflite_file_on_a_full_disk_is_never_truncated(tmp_path, disk_full, monk
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
     path = str(tmp_path / "a.json")
     atomic.write_json(path, {"x": 1})
-    with pytest.raises(RuntimeError):
-        with atomic.open_for_write(path) as f:
-            f.write('{"x": ')
-            raise RuntimeError("interrupted")
-    assert open(path).read() == '{\n  "x": 1\n}' and os.listdir(tmp_path) == ["a.json"]
+    with pytest.raises(RuntimeError), atomic.open_for_write(path) as f:
+        f.write('{"x": ')
+        raise RuntimeError("interrupted")
+    assert _read(path) == '{\n  "x": 1\n}' and os.listdir(tmp_path) == ["a.json"]
 
 
 def test_export_overwrite_keeps_the_served_version_until_the_new_one_is_complete(
@@ -113,18 +117,18 @@ def test_export_overwrite_keeps_the_served_version_until_the_new_one_is_complete
     write("second", fail=True)
     with pytest.raises(KeyboardInterrupt):
         saved_model.export_saved_model(config)
-    assert open(pb).read() == "first"
+    assert _read(pb) == "first"
     assert sorted(os.listdir(tmp_path / "tiny")) == ["1", *side_files]
     write("third")
     assert saved_model.export_saved_model(config) == final
-    assert open(pb).read() == "third"
+    assert _read(pb) == "third"
     assert sorted(os.listdir(final)) == ["assets.extra", "saved_model.pb", "variables"]
     assert sorted(os.listdir(tmp_path / "tiny")) == ["1", *side_files]
     # The fallback without renameat2 (other systems) gives the same result.
     monkeypatch.setattr(common, "_exchange", lambda a, b: False)
     write("fourth")
     saved_model.export_saved_model(config)
-    assert open(pb).read() == "fourth"
+    assert _read(pb) == "fourth"
     assert sorted(os.listdir(tmp_path / "tiny")) == ["1", *side_files]
 
 

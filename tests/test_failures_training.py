@@ -25,7 +25,7 @@ def _state(units=4, optimizer="sgd"):
 
 
 def _run(ckpt_dir, steps=(1, 2, 3)):
-    net, opt, ckpt = _state()
+    _, opt, ckpt = _state()
     manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=3)
     for s in steps:
         opt.iterations.assign(s)
@@ -34,7 +34,7 @@ def _run(ckpt_dir, steps=(1, 2, 3)):
 
 
 def _resume(ckpt_dir, **kw):
-    net, opt, ckpt = _state(**kw)
+    _, opt, ckpt = _state(**kw)
     path = checkpoints.restore_newest_intact(ckpt, ckpt_dir)
     return path, int(opt.iterations.numpy()), ckpt
 
@@ -129,6 +129,62 @@ def test_trainer_resumes_from_intact_checkpoint_and_refuses_other_runs(tmp_path)
     assert not os.path.exists(os.path.join(ckpt_dir, "ckpt-3_temp"))
     assert sorted(os.path.basename(p) for p in checkpoints.list_checkpoints(ckpt_dir)) == [
         "ckpt-1", "ckpt-2", "ckpt-3"]
+    assert not os.path.exists(os.path.join(cfg.model_dir, "train.lock"))  # released
     cfg.optimizer = "adamw"
     with pytest.raises(ValueError, match="holds a run of another configuration"):
         trainer.train(cfg)
+    assert not os.path.exists(os.path.join(cfg.model_dir, "train.lock"))
+
+
+def test_second_process_on_a_model_dir_is_refused_naming_the_first(tmp_path):
+    import json
+    import socket
+    import subprocess
+
+    from d3d_tf.training import run_lock
+
+    folder = str(tmp_path / "run")
+    mine = rf"in use by another training: pid {os.getpid()} on host {socket.gethostname()}"
+    with run_lock.hold(folder) as path, pytest.raises(run_lock.RunLockedError, match=mine):
+        run_lock.acquire(folder)
+    assert not os.path.exists(path)
+    # A lock left by a process that died on this host is taken over.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with open(path, "w") as f:
+        json.dump({"pid": dead.pid, "host": socket.gethostname()}, f)
+    assert run_lock.acquire(folder) == path
+    with open(path) as f:
+        assert json.load(f)["pid"] == os.getpid()
+    run_lock.release(path)
+    # One on another host cannot be checked: refused.
+    with open(path, "w") as f:
+        json.dump({"pid": 1, "host": "elsewhere", "started": "yesterday"}, f)
+    with pytest.raises(run_lock.RunLockedError, match="pid 1 on host elsewhere, started "
+                       "yesterday"):
+        run_lock.acquire(folder)
+    # Workers of one multi-worker job lock separately.
+    assert run_lock.lock_name("multi_worker", '{"task": {"type": "worker", "index": 1}}') == \
+        "train.worker-1.lock"
+    assert run_lock.lock_name("mirrored") == "train.lock"
+
+
+def test_trainer_refuses_a_model_dir_in_use(tmp_path):
+    import subprocess
+
+    from d3d_tf.training import run_lock
+
+    cfg = _config(tmp_path)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        lock = run_lock.acquire(cfg.model_dir)
+        with open(lock) as f:
+            text = f.read().replace(str(os.getpid()), str(other.pid))
+        with open(lock, "w") as f:
+            f.write(text)
+        with pytest.raises(run_lock.RunLockedError, match=f"pid {other.pid}"):
+            trainer.train(cfg)
+        assert sorted(os.listdir(cfg.model_dir)) == ["train.lock"]  # nothing written
+    finally:
+        other.kill()
+        other.wait()

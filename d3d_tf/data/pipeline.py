@@ -46,6 +46,7 @@ from d3d_tf.data import records
 FLOW_BOUND = 20.0  # px; same value as d3d_tf.data.flow.FLOW_BOUND (kept here to avoid cv2)
 MODALITIES = ("rgb", "flow")
 RGB_RANGES = ("[-1,1]", "[0,1]")
+LABEL_CHECK = "label outside the labels file:"
 
 
 @dataclasses.dataclass
@@ -68,6 +69,7 @@ class PipelineConfig:
     repeat: bool | None = None   # default: repeat in training, single pass in eval
     drop_remainder: bool | None = None  # default True in training, False in eval
     seed: int | None = None      # deterministic when set
+    num_classes: int | None = None  # labels must lie in [-1, num_classes): checked per record
 
     def validate(self) -> None:
         mods = tuple(self.modalities)
@@ -189,7 +191,16 @@ def _make_clip_fn(config: PipelineConfig):
                 flow = tf.cond(flip, lambda: tf.reverse(flow, axis=[2]) * [-1.0, 1.0],
                                lambda: flow)
             out["flow"] = tf.reshape(tf.clip_by_value(flow, -1.0, 1.0), [k, t, c, c, 2])
-        out["label"] = tf.fill([k], tf.cast(ex["label"], tf.int32))
+        label = tf.cast(ex["label"], tf.int32)
+        if config.num_classes is not None:
+            # An out-of-range label would train with CE = 0 (one_hot gives zeros).
+            check = tf.debugging.Assert(
+                tf.logical_and(label >= -1, label < config.num_classes),
+                [LABEL_CHECK, config.num_classes, "classes; video", ex["video_id"], "label",
+                 label])
+            with tf.control_dependencies([check]):
+                label = tf.identity(label)
+        out["label"] = tf.fill([k], label)
         out["video_id"] = tf.fill([k], ex["video_id"])
         return out
 

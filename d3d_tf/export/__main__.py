@@ -12,6 +12,7 @@ import json
 
 from absl import app, flags, logging
 
+from d3d_tf import cli
 from d3d_tf.export import saved_model, tflite
 
 FLAGS = flags.FLAGS
@@ -20,18 +21,22 @@ flags.DEFINE_string("checkpoint", None, "Model directory (model.json + weights.n
 flags.DEFINE_enum("format", "saved_model", ["saved_model", "tflite"], "Export format.")
 flags.DEFINE_string("out", None, "Output directory: the TF Serving model root for "
                     "saved_model (<out>/<model_name>/<version>), the .tflite folder for tflite.")
-flags.DEFINE_integer("frames", None, "Clip length T in frames (default: the model's).")
-flags.DEFINE_integer("size", None, "Frame height = width in pixels (default: the model's).")
+flags.DEFINE_integer("frames", None, "Clip length T in frames (default: the model's).",
+                     lower_bound=1)
+flags.DEFINE_integer("size", None, "Frame height = width in pixels (default: the model's).",
+                     lower_bound=1)
 flags.DEFINE_enum("quantize", "float32", list(tflite.QUANTIZE_MODES),
                   "TFLite variant: float32, float16 weights, dynamic-range int8 weights, or "
                   "full-integer int8 (calibrated).")
 flags.DEFINE_string("calibration_data", None, "TFRecord glob of clips for int8 calibration; "
                     "default: synthetic random clips (only good for testing).")
-flags.DEFINE_integer("calibration_clips", 64, "Number of clips used for int8 calibration.")
+flags.DEFINE_integer("calibration_clips", 64, "Number of clips used for int8 calibration.",
+                     lower_bound=1)
 flags.DEFINE_string("model_name", None, "Model name (TF Serving name / .tflite file stem); "
                     "default: the model's preset name.")
-flags.DEFINE_integer("version", 1, "SavedModel version directory (a positive integer).")
-flags.DEFINE_integer("top_k", 5, "SavedModel: number of top classes in the outputs.")
+flags.DEFINE_integer("version", 1, "SavedModel version directory (a positive integer).",
+                     lower_bound=1)
+flags.DEFINE_integer("top_k", 5, "SavedModel: number of top classes in the outputs.", lower_bound=1)
 flags.DEFINE_bool("overwrite", False, "SavedModel: replace an existing version directory.")
 flags.mark_flags_as_required(["checkpoint", "out"])
 
@@ -61,4 +66,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -27,10 +27,10 @@ from absl import logging
 
 from d3d_tf import atomic, config_flags, models
 from d3d_tf.config_flags import field
-from d3d_tf.data import pipeline, records
+from d3d_tf.data import pipeline, read_errors, records
 from d3d_tf.data.pipeline import MODALITIES, RGB_RANGES
 from d3d_tf.models import layers, s3dg, saving
-from d3d_tf.training import checkpoints, evaluation, summaries, tasks
+from d3d_tf.training import checkpoints, evaluation, run_lock, summaries, tasks
 from d3d_tf.training import strategy as strategy_lib
 
 TASKS = ("classify", "distill", "finetune")
@@ -166,9 +166,10 @@ def _require_model_dir(path, flag: str, task: str, hint: str = "") -> None:
     """Raises a clear error unless `path` (the value of `flag`) is a model directory."""
     if not path:
         raise ValueError(f"{task} needs {flag}=<model directory>")
-    if not os.path.isfile(os.path.join(path, saving.SPEC_FILE)):
-        raise FileNotFoundError(f"{flag}={path}: not a model directory (no "
-                                f"{saving.SPEC_FILE}){hint}")
+    try:
+        saving.resolve_model_dir(path)  # a model directory or a run directory holding one
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{flag}={path}: not a model directory ({e}){hint}") from None
 
 
 def validate(config: TrainConfig) -> None:
@@ -329,7 +330,7 @@ def _pipeline(c: TrainConfig, *, training: bool, batch: int, seed: int | None,
         modalities=tuple(modalities), batch_size=batch,
         num_clips=1 if training else c.eval_clips, resize_short_side=c.resize_short_side,
         min_scale=c.min_scale if training else 1.0, random_flip=c.random_flip,
-        rgb_range=c.rgb_range,
+        rgb_range=c.rgb_range, num_classes=len(evaluation.read_labels(labels_path(c))),
         shuffle_buffer=c.shuffle_buffer, seed=seed)
 
 
@@ -387,9 +388,18 @@ def cpu_has_native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
 
 
 def train(config: TrainConfig) -> dict:
-    """Trains (or resumes) the run described by `config`; returns the final metrics dict."""
+    """Trains (or resumes) the run described by `config`; returns the final metrics dict.
+
+    Holds `model_dir/train.lock` meanwhile: a second process on the same model_dir is refused
+    (run_lock.RunLockedError naming the first)."""
+    validate(config)
+    with run_lock.hold(config.model_dir, run_lock.lock_name(config.strategy)), \
+            read_errors.explained(config.train_data, config.eval_data):
+        return _train(config)
+
+
+def _train(config: TrainConfig) -> dict:
     c = config
-    validate(c)
     names = evaluation.read_labels(labels_path(c))
     if c.mixed_precision:
         if not tf.config.list_physical_devices("GPU") and cpu_has_native_bfloat16() is False:
