@@ -104,3 +104,15 @@ def test_verify_catches_a_shard_cut_inside_its_last_record(tmp_path):
     with pytest.raises(records.RecordError, match=r"train-00000\.tfrecord: truncated: record 4 "
                        r"is cut off.*4 whole records"):
         records.verify_shards(data)
+
+
+def test_flow_read_from_records_without_flow_is_one_line(tmp_path):
+    from d3d_tf.data import pipeline, read_errors
+
+    data = train_fixtures.write_dataset(str(tmp_path), videos=2, frames=4, size=16,
+                                        with_flow=False)
+    cfg = pipeline.PipelineConfig(data, num_frames=2, crop_size=16, training=False,
+                                  batch_size=2, modalities=("flow",))
+    with pytest.raises(ValueError, match=r"hold no optical flow.*--flow=tvl1"), \
+            read_errors.explained(data):
+        next(iter(pipeline.make_dataset(cfg)))

@@ -25,12 +25,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from d3d_tf import atomic, config_flags, models
+from d3d_tf import atomic, config_flags, models, run_lock
 from d3d_tf.config_flags import field
 from d3d_tf.data import pipeline, read_errors, records
 from d3d_tf.data.pipeline import MODALITIES, RGB_RANGES
 from d3d_tf.models import layers, s3dg, saving
-from d3d_tf.training import checkpoints, evaluation, run_lock, summaries, tasks
+from d3d_tf.training import checkpoints, evaluation, summaries, tasks
 from d3d_tf.training import strategy as strategy_lib
 
 TASKS = ("classify", "distill", "finetune")

@@ -1,4 +1,5 @@
-"""One training process per model directory: a lock file naming its owner.
+"""One process per output folder (train's model_dir, prepare's out_dir and split): a lock
+file naming its owner.
 
     with run_lock.hold("runs/x"):        # RunLockedError if another live process holds it
         ...train...
@@ -26,7 +27,7 @@ LOCK_FILE = "train.lock"
 
 
 class RunLockedError(ValueError):
-    """Another live process trains into the same model directory; names it."""
+    """Another live process writes into the same folder; names it."""
 
 
 def lock_name(strategy: str, tf_config: str | None = None) -> str:
@@ -56,7 +57,7 @@ def _read(path: str) -> dict:
         return {}
 
 
-def acquire(folder: str, name: str = LOCK_FILE) -> str:
+def acquire(folder: str, name: str = LOCK_FILE, what: str = "training") -> str:
     """Takes the lock `folder/name`; returns its path. Raises RunLockedError naming the owner
     when a live process (or one on another host) holds it."""
     os.makedirs(folder, exist_ok=True)
@@ -83,9 +84,9 @@ def acquire(folder: str, name: str = LOCK_FILE) -> str:
                     os.remove(path)
                 continue
             raise RunLockedError(
-                f"{folder} is in use by another training: pid {pid} on host {host}, started "
+                f"{folder} is in use by another {what}: pid {pid} on host {host}, started "
                 f"{other.get('started')} ({path}); wait for it to finish or use another "
-                f"--model_dir (if that process is gone, delete {path})")
+                f"folder (if that process is gone, delete {path})")
         raise RunLockedError(f"{path}: could not take the lock (it keeps changing)")
     finally:
         os.remove(tmp)
@@ -111,8 +112,8 @@ def release(path: str) -> None:
 
 
 @contextlib.contextmanager
-def hold(folder: str, name: str = LOCK_FILE):
-    path = acquire(folder, name)
+def hold(folder: str, name: str = LOCK_FILE, what: str = "training"):
+    path = acquire(folder, name, what)
     try:
         yield path
     finally:
