@@ -152,3 +152,18 @@ def test_object_array_weights_name_the_file(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 garbage")
     with pytest.raises(ValueError, match=r"bad\.npz: not a readable"):
         saving.load_weights(model, str(tmp_path / "bad.npz"))
+
+
+def test_damaged_calibration_shard_is_named(tmp_path):
+    from d3d_tf.data import records
+
+    with records.ShardWriter(str(tmp_path / "cal-0.tfrecord")) as w:
+        for i in range(2):
+            w.write(records.make_sequence_example(np.zeros((4, 16, 16, 3), np.uint8),
+                                                  video_id=f"v{i}"))
+    blob = bytearray((tmp_path / "cal-0.tfrecord").read_bytes())
+    blob[40:60] = bytes(20)
+    (tmp_path / "cal-0.tfrecord").write_bytes(bytes(blob))
+    with pytest.raises(records.RecordError, match=r"cal-0\.tfrecord: truncated or corrupt.*"
+                       r"--verify="):
+        list(tflite.record_clips(str(tmp_path / "cal-*.tfrecord"), 2, (4, 16, 16, 3)))
