@@ -188,3 +188,18 @@ def test_trainer_refuses_a_model_dir_in_use(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def test_run_directory_is_accepted_as_init_from_and_teacher(tmp_path):
+    from d3d_tf import models
+    from d3d_tf.models import saving
+
+    net = models.build_classifier("s3dg", num_classes=4, input_shape=(2, 16, 16, 3),
+                                  depth_multiplier=0.1)
+    saving.save_model_dir(str(tmp_path / "old_run" / "model"), net,
+                          saving.spec_for(net, name="s3dg"))
+    run_dir = str(tmp_path / "old_run")
+    trainer.validate(_config(tmp_path, task="finetune", init_from=run_dir))
+    trainer.validate(_config(tmp_path, task="distill", teacher=run_dir))
+    with pytest.raises(FileNotFoundError, match="--teacher=.*not a model directory.*neither"):
+        trainer.validate(_config(tmp_path, task="distill", teacher=str(tmp_path)))
