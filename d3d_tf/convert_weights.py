@@ -23,9 +23,9 @@ See docs/weights.md.
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from d3d_tf import preprocessing
+from d3d_tf import cli, preprocessing
 from d3d_tf.models import saving
 from d3d_tf.weights import slim as slim_import
 
@@ -193,4 +193,4 @@ def convert():
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["from", "source", "out_dir"])
-    app.run(main)
+    cli.run(main)

@@ -18,8 +18,8 @@ import os
 
 from absl import app, flags, logging
 
-from d3d_tf import config_flags, preprocessing
-from d3d_tf.data import pipeline
+from d3d_tf import cli, config_flags, preprocessing
+from d3d_tf.data import pipeline, read_errors
 from d3d_tf.models import saving
 from d3d_tf.training import ava_task, evaluation
 
@@ -35,25 +35,29 @@ flags.DEFINE_string("data", None, "Glob of evaluation TFRecord shards.")
 flags.DEFINE_string("labels", None, "labels.txt (default: the first model's labels, else "
                     "labels.txt next to the shards).")
 flags.DEFINE_string("out_dir", None, "Where to write the report (created).")
-flags.DEFINE_integer("num_frames", None, "Frames per clip (default: the model's input T).")
-flags.DEFINE_integer("crop_size", None, "Centre crop side in pixels (default: the model's H).")
-flags.DEFINE_integer("frame_stride", 1, "Take every n-th stored frame.")
-flags.DEFINE_integer("resize_short_side", None, "Resize the short side before cropping.")
+flags.DEFINE_integer("num_frames", None, "Frames per clip (default: the model's input T).",
+                     lower_bound=1)
+flags.DEFINE_integer("crop_size", None, "Centre crop side in pixels (default: the model's H).",
+                     lower_bound=1)
+flags.DEFINE_integer("frame_stride", 1, "Take every n-th stored frame.", lower_bound=1)
+flags.DEFINE_integer("resize_short_side", None, "Resize the short side before cropping.",
+                     lower_bound=1)
 flags.DEFINE_integer("num_clips", 1, "Evenly spaced clips per video (video score = mean of "
-                     "clip softmaxes).")
+                     "clip softmaxes).", lower_bound=1)
 flags.DEFINE_integer("num_crops", 1, "Spatial crops per clip: 1 (centre) or 3 (first, centre, "
                      "last position along the long side).")
 flags.register_validator("num_crops", lambda v: v in (1, 3), "--num_crops must be 1 or 3")
 flags.DEFINE_list("average", None, "results.json files of earlier runs (e.g. one per dataset "
                   "split): write their mean per model to --out_dir/average.json and "
                   "average.md instead of evaluating.")
-flags.DEFINE_integer("batch_size", 8, "Evaluation batch size.")
+flags.DEFINE_integer("batch_size", 8, "Evaluation batch size.", lower_bound=1)
 flags.DEFINE_bool("ensemble", False, "Also evaluate the average of all models' softmaxes.")
 flags.DEFINE_multi_string("ensemble_of", None, "An ensemble to evaluate, as --name values "
                           "joined by '+', e.g. d3d+baseline (repeatable).")
 flags.DEFINE_list("compare", None, "Two --name values A,B: plot the per-class accuracy of B "
                   "minus A (default: the first two models).")
-flags.DEFINE_integer("plot_top", 10, "Best/worst classes shown in the per-class plots.")
+flags.DEFINE_integer("plot_top", 10, "Best/worst classes shown in the per-class plots.",
+                     lower_bound=1)
 
 
 def evaluate_model(directory: str, *, data: str, num_frames=None, crop_size=None,
@@ -70,9 +74,10 @@ def evaluate_model(directory: str, *, data: str, num_frames=None, crop_size=None
                                   batch_size=batch_size, num_clips=num_clips,
                                   num_crops=num_crops, resize_short_side=resize_short_side,
                                   rgb_range=spec.rgb_range if spec.modality == "rgb"
-                                  else "[-1,1]")
-    preds = evaluation.predict(model, pipeline.make_dataset(cfg), modality=spec.modality,
-                               log_every=50)
+                                  else "[-1,1]", num_classes=spec.num_classes)
+    with read_errors.explained(data):
+        preds = evaluation.predict(model, pipeline.make_dataset(cfg), modality=spec.modality,
+                                   log_every=50)
     return preds, spec
 
 
@@ -178,4 +183,4 @@ def _evaluate_ava():
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -12,7 +12,7 @@ import sys
 
 from absl import app, flags
 
-from d3d_tf import config_flags
+from d3d_tf import cli, config_flags
 from d3d_tf.export.predictor import PredictConfig, Predictor, predict_video
 
 FLAGS = flags.FLAGS
@@ -55,4 +55,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from d3d_tf import config_flags
+from d3d_tf import cli, config_flags
 from d3d_tf.data import ava, datasets, prepare_lib
 
 FLAGS = flags.FLAGS
@@ -86,4 +86,4 @@ def _prepare_ava():
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

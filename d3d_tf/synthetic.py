@@ -12,6 +12,7 @@ import os
 
 from absl import app, flags, logging
 
+from d3d_tf import cli
 from d3d_tf.data import synthetic, synthetic_ava
 
 D = synthetic.SyntheticConfig()
@@ -96,4 +97,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

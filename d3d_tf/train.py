@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from absl import app, flags, logging
 
-from d3d_tf import config_flags
+from d3d_tf import cli, config_flags
 from d3d_tf.training import trainer
 
 FLAGS = flags.FLAGS
@@ -35,4 +35,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

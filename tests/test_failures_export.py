@@ -41,6 +41,11 @@ def disk_full(monkeypatch):
     return fill
 
 
+def _read(path):
+    with open(path) as f:
+        return f.read()
+
+
 def _spec():
     return saving.load_spec(H.model_dir())
 
@@ -86,7 +91,7 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
     with pytest.raises(RuntimeError), atomic.open_for_write(path) as f:
         f.write('{"x": ')
         raise RuntimeError("interrupted")
-    assert open(path).read() == '{\n  "x": 1\n}' and os.listdir(tmp_path) == ["a.json"]
+    assert _read(path) == '{\n  "x": 1\n}' and os.listdir(tmp_path) == ["a.json"]
 
 
 def test_export_overwrite_keeps_the_served_version_until_the_new_one_is_complete(
@@ -112,18 +117,18 @@ def test_export_overwrite_keeps_the_served_version_until_the_new_one_is_complete
     write("second", fail=True)
     with pytest.raises(KeyboardInterrupt):
         saved_model.export_saved_model(config)
-    assert open(pb).read() == "first"
+    assert _read(pb) == "first"
     assert sorted(os.listdir(tmp_path / "tiny")) == ["1", *side_files]
     write("third")
     assert saved_model.export_saved_model(config) == final
-    assert open(pb).read() == "third"
+    assert _read(pb) == "third"
     assert sorted(os.listdir(final)) == ["assets.extra", "saved_model.pb", "variables"]
     assert sorted(os.listdir(tmp_path / "tiny")) == ["1", *side_files]
     # The fallback without renameat2 (other systems) gives the same result.
     monkeypatch.setattr(common, "_exchange", lambda a, b: False)
     write("fourth")
     saved_model.export_saved_model(config)
-    assert open(pb).read() == "fourth"
+    assert _read(pb) == "fourth"
     assert sorted(os.listdir(tmp_path / "tiny")) == ["1", *side_files]
 
 
@@ -147,3 +152,18 @@ def test_object_array_weights_name_the_file(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 garbage")
     with pytest.raises(ValueError, match=r"bad\.npz: not a readable"):
         saving.load_weights(model, str(tmp_path / "bad.npz"))
+
+
+def test_damaged_calibration_shard_is_named(tmp_path):
+    from d3d_tf.data import records
+
+    with records.ShardWriter(str(tmp_path / "cal-0.tfrecord")) as w:
+        for i in range(2):
+            w.write(records.make_sequence_example(np.zeros((4, 16, 16, 3), np.uint8),
+                                                  video_id=f"v{i}"))
+    blob = bytearray((tmp_path / "cal-0.tfrecord").read_bytes())
+    blob[40:60] = bytes(20)
+    (tmp_path / "cal-0.tfrecord").write_bytes(bytes(blob))
+    with pytest.raises(records.RecordError, match=r"cal-0\.tfrecord: truncated or corrupt.*"
+                       r"--verify="):
+        list(tflite.record_clips(str(tmp_path / "cal-*.tfrecord"), 2, (4, 16, 16, 3)))

@@ -130,3 +130,17 @@ def test_killed_prepare_stops_its_workers(tmp_path, sig):
         except ProcessLookupError:
             pass
         proc.wait()
+
+
+def test_second_prepare_of_one_split_is_refused(tmp_path):
+    from d3d_tf import run_lock
+
+    entries, labels = datasets.read_folder_tree(str(make_tree(tmp_path / "v", n=4, size=16)))
+    out = tmp_path / "out"
+    with run_lock.hold(str(out / prepare_lib.STATE_DIR), "train.lock"), \
+            pytest.raises(run_lock.RunLockedError, match=rf"in use by another prepare of split "
+                          rf"'train': pid {os.getpid()}"):
+        prepare_lib.prepare(entries, labels, _config(out, num_shards=1))
+    assert not any(n.endswith(".tfrecord") for n in os.listdir(out))
+    prepare_lib.prepare(entries, labels, _config(out, num_shards=1))  # released: runs
+    assert os.listdir(out / prepare_lib.STATE_DIR) == ["train-00000-of-00001.json"]

@@ -3,7 +3,6 @@ one (loudly), another run's checkpoints are refused in one line, two processes o
 model_dir are refused."""
 import glob
 import os
-import shutil
 import sys
 
 import keras
@@ -25,7 +24,7 @@ def _state(units=4, optimizer="sgd"):
 
 
 def _run(ckpt_dir, steps=(1, 2, 3)):
-    net, opt, ckpt = _state()
+    _, opt, ckpt = _state()
     manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=3)
     for s in steps:
         opt.iterations.assign(s)
@@ -34,7 +33,7 @@ def _run(ckpt_dir, steps=(1, 2, 3)):
 
 
 def _resume(ckpt_dir, **kw):
-    net, opt, ckpt = _state(**kw)
+    _, opt, ckpt = _state(**kw)
     path = checkpoints.restore_newest_intact(ckpt, ckpt_dir)
     return path, int(opt.iterations.numpy()), ckpt
 
@@ -119,16 +118,87 @@ def test_trainer_resumes_from_intact_checkpoint_and_refuses_other_runs(tmp_path)
     cfg = _config(tmp_path)
     trainer.train(cfg)
     ckpt_dir = os.path.join(cfg.model_dir, "ckpt")
-    shutil.rmtree(os.path.join(ckpt_dir, "ckpt-2_temp"), ignore_errors=True)
     os.makedirs(os.path.join(ckpt_dir, "ckpt-3_temp"))  # an interrupted save
     for f in glob.glob(os.path.join(ckpt_dir, "ckpt-2.*")):
         os.remove(f)
-    cfg.train_steps = 3
+    # Resumed at step 1 (not 0): with train_steps=1 nothing is left to train (the rotation
+    # after a fallback is tested above without a network).
+    cfg.train_steps = 1
     summary = trainer.train(cfg)
-    assert summary["start_step"] == 1 and summary["step"] == 3
+    assert summary["start_step"] == 1 and summary["step"] == 1
     assert not os.path.exists(os.path.join(ckpt_dir, "ckpt-3_temp"))
-    assert sorted(os.path.basename(p) for p in checkpoints.list_checkpoints(ckpt_dir)) == [
-        "ckpt-1", "ckpt-2", "ckpt-3"]
+    assert [os.path.basename(p) for p in checkpoints.list_checkpoints(ckpt_dir)] == ["ckpt-1"]
+    assert not os.path.exists(os.path.join(cfg.model_dir, "train.lock"))  # released
     cfg.optimizer = "adamw"
     with pytest.raises(ValueError, match="holds a run of another configuration"):
         trainer.train(cfg)
+    assert not os.path.exists(os.path.join(cfg.model_dir, "train.lock"))
+
+
+def test_second_process_on_a_model_dir_is_refused_naming_the_first(tmp_path):
+    import json
+    import socket
+    import subprocess
+
+    from d3d_tf import run_lock
+
+    folder = str(tmp_path / "run")
+    mine = rf"in use by another training: pid {os.getpid()} on host {socket.gethostname()}"
+    with run_lock.hold(folder) as path, pytest.raises(run_lock.RunLockedError, match=mine):
+        run_lock.acquire(folder)
+    assert not os.path.exists(path)
+    # A lock left by a process that died on this host is taken over.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with open(path, "w") as f:
+        json.dump({"pid": dead.pid, "host": socket.gethostname()}, f)
+    assert run_lock.acquire(folder) == path
+    with open(path) as f:
+        assert json.load(f)["pid"] == os.getpid()
+    run_lock.release(path)
+    # One on another host cannot be checked: refused.
+    with open(path, "w") as f:
+        json.dump({"pid": 1, "host": "elsewhere", "started": "yesterday"}, f)
+    with pytest.raises(run_lock.RunLockedError, match="pid 1 on host elsewhere, started "
+                       "yesterday"):
+        run_lock.acquire(folder)
+    # Workers of one multi-worker job lock separately.
+    assert run_lock.lock_name("multi_worker", '{"task": {"type": "worker", "index": 1}}') == \
+        "train.worker-1.lock"
+    assert run_lock.lock_name("mirrored") == "train.lock"
+
+
+def test_trainer_refuses_a_model_dir_in_use(tmp_path):
+    import subprocess
+
+    from d3d_tf import run_lock
+
+    cfg = _config(tmp_path)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        lock = run_lock.acquire(cfg.model_dir)
+        with open(lock) as f:
+            text = f.read().replace(str(os.getpid()), str(other.pid))
+        with open(lock, "w") as f:
+            f.write(text)
+        with pytest.raises(run_lock.RunLockedError, match=f"pid {other.pid}"):
+            trainer.train(cfg)
+        assert sorted(os.listdir(cfg.model_dir)) == ["train.lock"]  # nothing written
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_run_directory_is_accepted_as_init_from_and_teacher(tmp_path):
+    from d3d_tf import models
+    from d3d_tf.models import saving
+
+    net = models.build_classifier("s3dg", num_classes=4, input_shape=(2, 16, 16, 3),
+                                  depth_multiplier=0.1)
+    saving.save_model_dir(str(tmp_path / "old_run" / "model"), net,
+                          saving.spec_for(net, name="s3dg"))
+    run_dir = str(tmp_path / "old_run")
+    trainer.validate(_config(tmp_path, task="finetune", init_from=run_dir))
+    trainer.validate(_config(tmp_path, task="distill", teacher=run_dir))
+    with pytest.raises(FileNotFoundError, match="--teacher=.*not a model directory.*neither"):
+        trainer.validate(_config(tmp_path, task="distill", teacher=str(tmp_path)))

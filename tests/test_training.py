@@ -195,14 +195,17 @@ def test_cpu_bfloat16_support_is_read_from_cpuinfo(tmp_path):
     assert trainer.cpu_has_native_bfloat16(str(tmp_path / "missing")) is None
 
 
-def test_train_restores_the_callers_dtype_policy(monkeypatch):
+def test_train_restores_the_callers_dtype_policy(monkeypatch, tmp_path):
     """--mixed_precision changes Keras' global policy for the run only, also when it fails."""
     def failing_run(config):
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
         raise RuntimeError("boom")
 
+    monkeypatch.setattr(trainer, "validate", lambda config: None)
     monkeypatch.setattr(trainer, "_train", failing_run)
+    config = trainer.TrainConfig(model_dir=str(tmp_path / "run"),
+                                 train_data=str(tmp_path / "none-*.tfrecord"))
     assert keras.mixed_precision.global_policy().name == "float32"
     with pytest.raises(RuntimeError, match="boom"):
-        trainer.train(None)
+        trainer.train(config)
     assert keras.mixed_precision.global_policy().name == "float32"

@@ -25,6 +25,8 @@ import tempfile
 
 from absl import app, flags
 
+from d3d_tf import cli
+
 FLAGS = flags.FLAGS
 PARTS = ("model", "distill", "data", "flow", "export")
 flags.DEFINE_list("parts", list(PARTS), f"Which parts to run, from {PARTS}.")
@@ -229,4 +231,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

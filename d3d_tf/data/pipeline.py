@@ -49,6 +49,7 @@ from d3d_tf.data import records, teacher_logits
 from d3d_tf.preprocessing import FLOW_BOUND, RGB_RANGES  # noqa: F401 (re-exported)
 
 MODALITIES = ("rgb", "flow")
+LABEL_CHECK = "label outside the labels file:"
 
 
 @dataclasses.dataclass
@@ -73,6 +74,7 @@ class PipelineConfig:
     drop_remainder: bool | None = None  # default True in training, False in eval
     seed: int | None = None      # deterministic when set
     teacher_logits: bool = False  # also `teacher_logits` [B,T,D] (d3d_tf.data.teacher_logits)
+    num_classes: int | None = None  # labels must lie in [-1, num_classes): checked per record
 
     def validate(self) -> None:
         mods = tuple(self.modalities)
@@ -214,7 +216,16 @@ def _make_clip_fn(config: PipelineConfig):
             out["flow"] = tf.reshape(tf.clip_by_value(flow, -1.0, 1.0), [k, t, c, c, 2])
         if config.teacher_logits:
             out["teacher_logits"] = teacher_logits.gather(serialized, flat, k, t)
-        out["label"] = tf.fill([k], tf.cast(ex["label"], tf.int32))
+        label = tf.cast(ex["label"], tf.int32)
+        if config.num_classes is not None:
+            # An out-of-range label would train with CE = 0 (one_hot gives zeros).
+            check = tf.debugging.Assert(
+                tf.logical_and(label >= -1, label < config.num_classes),
+                [LABEL_CHECK, config.num_classes, "classes; video", ex["video_id"], "label",
+                 label])
+            with tf.control_dependencies([check]):
+                label = tf.identity(label)
+        out["label"] = tf.fill([k], label)
         out["video_id"] = tf.fill([k], ex["video_id"])
         return out
 

@@ -28,7 +28,7 @@ import random
 import sys
 import time
 
-from d3d_tf import atomic, preprocessing
+from d3d_tf import atomic, preprocessing, run_lock
 from d3d_tf.data.datasets import VideoEntry
 
 FLOW_CHOICES = ("tvl1", "farneback", "none")
@@ -252,6 +252,13 @@ def prepare(entries: list[VideoEntry], labels: list[str], config: PrepareConfig,
             raise PrepareError(f"video {e.video_id} ({e.path}) has label {e.label_name!r} "
                                f"which is not in the label list")
     os.makedirs(os.path.join(config.out_dir, STATE_DIR), exist_ok=True)
+    # Two runs on one split would write the same temporary shard files.
+    with run_lock.hold(os.path.join(config.out_dir, STATE_DIR), f"{config.split}.lock",
+                       what=f"prepare of split {config.split!r}"):
+        return _prepare(chosen, labels, label_ids, config, start, progress_stream)
+
+
+def _prepare(chosen, labels, label_ids, config, start, progress_stream) -> PrepareSummary:
     _check_labels_file(config.out_dir, labels)
 
     _check_no_other_shard_set(config)

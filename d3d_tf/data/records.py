@@ -24,6 +24,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import struct
 
 import numpy as np
 import tensorflow as tf
@@ -242,7 +243,26 @@ def verify_shard(path: str, parse: bool = True, decode: bool = False) -> int:
             if decode:
                 _decode_all(path, count, parsed)
         count += 1
+    _check_framing(path)
     return count
+
+
+def _check_framing(path: str) -> None:
+    """RecordError if the shard's last record is cut off. TFRecordDataset reads a shard
+    truncated inside its last record as if it ended before it: the record is lost silently.
+    Walks the record headers (uint64 length, CRCs; data skipped)."""
+    size = tf.io.gfile.stat(path).length
+    offset = count = 0
+    with tf.io.gfile.GFile(path, "rb") as f:
+        while offset < size:
+            f.seek(offset)
+            header = f.read(8)
+            end = offset + 16 + (struct.unpack("<Q", header)[0] if len(header) == 8 else 0)
+            if len(header) < 8 or end > size:
+                raise RecordError(f"{path}: truncated: record {count} is cut off at byte "
+                                  f"{size} (it needs {end}); {count} whole records before it. "
+                                  f"Delete the shard and rerun prepare")
+            offset, count = end, count + 1
 
 
 def _decode_all(path: str, index: int, parsed: dict) -> None:

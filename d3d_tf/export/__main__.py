@@ -12,7 +12,7 @@ import json
 
 from absl import app, flags, logging
 
-from d3d_tf import config_flags
+from d3d_tf import cli, config_flags
 from d3d_tf.export import ava_saved_model, common, saved_model, tflite
 
 FLAGS = flags.FLAGS
@@ -45,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

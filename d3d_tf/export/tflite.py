@@ -129,15 +129,16 @@ def synthetic_clips(n: int, shape, seed: int = 0) -> Iterable[np.ndarray]:
 def record_clips(file_pattern: str, n: int, shape) -> Iterable[np.ndarray]:
     """Up to `n` uint8 clips `[1,T,H,W,3]` from TFRecords (eval mode: centre crop, the centre
     clip of each video, short side resized to H)."""
-    from d3d_tf.data import pipeline
+    from d3d_tf.data import pipeline, read_errors
 
     t, h, _, _ = shape
     cfg = pipeline.PipelineConfig(file_pattern=file_pattern, num_frames=t, crop_size=h,
                                   training=False, batch_size=1, num_clips=1,
                                   resize_short_side=h, rgb_range="[0,1]")
-    for element in pipeline.make_dataset(cfg).take(n):
-        rgb = element["rgb"].numpy()  # [1,T,H,W,3] in [0,1]
-        yield np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
+    with read_errors.explained(file_pattern):  # a damaged shard: one line naming it
+        for element in pipeline.make_dataset(cfg).take(n):
+            rgb = element["rgb"].numpy()  # [1,T,H,W,3] in [0,1]
+            yield np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
 def convert(model: keras.Model, spec, *, quantize: str = "float32",

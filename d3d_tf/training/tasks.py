@@ -203,6 +203,7 @@ def init_from_model_dir(network: keras.Model, directory: str) -> list:
         raise ValueError(f"{directory}: a {spec.modality} model ({spec.config.get('in_channels')} "
                          f"input channels) cannot initialize a network with "
                          f"{network.d3d_config.in_channels} input channels")
+    directory = saving.resolve_model_dir(directory)  # a run directory works too
     return saving.load_weights(network, os.path.join(directory, saving.WEIGHTS_FILE),
                                skip_prefixes=("Logits.",))
 

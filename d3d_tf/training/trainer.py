@@ -25,9 +25,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from d3d_tf import atomic, config_flags, models, preprocessing
+from d3d_tf import atomic, config_flags, models, preprocessing, run_lock
 from d3d_tf.config_flags import field
-from d3d_tf.data import pipeline, records
+from d3d_tf.data import pipeline, read_errors, records
 from d3d_tf.data.pipeline import MODALITIES
 from d3d_tf.models import decoders, layers, s3dg, saving
 from d3d_tf.preprocessing import RGB_RANGES
@@ -217,9 +217,10 @@ def _require_model_dir(path, flag: str, task: str, hint: str = "") -> None:
     """Raises a clear error unless `path` (the value of `flag`) is a model directory."""
     if not path:
         raise ValueError(f"{task} needs {flag}=<model directory>")
-    if not os.path.isfile(os.path.join(path, saving.SPEC_FILE)):
-        raise FileNotFoundError(f"{flag}={path}: not a model directory (no "
-                                f"{saving.SPEC_FILE}){hint}")
+    try:
+        saving.resolve_model_dir(path)  # a model directory or a run directory holding one
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{flag}={path}: not a model directory ({e}){hint}") from None
 
 
 def validate(config: TrainConfig) -> None:
@@ -428,7 +429,7 @@ def _pipeline(c: TrainConfig, *, training: bool, batch: int, seed: int | None,
         num_clips=1 if training else c.eval_clips, num_crops=1 if training else c.eval_crops,
         resize_short_side=c.resize_short_side,
         min_scale=c.min_scale if training else 1.0, random_flip=c.random_flip,
-        rgb_range=c.rgb_range,
+        rgb_range=c.rgb_range, num_classes=len(preprocessing.read_labels(labels_path(c))),
         teacher_logits=training and c.task == "distinit" and c.distinit_precomputed,
         shuffle_buffer=c.shuffle_buffer, seed=seed)
 
@@ -494,18 +495,21 @@ def train(config: TrainConfig) -> dict:
     """Trains (or resumes) the run described by `config`; returns the final metrics dict.
 
     `mixed_precision` sets Keras' global dtype policy for the run only: the caller's policy is
-    restored on return (and on error).
+    restored on return (and on error). Holds `model_dir/train.lock` meanwhile: a second process
+    on the same model_dir is refused (run_lock.RunLockedError naming the first).
     """
+    validate(config)
     policy = keras.mixed_precision.global_policy()
     try:
-        return _train(config)
+        with run_lock.hold(config.model_dir, run_lock.lock_name(config.strategy)), \
+                read_errors.explained(config.train_data, config.eval_data):
+            return _train(config)
     finally:
         keras.mixed_precision.set_global_policy(policy)
 
 
 def _train(config: TrainConfig) -> dict:
     c = config
-    validate(c)
     if c.task == "ava":
         from d3d_tf.training import ava_task  # its own loop: boxes in, per-box scores out
         return ava_task.train(c)
