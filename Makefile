@@ -37,10 +37,10 @@ demo-ava: $(STAMP)
 	  --excluded=$(AVA)/videos/ava_$${s}_excluded_timestamps_v2.2.csv \
 	  --person_boxes=$(AVA)/videos/person_boxes_$$s.csv || exit 1; done
 	$(PY) -m d3d_tf.train --flagfile=configs/demo/ava.flags
-	$(PY) -m d3d_tf.evaluate --task=ava --model=$(AVA)/run --data='$(AVA)/records/val-*.tfrecord' \
+	$(PY) -m d3d_tf.evaluate --task=ava --model_dir=$(AVA)/run --data='$(AVA)/records/val-*.tfrecord' \
 	  --ava_groundtruth=$(AVA)/videos/ava_val_v2.2.csv \
 	  --ava_excluded=$(AVA)/videos/ava_val_excluded_timestamps_v2.2.csv --out_dir=$(AVA)/eval
-	$(PY) -m d3d_tf.export --format=ava_saved_model --checkpoint=$(AVA)/run --out=$(AVA)/export \
+	$(PY) -m d3d_tf.export --format=ava_saved_model --model_dir=$(AVA)/run --out_dir=$(AVA)/export \
 	  --overwrite
 
 benchmark: $(STAMP)

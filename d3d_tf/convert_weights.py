@@ -23,7 +23,7 @@ See docs/weights.md.
 
 from __future__ import annotations
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from d3d_tf import cli, preprocessing
 from d3d_tf.models import saving

@@ -1,6 +1,6 @@
 """First-layer filters over time and a t-SNE of pooled features of a video ResNet.
 
-    python -m d3d_tf.representation --checkpoint=runs/distinit_r3d/model \\
+    python -m d3d_tf.representation --model_dir=runs/distinit_r3d/model \\
         --data='data/hmdb51_split1/test-*.tfrecord' --out_dir=report/distinit_r3d
 
 See docs/distinit.md (Figs. 3-5 of DistInit).

@@ -103,7 +103,7 @@ def test_detector_shapes_init_from_classifier_and_save_load(tmp_path):
     np.testing.assert_allclose(alone[0, 0], out["logits"][0, 1], atol=1e-4)
 
     ava_head.save_detector_dir(str(tmp_path / "det"), det, name="s3dg", labels=["a", "b", "c"],
-                               ids=[1, 2, 3], input_range="[-1,1]")
+                               ids=[1, 2, 3], rgb_range="[-1,1]")
     again, info = ava_head.load_detector_dir(str(tmp_path / "det"))
     assert info["labels"] == ["a", "b", "c"] and info["input_shape"] == list(shape)
     np.testing.assert_allclose(again({"rgb": clips, "boxes": boxes}, training=False)["logits"],

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from d3d_tf import preprocessing
 from d3d_tf.data import ava, ava_pipeline, prepare_lib, synthetic_ava
-from d3d_tf.export import ava_saved_model, common
+from d3d_tf.export import ava_saved_model
 from d3d_tf.metrics import ava_map
 from d3d_tf.models import ava_head
 from d3d_tf.training import ava_task, trainer
@@ -112,7 +113,8 @@ def test_export_signature_takes_frames_and_boxes(run, tmp_path):
     out = serve(frames=tf.constant(frames), boxes=tf.constant(boxes))
     assert out["scores"].shape == (1, 3, 4) and out["boxes"].shape == (1, 3, 4)
     detector, _ = ava_head.load_detector_dir(str(root / "run"), dropout_keep_prob=1.0)
-    want = detector({"rgb": common.normalize(frames, "[-1,1]"), "boxes": tf.constant(boxes)},
+    want = detector({"rgb": preprocessing.normalize_rgb(frames, "[-1,1]"),
+                     "boxes": tf.constant(boxes)},
                     training=False)
     np.testing.assert_allclose(out["scores"], tf.sigmoid(want["logits"]), atol=1e-5)
     np.testing.assert_allclose(out["boxes"], ava_head.decode_boxes(want["box_deltas"], boxes),

@@ -143,7 +143,7 @@ def test_model_dir_teacher_is_a_frozen_2d_network_on_single_frames(tmp_path):
     # Saved for 4-frame clips (a 2D net runs on any T): the teacher rebuilds it for 1 frame.
     saved = models.build_classifier("r2d_18", num_classes=4, input_shape=(4, S, S, 3), **TINY)
     saving.save_model_dir(str(tmp_path), saved, saving.spec_for(saved, name="r2d_18",
-                                                                input_range="[0,1]"))
+                                                                rgb_range="[0,1]"))
     net = models.build_classifier("r2d_18", num_classes=4, input_shape=(1, S, S, 3), **TINY)
     net.set_weights(saved.get_weights())
     teacher = distinit.load_image_teacher(str(tmp_path), rgb_range="[-1,1]")

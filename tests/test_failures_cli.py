@@ -25,9 +25,9 @@ def _cli(*args):
 
 def test_export_errors_are_one_line(tmp_path):
     cases = [
-        (["--checkpoint=" + str(tmp_path / "missing"), f"--out={tmp_path}"],
+        (["--model_dir=" + str(tmp_path / "missing"), f"--out_dir={tmp_path}"],
          f"d3d_tf.export: error: {tmp_path / 'missing'}: no such file"),
-        (["--checkpoint=" + H.model_dir(), f"--out={tmp_path}", "--quantize=int8"],
+        (["--model_dir=" + H.model_dir(), f"--out_dir={tmp_path}", "--quantize=int8"],
          "d3d_tf.export: error: --quantize / --calibration_data apply to --format=tflite"),
     ]
     for args, first in cases:
@@ -39,7 +39,7 @@ def test_export_errors_are_one_line(tmp_path):
 def test_export_sizes_are_checked_up_front():
     from d3d_tf.export import common
 
-    for kw, flag in (({"frames": 0}, "--frames"), ({"size": -1}, "--size")):
+    for kw, flag in (({"frames": 0}, "--num_frames"), ({"size": -1}, "--crop_size")):
         with pytest.raises(ValueError, match=f"{flag} must be >= 1"):
             common.load_for_export(H.model_dir(), **kw)
 
@@ -54,7 +54,7 @@ def _records_with_label(path, label):
 def test_evaluate_refuses_labels_beyond_the_model_and_takes_a_run_dir(tmp_path):
     _records_with_label(str(tmp_path / "val-0.tfrecord"), label=len(H.LABELS) + 1)
     run_dir = os.path.dirname(H.model_dir())
-    code, lines = _cli("d3d_tf.evaluate", f"--model={run_dir}",
+    code, lines = _cli("d3d_tf.evaluate", f"--model_dir={run_dir}",
                        f"--data={tmp_path / 'val-*.tfrecord'}", f"--out_dir={tmp_path / 'out'}",
                        "--batch_size=1")
     errors = [ln for ln in lines if "error" in ln]

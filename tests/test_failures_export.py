@@ -9,7 +9,7 @@ import export_helpers as H
 import numpy as np
 import pytest
 
-from d3d_tf import atomic
+from d3d_tf import atomic, preprocessing
 from d3d_tf.export import common, saved_model, tflite
 from d3d_tf.models import saving
 
@@ -52,13 +52,13 @@ def _spec():
 
 def test_model_card_and_labels_on_a_full_disk_keep_the_old_files(tmp_path, disk_full):
     common.write_model_card(str(tmp_path), _spec(), model_dir=H.model_dir(), fmt="TFLite")
-    common.write_labels(str(tmp_path / "labels.txt"), H.LABELS)
+    preprocessing.write_labels(str(tmp_path / "labels.txt"), H.LABELS)
     before = {n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path)}
     disk_full(tmp_path)
     with pytest.raises(OSError, match="No space left"):
         common.write_model_card(str(tmp_path), _spec(), model_dir="/elsewhere", fmt="TFLite")
     with pytest.raises(OSError, match="No space left"):
-        common.write_labels(str(tmp_path / "labels.txt"), ["a", "b"])
+        preprocessing.write_labels(str(tmp_path / "labels.txt"), ["a", "b"])
     after = {n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path)}
     assert after == before  # old files whole, no temporary file left behind
 
@@ -78,8 +78,8 @@ def test_tflite_file_on_a_full_disk_is_never_truncated(tmp_path, disk_full, monk
     monkeypatch.setattr(tflite, "convert", lambda *a, **k: b"TFL3" + bytes(4000))
     monkeypatch.setattr(tflite, "op_counts", lambda flatbuffer: {"CONV_2D": 1})
     disk_full(tmp_path)
-    config = tflite.TFLiteConfig(checkpoint=H.model_dir(), out_dir=str(tmp_path),
-                                 model_name="tiny")
+    config = common.ExportConfig(model_dir=H.model_dir(), out_dir=str(tmp_path),
+                                 format="tflite", model_name="tiny")
     with pytest.raises(OSError, match="No space left"):
         tflite.export_tflite(config)
     assert os.listdir(tmp_path) == []
@@ -107,8 +107,8 @@ def test_export_overwrite_keeps_the_served_version_until_the_new_one_is_complete
                 f.write(tag)
         monkeypatch.setattr(saved_model, "write_saved_model", writer)
 
-    config = saved_model.SavedModelConfig(checkpoint=H.model_dir(), out_dir=str(tmp_path),
-                                          model_name="tiny", version=1)
+    config = common.ExportConfig(model_dir=H.model_dir(), out_dir=str(tmp_path),
+                                 model_name="tiny", version=1)
     write("first")
     final = saved_model.export_saved_model(config)
     pb = os.path.join(final, "saved_model.pb")
@@ -135,11 +135,12 @@ def test_export_overwrite_keeps_the_served_version_until_the_new_one_is_complete
 def test_export_names_outside_the_output_folder_are_refused(tmp_path):
     for name in ("../evil", "a/b", ".."):
         with pytest.raises(ValueError, match="--model_name"):
-            saved_model.export_saved_model(saved_model.SavedModelConfig(
-                checkpoint=H.model_dir(), out_dir=str(tmp_path / "out"), model_name=name))
+            saved_model.export_saved_model(common.ExportConfig(
+                model_dir=H.model_dir(), out_dir=str(tmp_path / "out"), model_name=name))
         with pytest.raises(ValueError, match="--model_name"):
-            tflite.export_tflite(tflite.TFLiteConfig(
-                checkpoint=H.model_dir(), out_dir=str(tmp_path / "out"), model_name=name))
+            tflite.export_tflite(common.ExportConfig(
+                model_dir=H.model_dir(), out_dir=str(tmp_path / "out"), format="tflite",
+                model_name=name))
     assert not os.path.exists(tmp_path / "evil") and not os.path.exists(tmp_path / "out")
 
 

@@ -68,7 +68,7 @@ def test_report_writes_filters_and_embedding(tmp_path):
     saving.save_model_dir(str(tmp_path / "m"), net, saving.spec_for(net, name="r3d_18"))
     data = train_fixtures.write_dataset(str(tmp_path / "d"), videos=8, frames=6, size=16)
     out = representation_report.write_report(representation_report.ReportConfig(
-        checkpoint=str(tmp_path / "m"), out_dir=str(tmp_path / "r"), data=data,
+        model_dir=str(tmp_path / "m"), out_dir=str(tmp_path / "r"), data=data,
         embedding="pca"))
     assert out["videos"] == 8 and out["conv1_kernel"] == [3, 7, 7, 3, 8]
     assert out["temporal_variation"] > 0.1  # random init varies over time

@@ -117,7 +117,8 @@ def test_torchvision_logits_match_fixture():
         shapes = json.loads(str(stored[f"{name}/shapes"]))
         state = script.synthetic_state(shapes)
         assert torch_resnet3d.preset_of(state) == name
-        model = torch_resnet3d.import_state_dict(state, input_shape=clip.shape[1:], log=lambda m: None)
+        model = torch_resnet3d.import_state_dict(state, input_shape=clip.shape[1:],
+                                                 log=lambda m: None)
         got = model(clip, training=False).numpy()
         want = stored[f"{name}/logits"]
         scale = np.abs(want).max()
@@ -159,7 +160,8 @@ def test_model_dir_round_trip(tmp_path):
     np.testing.assert_allclose(out["logits"], net(clip, training=False), atol=1e-5)
     assert tuple(out["pooled"].shape) == (2, 64)
     bigger, spec2 = saving.load_model_dir(str(tmp_path), input_shape=(6, 24, 24))
-    assert spec2.input_shape == (6, 24, 24, 3) and tuple(bigger(np.zeros((1, 6, 24, 24, 3))).shape) == (1, 4)
+    assert spec2.input_shape == (6, 24, 24, 3)
+    assert tuple(bigger(np.zeros((1, 6, 24, 24, 3))).shape) == (1, 4)
 
 
 def test_tflite_has_no_3d_op_and_matches_keras():
@@ -249,16 +251,16 @@ def test_convert_weights_cli_inflates_a_2d_model_dir(tmp_path):
                                     depth_multiplier=0.125)
     _randomize(net2d, 3)
     saving.save_model_dir(str(tmp_path / "2d"), net2d, saving.spec_for(
-        net2d, name="r2d_18", labels=["x", "y", "z"], input_range="[0,1]"))
+        net2d, name="r2d_18", labels=["x", "y", "z"], rgb_range="[0,1]"))
     cmd = [sys.executable, "-m", "d3d_tf.convert_weights", "--from=inflate",
-           f"--checkpoint={tmp_path / '2d'}", "--frames=4", "--size=16",
-           "--inflate_modality=flow", f"--out={tmp_path / 'flow'}"]
+           f"--source={tmp_path / '2d'}", "--num_frames=4", "--crop_size=16",
+           "--inflate_modality=flow", f"--out_dir={tmp_path / 'flow'}"]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     model, spec = saving.load_model_dir(str(tmp_path / "flow"))
     assert (spec.name, spec.modality, spec.input_shape) == ("r3d_18", "flow", (4, 16, 16, 2))
-    assert spec.labels == ["x", "y", "z"] and spec.input_range == "[0,1]"
+    assert spec.labels == ["x", "y", "z"] and spec.rgb_range == "[0,1]"
     want, _ = inflate.inflate_model_dir(str(tmp_path / "2d"), input_shape=(4, 16, 16),
                                         in_channels=2)
     for a, b in zip(model.weights, want.weights):

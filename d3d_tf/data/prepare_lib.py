@@ -255,10 +255,11 @@ def prepare(entries: list[VideoEntry], labels: list[str], config: PrepareConfig,
     # Two runs on one split would write the same temporary shard files.
     with run_lock.hold(os.path.join(config.out_dir, STATE_DIR), f"{config.split}.lock",
                        what=f"prepare of split {config.split!r}"):
-        return _prepare(chosen, labels, label_ids, config, start, progress_stream)
+        return _prepare(chosen, labels, label_ids, config, start, progress_stream, to_examples)
 
 
-def _prepare(chosen, labels, label_ids, config, start, progress_stream) -> PrepareSummary:
+def _prepare(chosen, labels, label_ids, config, start, progress_stream,
+             to_examples) -> PrepareSummary:
     _check_labels_file(config.out_dir, labels)
 
     _check_no_other_shard_set(config)

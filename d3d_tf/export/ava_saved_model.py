@@ -19,17 +19,18 @@ import shutil
 
 import tensorflow as tf
 
+from d3d_tf import preprocessing
 from d3d_tf.export import common, saved_model
 from d3d_tf.models import ava_head
 
 
-def serving_function(detector, input_range: str):
+def serving_function(detector, rgb_range: str):
     t, h, w, _ = detector.input["rgb"].shape[1:]
 
     def serve(frames, boxes):
         frames = tf.ensure_shape(frames, [None, t, h, w, 3])
         boxes = tf.ensure_shape(boxes, [None, None, 4])
-        out = detector({"rgb": common.normalize(frames, input_range), "boxes": boxes},
+        out = detector({"rgb": preprocessing.normalize_rgb(frames, rgb_range), "boxes": boxes},
                        training=False)
         logits = tf.cast(out["logits"], tf.float32)
         return {"scores": tf.sigmoid(logits), "logits": logits,
@@ -54,10 +55,11 @@ def export(checkpoint: str, out_dir: str, *, model_name: str | None = None, vers
         shutil.rmtree(final)
     tmp = os.path.join(base, f".tmp-{version}")
     shutil.rmtree(tmp, ignore_errors=True)
-    serve, signature = serving_function(detector, info["input_range"])
+    serve, signature = serving_function(detector, info["rgb_range"])
     saved_model.write_module(detector, serve, signature, tmp)
     os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
-    common.write_labels(os.path.join(tmp, "assets.extra", common.LABELS_FILE), info["labels"])
+    preprocessing.write_labels(os.path.join(tmp, "assets.extra", common.LABELS_FILE),
+                               info["labels"])
     os.replace(tmp, final)
-    common.write_labels(os.path.join(base, common.LABELS_FILE), info["labels"])
+    preprocessing.write_labels(os.path.join(base, common.LABELS_FILE), info["labels"])
     return final

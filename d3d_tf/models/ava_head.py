@@ -200,7 +200,7 @@ def init_backbone(detector: keras.Model, directory: str) -> list:
 
 
 def save_detector_dir(directory: str, detector: keras.Model, *, name: str, labels, ids,
-                      input_range: str, source: str = "", metrics: dict | None = None) -> None:
+                      rgb_range: str, source: str = "", metrics: dict | None = None) -> None:
     """Writes `detector.json` and `weights.npz` (module doc)."""
     os.makedirs(directory, exist_ok=True)
     saving.save_weights(detector, os.path.join(directory, saving.WEIGHTS_FILE))
@@ -208,7 +208,7 @@ def save_detector_dir(directory: str, detector: keras.Model, *, name: str, label
             "detector": dataclasses.asdict(detector.detector_config),
             "input_shape": list(detector.input["rgb"].shape[1:]),
             "labels": list(labels), "action_ids": [int(i) for i in ids],
-            "input_range": input_range, "source": source, "metrics": metrics or {}}
+            "rgb_range": rgb_range, "source": source, "metrics": metrics or {}}
     tmp = os.path.join(directory, DETECTOR_FILE + ".tmp")
     with open(tmp, "w") as f:
         json.dump(info, f, indent=2)

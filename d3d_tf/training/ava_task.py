@@ -205,7 +205,7 @@ def train(c) -> dict:
             metrics = {"frame_mAP": result["mAP"]} if result else {}
             ava_head.save_detector_dir(
                 os.path.join(c.model_dir, "model"), detector, name=c.model,
-                labels=label_map.names, ids=label_map.ids, input_range=c.rgb_range,
+                labels=label_map.names, ids=label_map.ids, rgb_range=c.rgb_range,
                 source=f"d3d_tf.train task=ava step={step}", metrics=metrics)
 
     def run_eval(step):
@@ -285,7 +285,7 @@ def evaluate_detector(directory: str, data: str, config: AvaEvalConfig, out_dir:
     pipe = ava_pipeline.AvaPipelineConfig(file_pattern=data, num_frames=t, crop_size=s,
                                           training=False, batch_size=batch_size,
                                           max_boxes=config.ava_max_boxes,
-                                          rgb_range=info["input_range"])
+                                          rgb_range=info["rgb_range"])
     dets, record_gt = predict(detector, ava_pipeline.make_dataset(pipe),
                               ava.LabelMap(tuple(info["action_ids"]), tuple(info["labels"])),
                               log_every=50)

@@ -91,8 +91,8 @@ def load_image_teacher(source: str, *, weights: str | None = "imagenet",
                        rgb_range: str = "[-1,1]") -> ImageTeacher:
     """A frozen teacher from a `keras.applications` name or a saved `.keras` file.
 
-    source: a `keras.applications` name, e.g. `ResNet50` (the paper's teacher): built with `classifier_activation=None`
-      (logits) and `weights` = `imagenet` (Keras downloads them on first use, on the user's
+    source: a `keras.applications` name, e.g. `ResNet50` (the paper's teacher): built with
+      `classifier_activation=None` (logits) and `weights` = `imagenet` (Keras downloads them on first use, on the user's
       machine), a local weights file, or `none` (random; for tests). Frames in `rgb_range` are
       scaled to [0,255] and passed through the application's own `preprocess_input` (ResNet50:
       caffe-style BGR minus the ImageNet mean) at 224x224. Or a `.keras` file: a model whose
@@ -150,7 +150,7 @@ def _model_dir_teacher(directory: str, rgb_range: str) -> ImageTeacher:
     model = keras.Model(frames, logits, name=f"teacher_{spec.name}")
     model.trainable = False
     to255 = _to_0_255(rgb_range)
-    scale = (lambda x: to255(x) / 127.5 - 1.0) if spec.input_range == "[-1,1]" else \
+    scale = (lambda x: to255(x) / 127.5 - 1.0) if spec.rgb_range == "[-1,1]" else \
         (lambda x: to255(x) / 255.0)
     return ImageTeacher(model=model, preprocess=scale, image_size=(h, w), name=directory)
 

@@ -1,6 +1,6 @@
 """Pictures of a trained video ResNet's representation (DistInit Figs. 3-5) for a model dir.
 
-    write_report(ReportConfig(checkpoint="runs/distinit/model", data="data/hmdb/test-*",
+    write_report(ReportConfig(model_dir="runs/distinit/model", data="data/hmdb/test-*",
                               out_dir="report/distinit"))
 
 writes `filters.png` (first-layer filters over time), `embedding.png` (t-SNE, or PCA, of the
@@ -16,12 +16,11 @@ import os
 import numpy as np
 from PIL import Image
 
-from d3d_tf import config_flags
+from d3d_tf import config_flags, preprocessing
 from d3d_tf.config_flags import field
 from d3d_tf.data import pipeline
 from d3d_tf.metrics import representation as R
 from d3d_tf.models import saving
-from d3d_tf.training import evaluation
 
 EMBEDDINGS = ("tsne", "pca")
 
@@ -29,7 +28,7 @@ EMBEDDINGS = ("tsne", "pca")
 @dataclasses.dataclass
 class ReportConfig:
     """Flags of `python -m d3d_tf.representation`."""
-    checkpoint: str = field(help="Model directory (or training run directory) of a video ResNet.")
+    model_dir: str = field(help="Model directory (or training run directory) of a video ResNet.")
     out_dir: str = field(help="Folder for filters.png, embedding.png, representation.json.")
     data: str | None = field(None, "Glob of labeled TFRecord shards for the embedding (none: "
                              "filters only).")
@@ -45,7 +44,7 @@ def pooled_features(model, spec, pattern: str, max_videos: int, batch: int):
     t, h, _, _ = spec.input_shape
     cfg = pipeline.PipelineConfig(file_pattern=pattern, num_frames=t, crop_size=h,
                                   training=False, batch_size=batch, num_clips=1,
-                                  modalities=(spec.modality,), rgb_range=spec.input_range)
+                                  modalities=(spec.modality,), rgb_range=spec.rgb_range)
     feats, labels = [], []
     for element in pipeline.make_dataset(cfg):
         feats.append(np.asarray(model(element[spec.modality], training=False)["pooled"]))
@@ -58,7 +57,7 @@ def pooled_features(model, spec, pattern: str, max_videos: int, batch: int):
 def write_report(config: ReportConfig) -> dict:
     """Writes the pictures and `representation.json`; returns the JSON's content."""
     config_flags.check(config)
-    model, spec = saving.load_model_dir(config.checkpoint, endpoints=("pooled",),
+    model, spec = saving.load_model_dir(config.model_dir, endpoints=("pooled",),
                                         trainable=False)
     os.makedirs(config.out_dir, exist_ok=True)
     kernel = np.asarray(model.get_layer("conv1").kernel)
@@ -72,7 +71,7 @@ def write_report(config: ReportConfig) -> dict:
                                         config.batch_size)
         names_path = config.labels or os.path.join(
             os.path.dirname(pipeline.list_files(config.data)[0]), "labels.txt")
-        names = evaluation.read_labels(names_path) if os.path.isfile(names_path) else None
+        names = preprocessing.read_labels(names_path) if os.path.isfile(names_path) else None
         points = R.tsne_2d(feats) if config.embedding == "tsne" else R.pca_2d(feats)
         label = "t-SNE (numpy, exact)" if config.embedding == "tsne" else "PCA (linear)"
         R.scatter_png(points, labels, os.path.join(config.out_dir, "embedding.png"),

@@ -20,7 +20,8 @@ def inflate_kernel(kernel: np.ndarray, target_shape) -> np.ndarray:
     t, kh, kw, cin, cout = target_shape
     if kernel.ndim != 5 or kernel.shape[0] != 1 or kernel.shape[1:3] != (kh, kw) or \
             kernel.shape[4] != cout:
-        raise ValueError(f"cannot inflate a kernel of shape {kernel.shape} to {tuple(target_shape)}")
+        raise ValueError(
+            f"cannot inflate a kernel of shape {kernel.shape} to {tuple(target_shape)}")
     if kernel.shape[3] != cin:
         if kernel.shape[3] != 3:
             raise ValueError(f"cannot map {kernel.shape[3]} input channels to {cin}")
@@ -28,7 +29,8 @@ def inflate_kernel(kernel: np.ndarray, target_shape) -> np.ndarray:
     return np.repeat(kernel, t, axis=0) / t
 
 
-def inflate_into(target, source: dict, *, skip_prefixes=(), source_name: str = "2D weights") -> list:
+def inflate_into(target, source: dict, *, skip_prefixes=(),
+                 source_name: str = "2D weights") -> list:
     """Assigns `source` (`{Keras path: array}` of an `r2d_18`) to `target` (an `r3d_18`).
 
     skip_prefixes: target variables left as initialized (e.g. `Logits.` for a new head).
