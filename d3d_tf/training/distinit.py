@@ -93,11 +93,11 @@ def load_image_teacher(source: str, *, weights: str | None = "imagenet",
 
     source: a `keras.applications` name, e.g. `ResNet50` (the paper's teacher): built with
       `classifier_activation=None` (logits) and `weights` = `imagenet` (Keras downloads them on
-      first use, on the user's machine), a local weights file, or `none` (random; for tests). Frames in `rgb_range` are
-      scaled to [0,255] and passed through the application's own `preprocess_input` (ResNet50:
-      caffe-style BGR minus the ImageNet mean) at 224x224. Or a `.keras` file: a model whose
-      input is frames in `rgb_range` at its input size and whose output is logits (put any
-      other scaling inside the model); `weights` is ignored.
+      first use, on the user's machine), a local weights file, or `none` (random; for tests). Frames
+      in `rgb_range` are scaled to [0,255] and passed through the application's own
+      `preprocess_input` (ResNet50: caffe-style BGR minus the ImageNet mean) at 224x224. Or a
+      `.keras` file: a model whose input is frames in `rgb_range` at its input size and whose output
+      is logits (put any other scaling inside the model); `weights` is ignored.
     Or a model directory (`model.json`) of a network trained here on single frames (e.g.
       `--model=r2d_18 --num_frames=1`): each frame is fed as a 1-frame clip, rescaled from
       `rgb_range` to the model's recorded input range.
