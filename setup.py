@@ -22,8 +22,9 @@ setup(
         "matplotlib>=3.8",  # per-class plots, confusion matrices
     ],
     extras_require={
-        # tensorflow-serving-api lets the gRPC client test run (it adds no other package).
-        "dev": ["pytest>=8,<10", "ruff>=0.6", "tensorflow-serving-api>=2.21,<2.22"],
+        # tensorflow-serving-api lets the gRPC client test run (it adds no other package); ruff's
+        # default rules change between minor releases, so `make lint` pins one.
+        "dev": ["pytest>=8,<10", "ruff>=0.17,<0.18", "tensorflow-serving-api>=2.21,<2.22"],
         # Only `python -m d3d_tf.convert_weights --from=torchvision` needs torch (a CPU build
         # is enough); torchvision only for its equivalence test.
         "torch": ["torch>=2.1"],
