@@ -16,7 +16,6 @@ Outputs under `model_dir`: `ckpt/`, `train/` and `eval/` summaries as for every 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
@@ -25,12 +24,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from d3d_tf import atomic
 from d3d_tf.config_flags import field
 from d3d_tf.data import ava, ava_pipeline
 from d3d_tf.metrics import ava_map
 from d3d_tf.models import ava_head, s3dg, saving
+from d3d_tf.training import checkpoints, summaries, tasks
 from d3d_tf.training import strategy as strategy_lib
-from d3d_tf.training import summaries, tasks
 
 LABEL_MAP_FILE = ava.LABEL_MAP_FILE
 
@@ -171,11 +171,13 @@ def train(c) -> dict:
         optimizer = task.optimizer
         optimizer.build(detector.trainable_variables)
         ckpt = tf.train.Checkpoint(network=detector, optimizer=optimizer)
+    # Resumed as `trainer.train` resumes: from the newest intact checkpoint, damaged ones skipped.
+    checkpoints.remove_temp_dirs(os.path.join(out_dir, "ckpt"))
+    latest = checkpoints.restore_newest_intact(ckpt, os.path.join(c.model_dir, "ckpt"),
+                                               update_state=chief)
     manager = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, "ckpt"),
                                          max_to_keep=c.max_checkpoints)
-    latest = tf.train.latest_checkpoint(os.path.join(c.model_dir, "ckpt"))
     if latest:
-        ckpt.restore(latest).assert_existing_objects_matched()
         logging.info("resumed from %s", latest)
     elif c.init_from:
         loaded = ava_head.init_backbone(detector, c.init_from)
@@ -244,8 +246,7 @@ def train(c) -> dict:
                "final_train_logs": {k: float(v) for k, v in logs.items()},
                "frame_mAP": result.get("mAP") if result else None}
     if chief:
-        with open(os.path.join(c.model_dir, "train_summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        atomic.write_json(os.path.join(c.model_dir, "train_summary.json"), summary)
     logging.info("done: step %d, frame-mAP %s", step, summary["frame_mAP"])
     return summary
 
@@ -312,6 +313,5 @@ def evaluate_detector(directory: str, data: str, config: AvaEvalConfig, out_dir:
            "keyframes": len(dets), "per_class": dict(zip(result["names"], result["per_class"])),
            "num_gt": dict(zip(result["names"], result["num_gt"])),
            "groundtruth": config.ava_groundtruth or "records", "detector": directory}
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(out, f, indent=2)
+    atomic.write_json(os.path.join(out_dir, "results.json"), out)
     return out
