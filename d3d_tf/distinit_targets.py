@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from absl import app
 
-from d3d_tf import config_flags
+from d3d_tf import cli, config_flags
 from d3d_tf.training import distinit_targets
 
 config_flags.define_flags(distinit_targets.TargetsConfig)
@@ -25,4 +25,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

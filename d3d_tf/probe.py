@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from absl import app, logging
 
-from d3d_tf import config_flags
+from d3d_tf import cli, config_flags
 from d3d_tf.training import probe
 
 config_flags.define_flags(probe.ProbeConfig)
@@ -32,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -13,7 +13,7 @@ import dataclasses
 
 from absl import app
 
-from d3d_tf import config_flags
+from d3d_tf import cli, config_flags
 from d3d_tf.config_flags import field
 from d3d_tf.metrics import probe_tables
 
@@ -46,4 +46,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

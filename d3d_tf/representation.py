@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from absl import app
 
-from d3d_tf import config_flags
+from d3d_tf import cli, config_flags
 from d3d_tf.training import representation_report
 
 config_flags.define_flags(representation_report.ReportConfig)
@@ -26,4 +26,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
