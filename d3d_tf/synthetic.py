@@ -3,8 +3,10 @@
     python -m d3d_tf.synthetic --out_dir=demo_out/videos
 
 The class of each video is its motion alone (see `d3d_tf.data.synthetic.CLASS_NAMES`);
-appearance is random. `python -m d3d_tf.prepare --format=manifest
---annotations=DIR/manifest.csv` turns it into TFRecords like any other data.
+appearance is random; with `--shape_classes=N` the class is the object's shape and its motion.
+`manifest.csv` records every video's shape (an appearance label of single frames).
+`python -m d3d_tf.prepare --format=manifest --annotations=DIR/manifest.csv`
+turns it into TFRecords like any other data.
 """
 from __future__ import annotations
 
@@ -39,6 +41,10 @@ flags.DEFINE_list("background_contrast", [str(v) for v in D.background_contrast]
                   "background, 25,45 = the default textured background.")
 flags.DEFINE_float("texture_scale", D.texture_scale, "Multiplies the grain size of every texture; "
                    "larger = smoother textures.")
+flags.DEFINE_integer("shape_classes", D.shape_classes, "0 = classes by motion alone (random "
+                     "object shapes); N > 0 = each class is one of the first N shapes of "
+                     f"{', '.join(synthetic.SHAPE_NAMES)} doing one of the --classes motions "
+                     "(N x --classes classes named shape_motion).")
 flags.DEFINE_integer("actors", 0, "Multi-actor (AVA-format) dataset with this many actors per "
                      "video; 0 = the single-object classification dataset.")
 flags.DEFINE_integer("videos", synthetic_ava.MultiActorConfig.num_videos, "--actors>0: number "
@@ -89,11 +95,12 @@ def main(argv):
             speed=_range("speed"), direction_jitter=FLAGS.direction_jitter,
             background_drift=FLAGS.background_drift,
             background_contrast=_range("background_contrast"),
-            texture_scale=FLAGS.texture_scale)
+            texture_scale=FLAGS.texture_scale, shape_classes=FLAGS.shape_classes)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
     manifest = synthetic.generate_dataset(config, FLAGS.out_dir, num_workers=workers)
-    print(f"wrote {config.num_classes * config.videos_per_class} videos; manifest: {manifest}")
+    print(f"wrote {len(config.class_names) * config.videos_per_class} videos; "
+          f"manifest: {manifest}")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def test_generate_dataset_files_and_manifest(tmp_path):
     manifest = synthetic.generate_dataset(SMALL, str(tmp_path), num_workers=1)
     assert manifest == str(tmp_path / "manifest.csv")
     lines = (tmp_path / "manifest.csv").read_text().splitlines()
-    assert lines[0] == "path,label_name,split"
+    assert lines[0] == "path,label_name,split,shape"
     rows = list(csv.DictReader(lines))
     assert len(rows) == 8 * 3
     labels = (tmp_path / "labels.txt").read_text().splitlines()

@@ -1,4 +1,5 @@
-"""The built-in synthetic motion dataset: the class is defined by motion alone.
+"""The built-in synthetic motion dataset: the class is defined by motion alone (or, with
+``shape_classes``, by the object's shape and its motion).
 
 Each video shows one textured object over a textured (or, with `background_contrast=(0, 0)`,
 plain) background that is either still or drifting slowly in a random direction. The class
@@ -23,7 +24,8 @@ Why a single frame does not tell the class:
 Frames are rendered with numpy + OpenCV from per-video seeds derived from
 ``(seed, class index, video index)``, so generation is deterministic (the same seed gives
 byte-identical frames) and can run in parallel. :func:`generate_dataset` writes mp4 files,
-``manifest.csv`` (``path,label_name,split``; paths relative to the manifest's folder) and
+``manifest.csv`` (``path,label_name,split,shape``; paths relative to the manifest's folder;
+``shape`` is the object's shape, an appearance label a single frame shows) and
 ``labels.txt`` (class names in class-index order).
 """
 from __future__ import annotations
@@ -51,6 +53,10 @@ CLASS_NAMES = (
     "grow",
     "shrink",
 )
+
+# The object shapes, in the order `_shape_mask` draws them; with `shape_classes` > 0 the shape is
+# part of the label (an appearance attribute a single frame shows).
+SHAPE_NAMES = ("ellipse", "rectangle", "triangle", "star")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +96,11 @@ class SyntheticConfig:
         (standard deviation of the texture's luminance); (0, 0) = a plain background.
       texture_scale: multiplies the grain size of every texture (background and object):
         larger = smoother textures, whose motion is easier to see for small 3D convs.
+      shape_classes: 0 = the label is the motion alone and the object's shape is random; N > 0 =
+        each class is one of the first N :data:`SHAPE_NAMES` doing one of the motions
+        (``{shape}_{motion}``, shape-major: N * num_classes classes), so a single frame tells
+        part of the label (the shape) and only the motion tells the rest, as "open a door" vs
+        "close a door" do.
     """
 
     num_classes: int = 8
@@ -107,6 +118,7 @@ class SyntheticConfig:
     background_drift: float = 0.75
     background_contrast: tuple[float, float] = (25.0, 45.0)
     texture_scale: float = 1.0
+    shape_classes: int = 0
 
     def __post_init__(self):
         if not 1 <= self.num_classes <= len(CLASS_NAMES):
@@ -135,10 +147,30 @@ class SyntheticConfig:
             raise ValueError(f"background_drift must be >= 0, got {self.background_drift}")
         if not self.texture_scale > 0:
             raise ValueError(f"texture_scale must be positive, got {self.texture_scale}")
+        if not 0 <= self.shape_classes <= len(SHAPE_NAMES):
+            raise ValueError(f"shape_classes must be in 0..{len(SHAPE_NAMES)}, "
+                             f"got {self.shape_classes}")
+
+    @property
+    def motion_names(self) -> tuple[str, ...]:
+        return CLASS_NAMES[: self.num_classes]
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return CLASS_NAMES[: self.num_classes]
+        if not self.shape_classes:
+            return self.motion_names
+        return tuple(f"{shape}_{motion}" for shape in SHAPE_NAMES[: self.shape_classes]
+                     for motion in self.motion_names)
+
+    def class_attributes(self, class_index: int) -> tuple[str, int | None]:
+        """(motion name, shape index or None for a random shape) of class ``class_index``."""
+        if not 0 <= class_index < len(self.class_names):
+            raise ValueError(f"class_index must be in [0, {len(self.class_names)}), "
+                             f"got {class_index}")
+        if not self.shape_classes:
+            return CLASS_NAMES[class_index], None
+        shape, motion = divmod(class_index, self.num_classes)
+        return CLASS_NAMES[motion], shape
 
 
 def _periodic_texture(rng: np.random.Generator, size: int, sigma: float,
@@ -160,12 +192,15 @@ def _periodic_texture(rng: np.random.Generator, size: int, sigma: float,
     return np.clip(tex, 0, 255).astype(np.float32)
 
 
-def _shape_mask(rng: np.random.Generator, size: int) -> np.ndarray:
-    """An anti-aliased random shape (ellipse, rectangle, triangle or star), float32 [size,size]
-    in [0,1], drawn centered in the square and touching its inscribed circle at most."""
+def _shape_mask(rng: np.random.Generator, size: int,
+                kind: int | None = None) -> tuple[np.ndarray, int]:
+    """An anti-aliased shape (:data:`SHAPE_NAMES`; ``kind`` None = a random one), float32
+    [size,size] in [0,1], drawn centered in the square and touching its inscribed circle at
+    most; and its kind."""
     mask = np.zeros((size, size), np.uint8)
     c, r = (size - 1) / 2.0, size / 2.0 - 1
-    kind = rng.integers(4)
+    drawn = rng.integers(4)  # drawn even when given, so the draws after it do not move
+    kind = int(drawn if kind is None else kind)
     shift = 4  # fixed-point bits for sub-pixel, anti-aliased drawing
     if kind == 0:  # ellipse
         axes = (round(r * (1 << shift)), round(r * rng.uniform(0.55, 1.0) * (1 << shift)))
@@ -186,7 +221,7 @@ def _shape_mask(rng: np.random.Generator, size: int) -> np.ndarray:
         pts = np.stack([c + radii * np.cos(angles), c + radii * np.sin(angles)], axis=-1)
         cv2.fillPoly(mask, [np.round(pts * (1 << shift)).astype(np.int32)], 255,
                      cv2.LINE_AA, shift)
-    return mask.astype(np.float32) / 255.0
+    return mask.astype(np.float32) / 255.0, kind
 
 
 def _object_pose(class_name: str, dt: float, speed: float, omega: float, growth: float,
@@ -233,20 +268,33 @@ def render_video(config: SyntheticConfig, class_index: int, index: int) -> np.nd
 
     Deterministic in ``(config, class_index, index)``.
     """
-    if not 0 <= class_index < config.num_classes:
-        raise ValueError(f"class_index must be in [0, {config.num_classes}), got {class_index}")
+    return render_video_and_shape(config, class_index, index)[0]
+
+
+def render_video_and_shape(config: SyntheticConfig, class_index: int,
+                           index: int) -> tuple[np.ndarray, int]:
+    """:func:`render_video` and the object's shape (index into :data:`SHAPE_NAMES`): the
+    appearance attribute an image teacher can learn from one frame."""
+    motion, shape = config.class_attributes(class_index)
     rng = np.random.default_rng(video_seed(config.seed, class_index, index))
-    return render_motion(config, CLASS_NAMES[class_index], rng)
+    return _render(config, motion, rng, shape)
 
 
-def render_motion(config: SyntheticConfig, class_name: str,
-                  rng: np.random.Generator) -> np.ndarray:
+def render_motion(config: SyntheticConfig, class_name: str, rng: np.random.Generator,
+                  shape: int | None = None) -> np.ndarray:
     """Renders one video of motion ``class_name`` with appearance drawn from ``rng``.
 
-    The appearance draws do not depend on the class, so the same ``rng`` state gives the same
+    ``shape`` (index into :data:`SHAPE_NAMES`) fixes the object's shape; None draws it. The
+    appearance draws do not depend on the class, so the same ``rng`` state gives the same
     object and background for every class; with a still background, a class's video played
     backwards is exactly its twin's (left/right, up/down, cw/ccw, grow/shrink).
     """
+    return _render(config, class_name, rng, shape)[0]
+
+
+def _render(config: SyntheticConfig, class_name: str, rng: np.random.Generator,
+            shape: int | None) -> tuple[np.ndarray, int]:
+    """(frames uint8 [T,size,size,3], the shape drawn or given)."""
     s, t_frames = config.size, config.num_frames
 
     # Background: a periodic texture, still or drifting (wrapping around).
@@ -268,7 +316,7 @@ def render_motion(config: SyntheticConfig, class_name: str,
     grain = rng.uniform(1.0, 2.5) * config.texture_scale * sprite_size / diameter
     sprite = _periodic_texture(rng, sprite_size, sigma=grain, color=obj_color,
                                contrast=rng.uniform(40, 60))
-    mask = _shape_mask(rng, sprite_size)
+    mask, shape = _shape_mask(rng, sprite_size, shape)
 
     speed = rng.uniform(*config.speed)
     omega = rng.uniform(*config.angular_speed)
@@ -306,7 +354,7 @@ def render_motion(config: SyntheticConfig, class_name: str,
                                        borderMode=cv2.BORDER_REPLICATE)
                 frame = frame + alpha[..., None] * (color - frame)
         frames[t] = np.clip(np.round(frame), 0, 255).astype(np.uint8)
-    return frames
+    return frames, shape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,12 +379,14 @@ def dataset_entries(config: SyntheticConfig) -> list[SyntheticVideo]:
     return entries
 
 
-def _write_one(args) -> str:
+def _write_one(args) -> tuple[str, str]:
+    """Writes one video; returns (its path, its object's shape name)."""
     config, entry, out_dir = args
     path = os.path.join(out_dir, entry.path)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    video.write_video(path, render_video(config, entry.class_index, entry.index), config.fps)
-    return entry.path
+    frames, shape = render_video_and_shape(config, entry.class_index, entry.index)
+    video.write_video(path, frames, config.fps)
+    return entry.path, SHAPE_NAMES[shape]
 
 
 def generate_dataset(config: SyntheticConfig, out_dir: str, num_workers: int = 1) -> str:
@@ -354,7 +404,7 @@ def generate_dataset(config: SyntheticConfig, out_dir: str, num_workers: int = 1
     entries = dataset_entries(config)
     jobs = [(config, e, out_dir) for e in entries]
     logging.info("Writing %d synthetic videos (%d classes x %d, %d frames of %dx%d) to %s",
-                 len(entries), config.num_classes, config.videos_per_class, config.num_frames,
+                 len(entries), len(config.class_names), config.videos_per_class, config.num_frames,
                  config.size, config.size, out_dir)
     start = time.time()
     report_every = max(1, len(jobs) // 10)
@@ -363,21 +413,24 @@ def generate_dataset(config: SyntheticConfig, out_dir: str, num_workers: int = 1
         if done % report_every == 0 or done == len(jobs):
             logging.info("  %d/%d videos (%.1f s)", done, len(jobs), time.time() - start)
 
+    shapes = {}
     if num_workers > 1:
         with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
-            for done, _ in enumerate(pool.imap_unordered(_write_one, jobs, chunksize=4), 1):
+            for done, (path, shape) in enumerate(
+                    pool.imap_unordered(_write_one, jobs, chunksize=4), 1):
+                shapes[path] = shape
                 progress(done)
     else:
         for done, job in enumerate(jobs, 1):
-            _write_one(job)
+            path, shapes[path] = _write_one(job)
             progress(done)
 
     manifest = os.path.join(out_dir, "manifest.csv")
     with open(manifest, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["path", "label_name", "split"])
+        writer.writerow(["path", "label_name", "split", "shape"])
         for e in entries:
-            writer.writerow([e.path, CLASS_NAMES[e.class_index], e.split])
+            writer.writerow([e.path, config.class_names[e.class_index], e.split, shapes[e.path]])
     with open(os.path.join(out_dir, "labels.txt"), "w", encoding="utf-8") as f:
         f.write("".join(name + "\n" for name in config.class_names))
     logging.info("Wrote %s and labels.txt", manifest)

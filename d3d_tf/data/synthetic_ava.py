@@ -189,7 +189,7 @@ def render_video(config: MultiActorConfig, index: int):
         sprite = synthetic._periodic_texture(
             rng, sprite_size, sigma=rng.uniform(2.0, 3.0) * sprite_size / diameter,
             color=rng.uniform(30, 225, 3).astype(np.float32), contrast=rng.uniform(40, 60))
-        mask = synthetic._shape_mask(rng, sprite_size)
+        mask, _ = synthetic._shape_mask(rng, sprite_size)
         cell = cells[a % 4]
         center = (np.array([cell % 2, cell // 2]) + 0.5) * s / 2 + rng.uniform(-0.1, 0.1, 2) * s
         actors.append(_Actor(sprite, mask, diameter, center, angle=rng.uniform(0, 360)))
