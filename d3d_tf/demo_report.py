@@ -116,8 +116,9 @@ def _mean_top1(evals, name):
     return statistics.mean(values) if values else None
 
 
-def _interpretation(evals, seeds: int) -> list[str]:
-    """What this run's numbers say, written from the numbers rather than assumed."""
+def _interpretation(evals, seeds: int, num_classes: int = 0) -> list[str]:
+    """What this run's numbers say, written from the numbers rather than assumed
+    (`num_classes`: for the chance level; 0 = unknown)."""
     teacher, base, d3d = (_mean_top1(evals, n) for n in ("teacher", "baseline", "d3d"))
     if None in (teacher, base, d3d):
         return ["- Some runs have no evaluation results; see the stages above."]
@@ -151,6 +152,18 @@ def _interpretation(evals, seeds: int) -> list[str]:
         lines.append(f"- D3D ({d3d:.1%}) and the RGB baseline ({base:.1%}) show **no reliable "
                      "difference**: the gap is within two test videos or twice the baseline's "
                      "seed std, or changes sign between seeds.")
+    if num_classes:
+        chance = 1.0 / num_classes
+        near = [b for _, b in pairs if b - chance <= (2.0 / count if count else 0.05)]
+        if pairs and len(near) == len(pairs):
+            lines.append(f"- The RGB baseline stayed near chance ({base:.1%}; chance "
+                         f"{chance:.1%}) in every seed: with cross-entropy alone it did not find "
+                         "the motion within this budget, so the gap says that the teacher's "
+                         "logits let the same network, with the same settings, find it; not "
+                         "that distillation improves an RGB network that already sees motion.")
+        elif near:
+            lines.append(f"- The RGB baseline stayed near chance in {len(near)} of "
+                         f"{len(pairs)} seeds.")
     if len(pairs) > 1:
         lines.append(f"- The gap needed for a claim here is {margin:.1%} (the larger of two test "
                      f"videos and twice the baseline's seed std, {base_std:.1%}); the mean gap "
@@ -244,7 +257,7 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None) -
               "Step times are medians of the training loop on this CPU."), ""]
 
     lines += ["## What these numbers show, and what they do not", ""]
-    lines += _interpretation(evals, seeds)
+    lines += _interpretation(evals, seeds, len(labels))
     lines.append("")
 
     eval_dir = os.path.join(out_dir, "eval" + suffixes[0])

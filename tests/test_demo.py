@@ -114,3 +114,31 @@ def test_report_calls_a_gap_of_one_test_video_noise(tmp_path, monkeypatch):
            {n: {"video": {"top1": a, "top5": 1.0, "count": 32}} for n, a in top1.items()})
     with open(demo_report.write_report(out, seeds=1)) as f:
         assert "D3D (75.0%) beats the RGB baseline (62.5%)" in f.read()
+
+
+def test_report_says_when_the_baseline_stayed_at_chance(tmp_path, monkeypatch):
+    out = str(tmp_path)
+    os.makedirs(os.path.join(out, "records"))
+    with open(os.path.join(out, "records", "labels.txt"), "w") as f:
+        f.write("move_left\nmove_right\nmove_up\nmove_down\n")
+    for seed, (base, d3d) in enumerate(((21 / 80, 70 / 80), (20 / 80, 60 / 80))):
+        suffix = demo_report.run_suffix(seed)
+        top1 = {"teacher": 1.0, "baseline": base, "d3d": d3d, "d3d+baseline": d3d}
+        _write(os.path.join(out, "eval" + suffix, "results.json"),
+               {n: {"video": {"top1": a, "top5": 1.0, "count": 80}} for n, a in top1.items()})
+    monkeypatch.setattr(demo_report, "flow_pictures", lambda *a, **k: [])
+    with open(demo_report.write_report(out, seeds=2)) as f:
+        report = f.read()
+    assert "D3D (81.2%) beats the RGB baseline (25.6%)" in report
+    assert "The RGB baseline stayed near chance (25.6%; chance 25.0%) in every seed" in report
+    assert "The D3D + S3D-G ensemble (81.2%) is at least as good as both" in report
+    # Twice the baseline's seed std is the bar when it exceeds two test videos.
+    for seed, (base, d3d) in enumerate(((0.25, 0.70), (0.65, 0.75))):
+        top1 = {"teacher": 1.0, "baseline": base, "d3d": d3d, "d3d+baseline": 0.6}
+        _write(os.path.join(out, "eval" + demo_report.run_suffix(seed), "results.json"),
+               {n: {"video": {"top1": a, "top5": 1.0, "count": 80}} for n, a in top1.items()})
+    with open(demo_report.write_report(out, seeds=2)) as f:
+        report = f.read()
+    assert "show **no reliable difference**" in report  # gap 27.5 < 2 x std 28.3
+    assert "near chance in 1 of 2 seeds" in report
+    assert "**below** the better of the two" in report
