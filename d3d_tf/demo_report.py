@@ -170,11 +170,15 @@ def _interpretation(evals, seeds: int, num_classes: int = 0) -> list[str]:
                      f"is {d3d - base:+.1%}.")
     ensemble = _mean_top1(evals, "d3d+baseline")
     if ensemble is not None:
-        verdict = ("at least as good as both" if ensemble >= max(d3d, base)
-                   else "**below** the better of the two")
-        lines.append(f"- The D3D + S3D-G ensemble ({ensemble:.1%}) is {verdict}: the two RGB "
-                     "networks' errors are "
-                     + ("partly different." if ensemble > max(d3d, base) else "much the same."))
+        best = max(d3d, base)
+        if ensemble > best:
+            verdict = "better than both: the two RGB networks' errors are partly different"
+        elif ensemble == best:
+            verdict = "as good as the better of the two, no better"
+        else:
+            verdict = ("**below** the better of the two: averaging in the weaker network's "
+                       "softmax cost more than their different errors gained")
+        lines.append(f"- The D3D + S3D-G ensemble ({ensemble:.1%}) is {verdict}.")
     if len(pairs) > 1:
         lines.append(f"- D3D beat the baseline in {wins} of {len(pairs)} seeds.")
     count = next((e["d3d"]["video"].get("count") for e in evals if e and "d3d" in e), None)
