@@ -54,7 +54,7 @@ class ExportConfig:
                                          "calibration; default: synthetic random clips (only "
                                          "good for testing).")
     calibration_clips: int = field(64, "tflite int8: number of calibration clips.", min=1)
-    skip_corrupt_records: bool = damaged_shards.skip_field()  # of --calibration_data
+    skip_corrupt_records: bool = damaged_shards.skip_field()  # --calibration_data's records
 
 
 def load_for_export(path: str, *, frames: int | None = None, size: int | None = None,

@@ -184,11 +184,11 @@ def export_tflite(config: common.ExportConfig) -> str:
     if config.quantize not in QUANTIZE_MODES:
         raise ValueError(f"--quantize must be one of {QUANTIZE_MODES}, got {config.quantize!r}")
     common.check_model_name(config.model_name)
+    if config.skip_corrupt_records and not config.calibration_data:
+        raise ValueError("--skip_corrupt_records applies to the records of --calibration_data")
     model, spec, model_dir = common.load_for_export(
         config.model_dir, frames=config.num_frames, size=config.crop_size, pooling="2d",
         conv_impl="2d_all")
-    if config.skip_corrupt_records and not config.calibration_data:
-        raise ValueError("--skip_corrupt_records applies to the records of --calibration_data")
     damage = damaged_shards.DamageLog() if config.skip_corrupt_records else None
     if config.calibration_data:
         def representative():
