@@ -19,7 +19,7 @@ import os
 from absl import app, flags, logging
 
 from d3d_tf import cli, config_flags, preprocessing
-from d3d_tf.data import pipeline, read_errors
+from d3d_tf.data import damaged_shards, pipeline, read_errors
 from d3d_tf.models import saving
 from d3d_tf.training import ava_task, evaluation
 
@@ -28,6 +28,7 @@ flags.DEFINE_enum("task", "classify", ["classify", "ava"], "classify: clip/video
                   "classifiers; ava: frame-mAP of an AVA detector (one --model_dir) on keyframe "
                   "records (docs/ava.md).")
 config_flags.define_flags(ava_task.AvaEvalConfig)
+config_flags.define_flags(damaged_shards.ReadConfig)
 flags.DEFINE_multi_string("model_dir", None, "Model directory or training run directory "
                           "(repeatable).")
 flags.DEFINE_multi_string("name", None, "Display name per --model_dir (default: directory name).")
@@ -62,8 +63,10 @@ flags.DEFINE_integer("plot_top", 10, "Best/worst classes shown in the per-class 
 
 def evaluate_model(directory: str, *, data: str, num_frames=None, crop_size=None,
                    frame_stride=1, resize_short_side=None, num_clips=1, num_crops=1,
-                   batch_size=8) -> tuple[evaluation.Predictions, saving.ModelSpec]:
-    """Predictions of the model directory on `data` (deterministic order)."""
+                   batch_size=8, skip_damaged: damaged_shards.DamageLog | None = None,
+                   ) -> tuple[evaluation.Predictions, saving.ModelSpec]:
+    """Predictions of the model directory on `data` (deterministic order); with
+    `skip_damaged`, damaged shards are read up to the damage and entered in that log."""
     spec = saving.load_spec(directory)
     t = num_frames or spec.input_shape[0]
     size = crop_size or spec.input_shape[1]
@@ -76,8 +79,8 @@ def evaluate_model(directory: str, *, data: str, num_frames=None, crop_size=None
                                   rgb_range=spec.rgb_range if spec.modality == "rgb"
                                   else "[-1,1]", num_classes=spec.num_classes)
     with read_errors.explained(data):
-        preds = evaluation.predict(model, pipeline.make_dataset(cfg), modality=spec.modality,
-                                   log_every=50)
+        preds = evaluation.predict(model, pipeline.make_dataset(cfg, skip_damaged=skip_damaged),
+                                   modality=spec.modality, log_every=50)
     return preds, spec
 
 
@@ -103,6 +106,11 @@ def main(argv):
             saving.resolve_model_dir(d)
         except FileNotFoundError as e:
             raise app.UsageError(f"--model_dir={d}: {e}") from None
+    try:
+        pipeline.list_files(FLAGS.data)  # before any model loads
+    except FileNotFoundError as e:
+        raise app.UsageError(f"--data: {e}") from None
+    skip = config_flags.from_flags(damaged_shards.ReadConfig).skip_corrupt_records
     names = FLAGS.name or [os.path.basename(os.path.normpath(d)) if os.path.basename(
         os.path.normpath(d)) != "model" else os.path.basename(os.path.dirname(
             os.path.normpath(d))) for d in FLAGS.model_dir]
@@ -113,12 +121,18 @@ def main(argv):
     class_names = None
     for name, d in zip(names, FLAGS.model_dir):
         logging.info("evaluating %s (%s)", name, d)
+        damage = damaged_shards.DamageLog() if skip else None
         p, spec = evaluate_model(d, data=FLAGS.data, num_frames=FLAGS.num_frames,
                                  crop_size=FLAGS.crop_size, frame_stride=FLAGS.frame_stride,
                                  resize_short_side=FLAGS.resize_short_side,
                                  num_clips=FLAGS.num_clips, num_crops=FLAGS.num_crops,
-                                 batch_size=FLAGS.batch_size)
+                                 batch_size=FLAGS.batch_size, skip_damaged=damage)
         preds[name], results[name] = p, evaluation.metrics(p)
+        if damage is not None:  # what could be read, in results.json and on stdout
+            videos = len(set(p.video_ids))
+            results[name]["data"] = {"videos_read": videos, **damage.to_json()}
+            print(f"{name}: {videos} video(s) read; {damage.summary() or 'no damaged shard'}",
+                  flush=True)
         class_names = class_names or spec.labels
         s = evaluation.summary(results[name])
         logging.info("%s: clip top1 %.4f, video top1 %.4f top5 %.4f mca %.4f", name,
@@ -171,6 +185,8 @@ def main(argv):
 def _evaluate_ava():
     if len(FLAGS.model_dir) != 1:
         raise app.UsageError("--task=ava evaluates one --model_dir (a detector directory)")
+    if config_flags.from_flags(damaged_shards.ReadConfig).skip_corrupt_records:
+        raise app.UsageError("--skip_corrupt_records is not available with --task=ava")
     try:
         out = ava_task.evaluate_detector(
             FLAGS.model_dir[0], FLAGS.data, config_flags.from_flags(ava_task.AvaEvalConfig),

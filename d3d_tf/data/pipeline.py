@@ -36,7 +36,8 @@ Randomness comes from stateless ops seeded per element from `tf.data.Dataset.ran
 so a seeded pipeline is deterministic regardless of parallelism.
 
 A damaged shard makes iteration stop with a bare `DataLossError` that does not name the file;
-`d3d_tf.data.records.verify_shards(pattern)` finds it.
+`d3d_tf.data.records.verify_shards(pattern)` finds it. With `make_dataset(..., skip_damaged=log)`
+the rest of a damaged shard is skipped and counted instead (`d3d_tf.data.damaged_shards`).
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ import dataclasses
 import tensorflow as tf
 
 from d3d_tf import preprocessing
-from d3d_tf.data import records, teacher_logits
+from d3d_tf.data import damaged_shards, records, teacher_logits
 from d3d_tf.preprocessing import FLOW_BOUND, RGB_RANGES  # noqa: F401 (re-exported)
 
 MODALITIES = ("rgb", "flow")
@@ -233,8 +234,12 @@ def _make_clip_fn(config: PipelineConfig):
 
 
 def make_dataset(config: PipelineConfig,
-                 input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+                 input_context: tf.distribute.InputContext | None = None,
+                 skip_damaged: damaged_shards.DamageLog | None = None) -> tf.data.Dataset:
     """Builds the tf.data pipeline described in the module doc.
+
+    With `skip_damaged`, a truncated or corrupt shard is read up to its damage and entered in
+    that log instead of stopping the iteration (`d3d_tf.data.damaged_shards`).
 
     With `input_context`, this pipeline reads its share of the shards (files split by
     `input_pipeline_id`; if there are fewer files than pipelines, every pipeline reads all
@@ -261,7 +266,9 @@ def make_dataset(config: PipelineConfig,
     ds = tf.data.Dataset.from_tensor_slices(files)
     if training and not shard_records:
         ds = ds.shuffle(len(files), seed=config.seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16),
+    read = tf.data.TFRecordDataset if skip_damaged is None else damaged_shards.reader(
+        skip_damaged)
+    ds = ds.interleave(read, cycle_length=min(len(files), 16),
                        block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
                        deterministic=deterministic or shard_records)
     if shard_records:

@@ -247,10 +247,10 @@ def verify_shard(path: str, parse: bool = True, decode: bool = False) -> int:
     return count
 
 
-def _check_framing(path: str) -> None:
-    """RecordError if the shard's last record is cut off. TFRecordDataset reads a shard
-    truncated inside its last record as if it ended before it: the record is lost silently.
-    Walks the record headers (uint64 length, CRCs; data skipped)."""
+def count_framed(path: str) -> tuple[int, int | None]:
+    """(whole records, cut_end) of a shard by its record headers (uint64 length; data and
+    CRCs skipped, not checked). cut_end: None, or the byte where the record that the file
+    ends inside would end."""
     size = tf.io.gfile.stat(path).length
     offset = count = 0
     with tf.io.gfile.GFile(path, "rb") as f:
@@ -259,10 +259,19 @@ def _check_framing(path: str) -> None:
             header = f.read(8)
             end = offset + 16 + (struct.unpack("<Q", header)[0] if len(header) == 8 else 0)
             if len(header) < 8 or end > size:
-                raise RecordError(f"{path}: truncated: record {count} is cut off at byte "
-                                  f"{size} (it needs {end}); {count} whole records before it. "
-                                  f"Delete the shard and rerun prepare")
+                return count, end
             offset, count = end, count + 1
+    return count, None
+
+
+def _check_framing(path: str) -> None:
+    """RecordError if the shard's last record is cut off. TFRecordDataset reads a shard
+    truncated inside its last record as if it ended before it: the record is lost silently."""
+    count, end = count_framed(path)
+    if end is not None:
+        raise RecordError(f"{path}: truncated: record {count} is cut off at byte "
+                          f"{tf.io.gfile.stat(path).length} (it needs {end}); {count} whole "
+                          f"records before it. Delete the shard and rerun prepare")
 
 
 def _decode_all(path: str, index: int, parsed: dict) -> None:

@@ -14,6 +14,7 @@ import keras
 
 from d3d_tf import atomic, preprocessing
 from d3d_tf.config_flags import field
+from d3d_tf.data import damaged_shards
 from d3d_tf.models import saving
 
 FORMATS = ("saved_model", "tflite", "ava_saved_model")
@@ -53,6 +54,7 @@ class ExportConfig:
                                          "calibration; default: synthetic random clips (only "
                                          "good for testing).")
     calibration_clips: int = field(64, "tflite int8: number of calibration clips.", min=1)
+    skip_corrupt_records: bool = damaged_shards.skip_field()  # --calibration_data's records
 
 
 def load_for_export(path: str, *, frames: int | None = None, size: int | None = None,

@@ -35,9 +35,11 @@ from collections.abc import Callable, Iterable
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 from ai_edge_litert import schema_py_generated as schema
 
 from d3d_tf import atomic, preprocessing
+from d3d_tf.data import damaged_shards
 from d3d_tf.export import common
 
 QUANTIZE_MODES = common.QUANTIZE_MODES
@@ -126,9 +128,11 @@ def synthetic_clips(n: int, shape, seed: int = 0) -> Iterable[np.ndarray]:
         yield np.clip(clip, 0, 255).astype(np.uint8)[None]
 
 
-def record_clips(file_pattern: str, n: int, shape) -> Iterable[np.ndarray]:
+def record_clips(file_pattern: str, n: int, shape,
+                 skip_damaged=None) -> Iterable[np.ndarray]:
     """Up to `n` uint8 clips `[1,T,H,W,3]` from TFRecords (eval mode: centre crop, the centre
-    clip of each video, short side resized to H)."""
+    clip of each video, short side resized to H). With `skip_damaged` (a
+    `damaged_shards.DamageLog`), damaged shards are read up to the damage and entered there."""
     from d3d_tf.data import pipeline, read_errors
 
     t, h, _, _ = shape
@@ -136,7 +140,7 @@ def record_clips(file_pattern: str, n: int, shape) -> Iterable[np.ndarray]:
                                   training=False, batch_size=1, num_clips=1,
                                   resize_short_side=h, rgb_range="[0,1]")
     with read_errors.explained(file_pattern):  # a damaged shard: one line naming it
-        for element in pipeline.make_dataset(cfg).take(n):
+        for element in pipeline.make_dataset(cfg, skip_damaged=skip_damaged).take(n):
             rgb = element["rgb"].numpy()  # [1,T,H,W,3] in [0,1]
             yield np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
 
@@ -180,17 +184,23 @@ def export_tflite(config: common.ExportConfig) -> str:
     if config.quantize not in QUANTIZE_MODES:
         raise ValueError(f"--quantize must be one of {QUANTIZE_MODES}, got {config.quantize!r}")
     common.check_model_name(config.model_name)
+    if config.skip_corrupt_records and not config.calibration_data:
+        raise ValueError("--skip_corrupt_records applies to the records of --calibration_data")
     model, spec, model_dir = common.load_for_export(
         config.model_dir, frames=config.num_frames, size=config.crop_size, pooling="2d",
         conv_impl="2d_all")
+    damage = damaged_shards.DamageLog() if config.skip_corrupt_records else None
     if config.calibration_data:
         def representative():
             return record_clips(config.calibration_data, config.calibration_clips,
-                                spec.input_shape)
+                                spec.input_shape, damage)
     else:
         def representative():
             return synthetic_clips(config.calibration_clips, spec.input_shape)
     flatbuffer = convert(model, spec, quantize=config.quantize, representative=representative)
+    if damage is not None and config.quantize == "int8":
+        logging.warning("int8 calibration on %s: %s", config.calibration_data,
+                        damage.summary() or "no damaged shard")
     os.makedirs(config.out_dir, exist_ok=True)
     name = config.model_name or spec.name
     path = os.path.join(config.out_dir, f"{name}_{config.quantize}.tflite")
@@ -208,6 +218,8 @@ def export_tflite(config: common.ExportConfig) -> str:
     }
     if config.quantize == "int8":
         extra["calibration"] = config.calibration_data or "synthetic random clips"
+        if damage is not None:
+            extra["calibration_skipped_damaged"] = damage.to_json()
         extra["int8_caveat"] = ("CONV_3D has no int8 kernel: it runs in float32 between "
                                 "QUANTIZE/DEQUANTIZE")
     common.write_model_card(config.out_dir, spec, model_dir=model_dir, fmt="TFLite",

@@ -42,9 +42,9 @@ def per_replica_batch(strategy: tf.distribute.Strategy, global_batch: int) -> in
     """Per-replica batch for `global_batch`; ValueError if it does not divide evenly."""
     replicas = strategy.num_replicas_in_sync
     if global_batch < 1 or global_batch % replicas:
-        raise ValueError(f"global batch size {global_batch} is not divisible by the "
-                         f"{replicas} replicas of the strategy: use a multiple of {replicas} "
-                         f"(per-replica batch x replicas)")
+        raise ValueError(f"--batch_size={global_batch} (the global batch) is not divisible "
+                         f"by the {replicas} replicas of the strategy: use a multiple of "
+                         f"{replicas} (per-replica batch x replicas)")
     return global_batch // replicas
 
 

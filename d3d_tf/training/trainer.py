@@ -27,7 +27,7 @@ from absl import logging
 
 from d3d_tf import atomic, config_flags, models, preprocessing, run_lock
 from d3d_tf.config_flags import field
-from d3d_tf.data import pipeline, read_errors, records
+from d3d_tf.data import damaged_shards, pipeline, read_errors, records
 from d3d_tf.data.pipeline import MODALITIES
 from d3d_tf.models import decoders, layers, s3dg, saving
 from d3d_tf.preprocessing import RGB_RANGES
@@ -188,6 +188,7 @@ class TrainConfig:
                                       "step only).", min=0)
     shuffle_buffer: int = field(256, "Training shuffle buffer (videos).", min=1)
     seed: int = field(0, "Random seed (initialization and data order).")
+    skip_corrupt_records: bool = damaged_shards.skip_field()
 
 
 # --- validation ------------------------------------------------------------------------
@@ -274,6 +275,8 @@ def validate(config: TrainConfig) -> None:
         name = saving.load_spec(c.init_from).name if c.task == "finetune" else c.model
         models.family_of(name).resolve_endpoint(c.freeze_until)
     flow_tasks.validate(c)
+    if c.skip_corrupt_records and c.task == "ava":
+        raise ValueError("--skip_corrupt_records is not available with --task=ava")
     needs_flow = needs_flow or c.task == "flow_loss"
     if needs_flow and not _records_have_flow(train_files):
         why = {"distill": "teacher", "flow_loss": "flow loss"}.get(c.task, "--modality=flow")
@@ -453,11 +456,12 @@ def _image_summary(batch, step):
 # --- the loop --------------------------------------------------------------------------
 
 
-def evaluate_network(c: TrainConfig, network, modality: str) -> dict:
+def evaluate_network(c: TrainConfig, network, modality: str, skip_damaged=None) -> dict:
     """Clip- and video-level metrics of `network` on `c.eval_data` (single pass, local)."""
     cfg = _pipeline(c, training=False, batch=c.eval_batch_size or c.batch_size, seed=c.seed,
                     modalities=(modality,))
-    preds = evaluation.predict(network, pipeline.make_dataset(cfg), modality=modality)
+    preds = evaluation.predict(network, pipeline.make_dataset(cfg, skip_damaged=skip_damaged),
+                               modality=modality)
     return evaluation.metrics(preds)
 
 
@@ -564,10 +568,11 @@ def _train(config: TrainConfig) -> dict:
         modalities.append("rgb")
     # Reseed from the start step so that a resumed run does not replay the same clips.
     seed = c.seed + start
+    damage = damaged_shards.DamageLog() if c.skip_corrupt_records else None
 
     def dataset_fn(ctx):
         return pipeline.make_dataset(_pipeline(c, training=True, batch=c.batch_size,
-                                               seed=seed, modalities=modalities), ctx)
+                                               seed=seed, modalities=modalities), ctx, damage)
 
     dist_ds = strategy.distribute_datasets_from_function(dataset_fn)
     iterator = iter(dist_ds)
@@ -590,7 +595,7 @@ def _train(config: TrainConfig) -> dict:
         if not c.eval_data:
             return
         t0 = time.time()
-        results = evaluate_network(c, network, train_modality)
+        results = evaluate_network(c, network, train_modality, damage)
         s = evaluation.summary(results)
         logging.info("eval step %d: clip top1 %.4f top5 %.4f | video top1 %.4f mca %.4f (%.0fs)",
                      step, s["clip_top1"], s["clip_top5"], s["video_top1"],
@@ -622,9 +627,12 @@ def _train(config: TrainConfig) -> dict:
             clips_per_s = steps_last * c.batch_size / max(now - t_last, 1e-9)
             lr = float(optimizer.learning_rate)
             remaining = (c.train_steps - step) * (now - t_last) / steps_last
-            logging.info("step %d/%d  %s  lr %.3g  %.1f clips/s  ETA %dm%02ds", step,
+            logging.info("step %d/%d  %s  lr %.3g  %.1f clips/s  ETA %dm%02ds%s", step,
                          c.train_steps, "  ".join(f"{k} {v:.4g}" for k, v in values.items()),
-                         lr, clips_per_s, remaining // 60, remaining % 60)
+                         lr, clips_per_s, remaining // 60, remaining % 60,
+                         f"  ({damage.count_text()})" if damage and damage.shards else "")
+            for shard in damage.new_shards() if damage else ():
+                logging.warning("SKIPPED DAMAGED SHARD %s", shard.describe())
             with writer.as_default():
                 for k, v in values.items():
                     summaries.scalar(f"train/{k}", v, step=step)
@@ -651,6 +659,10 @@ def _train(config: TrainConfig) -> dict:
                "train_seconds": total,
                "final_train_logs": {k: float(v) for k, v in logs.items()},
                **(evaluation.summary(results) if results else {})}
+    if damage is not None:
+        summary["skipped_damaged"] = damage.to_json()
+        if damage.shards:
+            logging.warning("done with damaged data: %s", damage.summary())
     logging.info("done: %s", summary)
     if chief:  # step time and final metrics for reports (`make demo` reads it)
         path = os.path.join(c.model_dir, "train_summary.json")

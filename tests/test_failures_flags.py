@@ -1,0 +1,81 @@
+"""evaluate / predict refuse non-positive sizes and counts at flag parsing (before any model
+loads), evaluate refuses an empty glob, and train a batch that the replicas do not divide:
+each with one line naming the flag."""
+import copy
+import os
+import subprocess
+import sys
+
+import export_helpers as H
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(__file__))
+import train_fixtures
+
+SCRIPTS = os.path.join(H.REPO, "tests", "scripts")
+
+
+def _run(*args):
+    proc = subprocess.run([sys.executable, *args], cwd=H.REPO, env=H.env(),
+                          capture_output=True, text=True, timeout=900, check=False)
+    lines = [ln for ln in proc.stderr.splitlines()
+             if ln.strip() and not ln.startswith(("WARNING: All log", "I0000", "E0000", "W0000"))]
+    return proc.returncode, lines
+
+
+def _int_flags(module: str) -> list[str]:
+    return sorted(f.name for f in flags.FLAGS.get_flags_for_module(module)
+                  if f.flag_type() == "int")
+
+
+def test_every_integer_flag_of_evaluate_must_be_positive():
+    from d3d_tf import evaluate  # noqa: F401 (defines the flags)
+
+    names = _int_flags("d3d_tf.evaluate")
+    assert {"num_frames", "num_clips", "frame_stride", "crop_size", "batch_size",
+            "num_crops", "resize_short_side", "plot_top", "ava_max_boxes"} <= set(names)
+    for name in names:
+        parsed = copy.deepcopy(flags.FLAGS)  # parsing happens before main(): no model loads
+        try:
+            parsed(["evaluate", f"--{name}=0"])
+        except flags.IllegalFlagValueError as e:
+            assert str(e).startswith(f"flag --{name}=0: "), e
+        else:
+            raise AssertionError(f"--{name}=0 was accepted")
+
+
+def test_predict_flag_bounds_are_one_line_before_any_model_loads(tmp_path):
+    missing = str(tmp_path / "no_model")  # never opened: parsing fails first
+    for name in ("top_k", "num_clips", "frame_stride", "resize_short_side", "num_threads"):
+        code, lines = _run("-m", "d3d_tf.predict", "clip.mp4", f"--export_path={missing}",
+                           f"--{name}=0")
+        assert code != 0 and lines[0].startswith(
+            f"FATAL Flags parsing error: flag --{name}=0: "), (name, lines)
+        assert not any(missing in ln or "Traceback" in ln for ln in lines), lines
+
+
+def test_evaluate_on_an_empty_glob_is_one_line(tmp_path):
+    glob = str(tmp_path / "val-*.tfrecord")
+    code, lines = _run("-m", "d3d_tf.evaluate", f"--model_dir={H.model_dir()}",
+                       f"--data={glob}", f"--out_dir={tmp_path / 'out'}")
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    assert code == 1 and errors == [(
+        f"d3d_tf.evaluate: error: --data: no TFRecord files match '{glob}' "
+        "(--help lists the flags)")], lines
+    assert not any("evaluating" in ln for ln in lines), lines  # before any model loads
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_batch_not_divisible_by_the_replicas_is_one_line(tmp_path):
+    data = train_fixtures.write_dataset(str(tmp_path / "data"), videos=4, frames=4, size=16,
+                                        with_flow=False)
+    code, lines = _run(os.path.join(SCRIPTS, "two_cpu_devices.py"), "d3d_tf.train",
+                       f"--model_dir={tmp_path / 'run'}", f"--train_data={data}",
+                       "--strategy=mirrored", "--batch_size=3", "--depth_multiplier=0.1",
+                       "--num_frames=2", "--crop_size=16", "--train_steps=1")
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    assert code == 1 and errors == [(
+        "d3d_tf.train: error: --batch_size=3 (the global batch) is not divisible by the 2 "
+        "replicas of the strategy: use a multiple of 2 (per-replica batch x replicas)")], lines
+    assert not any("Traceback" in ln for ln in lines), lines
+    assert not os.path.exists(tmp_path / "run" / "ckpt")
