@@ -13,7 +13,7 @@ import sys
 from absl import flags
 
 from d3d_tf import cli, config_flags
-from d3d_tf.data import ava, datasets, prepare_lib
+from d3d_tf.data import ava, datasets, prepare_hosts, prepare_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("format", "manifest", [*datasets.FORMATS, "ava"],
@@ -39,6 +39,7 @@ flags.DEFINE_integer("num_shards", 8, "Number of TFRecord shards for this split.
 flags.DEFINE_integer("workers", 0, "Worker processes (0 = number of CPU cores).")
 flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of stored frames (1-100).")
 config_flags.define_flags(ava.AvaPrepareConfig)
+config_flags.define_flags(prepare_hosts.HostConfig)
 flags.DEFINE_string("verify", None, "Instead of preparing: read every shard matching this "
                     "glob, check every record and decode every frame and flow image, print "
                     "the record count and exit (non-zero naming the shard on damage).")
@@ -63,26 +64,35 @@ def main(argv):
         entries, labels = datasets.read_dataset(
             FLAGS.format, annotations=FLAGS.annotations, video_dir=FLAGS.video_dir,
             split=FLAGS.split, fold=FLAGS.fold)
-        summary = prepare_lib.prepare(entries, labels, _config())
+        config = _config()
+        summary = prepare_lib.prepare(entries, labels, config)
     except (datasets.AnnotationError, prepare_lib.PrepareError) as e:
         sys.exit(f"error: {e}")
+    _print_summary(summary, config)
+
+
+def _print_summary(summary: prepare_lib.PrepareSummary, config: prepare_lib.PrepareConfig):
     print(summary.format())
+    if config.hosts.shared:
+        print(config.hosts.finish_hint(config.out_dir, config.split))
 
 
 def _config() -> prepare_lib.PrepareConfig:
     return prepare_lib.PrepareConfig(
         out_dir=FLAGS.out_dir, split=FLAGS.split, flow=FLAGS.flow, fps=FLAGS.fps,
         short_side=FLAGS.resize_short_side, max_frames=FLAGS.max_frames,
-        num_shards=FLAGS.num_shards, workers=FLAGS.workers, jpeg_quality=FLAGS.jpeg_quality)
+        num_shards=FLAGS.num_shards, workers=FLAGS.workers, jpeg_quality=FLAGS.jpeg_quality,
+        hosts=config_flags.from_flags(prepare_hosts.HostConfig))
 
 
 def _prepare_ava():
     try:
+        config = _config()
         summary = ava.prepare(FLAGS.annotations, FLAGS.video_dir,
-                              config_flags.from_flags(ava.AvaPrepareConfig), _config())
+                              config_flags.from_flags(ava.AvaPrepareConfig), config)
     except (datasets.AnnotationError, prepare_lib.PrepareError) as e:
         sys.exit(f"error: {e}")
-    print(summary.format())
+    _print_summary(summary, config)
 
 
 if __name__ == "__main__":

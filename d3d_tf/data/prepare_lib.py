@@ -30,6 +30,7 @@ import time
 
 from d3d_tf import atomic, preprocessing, run_lock
 from d3d_tf.data.datasets import VideoEntry
+from d3d_tf.data.prepare_hosts import HostConfig
 
 FLOW_CHOICES = ("tvl1", "farneback", "none")
 STATE_DIR = ".prepare"
@@ -54,6 +55,8 @@ class PrepareConfig:
     shuffle_seed: int = 0            # order of videos across shards (mixes classes)
     progress_interval_s: float = 10.0  # seconds between progress lines when not a TTY
     extra_settings: dict = dataclasses.field(default_factory=dict)  # of other record layouts
+    # Which shards this machine writes; not a setting: every host writes the same bytes.
+    hosts: HostConfig = dataclasses.field(default_factory=HostConfig)
 
     def settings(self) -> dict:
         """What must match between a run and its resumption."""
@@ -79,6 +82,10 @@ class PrepareConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise PrepareError(f"{name} must be positive, got {value}")
+        try:
+            self.hosts.validate(self.num_shards)
+        except ValueError as e:
+            raise PrepareError(str(e)) from None
 
 
 @dataclasses.dataclass
@@ -253,8 +260,13 @@ def prepare(entries: list[VideoEntry], labels: list[str], config: PrepareConfig,
                                f"which is not in the label list")
     os.makedirs(os.path.join(config.out_dir, STATE_DIR), exist_ok=True)
     # Two runs on one split would write the same temporary shard files.
-    with run_lock.hold(os.path.join(config.out_dir, STATE_DIR), f"{config.split}.lock",
+    state_dir = os.path.join(config.out_dir, STATE_DIR)
+    with run_lock.hold(state_dir, config.hosts.lock_name(config.split),
                        what=f"prepare of split {config.split!r}"):
+        try:
+            config.hosts.check_other_runs(state_dir, config.split)
+        except ValueError as e:
+            raise PrepareError(str(e)) from None
         return _prepare(chosen, labels, label_ids, config, start, progress_stream, to_examples)
 
 
@@ -267,6 +279,8 @@ def _prepare(chosen, labels, label_ids, config, start, progress_stream,
     summary = PrepareSummary(split=config.split)
     pending = []
     for k, shard_entries in enumerate(shards):
+        if not config.hosts.owns(k):
+            continue
         info = _finished_shard_info(config, k)
         if info is None:
             pending.append(k)
@@ -301,6 +315,8 @@ def _prepare(chosen, labels, label_ids, config, start, progress_stream,
     if total:
         progress.finish()
     summary.seconds = time.monotonic() - start
+    if config.hosts.shared:
+        return summary  # the finishing one-host run writes what needs every shard
     _write_json(os.path.join(config.out_dir, f"{config.split}_info.json"), {
         "split": config.split, "labels": labels, "settings": config.settings(),
         "file_pattern": f"{config.split}-*-of-{config.num_shards:05d}.tfrecord",
