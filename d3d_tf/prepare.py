@@ -30,7 +30,8 @@ flags.DEFINE_string("split", "train", "Which split to write (train, test, val, .
 flags.DEFINE_string("out_dir", None, "Output folder for shards, labels.txt and info JSON.")
 flags.DEFINE_enum("flow", "tvl1", list(prepare_lib.FLOW_CHOICES),
                   "Optical flow to store: tvl1 (the papers'), farneback (fast, not the "
-                  "papers'), none.")
+                  "papers'), dis (OpenCV's DIS: many times faster than tvl1, NOT the papers' "
+                  "flow; docs/data_scale.md), none.")
 flags.DEFINE_float("fps", None, "Resample videos to this frame rate (default: keep).")
 flags.DEFINE_integer("resize_short_side", None, "Resize frames so the short side is this many "
                      "pixels (default: keep).")

@@ -32,7 +32,7 @@ from d3d_tf import atomic, preprocessing, run_lock
 from d3d_tf.data.datasets import VideoEntry
 from d3d_tf.data.prepare_hosts import HostConfig
 
-FLOW_CHOICES = ("tvl1", "farneback", "none")
+FLOW_CHOICES = ("tvl1", "farneback", "dis", "none")
 STATE_DIR = ".prepare"
 
 
@@ -45,7 +45,7 @@ class PrepareConfig:
     """How to turn videos into TFRecords. Sizes in pixels, rates in frames per second."""
     out_dir: str
     split: str = "train"             # which entries (VideoEntry.split) to write
-    flow: str = "tvl1"               # tvl1 | farneback | none
+    flow: str = "tvl1"               # tvl1 | farneback | dis | none
     fps: float | None = None         # resample to this rate (None: keep the video's rate)
     short_side: int | None = None    # resize so the short side is this (None: keep)
     max_frames: int | None = None    # keep at most this many frames (after resampling)
