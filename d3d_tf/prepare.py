@@ -8,11 +8,13 @@ interruption skips the finished shards. `--verify=GLOB` checks existing shards i
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 
-from absl import flags
+from absl import app, flags
 
 from d3d_tf import cli, config_flags
+from d3d_tf.config_flags import field
 from d3d_tf.data import ava, datasets, prepare_hosts, prepare_lib
 
 FLAGS = flags.FLAGS
@@ -41,6 +43,19 @@ flags.DEFINE_integer("workers", 0, "Worker processes (0 = number of CPU cores)."
 flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of stored frames (1-100).")
 config_flags.define_flags(ava.AvaPrepareConfig)
 config_flags.define_flags(prepare_hosts.HostConfig)
+
+
+@dataclasses.dataclass
+class EngineConfig:
+    beam_options: str | None = field(None, "Run as an Apache Beam pipeline (pip install "
+                                     "'d3d_tf[beam]'), one element per shard, writing the same "
+                                     "shards, with these Beam pipeline options, e.g. "
+                                     "'--runner=DirectRunner --direct_num_workers=2 "
+                                     "--direct_running_mode=multi_processing' ('' = the "
+                                     "DirectRunner's defaults; docs/data_scale.md).")
+
+
+config_flags.define_flags(EngineConfig)
 flags.DEFINE_string("verify", None, "Instead of preparing: read every shard matching this "
                     "glob, check every record and decode every frame and flow image, print "
                     "the record count and exit (non-zero naming the shard on damage).")
@@ -66,7 +81,11 @@ def main(argv):
             FLAGS.format, annotations=FLAGS.annotations, video_dir=FLAGS.video_dir,
             split=FLAGS.split, fold=FLAGS.fold)
         config = _config()
-        summary = prepare_lib.prepare(entries, labels, config)
+        beam_options = config_flags.from_flags(EngineConfig).beam_options
+        if beam_options is None:
+            summary = prepare_lib.prepare(entries, labels, config)
+        else:
+            summary = _prepare_beam().prepare(entries, labels, config, beam_options)
     except (datasets.AnnotationError, prepare_lib.PrepareError) as e:
         sys.exit(f"error: {e}")
     _print_summary(summary, config)
@@ -86,7 +105,18 @@ def _config() -> prepare_lib.PrepareConfig:
         hosts=config_flags.from_flags(prepare_hosts.HostConfig))
 
 
+def _prepare_beam():
+    try:
+        from d3d_tf.data import prepare_beam
+    except ImportError as e:
+        raise app.UsageError(f"--beam_options needs Apache Beam ({e}): pip install "
+                             f"'d3d_tf[beam]'") from None
+    return prepare_beam
+
+
 def _prepare_ava():
+    if config_flags.from_flags(EngineConfig).beam_options is not None:
+        raise app.UsageError("--beam_options does not support --format=ava (run it without)")
     try:
         config = _config()
         summary = ava.prepare(FLAGS.annotations, FLAGS.video_dir,

@@ -93,3 +93,33 @@ def test_bad_host_settings_are_one_line_errors(tmp_path, num_hosts, host, match)
     config = _config(tmp_path, hosts=prepare_hosts.HostConfig(num_hosts=num_hosts, host=host))
     with pytest.raises(prepare_lib.PrepareError, match=match):
         config.validate()
+
+
+def test_beam_pipeline_writes_prepares_bytes_and_resumes_per_shard(tmp_path):
+    pytest.importorskip("apache_beam", reason="needs the [beam] extra")
+    from d3d_tf.data import prepare_beam
+    root = make_tree(tmp_path / "v", per_class=3, n=5, size=24)
+    (root / "run" / "broken.mp4").write_bytes(b"\x00 not a video" * 20)
+    entries, labels = datasets.read_folder_tree(str(root))
+    one = tmp_path / "one"
+    prepare_lib.prepare(entries, labels, _config(one))
+
+    out = tmp_path / "beam"
+    summary = prepare_beam.prepare(entries, labels, _config(out), "--runner=DirectRunner")
+    # The pipeline wrote every shard: the finishing prepare only reused them.
+    assert summary.shards_reused == 3 and summary.shards_written == 0
+    assert summary.videos_written == 6 and len(summary.skipped) == 1
+    assert _files(out) == _files(one)
+    got, want = (json.loads((d / "train_info.json").read_text()) for d in (out, one))
+    for key in RUN_STATS:
+        got.pop(key), want.pop(key)
+    assert got == want
+
+    # An interrupted pipeline: only the unfinished shard is written again.
+    lost = "train-00001-of-00003.tfrecord"
+    os.remove(out / lost)
+    kept = {n: os.stat(out / n).st_mtime_ns for n in _files(out) if n.endswith(".tfrecord")}
+    again = prepare_beam.prepare(entries, labels, _config(out), ["--runner=DirectRunner"])
+    assert again.shards_reused == 3 and again.shards_written == 0
+    assert _files(out) == _files(one)
+    assert {n: os.stat(out / n).st_mtime_ns for n in kept} == kept
