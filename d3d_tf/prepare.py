@@ -5,6 +5,8 @@
 
 See docs/data_pipeline.md for every input format. Rerunning the same command after an
 interruption skips the finished shards. `--verify=GLOB` checks existing shards instead.
+`--num_hosts/--host` splits the shards over machines, `--beam_options` runs the same work as an
+Apache Beam pipeline (docs/data_scale.md).
 """
 from __future__ import annotations
 

@@ -2,9 +2,11 @@
 finished by one ordinary run."""
 import json
 import os
+import subprocess
+import sys
 
 import pytest
-from test_prepare import make_tree
+from test_prepare import ROOT, make_tree
 
 from d3d_tf.data import datasets, prepare_hosts, prepare_lib, records
 
@@ -105,7 +107,8 @@ def test_beam_pipeline_writes_prepares_bytes_and_resumes_per_shard(tmp_path):
     prepare_lib.prepare(entries, labels, _config(one))
 
     out = tmp_path / "beam"
-    summary = prepare_beam.prepare(entries, labels, _config(out), "--runner=DirectRunner")
+    # FnApiRunner: what the DirectRunner runs offline (online it fetches the Prism binary first).
+    summary = prepare_beam.prepare(entries, labels, _config(out), "--runner=FnApiRunner")
     # The pipeline wrote every shard: the finishing prepare only reused them.
     assert summary.shards_reused == 3 and summary.shards_written == 0
     assert summary.videos_written == 6 and len(summary.skipped) == 1
@@ -119,7 +122,28 @@ def test_beam_pipeline_writes_prepares_bytes_and_resumes_per_shard(tmp_path):
     lost = "train-00001-of-00003.tfrecord"
     os.remove(out / lost)
     kept = {n: os.stat(out / n).st_mtime_ns for n in _files(out) if n.endswith(".tfrecord")}
-    again = prepare_beam.prepare(entries, labels, _config(out), ["--runner=DirectRunner"])
+    again = prepare_beam.prepare(entries, labels, _config(out), ["--runner=FnApiRunner"])
     assert again.shards_reused == 3 and again.shards_written == 0
     assert _files(out) == _files(one)
     assert {n: os.stat(out / n).st_mtime_ns for n in kept} == kept
+
+
+_WRITE_ONE = """
+import sys
+from d3d_tf.data import records
+with records.ShardWriter(sys.argv[1]) as w:
+    w.write(records.build_sequence_example(
+        video_id="v0", label=1, label_name="run", fps=25.0, height=8, width=8,
+        jpeg_frames=[b"jpeg0", b"jpeg1"], flow_images=[b"png0"]))
+"""
+
+
+def test_a_shard_has_the_same_bytes_when_another_process_writes_it(tmp_path):
+    # Hosts and Beam workers are other processes; protobuf orders map fields per process
+    # unless serialization is deterministic.
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    subprocess.run([sys.executable, "-c", _WRITE_ONE, str(tmp_path / "there.tfrecord")],
+                   env=env, check=True, timeout=600)
+    exec(_WRITE_ONE.replace("sys.argv[1]", repr(str(tmp_path / "here.tfrecord"))), {})
+    there, here = ((tmp_path / n).read_bytes() for n in ("there.tfrecord", "here.tfrecord"))
+    assert there == here and len(here) > 50
