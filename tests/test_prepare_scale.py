@@ -128,22 +128,22 @@ def test_beam_pipeline_writes_prepares_bytes_and_resumes_per_shard(tmp_path):
     assert {n: os.stat(out / n).st_mtime_ns for n in kept} == kept
 
 
-_WRITE_ONE = """
-import sys
-from d3d_tf.data import records
-with records.ShardWriter(sys.argv[1]) as w:
-    w.write(records.build_sequence_example(
-        video_id="v0", label=1, label_name="run", fps=25.0, height=8, width=8,
-        jpeg_frames=[b"jpeg0", b"jpeg1"], flow_images=[b"png0"]))
-"""
+def write_one_record_shard(path):
+    """A one-record shard, written by this process."""
+    with records.ShardWriter(path) as w:
+        w.write(records.build_sequence_example(
+            video_id="v0", label=1, label_name="run", fps=25.0, height=8, width=8,
+            jpeg_frames=[b"jpeg0", b"jpeg1"], flow_images=[b"png0"]))
 
 
 def test_a_shard_has_the_same_bytes_when_another_process_writes_it(tmp_path):
     # Hosts and Beam workers are other processes; protobuf orders map fields per process
     # unless serialization is deterministic.
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
-    subprocess.run([sys.executable, "-c", _WRITE_ONE, str(tmp_path / "there.tfrecord")],
-                   env=env, check=True, timeout=600)
-    exec(_WRITE_ONE.replace("sys.argv[1]", repr(str(tmp_path / "here.tfrecord"))), {})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]),
+               TF_CPP_MIN_LOG_LEVEL="3")
+    code = "import sys, test_prepare_scale as t; t.write_one_record_shard(sys.argv[1])"
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "there.tfrecord")], env=env,
+                   check=True, timeout=600)
+    write_one_record_shard(str(tmp_path / "here.tfrecord"))
     there, here = ((tmp_path / n).read_bytes() for n in ("there.tfrecord", "here.tfrecord"))
     assert there == here and len(here) > 50

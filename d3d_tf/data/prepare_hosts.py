@@ -1,7 +1,7 @@
 """Splitting one `prepare` run over several machines: host h of n writes the shards k % n == h.
 
-    host 0: python -m d3d_tf.prepare ... --out_dir=/shared/k400 --num_shards=1024 --num_hosts=4 --host=0
-    host 1: python -m d3d_tf.prepare ... --out_dir=/shared/k400 --num_shards=1024 --num_hosts=4 --host=1
+    host 0: python -m d3d_tf.prepare ... --out_dir=/shared/k400 --num_hosts=4 --host=0
+    host 1: python -m d3d_tf.prepare ... --out_dir=/shared/k400 --num_hosts=4 --host=1
     ...
     then, once: the same command without --num_hosts/--host (writes {split}_info.json)
 
