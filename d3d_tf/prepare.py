@@ -5,15 +5,19 @@
 
 See docs/data_pipeline.md for every input format. Rerunning the same command after an
 interruption skips the finished shards. `--verify=GLOB` checks existing shards instead.
+`--num_hosts/--host` splits the shards over machines, `--beam_options` runs the same work as an
+Apache Beam pipeline (docs/data_scale.md).
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 
-from absl import flags
+from absl import app, flags
 
 from d3d_tf import cli, config_flags
-from d3d_tf.data import ava, datasets, prepare_lib
+from d3d_tf.config_flags import field
+from d3d_tf.data import ava, datasets, prepare_hosts, prepare_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("format", "manifest", [*datasets.FORMATS, "ava"],
@@ -30,7 +34,8 @@ flags.DEFINE_string("split", "train", "Which split to write (train, test, val, .
 flags.DEFINE_string("out_dir", None, "Output folder for shards, labels.txt and info JSON.")
 flags.DEFINE_enum("flow", "tvl1", list(prepare_lib.FLOW_CHOICES),
                   "Optical flow to store: tvl1 (the papers'), farneback (fast, not the "
-                  "papers'), none.")
+                  "papers'), dis (OpenCV's DIS: many times faster than tvl1, NOT the papers' "
+                  "flow; docs/data_scale.md), none.")
 flags.DEFINE_float("fps", None, "Resample videos to this frame rate (default: keep).")
 flags.DEFINE_integer("resize_short_side", None, "Resize frames so the short side is this many "
                      "pixels (default: keep).")
@@ -39,6 +44,20 @@ flags.DEFINE_integer("num_shards", 8, "Number of TFRecord shards for this split.
 flags.DEFINE_integer("workers", 0, "Worker processes (0 = number of CPU cores).")
 flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of stored frames (1-100).")
 config_flags.define_flags(ava.AvaPrepareConfig)
+config_flags.define_flags(prepare_hosts.HostConfig)
+
+
+@dataclasses.dataclass
+class EngineConfig:
+    beam_options: str | None = field(None, "Run as an Apache Beam pipeline (pip install "
+                                     "'d3d_tf[beam]'), one element per shard, writing the same "
+                                     "shards, with these Beam pipeline options, e.g. "
+                                     "'--runner=DirectRunner --direct_num_workers=2 "
+                                     "--direct_running_mode=multi_processing' ('' = the "
+                                     "DirectRunner's defaults; docs/data_scale.md).")
+
+
+config_flags.define_flags(EngineConfig)
 flags.DEFINE_string("verify", None, "Instead of preparing: read every shard matching this "
                     "glob, check every record and decode every frame and flow image, print "
                     "the record count and exit (non-zero naming the shard on damage).")
@@ -63,26 +82,50 @@ def main(argv):
         entries, labels = datasets.read_dataset(
             FLAGS.format, annotations=FLAGS.annotations, video_dir=FLAGS.video_dir,
             split=FLAGS.split, fold=FLAGS.fold)
-        summary = prepare_lib.prepare(entries, labels, _config())
+        config = _config()
+        beam_options = config_flags.from_flags(EngineConfig).beam_options
+        if beam_options is None:
+            summary = prepare_lib.prepare(entries, labels, config)
+        else:
+            summary = _prepare_beam().prepare(entries, labels, config, beam_options)
     except (datasets.AnnotationError, prepare_lib.PrepareError) as e:
         sys.exit(f"error: {e}")
+    _print_summary(summary, config)
+
+
+def _print_summary(summary: prepare_lib.PrepareSummary, config: prepare_lib.PrepareConfig):
     print(summary.format())
+    if config.hosts.shared:
+        print(config.hosts.finish_hint(config.out_dir, config.split))
 
 
 def _config() -> prepare_lib.PrepareConfig:
     return prepare_lib.PrepareConfig(
         out_dir=FLAGS.out_dir, split=FLAGS.split, flow=FLAGS.flow, fps=FLAGS.fps,
         short_side=FLAGS.resize_short_side, max_frames=FLAGS.max_frames,
-        num_shards=FLAGS.num_shards, workers=FLAGS.workers, jpeg_quality=FLAGS.jpeg_quality)
+        num_shards=FLAGS.num_shards, workers=FLAGS.workers, jpeg_quality=FLAGS.jpeg_quality,
+        hosts=config_flags.from_flags(prepare_hosts.HostConfig))
+
+
+def _prepare_beam():
+    try:
+        from d3d_tf.data import prepare_beam
+    except ImportError as e:
+        raise app.UsageError(f"--beam_options needs Apache Beam ({e}): pip install "
+                             f"'d3d_tf[beam]'") from None
+    return prepare_beam
 
 
 def _prepare_ava():
+    if config_flags.from_flags(EngineConfig).beam_options is not None:
+        raise app.UsageError("--beam_options does not support --format=ava (run it without)")
     try:
+        config = _config()
         summary = ava.prepare(FLAGS.annotations, FLAGS.video_dir,
-                              config_flags.from_flags(ava.AvaPrepareConfig), _config())
+                              config_flags.from_flags(ava.AvaPrepareConfig), config)
     except (datasets.AnnotationError, prepare_lib.PrepareError) as e:
         sys.exit(f"error: {e}")
-    print(summary.format())
+    _print_summary(summary, config)
 
 
 if __name__ == "__main__":

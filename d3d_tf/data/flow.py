@@ -10,8 +10,9 @@ Conventions (kinetics-i3d and D3D; docs/data_pipeline.md):
 * The flow-prediction decoders of D3D §3.1 use the Im2Flow representation
   ``(magnitude, sin θ, cos θ)`` (:func:`flow_to_polar`).
 
-TV-L1 (:func:`tvl1_flow`) is the flow the papers use; Farneback (:func:`farneback_flow`) is a
-faster, less accurate stand-in for quick experiments and is NOT the paper's flow.
+TV-L1 (:func:`tvl1_flow`) is the flow the papers use; Farneback (:func:`farneback_flow`) and
+DIS (:func:`dis_flow`, many times faster than TV-L1: docs/data_scale.md) are faster stand-ins
+and are NOT the paper's flow.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from d3d_tf.preprocessing import FLOW_BOUND
 
-FLOW_METHODS = ("tvl1", "farneback")
+FLOW_METHODS = ("tvl1", "farneback", "dis")
 
 
 def _check_gray_pair(prev_gray, next_gray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,12 +79,34 @@ def farneback_flow(prev_gray, next_gray) -> np.ndarray:
     return flow.astype(np.float32, copy=False)
 
 
+def create_dis():
+    """A fresh OpenCV DIS (Dense Inverse Search) flow object, preset MEDIUM (OpenCV's main
+    module: no contrib needed). :func:`compute_flow` reuses one per video."""
+    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+
+
+def dis_flow(prev_gray, next_gray, dis=None) -> np.ndarray:
+    """DIS optical flow (Kroeger et al. 2016): fast, less accurate than TV-L1; NOT the flow of
+    the papers.
+
+    Same arguments and result as :func:`tvl1_flow` (``[H, W]`` in [0, 255], float32
+    ``[H, W, 2]`` pixels (x, y) from prev to next out); `dis` from :func:`create_dis`.
+    """
+    prev_gray, next_gray = _check_gray_pair(prev_gray, next_gray)
+    if prev_gray.dtype != np.uint8:  # DIS takes 8-bit images only
+        prev_gray = np.clip(prev_gray, 0, 255).round().astype(np.uint8)
+        next_gray = np.clip(next_gray, 0, 255).round().astype(np.uint8)
+    dis = dis if dis is not None else create_dis()
+    return dis.calc(prev_gray, next_gray, None).astype(np.float32, copy=False)
+
+
 def compute_flow(frames, method: str = "tvl1") -> np.ndarray:
     """Flow between consecutive frames of a video.
 
     Args:
       frames: uint8 ``[N, H, W, 3]`` RGB, N >= 2.
-      method: ``"tvl1"`` (the papers' flow) or ``"farneback"`` (quick, not the paper's).
+      method: ``"tvl1"`` (the papers' flow), ``"farneback"`` or ``"dis"`` (quick, not the
+        paper's).
 
     Returns:
       float32 ``[N-1, H, W, 2]`` flow in pixels (x, y); element t maps frame t to t+1.
@@ -104,6 +127,9 @@ def compute_flow(frames, method: str = "tvl1") -> np.ndarray:
     if method == "tvl1":
         tvl1 = create_tvl1()  # one object per video: it keeps its buffers between pairs
         flows = [tvl1_flow(a, b, tvl1) for a, b in itertools.pairwise(gray)]
+    elif method == "dis":
+        dis = create_dis()
+        flows = [dis_flow(a, b, dis) for a, b in itertools.pairwise(gray)]
     else:
         flows = [farneback_flow(a, b) for a, b in itertools.pairwise(gray)]
     return np.stack(flows).astype(np.float32, copy=False)

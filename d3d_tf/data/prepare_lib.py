@@ -18,8 +18,10 @@ index = label id) and `S_info.json` (settings, per-class counts, totals, skipped
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
+import io
 import json
 import math
 import multiprocessing
@@ -30,8 +32,9 @@ import time
 
 from d3d_tf import atomic, preprocessing, run_lock
 from d3d_tf.data.datasets import VideoEntry
+from d3d_tf.data.prepare_hosts import HostConfig
 
-FLOW_CHOICES = ("tvl1", "farneback", "none")
+FLOW_CHOICES = ("tvl1", "farneback", "dis", "none")
 STATE_DIR = ".prepare"
 
 
@@ -44,7 +47,7 @@ class PrepareConfig:
     """How to turn videos into TFRecords. Sizes in pixels, rates in frames per second."""
     out_dir: str
     split: str = "train"             # which entries (VideoEntry.split) to write
-    flow: str = "tvl1"               # tvl1 | farneback | none
+    flow: str = "tvl1"               # tvl1 | farneback | dis | none
     fps: float | None = None         # resample to this rate (None: keep the video's rate)
     short_side: int | None = None    # resize so the short side is this (None: keep)
     max_frames: int | None = None    # keep at most this many frames (after resampling)
@@ -54,6 +57,8 @@ class PrepareConfig:
     shuffle_seed: int = 0            # order of videos across shards (mixes classes)
     progress_interval_s: float = 10.0  # seconds between progress lines when not a TTY
     extra_settings: dict = dataclasses.field(default_factory=dict)  # of other record layouts
+    # Which shards this machine writes; not a setting: every host writes the same bytes.
+    hosts: HostConfig = dataclasses.field(default_factory=HostConfig)
 
     def settings(self) -> dict:
         """What must match between a run and its resumption."""
@@ -79,6 +84,10 @@ class PrepareConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise PrepareError(f"{name} must be positive, got {value}")
+        try:
+            self.hosts.validate(self.num_shards)
+        except ValueError as e:
+            raise PrepareError(str(e)) from None
 
 
 @dataclasses.dataclass
@@ -237,11 +246,19 @@ def prepare(entries: list[VideoEntry], labels: list[str], config: PrepareConfig,
     Returns:
       The summary (also saved as `out_dir/{split}_info.json`).
     """
-    config.validate()
     start = time.monotonic()
+    chosen, label_ids = select(entries, labels, config)
     # TensorFlow (for writing) is imported here, before the workers start, not when the first
     # video is done: otherwise the import delays the first shard and finished videos pile up.
     from d3d_tf.data import records  # noqa: F401
+    with hold_split(config):
+        return _prepare(chosen, labels, label_ids, config, start, progress_stream, to_examples)
+
+
+def select(entries: list[VideoEntry], labels: list[str], config: PrepareConfig
+           ) -> tuple[list[VideoEntry], dict]:
+    """Validates `config` and the labels: (the entries of `config.split`, {label: id})."""
+    config.validate()
     chosen = [e for e in entries if e.split == config.split]
     if not chosen:
         splits = sorted({e.split for e in entries})
@@ -251,30 +268,69 @@ def prepare(entries: list[VideoEntry], labels: list[str], config: PrepareConfig,
         if e.label_name is not None and e.label_name not in label_ids:
             raise PrepareError(f"video {e.video_id} ({e.path}) has label {e.label_name!r} "
                                f"which is not in the label list")
-    os.makedirs(os.path.join(config.out_dir, STATE_DIR), exist_ok=True)
-    # Two runs on one split would write the same temporary shard files.
-    with run_lock.hold(os.path.join(config.out_dir, STATE_DIR), f"{config.split}.lock",
+    return chosen, label_ids
+
+
+@contextlib.contextmanager
+def hold_split(config: PrepareConfig):
+    """The split's lock in `out_dir/.prepare/`: two runs on one split would write the same
+    temporary shard files."""
+    state_dir = os.path.join(config.out_dir, STATE_DIR)
+    os.makedirs(state_dir, exist_ok=True)
+    with run_lock.hold(state_dir, config.hosts.lock_name(config.split),
                        what=f"prepare of split {config.split!r}"):
-        return _prepare(chosen, labels, label_ids, config, start, progress_stream, to_examples)
+        try:
+            config.hosts.check_other_runs(state_dir, config.split)
+        except ValueError as e:
+            raise PrepareError(str(e)) from None
+        yield
 
 
-def _prepare(chosen, labels, label_ids, config, start, progress_stream,
-             to_examples) -> PrepareSummary:
+def check_out_dir(config: PrepareConfig, labels: list[str]) -> None:
+    """Refuses an out_dir whose labels.txt or shard count differ (and writes labels.txt)."""
     _check_labels_file(config.out_dir, labels)
-
     _check_no_other_shard_set(config)
-    shards = assign_shards(chosen, config.num_shards, config.shuffle_seed)
-    summary = PrepareSummary(split=config.split)
-    pending = []
+
+
+def plan(config: PrepareConfig, shards: list[list[VideoEntry]], chosen: list[VideoEntry]
+         ) -> tuple[list[int], list[dict]]:
+    """(this host's shards still to write, the sidecars of its finished shards)."""
+    pending, reused = [], []
+    all_ids = {e.video_id for e in chosen}
     for k, shard_entries in enumerate(shards):
+        if not config.hosts.owns(k):
+            continue
         info = _finished_shard_info(config, k)
         if info is None:
             pending.append(k)
         else:
-            _check_same_videos(config, k, info, shard_entries, {e.video_id for e in chosen})
-            summary.shards_reused += 1
-            _add_shard_info(summary, info)
+            _check_same_videos(config, k, info, shard_entries, all_ids)
+            reused.append(info)
+    return pending, reused
 
+
+def write_one_shard(config: PrepareConfig, k: int, shard_entries: list[VideoEntry],
+                    label_ids: dict) -> dict:
+    """Shard k from its videos, all in this process (one unit of work of a distributed
+    engine, `prepare_beam`); returns its sidecar. A finished shard is kept as it is."""
+    info = _finished_shard_info(config, k)
+    if info is not None:  # written by an earlier attempt of this unit
+        return info
+    results = map(_process_video, [(e, config) for e in shard_entries])
+    progress = _Progress(config.split, len(shard_entries), math.inf, io.StringIO())
+    return _write_shard(config, k, shard_entries, results, label_ids, progress,
+                        PrepareSummary(split=config.split))
+
+
+def _prepare(chosen, labels, label_ids, config, start, progress_stream,
+             to_examples) -> PrepareSummary:
+    check_out_dir(config, labels)
+    shards = assign_shards(chosen, config.num_shards, config.shuffle_seed)
+    summary = PrepareSummary(split=config.split)
+    pending, reused = plan(config, shards, chosen)
+    for info in reused:
+        summary.shards_reused += 1
+        _add_shard_info(summary, info)
     total = sum(len(shards[k]) for k in pending)
     progress = _Progress(config.split, total, config.progress_interval_s, progress_stream)
     tasks = [(e, config) for k in pending for e in shards[k]]
@@ -301,6 +357,8 @@ def _prepare(chosen, labels, label_ids, config, start, progress_stream,
     if total:
         progress.finish()
     summary.seconds = time.monotonic() - start
+    if config.hosts.shared:
+        return summary  # the finishing one-host run writes what needs every shard
     _write_json(os.path.join(config.out_dir, f"{config.split}_info.json"), {
         "split": config.split, "labels": labels, "settings": config.settings(),
         "file_pattern": f"{config.split}-*-of-{config.num_shards:05d}.tfrecord",

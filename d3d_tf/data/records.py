@@ -169,7 +169,9 @@ class ShardWriter:
 
     def write(self, record: bytes | tf.train.SequenceExample) -> None:
         if not isinstance(record, bytes):
-            record = record.SerializeToString()
+            # Map fields (the context features) serialize in a per-process order otherwise:
+            # shards written by other processes or machines would differ in bytes.
+            record = record.SerializeToString(deterministic=True)
         self._writer.write(record)
         self.num_records += 1
 
