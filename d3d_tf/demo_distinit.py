@@ -32,6 +32,7 @@ NETWORKS = ("r3d_18", "r2plus1d_18")
 FINETUNE_RUNS = (("scratch", "r3d_18"), ("inflated", "r3d_18"), ("distinit", "r3d_18"),
                  ("scratch", "r2plus1d_18"), ("distinit", "r2plus1d_18"))
 SHAPES_DIR = "pool_shapes"  # the pool's derived manifest: label = the object's shape
+FLAGFILES = ("pool", "labeled", "prepare", "teacher", "distinit", "inflate", "finetune")
 
 
 @dataclasses.dataclass
@@ -167,6 +168,10 @@ def representation_stages(c: DemoConfig) -> list[Stage]:
 def run(c: DemoConfig) -> str:
     """Runs (or reuses) every stage and writes the report; returns the report's path."""
     config_flags.check(c)
+    missing = [f"{n}.flags" for n in FLAGFILES
+               if not os.path.isfile(os.path.join(c.configs, f"{n}.flags"))]
+    if missing:
+        raise FileNotFoundError(f"--configs={c.configs} lacks {', '.join(missing)}")
     os.makedirs(c.out_dir, exist_ok=True)
     # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) hides the progress lines.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

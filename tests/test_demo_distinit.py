@@ -60,6 +60,15 @@ def test_stages_pass_each_run_to_the_next():
     assert seed0[0] == "finetune_scratch_r3d_18" and seed0[-1] == "evaluate"
 
 
+def test_a_configs_folder_without_the_flagfiles_is_refused_naming_them(tmp_path):
+    (tmp_path / "pool.flags").write_text("--classes=2\n")
+    c = demo_distinit.DemoConfig(out_dir=str(tmp_path / "out"), configs=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="lacks labeled.flags, prepare.flags, "
+                       "teacher.flags, distinit.flags, inflate.flags, finetune.flags"):
+        demo_distinit.run(c)
+    assert not (tmp_path / "out").exists()
+
+
 def test_shape_manifest_labels_every_pool_video_by_its_shape(tmp_path):
     pool = tmp_path / "videos" / "pool"
     pool.mkdir(parents=True)
