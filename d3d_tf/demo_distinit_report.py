@@ -100,10 +100,10 @@ def interpretation(evals: list, seeds: int) -> list[str]:
     over_scratch = [verdicts.get(("distinit", "scratch", n)) for n in NETWORK_NAMES]
     over_inflated = verdicts.get(("distinit", "inflated", "r3d_18"))
     if all(v == "better" for v in over_scratch) and over_inflated == "better":
-        lines.append("- This run agrees with the order of the paper's Table 1 (DistInit above "
-                     "inflation above or near scratch): pre-training on unlabeled videos with "
-                     "an image teacher's soft labels gave a better start than random weights "
-                     "and than the teacher's own weights inflated.")
+        lines.append("- This run agrees with the paper's Table 1 (DistInit above scratch for "
+                     "both networks and above inflation): pre-training on unlabeled videos "
+                     "with an image teacher's soft labels gave a better start than random "
+                     "weights and than the teacher's own weights inflated.")
     elif "better" in over_scratch or over_inflated == "better":
         lines.append("- This run supports the paper's Table 1 only in part: DistInit helped "
                      "where marked **beats** above and not elsewhere.")

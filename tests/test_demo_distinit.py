@@ -153,7 +153,7 @@ def test_report_says_when_distinit_does_not_help(tmp_path):
          "scratch_r2plus1d_18": 20 / 32, "distinit_r2plus1d_18": 24 / 32}))
     report = _report(tmp_path, 1)
     assert "DistInit Res3D-18 (75.0%) **beats** Inflated Res3D-18 (65.6%)" in report
-    assert "agrees with the order of the paper's Table 1" in report
+    assert "agrees with the paper's Table 1" in report
 
 
 def _tiny_configs(tmp_path):
