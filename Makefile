@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 SEEDS ?= 1
 
-.PHONY: venv test test-fast lint demo demo-ava benchmark clean
+.PHONY: venv test test-fast lint demo demo-ava demo-distinit benchmark clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test-fast: $(STAMP)
 # The whole method on the built-in synthetic data; finished stages are reused on rerun.
 demo: $(STAMP)
 	$(PY) -m d3d_tf.demo --out_dir=demo_out --seeds=$(SEEDS)
+
+# DistInit on the built-in data: image teacher, DistInit, fine-tuning from scratch / inflation /
+# DistInit, Table 1 in demo_out/distinit/report.md (docs/distinit.md); stages reused on rerun.
+demo-distinit: $(STAMP)
+	$(PY) -m d3d_tf.demo_distinit --out_dir=demo_out/distinit --seeds=$(SEEDS)
 
 # AVA action detection on the built-in multi-actor data: prepare -> train -> evaluate -> export
 # (not part of `demo`; docs/ava.md).

@@ -14,17 +14,14 @@ shards).
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import shlex
-import subprocess
-import sys
 import time
 
 from absl import app, flags
 
 from d3d_tf import demo_probes, demo_report
+from d3d_tf.demo_stages import Stage, run_stage
+from d3d_tf.demo_stages import python_module as _python_module
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", "demo_out", "Where every artifact of the demo goes.")
@@ -40,42 +37,6 @@ RUNS = (  # name, flagfile, method label, modality, is run at inference on RGB o
     ("baseline", "baseline.flags", "S3D-G (RGB baseline)", "rgb"),
     ("d3d", "d3d.flags", "D3D (distilled from flow)", "rgb"),
 )
-
-
-@dataclasses.dataclass
-class Stage:
-    name: str
-    command: list
-    stdout: str | None = None  # file that receives the command's standard output
-
-
-def _python_module(module, *args):
-    return [sys.executable, "-m", f"d3d_tf.{module}", *args]
-
-
-def run_stage(out_dir: str, stage: Stage) -> float:
-    """Runs `stage` unless its marker exists; returns its wall time in seconds (0 if skipped)."""
-    marker = os.path.join(out_dir, "stages", f"{stage.name}.done")
-    pretty = " ".join(shlex.quote(str(c)) for c in stage.command)
-    if os.path.exists(marker):
-        print(f"[demo] {stage.name}: done before, skipping ({marker})", flush=True)
-        return 0.0
-    print(f"\n[demo] ===== {stage.name} =====\n[demo] $ {pretty}", flush=True)
-    start = time.time()
-    if stage.stdout:
-        with open(stage.stdout, "w") as f:
-            result = subprocess.run(stage.command, stdout=f, check=False)
-    else:
-        result = subprocess.run(stage.command, check=False)
-    if result.returncode != 0:
-        sys.exit(f"[demo] stage {stage.name!r} failed (exit {result.returncode}): {pretty}\n"
-                 "Fix the problem and rerun `make demo`: finished stages are reused.")
-    seconds = time.time() - start
-    os.makedirs(os.path.dirname(marker), exist_ok=True)
-    with open(marker, "w") as f:
-        json.dump({"command": pretty, "seconds": seconds}, f)
-    print(f"[demo] {stage.name}: finished in {seconds:.0f} s", flush=True)
-    return seconds
 
 
 def main(argv):

@@ -1,0 +1,208 @@
+"""DistInit end to end on the built-in synthetic data: `make demo-distinit`.
+
+    python -m d3d_tf.demo_distinit --out_dir=demo_out/distinit [--seeds=3]
+
+Stages (each a `python -m d3d_tf.<tool>` command, printed before it runs; flagfiles in
+`configs/demo/distinit/`): synthetic videos (an unlabeled pool, a small labeled action set
+whose classes are shape x motion) -> RGB TFRecords (no flow) -> an image teacher (2D
+ResNet-18 on single frames of the pool, labelled by the object's shape) -> its logits stored
+with the pool's records -> DistInit pre-training of Res3D-18 and R(2+1)D-18 on the pool
+(its labels unused) -> the teacher inflated into Res3D-18 -> per seed, fine-tuning on the
+labeled set from scratch, from inflation (Res3D-18 only) and from DistInit, and their
+evaluation -> first-layer filters and t-SNE of the initializations -> `report.md`.
+
+Pre-training (teacher, DistInit, inflation) runs once; the seeds vary the fine-tuning.
+A finished stage leaves `<out_dir>/stages/<stage>.done`; rerunning skips it (see
+`d3d_tf.demo_stages`). Details: docs/distinit.md.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import time
+
+from d3d_tf import cli, config_flags, demo_distinit_report
+from d3d_tf.config_flags import field
+from d3d_tf.data import synthetic
+from d3d_tf.demo_stages import Stage, python_module, run_stage
+
+NETWORKS = ("r3d_18", "r2plus1d_18")
+# (method, network) of Table 1's rows; R(2+1)D-18 has no 2D counterpart to inflate.
+FINETUNE_RUNS = (("scratch", "r3d_18"), ("inflated", "r3d_18"), ("distinit", "r3d_18"),
+                 ("scratch", "r2plus1d_18"), ("distinit", "r2plus1d_18"))
+SHAPES_DIR = "pool_shapes"  # the pool's derived manifest: label = the object's shape
+FLAGFILES = ("pool", "labeled", "prepare", "teacher", "distinit", "inflate", "finetune")
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    """Flags of `python -m d3d_tf.demo_distinit`."""
+    out_dir: str = field("demo_out/distinit", "Where every artifact of the demo goes.")
+    seeds: int = field(1, "Fine-tune every network this many times (seeds 0..N-1) and report "
+                       "mean ± std.", min=1)
+    configs: str = field("configs/demo/distinit", "Folder of the demo's flagfiles (pool, "
+                         "labeled, prepare, teacher, distinit, inflate, finetune .flags).")
+    workers: int = field(0, "Worker processes for rendering and preparing videos "
+                         "(0 = all cores).", min=0)
+
+
+def run_name(method: str, network: str, seed: int = 0) -> str:
+    """Fine-tuning run / evaluation name, e.g. `distinit_r3d_18`; `_seed<N>` from seed 1 on,
+    so that `--seeds=3` after `--seeds=1` reuses the first seed's runs."""
+    return f"{method}_{network}" + demo_distinit_report.run_suffix(seed)
+
+
+def write_shape_manifest(pool_dir: str, out_dir: str) -> str:
+    """The pool's manifest with each video's shape as its label: `out_dir/manifest.csv`
+    (paths relative to `out_dir`) and `labels.txt` (the shapes in the generator's order)."""
+    source = os.path.join(pool_dir, "manifest.csv")
+    with open(source, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "shape" not in rows[0]:
+        raise ValueError(f"{source}: no 'shape' column (regenerate with d3d_tf.synthetic)")
+    os.makedirs(out_dir, exist_ok=True)
+    rel = os.path.relpath(pool_dir, out_dir)
+    path = os.path.join(out_dir, "manifest.csv")
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label_name", "split"])
+        for row in rows:
+            writer.writerow([os.path.join(rel, row["path"]), row["shape"], row["split"]])
+    shapes = {row["shape"] for row in rows}
+    with open(os.path.join(out_dir, "labels.txt"), "w") as f:
+        f.write("".join(f"{s}\n" for s in synthetic.SHAPE_NAMES if s in shapes))
+    return path
+
+
+def _flagfile(configs: str, name: str) -> str:
+    return f"--flagfile={os.path.join(configs, name + '.flags')}"
+
+
+def pretraining_stages(c: DemoConfig) -> list[Stage]:
+    """Data, the image teacher, its stored logits, DistInit of both students, inflation."""
+    out, videos, records = c.out_dir, os.path.join(c.out_dir, "videos"), \
+        os.path.join(c.out_dir, "records")
+    runs = os.path.join(out, "runs")
+    stages = [Stage(f"synthetic_{name}", python_module(
+        "synthetic", _flagfile(c.configs, name), f"--out_dir={os.path.join(videos, name)}",
+        f"--workers={c.workers}")) for name in ("pool", "labeled")]
+    for data, manifest in (("pool_shapes", os.path.join(videos, SHAPES_DIR, "manifest.csv")),
+                           ("labeled", os.path.join(videos, "labeled", "manifest.csv"))):
+        for split in ("train", "test"):
+            stages.append(Stage(f"prepare_{data}_{split}", python_module(
+                "prepare", _flagfile(c.configs, "prepare"), f"--annotations={manifest}",
+                f"--split={split}", f"--out_dir={os.path.join(records, data)}",
+                f"--workers={c.workers}")))
+    pool = os.path.join(records, "pool_shapes")
+    teacher = os.path.join(runs, "image_teacher", "model")
+    stages.append(Stage("train_image_teacher", python_module(
+        "train", _flagfile(c.configs, "teacher"), f"--model_dir={os.path.dirname(teacher)}",
+        f"--train_data={os.path.join(pool, 'train-*.tfrecord')}",
+        f"--eval_data={os.path.join(pool, 'test-*.tfrecord')}",
+        f"--labels={os.path.join(pool, 'labels.txt')}")))
+    targets = os.path.join(records, "pool_targets")
+    stages.append(Stage("teacher_targets", python_module(
+        "distinit_targets", f"--records={os.path.join(pool, 'train-*.tfrecord')}",
+        f"--out_dir={targets}", f"--teachers={teacher}")))
+    for network in NETWORKS:
+        stages.append(Stage(f"distinit_{network}", python_module(
+            "train", _flagfile(c.configs, "distinit"), f"--model={network}",
+            f"--distinit_teachers={teacher}", "--distinit_precomputed",
+            f"--train_data={os.path.join(targets, 'train-*.tfrecord')}",
+            f"--labels={os.path.join(targets, 'labels.txt')}",
+            f"--model_dir={os.path.join(runs, f'distinit_{network}')}")))
+    stages.append(Stage("inflate_r3d_18", python_module(
+        "convert_weights", _flagfile(c.configs, "inflate"), f"--source={teacher}",
+        f"--out_dir={init_dir(out, 'inflated', 'r3d_18')}")))
+    return stages
+
+
+def init_dir(out: str, method: str, network: str) -> str | None:
+    """Model directory a fine-tuning starts from (None: from scratch)."""
+    if method == "scratch":
+        return None
+    if method == "inflated":
+        return os.path.join(out, "runs", f"inflated_{network}", "model")
+    return os.path.join(out, "runs", f"distinit_{network}", "model")
+
+
+def seed_stages(c: DemoConfig, seed: int) -> list[Stage]:
+    """The five fine-tunings of one seed on the labeled set, then their evaluation."""
+    labeled = os.path.join(c.out_dir, "records", "labeled")
+    stages, names, model_dirs = [], [], []
+    for method, network in FINETUNE_RUNS:
+        name = run_name(method, network, seed)
+        run_dir = os.path.join(c.out_dir, "runs", "finetune", name)
+        init = init_dir(c.out_dir, method, network)
+        task = ["--task=classify", f"--model={network}"] if init is None else [
+            "--task=finetune", f"--init_from={init}"]
+        stages.append(Stage(f"finetune_{name}", python_module(
+            "train", _flagfile(c.configs, "finetune"), *task, f"--seed={seed}",
+            f"--model_dir={run_dir}", f"--train_data={os.path.join(labeled, 'train-*.tfrecord')}",
+            f"--labels={os.path.join(labeled, 'labels.txt')}")))
+        names.append(run_name(method, network))
+        model_dirs.append(os.path.join(run_dir, "model"))
+    suffix = demo_distinit_report.run_suffix(seed)
+    stages.append(Stage(f"evaluate{suffix}", python_module(
+        "evaluate", f"--data={os.path.join(labeled, 'test-*.tfrecord')}",
+        f"--out_dir={os.path.join(c.out_dir, 'eval' + suffix)}",
+        *[f"--model_dir={d}" for d in model_dirs], *[f"--name={n}" for n in names],
+        "--compare=inflated_r3d_18,distinit_r3d_18", "--num_clips=2")))
+    return stages
+
+
+def representation_stages(c: DemoConfig) -> list[Stage]:
+    """Filters and t-SNE (on every labeled video) of the three initializations and, for
+    reference, of seed 0's Res3D-18 trained from scratch on the labels."""
+    data = os.path.join(c.out_dir, "records", "labeled", "*.tfrecord")
+    models = {f"{m}_{n}": init_dir(c.out_dir, m, n) for m, n in FINETUNE_RUNS if m != "scratch"}
+    models["scratch_r3d_18"] = os.path.join(c.out_dir, "runs", "finetune", "scratch_r3d_18",
+                                            "model")
+    return [Stage(f"representation_{name}", python_module(
+        "representation", f"--model_dir={model}", f"--data={data}",
+        f"--out_dir={os.path.join(c.out_dir, 'representation', name)}"))
+        for name, model in models.items()]
+
+
+def run(c: DemoConfig) -> str:
+    """Runs (or reuses) every stage and writes the report; returns the report's path."""
+    config_flags.check(c)
+    missing = [f"{n}.flags" for n in FLAGFILES
+               if not os.path.isfile(os.path.join(c.configs, f"{n}.flags"))]
+    if missing:
+        raise FileNotFoundError(f"--configs={c.configs} lacks {', '.join(missing)}")
+    os.makedirs(c.out_dir, exist_ok=True)
+    # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) hides the progress lines.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    start = time.time()
+    stages = pretraining_stages(c)
+    for stage in stages[:2]:
+        run_stage(c.out_dir, stage)
+    # In-process and cheap: the image teacher's labels, rewritten on every run.
+    videos = os.path.join(c.out_dir, "videos")
+    shapes = write_shape_manifest(os.path.join(videos, "pool"), os.path.join(videos, SHAPES_DIR))
+    print(f"[demo] the image teacher's labels (the pool's shapes): {shapes}", flush=True)
+    for stage in stages[2:]:
+        run_stage(c.out_dir, stage)
+    for seed in range(c.seeds):
+        for stage in seed_stages(c, seed):
+            run_stage(c.out_dir, stage)
+    for stage in representation_stages(c):
+        run_stage(c.out_dir, stage)
+    path = demo_distinit_report.write_report(c.out_dir, seeds=c.seeds)
+    print(f"\n[demo] finished in {time.time() - start:.0f} s (stages reused from earlier runs "
+          f"are not counted); report: {path}")
+    return path
+
+
+def main(argv):
+    del argv
+    run(config_flags.from_flags(DemoConfig))
+
+
+if __name__ == "__main__":
+    # Flags only when run as a tool: tests import this module next to `d3d_tf.demo`, whose
+    # flags (out_dir, seeds, ...) have the same names.
+    config_flags.define_flags(DemoConfig)
+    cli.run(main)
