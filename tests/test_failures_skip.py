@@ -6,7 +6,9 @@ import json
 import logging
 import os
 import pathlib
+import re
 import struct
+import subprocess
 import sys
 
 import export_helpers as H
@@ -117,22 +119,22 @@ def test_train_skips_damaged_shards_and_counts_them(tmp_path, caplog):
     assert "done with damaged data: 2 damaged shard(s)" in text
 
 
-def test_evaluate_reports_videos_read_and_skips(tmp_path, capsys):
-    from absl import flags
+def _evaluate(*args):
+    """`python -m d3d_tf.evaluate` in a subprocess (importing it here would collide with the
+    flags other test modules' CLIs define in this process): (exit code, stdout, stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "d3d_tf.evaluate", *args], cwd=H.REPO,
+                          env=H.env(), capture_output=True, text=True, timeout=900, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
 
-    from d3d_tf import evaluate
 
+def test_evaluate_reports_videos_read_and_skips(tmp_path):
     pattern, cut, flipped = _damaged_dataset(str(tmp_path / "data"))
     out = tmp_path / "eval"
-    # main() in this process (a subprocess would spend most of the test importing TF).
-    flags.FLAGS(["evaluate", f"--model_dir={_tiny_model_dir()}", f"--data={pattern}",
-                 f"--out_dir={out}", "--batch_size=2", "--name=tiny",
-                 "--skip_corrupt_records"])
-    try:
-        evaluate.main([])
-    finally:
-        flags.FLAGS.unparse_flags()
-    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("tiny: "))
+    code, stdout, stderr = _evaluate(f"--model_dir={_tiny_model_dir()}", f"--data={pattern}",
+                                     f"--out_dir={out}", "--batch_size=2", "--name=tiny",
+                                     "--skip_corrupt_records")
+    assert code == 0, stderr[-2000:]
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("tiny: "))
     assert line.startswith("tiny: 3 video(s) read; 2 damaged shard(s) skipped, at least 3 "
                            f"record(s) lost: {cut} (truncated record"), line
     with open(out / "results.json") as f:
@@ -142,12 +144,15 @@ def test_evaluate_reports_videos_read_and_skips(tmp_path, capsys):
 
 
 def test_evaluate_stops_at_a_damaged_shard_by_default(tmp_path):
-    from d3d_tf import evaluate
-
-    pattern, cut, _ = _damaged_dataset(str(tmp_path))
-    with pytest.raises(records.RecordError, match=rf"{cut}: truncated or corrupt TFRecord "
-                       r"after 1 good records.*prepare --verify="):
-        evaluate.evaluate_model(_tiny_model_dir(), data=pattern)
+    pattern, cut, _ = _damaged_dataset(str(tmp_path / "data"))
+    code, _, stderr = _evaluate(f"--model_dir={_tiny_model_dir()}", f"--data={pattern}",
+                                f"--out_dir={tmp_path / 'eval'}", "--batch_size=2")
+    errors = [ln for ln in stderr.splitlines() if "error:" in ln]
+    assert code == 1 and len(errors) == 1, stderr[-2000:]
+    assert re.search(rf"{re.escape(cut)}: truncated or corrupt TFRecord after 1 good records"
+                     r".*prepare --verify=", errors[0]), errors[0]
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "eval" / "results.json").exists()
 
 
 def test_int8_calibration_skips_damaged_shards(tmp_path, caplog):
