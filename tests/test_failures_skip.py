@@ -147,7 +147,7 @@ def test_evaluate_stops_at_a_damaged_shard_by_default(tmp_path):
     pattern, cut, _ = _damaged_dataset(str(tmp_path / "data"))
     code, _, stderr = _evaluate(f"--model_dir={_tiny_model_dir()}", f"--data={pattern}",
                                 f"--out_dir={tmp_path / 'eval'}", "--batch_size=2")
-    errors = [ln for ln in stderr.splitlines() if "error:" in ln]
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("d3d_tf.evaluate: error:")]
     assert code == 1 and len(errors) == 1, stderr[-2000:]
     assert re.search(rf"{re.escape(cut)}: truncated or corrupt TFRecord after 1 good records"
                      r".*prepare --verify=", errors[0]), errors[0]
