@@ -154,7 +154,7 @@ def _interpretation(evals, seeds: int, num_classes: int = 0) -> list[str]:
                      "seed std, or changes sign between seeds.")
     if num_classes:
         chance = 1.0 / num_classes
-        near = [b for _, b in pairs if b - chance <= (2.0 / count if count else 0.05)]
+        near = [b for _, b in pairs if b - chance <= (2.0 / count if count else 0.05) + 1e-9]
         if pairs and len(near) == len(pairs):
             lines.append(f"- The RGB baseline stayed near chance ({base:.1%}; chance "
                          f"{chance:.1%}) in every seed: with cross-entropy alone it did not find "
