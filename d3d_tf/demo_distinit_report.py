@@ -11,7 +11,7 @@ import json
 import os
 import statistics
 
-from d3d_tf import preprocessing
+from d3d_tf import atomic, preprocessing
 from d3d_tf.demo_report import _fmt as fmt_mean_std
 from d3d_tf.demo_report import run_suffix
 
@@ -239,6 +239,5 @@ def write_report(out_dir: str, *, seeds: int = 1) -> str:
             lines.append(f"- {label}: `{os.path.join(out_dir, folder)}`")
     lines.append("")
     report = os.path.join(out_dir, "report.md")
-    with open(report, "w") as f:
-        f.write("\n".join(lines))
+    atomic.write_text(report, "\n".join(lines))
     return report

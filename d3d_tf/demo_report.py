@@ -13,7 +13,7 @@ import statistics
 
 import numpy as np
 
-from d3d_tf import preprocessing
+from d3d_tf import atomic, preprocessing
 
 METHODS = (  # run name, method, training input, inference input
     ("teacher", "Temporal stream (S3D-G on TV-L1 flow, the teacher)", "flow", "flow"),
@@ -322,6 +322,5 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None) -
             lines.append(f"- {label}: `{path}`")
     lines.append("")
     report = os.path.join(out_dir, "report.md")
-    with open(report, "w") as f:
-        f.write("\n".join(lines))
+    atomic.write_text(report, "\n".join(lines))
     return report

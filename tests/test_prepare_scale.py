@@ -27,12 +27,19 @@ def _files(out):
     return {n: (out / n).read_bytes() for n in sorted(names)}
 
 
-def test_hosts_write_the_one_machine_bytes_and_one_run_finishes(tmp_path):
+def _videos_and_one_machine_run(tmp_path):
+    """A small folder tree with one broken video, and a plain one-machine prepare of it:
+    (entries, labels, the one-machine output folder)."""
     root = make_tree(tmp_path / "v", per_class=3, n=5, size=24)
     (root / "run" / "broken.mp4").write_bytes(b"\x00 not a video" * 20)
     entries, labels = datasets.read_folder_tree(str(root))
     one = tmp_path / "one"
     prepare_lib.prepare(entries, labels, _config(one))
+    return entries, labels, one
+
+
+def test_hosts_write_the_one_machine_bytes_and_one_run_finishes(tmp_path):
+    entries, labels, one = _videos_and_one_machine_run(tmp_path)
 
     shared = tmp_path / "shared"
     host0 = prepare_lib.prepare(entries, labels, _config(
@@ -100,11 +107,7 @@ def test_bad_host_settings_are_one_line_errors(tmp_path, num_hosts, host, match)
 def test_beam_pipeline_writes_prepares_bytes_and_resumes_per_shard(tmp_path):
     pytest.importorskip("apache_beam", reason="needs the [beam] extra")
     from d3d_tf.data import prepare_beam
-    root = make_tree(tmp_path / "v", per_class=3, n=5, size=24)
-    (root / "run" / "broken.mp4").write_bytes(b"\x00 not a video" * 20)
-    entries, labels = datasets.read_folder_tree(str(root))
-    one = tmp_path / "one"
-    prepare_lib.prepare(entries, labels, _config(one))
+    entries, labels, one = _videos_and_one_machine_run(tmp_path)
 
     out = tmp_path / "beam"
     # FnApiRunner: what the DirectRunner runs offline (online it fetches the Prism binary first).
