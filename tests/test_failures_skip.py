@@ -105,7 +105,7 @@ def test_train_skips_damaged_shards_and_counts_them(tmp_path, caplog):
     cfg = trainer.TrainConfig(model_dir=str(tmp_path / "run"), train_data=pattern,
                               depth_multiplier=0.1, num_frames=2, crop_size=16, batch_size=2,
                               train_steps=1, skip_corrupt_records=True)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):
         summary = trainer.train(cfg)
     assert summary["step"] == 1
     skipped = summary["skipped_damaged"]
@@ -165,7 +165,7 @@ def test_int8_calibration_skips_damaged_shards(tmp_path, caplog):
     with pytest.raises(records.RecordError, match=rf"{cut}: truncated or corrupt"):
         list(tflite.record_clips(pattern, 6, (2, 16, 16, 3)))  # what calibration reads
     cfg.skip_corrupt_records = True
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):
         path = tflite.export_tflite(cfg)
     assert os.path.getsize(path) > 0
     assert f"int8 calibration on {pattern}: 2 damaged shard(s) skipped, at least 3 " \
