@@ -31,7 +31,7 @@ NETWORKS = ("r3d_18", "r2plus1d_18")
 # (method, network) of Table 1's rows; R(2+1)D-18 has no 2D counterpart to inflate.
 FINETUNE_RUNS = (("scratch", "r3d_18"), ("inflated", "r3d_18"), ("distinit", "r3d_18"),
                  ("scratch", "r2plus1d_18"), ("distinit", "r2plus1d_18"))
-SHAPES_DIR = "pool_shapes"  # the pool's derived manifest: label = the object's shape
+SHAPES_DIR = demo_distinit_report.SHAPES_DIR  # the pool labelled by shape (videos, records)
 FLAGFILES = ("pool", "labeled", "prepare", "teacher", "distinit", "inflate", "finetune")
 
 
@@ -87,7 +87,7 @@ def pretraining_stages(c: DemoConfig) -> list[Stage]:
     stages = [Stage(f"synthetic_{name}", python_module(
         "synthetic", _flagfile(c.configs, name), f"--out_dir={os.path.join(videos, name)}",
         f"--workers={c.workers}")) for name in ("pool", "labeled")]
-    for data, manifest in (("pool_shapes", os.path.join(videos, SHAPES_DIR, "manifest.csv")),
+    for data, manifest in ((SHAPES_DIR, os.path.join(videos, SHAPES_DIR, "manifest.csv")),
                            ("labeled", os.path.join(videos, "labeled", "manifest.csv"))):
         for split in ("train", "test"):
             stages.append(Stage(f"prepare_{data}_{split}", python_module(

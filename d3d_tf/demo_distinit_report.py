@@ -17,6 +17,8 @@ from d3d_tf.demo_report import run_suffix
 
 __all__ = ["interpretation", "run_suffix", "write_report"]
 
+SHAPES_DIR = "pool_shapes"  # records of the pool labelled by shape (d3d_tf.demo_distinit)
+
 NETWORK_NAMES = {"r3d_18": "Res3D-18", "r2plus1d_18": "R(2+1)D-18"}
 ROWS = (  # method, network, Table 1's row, what the initialization learned from
     ("scratch", "r3d_18", "Scratch", "nothing (random init)"),
@@ -59,12 +61,17 @@ def _label(method: str, network: str) -> str:
     return f"{METHOD_NAMES[method]} {NETWORK_NAMES[network]}"
 
 
-def interpretation(evals: list, seeds: int) -> list[str]:
+def interpretation(evals: list, seeds: int, *, num_classes: int | None = None,
+                   teacher_top1: float | None = None, teacher_classes: int = 4) -> list[str]:
     """What the numbers say (video top-1), written from the numbers rather than assumed.
 
     `evals`: one evaluation results.json (a dict run name -> metrics) per seed. A difference
     is claimed only when the mean gap is more than two test videos and it has the same sign
-    in every seed; anything else is "no reliable difference".
+    in every seed; anything else is "no reliable difference". `num_classes`: of the labeled
+    set, to say when every run ended within two test videos of chance; `teacher_top1`: the
+    image teacher's per-video top-1 on held-out pool videos over its `teacher_classes` shapes,
+    to say when it is too close to chance (below 1.5x chance) for its targets to carry shape
+    information.
     """
     count = next((e[n]["video"].get("count") for e in evals if e for n in e
                   if e[n].get("video", {}).get("count")), None)
@@ -97,6 +104,18 @@ def interpretation(evals: list, seeds: int) -> list[str]:
                          "changes sign between seeds.")
     if not lines:
         return ["- No fine-tuning run has evaluation results; see the stages above."]
+    means = [statistics.mean(v for v in _top1(evals, f"{m}_{n}") if v is not None)
+             for m, n, _, source in ROWS if source and any(_top1(evals, f"{m}_{n}"))]
+    if num_classes and means and max(means) <= 1 / num_classes + margin:
+        lines.append(f"- **Every run ended near chance** (at most {max(means):.1%}, chance "
+                     f"{1 / num_classes:.1%}; within two test videos): fine-tuning learned "
+                     "nothing from the labeled videos, so this table compares no "
+                     "initializations. The verdicts above say only that.")
+    if teacher_top1 is not None and teacher_top1 < 1.5 / teacher_classes:
+        lines.append(f"- **The image teacher is near chance** on held-out pool videos "
+                     f"({teacher_top1:.1%} per video, chance {1 / teacher_classes:.1%}): its soft "
+                     "labels carry little shape information and its inflated weights know "
+                     "little, so neither DistInit nor inflation has anything to pass on.")
     over_scratch = [verdicts.get(("distinit", "scratch", n)) for n in NETWORK_NAMES]
     over_inflated = verdicts.get(("distinit", "inflated", "r3d_18"))
     if all(v == "better" for v in over_scratch) and over_inflated == "better":
@@ -134,11 +153,12 @@ def _stage_times(out_dir: str) -> list[tuple[str, float]]:
     return rows
 
 
-def _teacher_lines(out_dir: str) -> list[str]:
+def _teacher_lines(out_dir: str, shapes: int) -> list[str]:
     lines = []
     teacher = _load(os.path.join(out_dir, "runs", "image_teacher", "train_summary.json"))
     if teacher and teacher.get("clip_top1") is not None:
-        lines.append(f"- Image teacher (2D ResNet-18 on single frames, 4 shapes, chance 25%): "
+        lines.append(f"- Image teacher (2D ResNet-18 on single frames, {shapes} shapes, chance "
+                     f"{1 / shapes:.1%}): "
                      f"shape top-1 {teacher['clip_top1']:.1%} per frame and "
                      f"{teacher['video_top1']:.1%} per video on the pool's held-out videos.")
     for network, pretty in NETWORK_NAMES.items():
@@ -160,6 +180,8 @@ def write_report(out_dir: str, *, seeds: int = 1) -> str:
     evals = [_load(os.path.join(out_dir, "eval" + s, "results.json")) for s in suffixes]
     labels_path = os.path.join(out_dir, "records", "labeled", "labels.txt")
     labels = preprocessing.read_labels(labels_path) if os.path.exists(labels_path) else []
+    shapes_path = os.path.join(out_dir, "records", SHAPES_DIR, "labels.txt")
+    shapes = len(preprocessing.read_labels(shapes_path)) if os.path.exists(shapes_path) else 4
     spec = _load(os.path.join(out_dir, "runs", "finetune", "scratch_r3d_18", "model",
                               "model.json")) or {}
 
@@ -177,7 +199,8 @@ def write_report(out_dir: str, *, seeds: int = 1) -> str:
         t, h, w, _ = spec["input_shape"]
         lines += [(f"Clips: {t} frames of {h}x{w} px; width multiplier "
                    f"{spec['config'].get('depth_multiplier')}; seeds: {seeds}."), ""]
-    lines += ["## Teacher and pre-training", ""] + (_teacher_lines(out_dir) or ["- n/a"]) + [""]
+    lines += ["## Teacher and pre-training", ""] + (_teacher_lines(out_dir, shapes) or
+                                                     ["- n/a"]) + [""]
 
     lines += ["## Results (cf. DistInit's Table 1)", "",
               ("| Initialization | Network | Learned before fine-tuning from | Clip top-1 (%) | "
@@ -198,7 +221,10 @@ def write_report(out_dir: str, *, seeds: int = 1) -> str:
               "clip; video: the mean softmax of 2 clips." + chance), ""]
 
     lines += ["## What these numbers show, and what they do not", ""]
-    lines += interpretation(evals, seeds) + [""]
+    teacher = _load(os.path.join(out_dir, "runs", "image_teacher", "train_summary.json")) or {}
+    lines += interpretation(evals, seeds, num_classes=len(labels) or None,
+                            teacher_top1=teacher.get("video_top1"),
+                            teacher_classes=shapes) + [""]
 
     lines += ["## First-layer filters and pooled features (cf. Figs. 3-5)", "",
               ("Filters: a row per `conv1` filter, a column per time step (R(2+1)D: its "

@@ -39,6 +39,11 @@ flags.DEFINE_float("background_drift", D.background_drift, "Maximum background s
 flags.DEFINE_list("background_contrast", [str(v) for v in D.background_contrast],
                   "Background texture contrast range (min,max), grey levels; 0,0 = a plain "
                   "background, 25,45 = the default textured background.")
+flags.DEFINE_list("object_size", [str(v) for v in D.object_size], "Object diameter range "
+                  "(min,max) at the middle frame, fraction of the frame size.")
+flags.DEFINE_bool("wrap", D.wrap, "The frame is a torus: the object wraps around the borders "
+                  "(its position is uniform in every frame). --nowrap keeps the whole object "
+                  "inside the middle frame and lets it leave the frame past a border.")
 flags.DEFINE_float("texture_scale", D.texture_scale, "Multiplies the grain size of every texture; "
                    "larger = smoother textures.")
 flags.DEFINE_integer("shape_classes", D.shape_classes, "0 = classes by motion alone (random "
@@ -95,7 +100,8 @@ def main(argv):
             speed=_range("speed"), direction_jitter=FLAGS.direction_jitter,
             background_drift=FLAGS.background_drift,
             background_contrast=_range("background_contrast"),
-            texture_scale=FLAGS.texture_scale, shape_classes=FLAGS.shape_classes)
+            texture_scale=FLAGS.texture_scale, shape_classes=FLAGS.shape_classes,
+            object_size=_range("object_size"), wrap=FLAGS.wrap)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
     manifest = synthetic.generate_dataset(config, FLAGS.out_dir, num_workers=workers)

@@ -156,6 +156,31 @@ def test_report_says_when_distinit_does_not_help(tmp_path):
     assert "agrees with the paper's Table 1" in report
 
 
+def test_report_says_when_every_run_and_the_teacher_are_near_chance(tmp_path):
+    def write(top1, teacher):
+        _write(os.path.join(tmp_path, "eval", "results.json"), _results(top1))
+        _write(os.path.join(tmp_path, "runs", "image_teacher", "train_summary.json"),
+               {"clip_top1": teacher, "video_top1": teacher})
+    labels = tmp_path / "records" / "labeled" / "labels.txt"
+    labels.parent.mkdir(parents=True)
+    labels.write_text("".join(f"c{i}\n" for i in range(8)))  # chance 12.5%: 4 of 32 videos
+    shapes = tmp_path / "records" / "pool_shapes" / "labels.txt"
+    shapes.parent.mkdir(parents=True)
+    shapes.write_text("ellipse\nrectangle\ntriangle\nstar\n")
+    near = {"scratch_r3d_18": 3 / 32, "inflated_r3d_18": 2 / 32, "distinit_r3d_18": 6 / 32,
+            "scratch_r2plus1d_18": 4 / 32, "distinit_r2plus1d_18": 5 / 32}
+    write(near, 0.25)
+    report = _report(tmp_path, 1)
+    assert "**Every run ended near chance** (at most 18.8%, chance 12.5%" in report
+    assert "**The image teacher is near chance** on held-out pool videos (25.0% per video, " \
+           "chance 25.0%)" in report
+    assert "4 shapes, chance 25.0%" in report
+    # One run seven videos above chance, a teacher at 75%: neither line.
+    write({**near, "distinit_r3d_18": 11 / 32}, 0.75)
+    report = _report(tmp_path, 1)
+    assert "near chance" not in report
+
+
 def _tiny_configs(tmp_path):
     """The demo's flagfiles, each read first and then shrunk to seconds of work."""
     tiny = {

@@ -60,6 +60,26 @@ def test_direction_jitter_turns_translations_only():
                                   synthetic.render_video(jittered, 4, 0))
 
 
+def test_without_wrap_the_middle_frame_holds_the_whole_object():
+    # A plain background: a border pixel differs from it only where the object covers it.
+    plain = dict(SMALL.__dict__, num_frames=5, background_contrast=(0.0, 0.0),
+                 background_drift=0.0, object_size=(0.5, 0.7))
+    torus, inside = (synthetic.SyntheticConfig(**{**plain, "wrap": w}) for w in (True, False))
+
+    def touches_border(frame):
+        border = np.concatenate([frame[0], frame[-1], frame[:, 0], frame[:, -1]]).astype(int)
+        return np.abs(border - border[0]).max() > 0
+
+    videos = [(c, i) for c in range(8) for i in range(3)]
+    assert sum(touches_border(synthetic.render_video(torus, c, i)[2]) for c, i in videos) > 5
+    for c, i in videos:
+        frames = synthetic.render_video(inside, c, i)
+        assert not touches_border(frames[2]), (c, i)
+        assert np.abs(frames[2].astype(int) - frames[2, 0, 0]).max() > 30  # the object is there
+    with pytest.raises(ValueError, match="without wrap the object must fit"):
+        synthetic.SyntheticConfig(size=32, object_size=(0.5, 0.95), wrap=False)
+
+
 def test_generate_dataset_files_and_manifest(tmp_path):
     manifest = synthetic.generate_dataset(SMALL, str(tmp_path), num_workers=1)
     assert manifest == str(tmp_path / "manifest.csv")
@@ -115,6 +135,10 @@ def test_cli_plain_background_and_bad_range(tmp_path):
     bad = subprocess.run([*common, f"--out_dir={tmp_path / 'bad'}", "--speed=1"],
                          check=False, capture_output=True, text=True)
     assert bad.returncode != 0 and "--speed takes two numbers" in bad.stderr
+    # --nowrap and --object_size reach the config: together they are refused.
+    bad = subprocess.run([*common, f"--out_dir={tmp_path / 'bad'}", "--nowrap",
+                          "--object_size=0.5,0.99"], check=False, capture_output=True, text=True)
+    assert bad.returncode != 0 and "without wrap the object must fit" in bad.stderr
 
 
 @pytest.mark.slow

@@ -90,6 +90,11 @@ class SyntheticConfig:
         per frame (the speed of its outline). Capped per video so that the radius stays
         >= 1/4 of its middle-frame value over the whole video.
       object_size: (min, max) object diameter at the middle frame, fraction of ``size``.
+      wrap: True = the frame is a torus (the object's position is uniform in every frame and it
+        wraps around the borders, often showing in pieces); False = the object lies wholly
+        inside the frame at the middle frame and leaves it (no wrapping) when it moves past a
+        border, so a frame shows the whole shape more often. Needs ``object_size`` max x
+        ``size`` <= ``size`` - 2 pixels.
       background_drift: max background speed, pixels per frame (half of the videos have
         a still background).
       background_contrast: (min, max) contrast of the background texture, grey levels
@@ -115,6 +120,7 @@ class SyntheticConfig:
     angular_speed: tuple[float, float] = (5.0, 9.0)
     growth_speed: tuple[float, float] = (0.7, 1.1)
     object_size: tuple[float, float] = (0.4, 0.55)
+    wrap: bool = True
     background_drift: float = 0.75
     background_contrast: tuple[float, float] = (25.0, 45.0)
     texture_scale: float = 1.0
@@ -140,6 +146,9 @@ class SyntheticConfig:
             if not 0 <= lo <= hi:
                 raise ValueError(f"{name} must be a (min, max) range with 0 <= min <= max, "
                                  f"got {(lo, hi)}")
+        if not self.wrap and self.object_size[1] * self.size > self.size - 2:
+            raise ValueError(f"without wrap the object must fit in the frame: object_size max "
+                             f"{self.object_size[1]} x size {self.size} > {self.size - 2} px")
         if not 0 <= self.direction_jitter < 45:
             raise ValueError(f"direction_jitter must be in [0, 45) degrees (45 would make "
                              f"neighbouring classes overlap), got {self.direction_jitter}")
@@ -321,6 +330,9 @@ def _render(config: SyntheticConfig, class_name: str, rng: np.random.Generator,
     speed = rng.uniform(*config.speed)
     omega = rng.uniform(*config.angular_speed)
     center = rng.uniform(0, s, 2)  # position at the middle frame, uniform on the torus
+    if not config.wrap:  # the same draw, squeezed so the middle frame holds the whole object
+        margin = diameter / 2 + 1
+        center = margin + center * (s - 2 * margin) / s
     angle0 = rng.uniform(0, 360)
     # Drawn last (and for every class) so that the draws above, and hence the videos made
     # without jitter, stay what they were before this option existed.
@@ -337,12 +349,16 @@ def _render(config: SyntheticConfig, class_name: str, rng: np.random.Generator,
                                borderMode=cv2.BORDER_WRAP)
         dx, dy, dangle, dradius = _object_pose(class_name, dt, speed, omega, growth, jitter)
         scale = (diameter + 2 * dradius) / sprite_size
-        pos = np.mod(center + [dx, dy], s)
+        pos = center + [dx, dy]
+        if config.wrap:
+            pos = np.mod(pos, s)
         m = cv2.getRotationMatrix2D((sc, sc), angle0 + dangle, scale)
         radius = scale * sprite_size / 2.0 + 2
-        # Draw every wrapped copy that touches the frame (the frame is a torus).
-        for ox in (-s, 0, s):
-            for oy in (-s, 0, s):
+        # Draw every wrapped copy that touches the frame (the frame is a torus), or only the
+        # object itself.
+        offsets = (-s, 0, s) if config.wrap else (0,)
+        for ox in offsets:
+            for oy in offsets:
                 px, py = pos[0] + ox, pos[1] + oy
                 if px + radius < 0 or px - radius > s or py + radius < 0 or py - radius > s:
                     continue
