@@ -44,6 +44,8 @@ flags.DEFINE_list("object_size", [str(v) for v in D.object_size], "Object diamet
 flags.DEFINE_bool("wrap", D.wrap, "The frame is a torus: the object wraps around the borders "
                   "(its position is uniform in every frame). --nowrap keeps the whole object "
                   "inside the middle frame and lets it leave the frame past a border.")
+flags.DEFINE_list("background_color", [], "R,G,B in [0,255]: this background colour in every "
+                  "video; empty = a random colour per video.")
 flags.DEFINE_float("texture_scale", D.texture_scale, "Multiplies the grain size of every texture; "
                    "larger = smoother textures.")
 flags.DEFINE_integer("shape_classes", D.shape_classes, "0 = classes by motion alone (random "
@@ -66,6 +68,17 @@ def _range(name: str) -> tuple[float, float]:
     except ValueError:
         raise app.UsageError(f"--{name} takes two numbers min,max, got {','.join(values)!r}")
     return lo, hi
+
+
+def _color(name: str) -> tuple[float, float, float] | None:
+    values = getattr(FLAGS, name)
+    if not values:
+        return None
+    try:
+        r, g, b = (float(v) for v in values)
+    except ValueError:
+        raise app.UsageError(f"--{name} takes three numbers R,G,B, got {','.join(values)!r}")
+    return r, g, b
 
 
 def _multi_actor_config() -> synthetic_ava.MultiActorConfig:
@@ -101,7 +114,8 @@ def main(argv):
             background_drift=FLAGS.background_drift,
             background_contrast=_range("background_contrast"),
             texture_scale=FLAGS.texture_scale, shape_classes=FLAGS.shape_classes,
-            object_size=_range("object_size"), wrap=FLAGS.wrap)
+            object_size=_range("object_size"), wrap=FLAGS.wrap,
+            background_color=_color("background_color"))
     except ValueError as e:
         raise app.UsageError(str(e)) from e
     manifest = synthetic.generate_dataset(config, FLAGS.out_dir, num_workers=workers)

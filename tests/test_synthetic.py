@@ -80,6 +80,22 @@ def test_without_wrap_the_middle_frame_holds_the_whole_object():
         synthetic.SyntheticConfig(size=32, object_size=(0.5, 0.95), wrap=False)
 
 
+def test_a_fixed_background_colour_changes_nothing_else():
+    plain = dict(SMALL.__dict__, num_frames=3, background_contrast=(0.0, 0.0),
+                 background_drift=0.0)
+    random_bg = synthetic.SyntheticConfig(**plain)
+    grey = synthetic.SyntheticConfig(**{**plain, "background_color": (128, 128, 128)})
+    for c, i in ((0, 0), (5, 1)):
+        a, b = synthetic.render_video(random_bg, c, i), synthetic.render_video(grey, c, i)
+        assert (b[:, 0, 0] == 128).all() and not (a[:, 0, 0] == 128).all()
+        # The same object in the same place: only the background's pixels differ.
+        changed = (a != b).any(-1)
+        covered = (b != 128).any(-1)
+        assert changed.mean() > 0.2 and (changed | covered).all()
+    with pytest.raises(ValueError, match="background_color"):
+        synthetic.SyntheticConfig(background_color=(0, 0, 300))
+
+
 def test_generate_dataset_files_and_manifest(tmp_path):
     manifest = synthetic.generate_dataset(SMALL, str(tmp_path), num_workers=1)
     assert manifest == str(tmp_path / "manifest.csv")
@@ -139,6 +155,9 @@ def test_cli_plain_background_and_bad_range(tmp_path):
     bad = subprocess.run([*common, f"--out_dir={tmp_path / 'bad'}", "--nowrap",
                           "--object_size=0.5,0.99"], check=False, capture_output=True, text=True)
     assert bad.returncode != 0 and "without wrap the object must fit" in bad.stderr
+    bad = subprocess.run([*common, f"--out_dir={tmp_path / 'bad'}", "--background_color=1,2"],
+                         check=False, capture_output=True, text=True)
+    assert bad.returncode != 0 and "--background_color takes three numbers" in bad.stderr
 
 
 @pytest.mark.slow

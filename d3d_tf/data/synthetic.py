@@ -95,6 +95,11 @@ class SyntheticConfig:
         inside the frame at the middle frame and leaves it (no wrapping) when it moves past a
         border, so a frame shows the whole shape more often. Needs ``object_size`` max x
         ``size`` <= ``size`` - 2 pixels.
+      background_color: None = a random RGB colour per video (so a frame's colours say
+        nothing about its class); an (R, G, B) tuple in [0, 255] = that colour in every
+        video. Networks trained for minutes from scratch did not learn the object's shape
+        when both its colour and the background's are random (docs/distinit.md): one fixed
+        background colour lets them.
       background_drift: max background speed, pixels per frame (half of the videos have
         a still background).
       background_contrast: (min, max) contrast of the background texture, grey levels
@@ -121,6 +126,7 @@ class SyntheticConfig:
     growth_speed: tuple[float, float] = (0.7, 1.1)
     object_size: tuple[float, float] = (0.4, 0.55)
     wrap: bool = True
+    background_color: tuple[float, float, float] | None = None
     background_drift: float = 0.75
     background_contrast: tuple[float, float] = (25.0, 45.0)
     texture_scale: float = 1.0
@@ -146,6 +152,11 @@ class SyntheticConfig:
             if not 0 <= lo <= hi:
                 raise ValueError(f"{name} must be a (min, max) range with 0 <= min <= max, "
                                  f"got {(lo, hi)}")
+        if self.background_color is not None and (
+                len(self.background_color) != 3 or
+                not all(0 <= v <= 255 for v in self.background_color)):
+            raise ValueError(f"background_color must be 3 values (R, G, B) in [0, 255], got "
+                             f"{self.background_color}")
         if not self.wrap and self.object_size[1] * self.size > self.size - 2:
             raise ValueError(f"without wrap the object must fit in the frame: object_size max "
                              f"{self.object_size[1]} x size {self.size} > {self.size - 2} px")
@@ -307,7 +318,9 @@ def _render(config: SyntheticConfig, class_name: str, rng: np.random.Generator,
     s, t_frames = config.size, config.num_frames
 
     # Background: a periodic texture, still or drifting (wrapping around).
-    bg_color = rng.uniform(40, 215, 3).astype(np.float32)
+    bg_color = rng.uniform(40, 215, 3).astype(np.float32)  # drawn always: the stream stays
+    if config.background_color is not None:
+        bg_color = np.asarray(config.background_color, np.float32)
     bg = _periodic_texture(rng, s, sigma=rng.uniform(1.5, 3.0) * config.texture_scale,
                            color=bg_color, contrast=rng.uniform(*config.background_contrast))
     drift = rng.uniform(0, config.background_drift) if rng.random() < 0.5 else 0.0
