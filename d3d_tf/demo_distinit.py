@@ -4,8 +4,9 @@
 
 Stages (each a `python -m d3d_tf.<tool>` command, printed before it runs; flagfiles in
 `configs/demo/distinit/`): synthetic videos (an unlabeled pool, a small labeled action set
-whose classes are shape x motion) -> RGB TFRecords (no flow) -> an image teacher (2D
-ResNet-18 on single frames of the pool, labelled by the object's shape) -> its logits stored
+whose classes are shape x motion, and a large set of short clips, ImageNet's role) -> RGB
+TFRecords (no flow) -> an image teacher (2D ResNet-18 on single frames of that image set,
+labelled by the object's shape) -> its logits of every pool frame stored
 with the pool's records -> DistInit pre-training of Res3D-18 and R(2+1)D-18 on the pool
 (its labels unused) -> the teacher inflated into Res3D-18 -> per seed, fine-tuning on the
 labeled set from scratch, from inflation (Res3D-18 only) and from DistInit, and their
@@ -32,7 +33,10 @@ NETWORKS = ("r3d_18", "r2plus1d_18")
 FINETUNE_RUNS = (("scratch", "r3d_18"), ("inflated", "r3d_18"), ("distinit", "r3d_18"),
                  ("scratch", "r2plus1d_18"), ("distinit", "r2plus1d_18"))
 SHAPES_DIR = demo_distinit_report.SHAPES_DIR  # the pool labelled by shape (videos, records)
-FLAGFILES = ("pool", "labeled", "prepare", "teacher", "distinit", "inflate", "finetune")
+IMAGES_DIR = "image_shapes"  # the image set labelled by shape (videos, records)
+FLAGFILES = ("pool", "labeled", "images", "prepare", "teacher", "distinit", "inflate",
+             "finetune")
+SYNTHETIC = ("pool", "labeled", "images")
 
 
 @dataclasses.dataclass
@@ -42,7 +46,8 @@ class DemoConfig:
     seeds: int = field(1, "Fine-tune every network this many times (seeds 0..N-1) and report "
                        "mean ± std.", min=1)
     configs: str = field("configs/demo/distinit", "Folder of the demo's flagfiles (pool, "
-                         "labeled, prepare, teacher, distinit, inflate, finetune .flags).")
+                         "labeled, images, prepare, teacher, distinit, inflate, finetune "
+                         ".flags).")
     workers: int = field(0, "Worker processes for rendering and preparing videos "
                          "(0 = all cores).", min=0)
 
@@ -54,8 +59,9 @@ def run_name(method: str, network: str, seed: int = 0) -> str:
 
 
 def write_shape_manifest(pool_dir: str, out_dir: str) -> str:
-    """The pool's manifest with each video's shape as its label: `out_dir/manifest.csv`
-    (paths relative to `out_dir`) and `labels.txt` (the shapes in the generator's order)."""
+    """A synthetic dataset's manifest with each video's shape as its label:
+    `out_dir/manifest.csv` (paths relative to `out_dir`) and `labels.txt` (the shapes in the
+    generator's order)."""
     source = os.path.join(pool_dir, "manifest.csv")
     with open(source, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -86,21 +92,24 @@ def pretraining_stages(c: DemoConfig) -> list[Stage]:
     runs = os.path.join(out, "runs")
     stages = [Stage(f"synthetic_{name}", python_module(
         "synthetic", _flagfile(c.configs, name), f"--out_dir={os.path.join(videos, name)}",
-        f"--workers={c.workers}")) for name in ("pool", "labeled")]
-    for data, manifest in ((SHAPES_DIR, os.path.join(videos, SHAPES_DIR, "manifest.csv")),
-                           ("labeled", os.path.join(videos, "labeled", "manifest.csv"))):
-        for split in ("train", "test"):
+        f"--workers={c.workers}")) for name in SYNTHETIC]
+    for data, manifest, splits in (
+            (SHAPES_DIR, os.path.join(videos, SHAPES_DIR, "manifest.csv"), ("train", "test")),
+            ("labeled", os.path.join(videos, "labeled", "manifest.csv"), ("train", "test")),
+            (IMAGES_DIR, os.path.join(videos, IMAGES_DIR, "manifest.csv"), ("train",))):
+        for split in splits:
             stages.append(Stage(f"prepare_{data}_{split}", python_module(
                 "prepare", _flagfile(c.configs, "prepare"), f"--annotations={manifest}",
                 f"--split={split}", f"--out_dir={os.path.join(records, data)}",
                 f"--workers={c.workers}")))
-    pool = os.path.join(records, "pool_shapes")
+    pool, images = os.path.join(records, SHAPES_DIR), os.path.join(records, IMAGES_DIR)
     teacher = os.path.join(runs, "image_teacher", "model")
+    # Trained on the image set, evaluated on the pool's held-out videos (the same labels).
     stages.append(Stage("train_image_teacher", python_module(
         "train", _flagfile(c.configs, "teacher"), f"--model_dir={os.path.dirname(teacher)}",
-        f"--train_data={os.path.join(pool, 'train-*.tfrecord')}",
+        f"--train_data={os.path.join(images, 'train-*.tfrecord')}",
         f"--eval_data={os.path.join(pool, 'test-*.tfrecord')}",
-        f"--labels={os.path.join(pool, 'labels.txt')}")))
+        f"--labels={os.path.join(images, 'labels.txt')}")))
     targets = os.path.join(records, "pool_targets")
     stages.append(Stage("teacher_targets", python_module(
         "distinit_targets", f"--records={os.path.join(pool, 'train-*.tfrecord')}",
@@ -177,13 +186,14 @@ def run(c: DemoConfig) -> str:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     start = time.time()
     stages = pretraining_stages(c)
-    for stage in stages[:2]:
+    for stage in stages[:len(SYNTHETIC)]:
         run_stage(c.out_dir, stage)
     # In-process and cheap: the image teacher's labels, rewritten on every run.
     videos = os.path.join(c.out_dir, "videos")
-    shapes = write_shape_manifest(os.path.join(videos, "pool"), os.path.join(videos, SHAPES_DIR))
-    print(f"[demo] the image teacher's labels (the pool's shapes): {shapes}", flush=True)
-    for stage in stages[2:]:
+    for source, target in (("pool", SHAPES_DIR), ("images", IMAGES_DIR)):
+        shapes = write_shape_manifest(os.path.join(videos, source), os.path.join(videos, target))
+        print(f"[demo] labelled by shape: {shapes}", flush=True)
+    for stage in stages[len(SYNTHETIC):]:
         run_stage(c.out_dir, stage)
     for seed in range(c.seeds):
         for stage in seed_stages(c, seed):

@@ -187,9 +187,10 @@ def write_report(out_dir: str, *, seeds: int = 1) -> str:
 
     lines = ["# d3d_tf DistInit demo report", "",
              ("DistInit on the built-in synthetic data, on this machine's CPU. An image "
-              "teacher (a 2D ResNet-18) learns the object's shape from single frames of an "
-              "unlabeled video pool; DistInit trains Res3D-18 and R(2+1)D-18 on the pool to "
-              "predict the teacher's soft labels of random frames; each network is then "
+              "teacher (a 2D ResNet-18) learns the object's shape from single frames of a "
+              "separate image set (ImageNet's role); DistInit trains Res3D-18 and "
+              "R(2+1)D-18 on an unlabeled video pool to predict the teacher's soft labels of "
+              "random frames; each network is then "
               "fine-tuned on a small labeled action set from scratch, from the inflated "
               "teacher (Res3D-18 only) or from DistInit, and evaluated on its held-out videos. "
               "A labeled class is a shape doing a motion"

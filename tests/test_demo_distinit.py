@@ -32,7 +32,10 @@ def test_stages_pass_each_run_to_the_next():
         assert _flag(run, "model") == network and _flag(run, "distinit_teachers") == teacher
         # DistInit trains on the copy that holds the teacher's logits, not on labels.
         assert _flag(run, "train_data") == "out/records/pool_targets/train-*.tfrecord"
-    assert _flag(pre["train_image_teacher"], "labels") == "out/records/pool_shapes/labels.txt"
+    teacher_run = pre["train_image_teacher"]
+    assert _flag(teacher_run, "labels") == "out/records/image_shapes/labels.txt"
+    assert _flag(teacher_run, "train_data") == "out/records/image_shapes/train-*.tfrecord"
+    assert _flag(teacher_run, "eval_data") == "out/records/pool_shapes/test-*.tfrecord"
     with open(os.path.join(CONFIGS, "prepare.flags")) as f:
         assert "--flow=none" in f.read()
     for command in pre.values():
@@ -63,8 +66,9 @@ def test_stages_pass_each_run_to_the_next():
 def test_a_configs_folder_without_the_flagfiles_is_refused_naming_them(tmp_path):
     (tmp_path / "pool.flags").write_text("--classes=2\n")
     c = demo_distinit.DemoConfig(out_dir=str(tmp_path / "out"), configs=str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="lacks labeled.flags, prepare.flags, "
-                       "teacher.flags, distinit.flags, inflate.flags, finetune.flags"):
+    with pytest.raises(FileNotFoundError, match="lacks labeled.flags, images.flags, "
+                       "prepare.flags, teacher.flags, distinit.flags, inflate.flags, "
+                       "finetune.flags"):
         demo_distinit.run(c)
     assert not (tmp_path / "out").exists()
 
@@ -188,6 +192,7 @@ def _tiny_configs(tmp_path):
                 "--frames=8 --size=24",
         "labeled": "--shape_classes=2 --videos_per_class=2 --test_fraction=0.5 --frames=8 "
                    "--size=24",
+        "images": "--shape_classes=2 --classes=2 --videos_per_class=2 --frames=2 --size=24",
         "prepare": "--num_shards=1",
         "teacher": "--depth_multiplier=0.125 --crop_size=16 --batch_size=4 --train_steps=2 "
                    "--warmup_steps=0 --checkpoint_every=2 --eval_clips=1 --log_every=1",
@@ -197,11 +202,13 @@ def _tiny_configs(tmp_path):
         "finetune": "--depth_multiplier=0.125 --num_frames=4 --crop_size=16 --batch_size=2 "
                     "--train_steps=2 --warmup_steps=0 --checkpoint_every=2 --log_every=1",
     }
-    configs = tmp_path / "configs"
+    configs = tmp_path / "tiny"
     configs.mkdir()
     for name, flags in tiny.items():
         lines = [f"--flagfile={os.path.join(CONFIGS, name + '.flags')}", *flags.split()]
         (configs / f"{name}.flags").write_text("\n".join(lines) + "\n")
+    # The flagfiles include each other by paths from the repository, as the demo runs there.
+    (tmp_path / "configs").symlink_to(os.path.join(REPO, "configs"))
     return str(configs)
 
 
@@ -221,9 +228,11 @@ def test_tiny_demo_runs_end_to_end_and_reuses_its_stages(tmp_path):
     results = json.loads((out / "eval" / "results.json").read_text())
     assert set(results) == {"scratch_r3d_18", "inflated_r3d_18", "distinit_r3d_18",
                             "scratch_r2plus1d_18", "distinit_r2plus1d_18"}
-    # The image teacher's classes are the pool's shapes; the DistInit students predict them.
-    assert (out / "records" / "pool_shapes" / "labels.txt").read_text().split() == \
-        ["ellipse", "rectangle"]
+    # The image teacher's classes are the image set's shapes, the pool's too (its held-out
+    # videos evaluate the teacher); the DistInit students predict them.
+    for shapes in ("image_shapes", "pool_shapes"):
+        assert (out / "records" / shapes / "labels.txt").read_text().split() == \
+            ["ellipse", "rectangle"]
     spec = json.loads((out / "runs" / "distinit_r2plus1d_18" / "model" / "model.json").read_text())
     assert spec["name"] == "r2plus1d_18" and spec["num_classes"] == 2
     report = (out / "report.md").read_text()
