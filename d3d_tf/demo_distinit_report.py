@@ -136,7 +136,7 @@ def interpretation(evals: list, seeds: int, *, num_classes: int | None = None,
                      "inflation ran once, so the ± does not include their variation.")
     lines.append("- They do not reproduce the paper's numbers: the data is synthetic "
                  "(4 shapes x motions on a plain background), the image teacher is a "
-                 "shrunk 2D ResNet-18 trained here on the pool's frames, not ImageNet's "
+                 "shrunk 2D ResNet-18 trained here on frames of its own image set, not ImageNet's "
                  "ResNet-50, and every network is shrunk (width 0.25, 32 px crops) and trained "
                  "for minutes on a CPU.")
     lines.append("- The teacher knows only the shape, which one frame shows; the motion half "
