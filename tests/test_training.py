@@ -162,7 +162,7 @@ def test_checkpoint_and_eval_frequency_do_not_change_the_trained_weights(tmp_pat
     order: the same run with other checkpoint / eval intervals ends with the same weights."""
     data = train_fixtures.write_dataset(str(tmp_path / "data"), videos=4)
     weights = []
-    for steps, every in ((6, 6), (6, 2), (3, 6)):
+    for steps, every in ((4, 4), (4, 2), (2, 4)):
         run = tmp_path / f"run{steps}_{every}"
         trainer.train(_config(tmp_path, model_dir=str(run), train_data=data, eval_data=data,
                               depth_multiplier=0.1, train_steps=steps, checkpoint_every=every,
@@ -172,7 +172,7 @@ def test_checkpoint_and_eval_frequency_do_not_change_the_trained_weights(tmp_pat
     assert first.files == second.files
     for name in first.files:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
-    # The comparison does see training: three steps fewer give other weights.
+    # The comparison does see training: two steps fewer give other weights.
     assert any(not np.array_equal(first[n], shorter[n]) for n in first.files)
 
 
