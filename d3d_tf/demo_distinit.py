@@ -93,10 +93,9 @@ def pretraining_stages(c: DemoConfig) -> list[Stage]:
     stages = [Stage(f"synthetic_{name}", python_module(
         "synthetic", _flagfile(c.configs, name), f"--out_dir={os.path.join(videos, name)}",
         f"--workers={c.workers}")) for name in SYNTHETIC]
-    for data, manifest, splits in (
-            (SHAPES_DIR, os.path.join(videos, SHAPES_DIR, "manifest.csv"), ("train", "test")),
-            ("labeled", os.path.join(videos, "labeled", "manifest.csv"), ("train", "test")),
-            (IMAGES_DIR, os.path.join(videos, IMAGES_DIR, "manifest.csv"), ("train",))):
+    for data, splits in ((SHAPES_DIR, ("train", "test")), ("labeled", ("train", "test")),
+                         (IMAGES_DIR, ("train",))):
+        manifest = os.path.join(videos, data, "manifest.csv")
         for split in splits:
             stages.append(Stage(f"prepare_{data}_{split}", python_module(
                 "prepare", _flagfile(c.configs, "prepare"), f"--annotations={manifest}",

@@ -104,8 +104,9 @@ def interpretation(evals: list, seeds: int, *, num_classes: int | None = None,
                          "changes sign between seeds.")
     if not lines:
         return ["- No fine-tuning run has evaluation results; see the stages above."]
-    means = [statistics.mean(v for v in _top1(evals, f"{m}_{n}") if v is not None)
-             for m, n, _, source in ROWS if source and any(_top1(evals, f"{m}_{n}"))]
+    per_row = [[v for v in _top1(evals, f"{m}_{n}") if v is not None]
+               for m, n, _, source in ROWS if source]
+    means = [statistics.mean(values) for values in per_row if values]
     if num_classes and means and max(means) <= 1 / num_classes + margin:
         lines.append(f"- **Every run ended near chance** (at most {max(means):.1%}, chance "
                      f"{1 / num_classes:.1%}; within two test videos): fine-tuning learned "
@@ -153,10 +154,10 @@ def _stage_times(out_dir: str) -> list[tuple[str, float]]:
     return rows
 
 
-def _teacher_lines(out_dir: str, shapes: int) -> list[str]:
+def _teacher_lines(out_dir: str, teacher: dict, shapes: int) -> list[str]:
+    """`teacher`: the image teacher's train_summary.json ({} when missing)."""
     lines = []
-    teacher = _load(os.path.join(out_dir, "runs", "image_teacher", "train_summary.json"))
-    if teacher and teacher.get("clip_top1") is not None:
+    if teacher.get("clip_top1") is not None:
         lines.append(f"- Image teacher (2D ResNet-18 on single frames, {shapes} shapes, chance "
                      f"{1 / shapes:.1%}): "
                      f"shape top-1 {teacher['clip_top1']:.1%} per frame and "
@@ -184,6 +185,7 @@ def write_report(out_dir: str, *, seeds: int = 1) -> str:
     shapes = len(preprocessing.read_labels(shapes_path)) if os.path.exists(shapes_path) else 4
     spec = _load(os.path.join(out_dir, "runs", "finetune", "scratch_r3d_18", "model",
                               "model.json")) or {}
+    teacher = _load(os.path.join(out_dir, "runs", "image_teacher", "train_summary.json")) or {}
 
     lines = ["# d3d_tf DistInit demo report", "",
              ("DistInit on the built-in synthetic data, on this machine's CPU. An image "
@@ -200,7 +202,7 @@ def write_report(out_dir: str, *, seeds: int = 1) -> str:
         t, h, w, _ = spec["input_shape"]
         lines += [(f"Clips: {t} frames of {h}x{w} px; width multiplier "
                    f"{spec['config'].get('depth_multiplier')}; seeds: {seeds}."), ""]
-    lines += ["## Teacher and pre-training", ""] + (_teacher_lines(out_dir, shapes) or
+    lines += ["## Teacher and pre-training", ""] + (_teacher_lines(out_dir, teacher, shapes) or
                                                      ["- n/a"]) + [""]
 
     lines += ["## Results (cf. DistInit's Table 1)", "",
@@ -222,7 +224,6 @@ def write_report(out_dir: str, *, seeds: int = 1) -> str:
               "clip; video: the mean softmax of 2 clips." + chance), ""]
 
     lines += ["## What these numbers show, and what they do not", ""]
-    teacher = _load(os.path.join(out_dir, "runs", "image_teacher", "train_summary.json")) or {}
     lines += interpretation(evals, seeds, num_classes=len(labels) or None,
                             teacher_top1=teacher.get("video_top1"),
                             teacher_classes=shapes) + [""]

@@ -61,24 +61,24 @@ flags.DEFINE_integer("duration", synthetic_ava.MultiActorConfig.duration_s, "--a
 flags.DEFINE_integer("workers", 0, "Processes rendering and encoding (0 = all cores).")
 
 
-def _range(name: str) -> tuple[float, float]:
+def _numbers(name: str, count: int, what: str) -> tuple[float, ...]:
+    """The list flag `name` as `count` floats; `what` says so in the error."""
     values = getattr(FLAGS, name)
     try:
-        lo, hi = (float(v) for v in values)
+        numbers = tuple(float(v) for v in values)
     except ValueError:
-        raise app.UsageError(f"--{name} takes two numbers min,max, got {','.join(values)!r}")
-    return lo, hi
+        numbers = ()
+    if len(numbers) != count:
+        raise app.UsageError(f"--{name} takes {what}, got {','.join(values)!r}")
+    return numbers
+
+
+def _range(name: str) -> tuple[float, float]:
+    return _numbers(name, 2, "two numbers min,max")
 
 
 def _color(name: str) -> tuple[float, float, float] | None:
-    values = getattr(FLAGS, name)
-    if not values:
-        return None
-    try:
-        r, g, b = (float(v) for v in values)
-    except ValueError:
-        raise app.UsageError(f"--{name} takes three numbers R,G,B, got {','.join(values)!r}")
-    return r, g, b
+    return _numbers(name, 3, "three numbers R,G,B") if getattr(FLAGS, name) else None
 
 
 def _multi_actor_config() -> synthetic_ava.MultiActorConfig:
