@@ -13,7 +13,7 @@ import pytest
 from model_fixtures import SLIM_STAGES
 
 from d3d_tf import models
-from d3d_tf.models import summary
+from d3d_tf.models import cpu_choices, summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,9 +72,14 @@ def test_benchmark_smoke_runs_every_part(tmp_path):
         assert part in done.stdout
     results = json.loads(out.read_text())
     model = results["model"]
-    assert {(r["what"], r["mode"], r["precision"]) for r in model} == {
-        (w, m, p) for w in ("inference", "train_step") for m in ("eager", "function")
-        for p in ("float32", "bfloat16")}
+    auto = cpu_choices.resolve_conv_impl("auto")
+    # tf.function compares both lowerings side by side; eager runs this CPU's auto choice
+    assert sorted((r["what"], r["mode"], r["precision"], r["conv_impl"]) for r in model) == sorted(
+        [(w, "function", p, c) for w in ("inference", "train_step")
+         for p in ("float32", "bfloat16") for c in ("2d", "3d")]
+        + [(w, "eager", p, auto) for w in ("inference", "train_step")
+           for p in ("float32", "bfloat16")])
+    assert cpu_choices.describe(cpu_choices.cpu_flags()) in done.stdout
     for r in model:  # the smoke model: s3dg 8x32x32, depth 0.25, 400 classes
         assert r["clips_per_second"] > 0 and r["batch"] == 1
         assert r["gflops_per_clip"] == pytest.approx(s3dg_flops(8, 32, 0.25, 400) / 1e9)

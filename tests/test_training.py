@@ -1,4 +1,5 @@
 """Training tasks, losses, fine-tuning helpers and trainer validation (tiny models)."""
+import dataclasses
 import json
 import os
 import sys
@@ -202,21 +203,29 @@ def test_validation_errors(tmp_path):
     trainer.validate(_config(tmp_path, task="distill", teacher=tdir))   # valid
 
 
-def test_cpu_bfloat16_support_is_read_from_cpuinfo(tmp_path):
-    from d3d_tf.training import trainer
+def test_auto_precision_counts_the_step_and_reads_the_cpu(monkeypatch, tmp_path):
+    """precision=auto: float32 without native bf16; on a bf16 CPU bfloat16 only for a step of
+    at least BF16_MIN_GFLOPS_PER_STEP (counted on the run's network); explicit values win."""
+    from d3d_tf.models import cpu_choices
 
-    info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\n")
-    assert trainer.cpu_has_native_bfloat16(str(info)) is False
-    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile\n")
-    assert trainer.cpu_has_native_bfloat16(str(info)) is True
-    info.write_text("processor\t: 0\n")  # no flags line (e.g. not x86)
-    assert trainer.cpu_has_native_bfloat16(str(info)) is None
-    assert trainer.cpu_has_native_bfloat16(str(tmp_path / "missing")) is None
+    bf16_cpu = frozenset({"avx2", "avx512f", "avx512_bf16"})
+    monkeypatch.setattr(cpu_choices, "cpu_flags", lambda cpuinfo="": bf16_cpu)
+    small = trainer.TrainConfig(model_dir=str(tmp_path), train_data="x", num_frames=4,
+                                crop_size=32, depth_multiplier=0.25, batch_size=2)
+    assert trainer.resolve_precision(small, 4, 2) == "float32"
+    # 64x224^2 S3D-G: 128 GFLOPs per clip, far above the threshold
+    big = dataclasses.replace(small, num_frames=64, crop_size=224, depth_multiplier=1.0)
+    assert trainer.resolve_precision(big, 400, 1) == "bfloat16"
+    assert trainer.resolve_precision(dataclasses.replace(big, precision="float32"),
+                                     400, 1) == "float32"
+    monkeypatch.setattr(cpu_choices, "cpu_flags", lambda cpuinfo="": frozenset({"avx2"}))
+    assert trainer.resolve_precision(big, 400, 1) == "float32"
+    assert trainer.resolve_precision(dataclasses.replace(small, precision="bfloat16"),
+                                     4, 2) == "bfloat16"
 
 
 def test_train_restores_the_callers_dtype_policy(monkeypatch, tmp_path):
-    """--mixed_precision changes Keras' global policy for the run only, also when it fails."""
+    """--precision=bfloat16 changes Keras' global policy for the run only, also when it fails."""
     def failing_run(config):
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
         raise RuntimeError("boom")

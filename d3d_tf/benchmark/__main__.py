@@ -6,8 +6,9 @@
 
 Parts:
   model    S3D-G inference and train-step clips/s at 64x224^2 (batch 1 and the largest batch
-           that fits) and at the demo size; eager vs tf.function vs XLA, float32 vs bfloat16;
-           FLOPs per clip and achieved GFLOP/s
+           that fits) and at the demo size; eager vs tf.function vs XLA, float32 vs bfloat16,
+           conv lowering 2d vs 3d (tf.function only); FLOPs per clip and achieved GFLOP/s;
+           the first line says what `auto` picks on this CPU
   distill  D3D train step vs the RGB baseline's (the frozen flow teacher's forward pass is the
            extra cost)
   data     tf.data clips/s, RGB-only and RGB+flow, at the demo size and at 64x224^2
@@ -33,6 +34,8 @@ flags.DEFINE_list("parts", list(PARTS), f"Which parts to run, from {PARTS}.")
 flags.DEFINE_bool("smoke", False, "Tiny sizes and few iterations: checks that it runs.")
 flags.DEFINE_list("modes", ["eager", "function", "xla"], "model: execution modes.")
 flags.DEFINE_list("precisions", ["float32", "bfloat16"], "model: float32 and/or bfloat16.")
+flags.DEFINE_list("conv_impls", ["2d", "3d"], "model: conv lowerings compared side by side "
+                  "(tf.function only; eager and XLA use this CPU's auto choice).")
 flags.DEFINE_integer("iters", 3, "Timed calls per case (after one warm-up call).")
 flags.DEFINE_integer("max_batch", 8, "model: cap of the 'largest batch that fits' search.")
 flags.DEFINE_integer("demo_frames", 16, "Demo size: frames per clip.")
@@ -80,21 +83,25 @@ def model_part(log) -> list[dict]:
                         # the fastest configuration (tf.function) to bound the benchmark's time.
                         if full and batch > 1 and mode != "function":
                             continue
-                        r = speed.measure(what, frames=frames, size=size, batch=batch,
-                                          mode=mode, precision=precision, depth_multiplier=dm,
-                                          iters=1 if FLAGS.smoke else FLAGS.iters)
-                        row = {"case": label, **dataclasses.asdict(r)}
-                        log(f"model {label} {what} b{batch} {mode} {precision}: "
-                            f"{r.clips_per_second:.2f} clips/s")
-                        results.append(row)
+                        impls = FLAGS.conv_impls if mode == "function" else ["auto"]
+                        for impl in impls:
+                            r = speed.measure(what, frames=frames, size=size, batch=batch,
+                                              mode=mode, precision=precision, conv_impl=impl,
+                                              depth_multiplier=dm,
+                                              iters=1 if FLAGS.smoke else FLAGS.iters)
+                            log(f"model {label} {what} b{batch} {mode} {precision} "
+                                f"{r.conv_impl}: {r.clips_per_second:.2f} clips/s")
+                            results.append({"case": label, **dataclasses.asdict(r)})
     return results
 
 
 def model_table(results) -> str:
-    return _table(
-        ("case", "what", "batch", "mode", "precision", "s/batch", "clips/s", "GFLOPs/clip",
-         "GFLOP/s"),
-        [(r["case"], r["what"], r["batch"], r["mode"], r["precision"],
+    from d3d_tf.models import cpu_choices
+
+    return cpu_choices.describe(cpu_choices.cpu_flags()) + "\n" + _table(
+        ("case", "what", "batch", "mode", "precision", "conv", "s/batch", "clips/s",
+         "GFLOPs/clip", "GFLOP/s"),
+        [(r["case"], r["what"], r["batch"], r["mode"], r["precision"], r["conv_impl"],
           f"{r['seconds_per_batch']:.3f}", f"{r['clips_per_second']:.2f}",
           f"{r['gflops_per_clip']:.2f}", f"{r['achieved_gflops']:.1f}") for r in results])
 

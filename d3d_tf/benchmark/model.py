@@ -2,6 +2,7 @@
 
 Modes: `eager` (Keras call per step), `function` (`tf.function`), `xla` (`jit_compile=True`).
 Precisions: `float32`, `bfloat16` (Keras `mixed_bfloat16`: bf16 compute, fp32 variables).
+Conv lowerings: `2d`, `3d` (`layers.Conv3D`), or `auto` (what this CPU gets by default).
 Times are medians over `iters` calls after `warmup` calls (the first call traces/compiles).
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tensorflow as tf
 
 from d3d_tf import models
 from d3d_tf.benchmark import latency
-from d3d_tf.models import summary
+from d3d_tf.models import cpu_choices, summary
 
 MODES = ("eager", "function", "xla")
 PRECISIONS = ("float32", "bfloat16")
@@ -29,6 +30,7 @@ class SpeedResult:
     batch: int
     mode: str
     precision: str
+    conv_impl: str  # as built: `auto` is resolved for this CPU
     depth_multiplier: float
     seconds_per_batch: float
     clips_per_second: float
@@ -41,7 +43,7 @@ def median_seconds(fn, *, warmup: int = 1, iters: int = 3) -> float:
     return latency.measure(fn, warmup=warmup, runs=iters).median_ms / 1e3
 
 
-def _build(name, frames, size, num_classes, depth_multiplier, precision):
+def _build(name, frames, size, num_classes, depth_multiplier, precision, conv_impl):
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     previous = keras.mixed_precision.global_policy()
@@ -53,6 +55,7 @@ def _build(name, frames, size, num_classes, depth_multiplier, precision):
             num_classes=num_classes,
             input_shape=(frames, size, size, 3),
             depth_multiplier=depth_multiplier,
+            conv_impl=conv_impl,
         )
     finally:
         keras.mixed_precision.set_global_policy(previous)
@@ -75,13 +78,15 @@ def measure(
     batch: int = 1,
     mode: str = "function",
     precision: str = "float32",
+    conv_impl: str = "auto",
     depth_multiplier: float = 1.0,
     num_classes: int = 400,
     warmup: int = 1,
     iters: int = 3,
 ) -> SpeedResult:
     """Times `inference` (forward, training=False) or `train_step` (forward+backward+SGD)."""
-    model = _build(name, frames, size, num_classes, depth_multiplier, precision)
+    conv_impl = cpu_choices.resolve_conv_impl(conv_impl)
+    model = _build(name, frames, size, num_classes, depth_multiplier, precision, conv_impl)
     rng = np.random.default_rng(0)
     clips = tf.constant(rng.uniform(-1, 1, (batch, frames, size, size, 3)).astype("float32"))
     labels = tf.constant(rng.integers(0, num_classes, batch).astype("int32"))
@@ -111,7 +116,7 @@ def measure(
     gflops = summary.total_flops(model) / 1e9
     work = gflops * batch * (1 if what == "inference" else 3)  # backward ~ 2x forward
     return SpeedResult(
-        what, name, frames, size, batch, mode, precision, depth_multiplier,
+        what, name, frames, size, batch, mode, precision, conv_impl, depth_multiplier,
         seconds, batch / seconds, gflops, work / seconds,
     )
 

@@ -48,7 +48,7 @@ def _conv(x, filters, k, name, conv_impl, activation=None):
     return x
 
 
-def decode(features, kind: str, *, dense: bool = False, conv_impl: str = "2d",
+def decode(features, kind: str, *, dense: bool = False, conv_impl: str = "auto",
            prefix: str = PREFIX):
     """Applies a new decoder of `kind` to `features` [B,T',H',W',C] (a Keras tensor).
 

@@ -15,8 +15,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from d3d_tf.models import cpu_choices
+
 POOLING_MODES = ("3d", "2d")
-CONV_IMPLS = ("3d", "2d", "2d_all")
+# `auto` is resolved per CPU when a layer is built (d3d_tf.models.cpu_choices).
+CONV_IMPLS = ("auto", *cpu_choices.CONV_IMPLS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +41,7 @@ class ConvConfig:
     weight_decay: float = 1e-7
     sync_batch_norm: bool = False
     pooling: str = "3d"
-    conv_impl: str = "2d"
+    conv_impl: str = "auto"
     batch_norm_scale: bool = False
     temporal_batch_norm: bool = False
     padding: str = "same"
@@ -64,26 +67,30 @@ class Conv3D(keras.layers.Conv3D):
     `[kt,kh,kw]` kernel (the stem, I3D) stays `conv3d` (faster on CPU), unless
     `impl="2d_all"`: then it is a sum of `kt` 2D convs over temporally shifted frames (needs a
     static T), so that a TFLite model has no `CONV_3D` at all. `impl="3d"` always uses `conv3d`.
+    `impl="auto"` (the default) is `2d` or `3d`, whichever this CPU runs faster
+    (`cpu_choices.resolve_conv_impl`); `get_config` keeps `auto`, so a saved model re-resolves
+    on the machine that loads it.
     A full kernel on 1 or 2 input channels (the flow stem) gets zero channels up to 3 first:
     see `MIN_CONV3D_CHANNELS`.
     """
 
-    def __init__(self, *args, impl: str = "2d", **kwargs):
+    def __init__(self, *args, impl: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)
         if impl not in CONV_IMPLS:
             raise ValueError(f"impl must be one of {CONV_IMPLS}, got {impl!r}")
         self.impl = impl
+        self.resolved_impl = cpu_choices.resolve_conv_impl(impl)
 
     def call(self, x):
         kt, kh, kw = self.kernel_size
         st, sh, sw = self.strides
-        if self.impl == "3d" or self.dilation_rate != (1, 1, 1):
+        if self.resolved_impl == "3d" or self.dilation_rate != (1, 1, 1):
             return super().call(x)
         if kt == 1 and st == 1:
             y = _conv2d_frames(x, self.kernel[0], (sh, sw), self.padding)
         elif kh == 1 and kw == 1 and sh == 1 and sw == 1:
             y = _conv2d_time(x, self.kernel[:, 0], (st, 1), self.padding)
-        elif self.impl == "2d_all" and x.shape[1] is not None:
+        elif self.resolved_impl == "2d_all" and x.shape[1] is not None:
             y = _conv3d_as_2d_sum(x, self.kernel, self.strides, self.padding)
         elif x.shape[-1] is not None and x.shape[-1] < MIN_CONV3D_CHANNELS:
             y = _conv3d_padded_channels(x, self.kernel, self.strides, self.padding)

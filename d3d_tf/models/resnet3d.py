@@ -61,7 +61,8 @@ class ResNet3DConfig:
     in_channels: 3 for RGB, 2 for optical flow.
     dropout_keep_prob: keep probability of the dropout before `Logits.fc` (torchvision: 1.0).
     conv_impl: as in S3D-G (`layers.Conv3D`): `2d` lowers [1,k,k] and [k,1,1] convs to 2D,
-      `2d_all` also the full [3,3,3] / [3,7,7] kernels (a TFLite model without CONV_3D).
+      `2d_all` also the full [3,3,3] / [3,7,7] kernels (a TFLite model without CONV_3D),
+      `auto` (default) `2d` or `3d` per CPU.
     pooling: accepted for the shared export path; these networks have no 3D pooling layer.
     batch_norm_decay, batch_norm_epsilon: torchvision's momentum 0.1 and eps 1e-5.
     weight_decay: L2 on conv and dense kernels (DistInit, Sec. 4: 1e-4).
@@ -78,7 +79,7 @@ class ResNet3DConfig:
     min_depth: int = 8
     in_channels: int = 3
     dropout_keep_prob: float = 1.0
-    conv_impl: str = "2d"
+    conv_impl: str = "auto"
     pooling: str = "3d"
     batch_norm_decay: float = 0.9
     batch_norm_epsilon: float = 1e-5

@@ -117,8 +117,8 @@ class S3DGConfig:
     pooling: `3d` (Keras 3D pools) or `2d` (the same pools as 2D ops, for TFLite).
     conv_impl: `2d` runs `[1,k,k]` and `[t,1,1]` convs as 2D convs over reshaped tensors
       (faster on CPU, TFLite-accelerable), `2d_all` also lowers full 3D kernels (the stem) to
-      sums of 2D convs (a TFLite model without CONV_3D), `3d` always uses `conv3d`; the
-      variables are the same in all three.
+      sums of 2D convs (a TFLite model without CONV_3D), `3d` always uses `conv3d`, `auto`
+      (default) is `2d` or `3d` per CPU (`cpu_choices`); the variables are the same in all.
     stem_separable: `Conv2d_1a_7x7` as `[1,7,7]` + `[k,1,1]` (torchvision's S3D) instead of a
       full `[k,7,7]` conv (slim).
     temporal_batch_norm: batch norm after every `[t,1,1]` conv, which then has no bias
@@ -144,7 +144,7 @@ class S3DGConfig:
     dropout_keep_prob: float = 0.8
     head: str = "slim"
     pooling: str = "3d"
-    conv_impl: str = "2d"
+    conv_impl: str = "auto"
     stem_separable: bool = False
     temporal_batch_norm: bool = False
     batch_norm_scale: bool = False

@@ -122,7 +122,7 @@ def build_task(c, num_classes: int, shape, options: dict, **common):
     backbone = models.build_backbone(c.model, input_shape=shape,
                                      **{**options, "final_endpoint": endpoint})
     polar = decoders.decode(backbone.output[endpoint], c.flow_decoder,
-                            conv_impl=options.get("conv_impl", "2d"))
+                            conv_impl=options.get("conv_impl", "auto"))
     saving.load_weights(keras.Model(backbone.input, polar),
                         os.path.join(c.flow_net_init, saving.WEIGHTS_FILE))
     stream, _ = saving.load_model_dir(c.temporal_stream, input_shape=shape[:3])

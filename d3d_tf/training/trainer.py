@@ -29,7 +29,8 @@ from d3d_tf import atomic, config_flags, models, preprocessing, run_lock
 from d3d_tf.config_flags import field
 from d3d_tf.data import damaged_shards, pipeline, read_errors, records
 from d3d_tf.data.pipeline import MODALITIES
-from d3d_tf.models import decoders, layers, s3dg, saving
+from d3d_tf.models import cpu_choices, decoders, layers, s3dg, saving
+from d3d_tf.models import summary as model_summary
 from d3d_tf.preprocessing import RGB_RANGES
 from d3d_tf.training import checkpoints, distinit, evaluation, flow_tasks, summaries, tasks
 from d3d_tf.training import strategy as strategy_lib
@@ -69,9 +70,10 @@ class TrainConfig:
         None, "First block with self-gating (2C, 3B, ..., or 'none'; default: the preset's).")
     head: str = field("slim", "Classifier head: slim (avg pool [2,7,7], 1x1x1 conv, mean over "
                       "time) or global (mean over T,H,W, 1x1x1 conv).", choices=s3dg.HEADS)
-    conv_impl: str = field("2d", "How convolutions run (same variables and numbers): 2d lowers "
+    conv_impl: str = field("auto", "How convolutions run (same variables and numbers): 2d lowers "
                            "[1,k,k] and [t,1,1] convs to 2D convs, 2d_all also the stem, 3d "
-                           "uses conv3d.", choices=layers.CONV_IMPLS)
+                           "uses conv3d, auto picks 2d or 3d for this CPU (README "
+                           "'Performance').", choices=layers.CONV_IMPLS)
     num_frames: int = field(64, "Frames per clip (T).", min=1)
     frame_stride: int = field(1, "Take every n-th stored frame.", min=1)
     crop_size: int = field(224, "Square crop side in pixels (H = W).", min=1)
@@ -172,8 +174,12 @@ class TrainConfig:
                           choices=strategy_lib.STRATEGIES)
     sync_batch_norm: bool = field(False, "Batch-norm statistics over the global batch (all "
                                   "replicas).")
-    mixed_precision: bool = field(False, "mixed_bfloat16 compute: faster on GPUs and on CPUs "
-                                  "with AVX512-BF16/AMX, ~10x slower on other CPUs.")
+    precision: str = field("auto", "Compute dtype: float32, or bfloat16 (Keras mixed_bfloat16: "
+                           "bf16 compute, float32 variables; ~10x slower than float32 on CPUs "
+                           "without AVX512-BF16/AMX). auto: bfloat16 on a CPU with native "
+                           "bf16 when one replica's step is at least "
+                           f"{cpu_choices.BF16_MIN_GFLOPS_PER_STEP:g} forward GFLOPs, else "
+                           "float32 (README 'Performance').", choices=cpu_choices.PRECISIONS)
     # bookkeeping
     checkpoint_every: int = field(500, "Checkpoint every N steps.", min=1)
     max_checkpoints: int = field(3, "Checkpoints to keep.", min=1)
@@ -479,26 +485,32 @@ def save_model(c: TrainConfig, directory: str, network, names, modality, metrics
     saving.save_model_dir(directory, network, spec)
 
 
-def cpu_has_native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
-    """True if the CPU computes bfloat16 natively (AVX512-BF16 or AMX), None if unknown.
+def resolve_precision(c: TrainConfig, num_classes: int, per_replica: int) -> str:
+    """`c.precision`, or for `auto` the dtype this machine trains this run fastest in.
 
-    Without it TensorFlow's bfloat16 convolutions fall back to Eigen and run far slower than
-    float32 (`python -m d3d_tf.benchmark --parts=model`; figures in the README).
+    `auto` picks bfloat16 only on a CPU with native bf16 (not on GPUs: not measured here) and
+    only for a step of at least `cpu_choices.BF16_MIN_GFLOPS_PER_STEP` forward GFLOPs, which
+    it counts on a float32 copy of the network built at the run's clip shape.
     """
-    try:
-        with open(cpuinfo) as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return None
-    if not flags:
-        return None
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    if c.precision != "auto":
+        return c.precision
+    flags = cpu_choices.cpu_flags()
+    if tf.config.list_physical_devices("GPU") or not cpu_choices.has_native_bfloat16(flags):
+        return "float32"
+    channels = 2 if c.modality == "flow" and c.task != "distill" else 3
+    probe = models.build_classifier(
+        c.model, num_classes=num_classes,
+        input_shape=(c.num_frames, c.crop_size, c.crop_size, channels),
+        **_model_options(c, channels))
+    gflops = model_summary.total_flops(probe) / 1e9 * per_replica
+    del probe
+    return cpu_choices.auto_precision(flags, gflops)
 
 
 def train(config: TrainConfig) -> dict:
     """Trains (or resumes) the run described by `config`; returns the final metrics dict.
 
-    `mixed_precision` sets Keras' global dtype policy for the run only: the caller's policy is
+    A bfloat16 `precision` sets Keras' global dtype policy for the run only: the caller's policy is
     restored on return (and on error). Holds `model_dir/train.lock` meanwhile: a second process
     on the same model_dir is refused (run_lock.RunLockedError naming the first).
     """
@@ -518,15 +530,21 @@ def _train(config: TrainConfig) -> dict:
         from d3d_tf.training import ava_task  # its own loop: boxes in, per-box scores out
         return ava_task.train(c)
     names = preprocessing.read_labels(labels_path(c))
-    if c.mixed_precision:
-        if not tf.config.list_physical_devices("GPU") and cpu_has_native_bfloat16() is False:
-            logging.warning("--mixed_precision: this CPU has no native bfloat16 (AVX512-BF16 or "
-                            "AMX), so bfloat16 convolutions fall back to slow Eigen kernels "
-                            "(~10x slower than float32 here); drop --mixed_precision.")
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     strategy = strategy_lib.make_strategy(c.strategy)
     replicas = strategy.num_replicas_in_sync
     per_replica = strategy_lib.per_replica_batch(strategy, c.batch_size)
+    precision = resolve_precision(c, len(names), per_replica)
+    if precision == "bfloat16":
+        if not tf.config.list_physical_devices("GPU") and \
+                cpu_choices.has_native_bfloat16(cpu_choices.cpu_flags()) is False:
+            logging.warning("precision bfloat16: this CPU has no native bfloat16 (AVX512-BF16 "
+                            "or AMX), so bfloat16 convolutions fall back to slow Eigen kernels "
+                            "(~10x slower than float32 here); use precision float32.")
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    logging.info("precision %s%s, conv_impl %s (%s)", precision,
+                 " (auto)" if c.precision == "auto" else "",
+                 cpu_choices.resolve_conv_impl(c.conv_impl),
+                 cpu_choices.describe(cpu_choices.cpu_flags()))
     chief = strategy_lib.is_chief(strategy)
     out_dir = strategy_lib.worker_dir(c.model_dir, strategy)
     os.makedirs(out_dir, exist_ok=True)
