@@ -2,17 +2,17 @@
 in bfloat16 (`precision="auto"`).
 
 Both choices leave the variables and the function unchanged; they only change speed (and,
-for bfloat16, rounding). They are taken from the CPU's feature flags (`/proc/cpuinfo`) by the
-rules below, which follow the benchmark's measurements (README "Performance", per CPU):
+for bfloat16, rounding). They are taken from the CPU's feature flags (`/proc/cpuinfo`) by
+rules that follow the benchmark's measurements on each CPU type the project has met (README
+"Performance" has the tables):
 
-* conv lowering: on x86 CPUs with AVX2 but no AVX-512 plain `conv3d` was faster than the 2D
-  lowering; on AVX-512 CPUs (Xeon with AMX, EPYC with AVX-512-BF16) the 2D lowering was
-  faster. Unknown CPUs (no flags: not Linux, not x86) get the 2D lowering, which TFLite and
-  XNNPACK need anyway.
+* conv lowering: plain `conv3d` on x86 CPUs with AVX2 but no AVX-512; the 2D lowering on
+  AVX-512 CPUs and on unknown ones (no flags: not Linux, not x86), where TFLite and XNNPACK
+  need it anyway.
 * bfloat16: only where the CPU computes it natively (AVX512-BF16 or AMX; elsewhere TensorFlow
-  falls back to Eigen kernels about 10x slower than float32), and only for train steps of at
-  least `BF16_MIN_GFLOPS_PER_STEP` forward GFLOPs per replica: below that the casts cost as
-  much as bfloat16 saves.
+  falls back to Eigen kernels far slower than float32), and only for train steps of at least
+  `BF16_MIN_GFLOPS_PER_STEP` forward GFLOPs per replica: smaller steps (narrow networks,
+  small clips) gained nothing from it.
 
 An explicit value (`conv_impl="2d"`, `precision="float32"`) always overrides the rule.
 """
@@ -23,7 +23,7 @@ import functools
 CONV_IMPLS = ("3d", "2d", "2d_all")
 PRECISIONS = ("auto", "float32", "bfloat16")
 # Forward GFLOPs per replica and train step from which bfloat16 is chosen on a native-bf16 CPU.
-BF16_MIN_GFLOPS_PER_STEP = 16.0
+BF16_MIN_GFLOPS_PER_STEP = 9.0
 
 
 @functools.cache
