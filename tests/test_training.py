@@ -1,6 +1,7 @@
 """Training tasks, losses, fine-tuning helpers and trainer validation (tiny models)."""
 import dataclasses
 import json
+import logging
 import os
 import sys
 
@@ -203,7 +204,7 @@ def test_validation_errors(tmp_path):
     trainer.validate(_config(tmp_path, task="distill", teacher=tdir))   # valid
 
 
-def test_auto_precision_counts_the_step_and_reads_the_cpu(monkeypatch, tmp_path):
+def test_auto_precision_counts_the_step_and_reads_the_cpu(monkeypatch, tmp_path, caplog):
     """precision=auto: float32 without native bf16; on a bf16 CPU bfloat16 only for a step of
     at least BF16_MIN_GFLOPS_PER_STEP (counted on the run's network); explicit values win."""
     from d3d_tf.models import cpu_choices
@@ -220,8 +221,22 @@ def test_auto_precision_counts_the_step_and_reads_the_cpu(monkeypatch, tmp_path)
                                      400, 1) == "float32"
     monkeypatch.setattr(cpu_choices, "cpu_flags", lambda cpuinfo="": frozenset({"avx2"}))
     assert trainer.resolve_precision(big, 400, 1) == "float32"
-    assert trainer.resolve_precision(dataclasses.replace(small, precision="bfloat16"),
-                                     4, 2) == "bfloat16"
+    with caplog.at_level(logging.WARNING):
+        assert trainer.resolve_precision(dataclasses.replace(small, precision="bfloat16"),
+                                         4, 2) == "bfloat16"
+    assert "no native bfloat16" in caplog.text   # explicit bf16 on an AVX2-only CPU: warned
+    caplog.clear()
+    monkeypatch.setattr(cpu_choices, "cpu_flags", lambda cpuinfo="": bf16_cpu)
+    with caplog.at_level(logging.WARNING):
+        trainer.resolve_precision(dataclasses.replace(small, precision="bfloat16"), 4, 2)
+    assert "no native bfloat16" not in caplog.text
+
+
+def test_clip_shape_has_the_modalitys_channels(tmp_path):
+    rgb = trainer.TrainConfig(model_dir=str(tmp_path), train_data="x", num_frames=8,
+                              crop_size=48)
+    assert trainer.clip_shape(rgb) == (8, 48, 48, 3)
+    assert trainer.clip_shape(dataclasses.replace(rgb, modality="flow")) == (8, 48, 48, 2)
 
 
 def test_train_restores_the_callers_dtype_policy(monkeypatch, tmp_path):

@@ -374,11 +374,16 @@ def _model_options(c: TrainConfig, in_channels: int) -> dict:
     return {k: v for k, v in {**options, "in_channels": in_channels}.items() if k in fields}
 
 
+def clip_shape(c: TrainConfig) -> tuple[int, int, int, int]:
+    """[T, H, W, C] of the clips the trained network reads: C = 2 for flow (x, y), 3 for RGB."""
+    return (c.num_frames, c.crop_size, c.crop_size, 2 if c.modality == "flow" else 3)
+
+
 def build_task(c: TrainConfig, num_classes: int, global_batch: int):
     """Builds (inside the current strategy scope) the network, the task and its optimizer.
     Returns (task, network, teacher spec or None)."""
-    channels = 2 if c.modality == "flow" else 3
-    shape = (c.num_frames, c.crop_size, c.crop_size, channels)
+    shape = clip_shape(c)
+    channels = shape[-1]
     common = {"label_smoothing": c.label_smoothing, "global_batch_size": global_batch,
                   "clip_norm": c.clip_norm}
     teacher_spec = None
@@ -492,16 +497,20 @@ def resolve_precision(c: TrainConfig, num_classes: int, per_replica: int) -> str
     only for a step of at least `cpu_choices.BF16_MIN_GFLOPS_PER_STEP` forward GFLOPs, which
     it counts on a float32 copy of the network built at the run's clip shape.
     """
-    if c.precision != "auto":
-        return c.precision
     flags = cpu_choices.cpu_flags()
-    if tf.config.list_physical_devices("GPU") or not cpu_choices.has_native_bfloat16(flags):
+    on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    native = cpu_choices.has_native_bfloat16(flags)
+    if c.precision != "auto":
+        if c.precision == "bfloat16" and not on_gpu and native is False:
+            logging.warning("precision bfloat16: this CPU has no native bfloat16 (AVX512-BF16 "
+                            "or AMX), so bfloat16 convolutions fall back to slow Eigen kernels "
+                            "(~10x slower than float32 here); use precision float32.")
+        return c.precision
+    if on_gpu or not native:
         return "float32"
-    channels = 2 if c.modality == "flow" and c.task != "distill" else 3
-    probe = models.build_classifier(
-        c.model, num_classes=num_classes,
-        input_shape=(c.num_frames, c.crop_size, c.crop_size, channels),
-        **_model_options(c, channels))
+    shape = clip_shape(c)
+    probe = models.build_classifier(c.model, num_classes=num_classes, input_shape=shape,
+                                    **_model_options(c, shape[-1]))
     gflops = model_summary.total_flops(probe) / 1e9 * per_replica
     del probe
     return cpu_choices.auto_precision(flags, gflops)
@@ -535,11 +544,6 @@ def _train(config: TrainConfig) -> dict:
     per_replica = strategy_lib.per_replica_batch(strategy, c.batch_size)
     precision = resolve_precision(c, len(names), per_replica)
     if precision == "bfloat16":
-        if not tf.config.list_physical_devices("GPU") and \
-                cpu_choices.has_native_bfloat16(cpu_choices.cpu_flags()) is False:
-            logging.warning("precision bfloat16: this CPU has no native bfloat16 (AVX512-BF16 "
-                            "or AMX), so bfloat16 convolutions fall back to slow Eigen kernels "
-                            "(~10x slower than float32 here); use precision float32.")
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     logging.info("precision %s%s, conv_impl %s (%s)", precision,
                  " (auto)" if c.precision == "auto" else "",
