@@ -72,7 +72,8 @@ def main(argv):
         run_stage(out, Stage(f"export_tflite_{q}", _python_module(
             "export", f"--model_dir={d3d_model}", "--format=tflite", f"--out_dir={export_dir}",
             "--model_name=d3d", f"--quantize={q}",
-            f"--calibration_data={os.path.join(records, 'train-*.tfrecord')}")))
+            f"--calibration_data={os.path.join(records, 'train-*.tfrecord')}",
+            f"--accuracy_data={os.path.join(records, 'test-*.tfrecord')}")))
     held_out = _held_out_video(videos)
     for tag, model in (("saved_model", os.path.join(export_dir, "d3d")),
                        ("tflite", os.path.join(export_dir, "d3d_float32.tflite"))):

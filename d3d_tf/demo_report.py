@@ -63,6 +63,26 @@ def _network_gflops(model_dir: str) -> float | None:
     return summary.total_flops(saving.load_spec(model_dir).build()) / 1e9
 
 
+def tflite_accuracy_lines(export_dir: str) -> list[str]:
+    """The accuracy the last TFLite export measured (its model card), as a report line."""
+    card_path = os.path.join(export_dir, "model_card.json")
+    if not os.path.exists(card_path):
+        return []
+    with open(card_path) as f:
+        card = json.load(f)
+    acc = card.get("accuracy")
+    if not acc or "quantize" not in card:
+        return []
+    drop = 100 * (acc["float_top1"] - acc["tflite_top1"])
+    line = (f"- {card['quantize']} TFLite on {acc['clips']} test clips (centre clip and crop): "
+            f"top-1 {100 * acc['tflite_top1']:.1f} % vs {100 * acc['float_top1']:.1f} % for "
+            f"the float model ({drop:+.1f} points lost), the same class on "
+            f"{100 * acc['agreement']:.1f} % of the clips")
+    if card.get("int8_worst_layers"):
+        line += f"; largest int8 errors: {card['int8_worst_layers']}"
+    return [line]
+
+
 def flow_pictures(out_dir: str, videos_dir: str, count: int = 3) -> list[str]:
     """TV-L1 flow of the middle frame pair of `count` test videos, one per class, as PNGs."""
     import csv
@@ -297,6 +317,7 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None) -
         size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
         lines.append(f"- SavedModel `{os.path.relpath(path, out_dir)}`: {size / 1e6:.2f} MB "
                      "(RGB frames in, no teacher, no flow)")
+    lines += tflite_accuracy_lines(export_dir)
     for tag in ("saved_model", "tflite"):
         pred = os.path.join(out_dir, f"predict_{tag}.json")
         if os.path.exists(pred):

@@ -142,3 +142,17 @@ def test_report_says_when_the_baseline_stayed_at_chance(tmp_path, monkeypatch):
     assert "show **no reliable difference**" in report  # gap 27.5 < 2 x std 28.3
     assert "near chance in 1 of 2 seeds" in report
     assert "**below** the better of the two" in report
+
+
+def test_report_line_reads_the_tflite_accuracy_from_the_model_card(tmp_path):
+    from d3d_tf import demo_report
+
+    assert demo_report.tflite_accuracy_lines(str(tmp_path)) == []   # no export yet
+    card = {"quantize": "int8", "int8_worst_layers": "Mixed_4b CONV_2D 2.10 steps",
+            "accuracy": {"clips": 80, "tflite_top1": 0.825, "float_top1": 0.85,
+                         "agreement": 0.95}}
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    [line] = demo_report.tflite_accuracy_lines(str(tmp_path))
+    assert "int8 TFLite on 80 test clips" in line and "top-1 82.5 % vs 85.0 %" in line
+    assert "-2.5 points" not in line and "+2.5 points lost" in line
+    assert "95.0 % of the clips" in line and "Mixed_4b CONV_2D" in line

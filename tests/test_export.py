@@ -228,3 +228,67 @@ def test_calibration_clips_from_tfrecords(tmp_path):
     assert got[0].std() > 10  # real pixels, not a constant
     synthetic = list(tflite.synthetic_clips(3, (8, 32, 32, 3)))
     assert len(synthetic) == 3 and synthetic[0].shape == (1, 8, 32, 32, 3)
+    labelled = list(tflite.labelled_record_clips(str(tmp_path / "val-*.tfrecord"), 5,
+                                                 (8, 32, 32, 3)))
+    assert sorted(label for _, label in labelled) == [0, 1, 2]
+    assert np.array_equal(labelled[0][0], got[0])
+
+
+def _labelled_records(tmp_path, n=6):
+    """`n` one-video records of blob clips (the export tests' clips), labels i % 4."""
+    from d3d_tf.data import records
+
+    path = str(tmp_path / "test-00000.tfrecord")
+    x = H.clips(n, seed=3)
+    with tf.io.TFRecordWriter(path) as writer:
+        for i, clip in enumerate(x):
+            writer.write(records.make_sequence_example(
+                clip, video_id=f"v{i}", label=i % 4).SerializeToString())
+    return str(tmp_path / "test-*.tfrecord")
+
+
+def test_tflite_export_measures_accuracy_against_the_float_model(tmp_path):
+    """--accuracy_data: the card holds top-1 of the .tflite model and of the float Keras model
+    on the same clips; float32 TFLite agrees with Keras on every clip."""
+    data = _labelled_records(tmp_path)
+    out = str(tmp_path / "out")
+    tflite.export_tflite(common.ExportConfig(model_dir=H.model_dir(), out_dir=out,
+                                             format="tflite", accuracy_data=data,
+                                             accuracy_clips=5))
+    card = json.loads(_read(os.path.join(out, common.MODEL_CARD_JSON)))
+    acc = card["accuracy"]
+    model, spec, _ = common.load_for_export(H.model_dir())
+    pairs = list(tflite.labelled_record_clips(data, 5, spec.input_shape))
+    want = np.mean([np.argmax(model(tf.constant(c, tf.float32) / 127.5 - 1.0,
+                                    training=False)) == label for c, label in pairs])
+    assert acc["clips"] == 5 and acc["float_top1"] == pytest.approx(want)
+    assert acc["agreement"] == 1.0 and acc["tflite_top1"] == acc["float_top1"]
+    assert "accuracy" in _read(os.path.join(out, common.MODEL_CARD_MD))
+
+
+@pytest.mark.slow
+def test_int8_layer_report_ranks_the_badly_calibrated_tensors_first(tmp_path):
+    """The per-layer report measures quantization error: calibrated on black clips, the
+    tensors that see real clips clip their range and lose many quantization steps; calibrated
+    on the clips it is debugged on, the worst tensor stays within a few steps."""
+    from d3d_tf import models
+    from d3d_tf.models import saving
+
+    model = models.build_classifier("s3dg", num_classes=4, input_shape=(8, 32, 32, 3),
+                                    depth_multiplier=0.25, final_endpoint="Mixed_3b",
+                                    pooling="2d", conv_impl="2d_all")
+    H.informative_weights(model)
+    spec = saving.spec_for(model, name="s3dg")
+    real = lambda: H.clips(4, seed=7)[:, None]
+    black = lambda: np.zeros((4, 1, 8, 32, 32, 3), np.uint8)
+    good = tflite.layer_errors(model, spec, real, real)
+    bad = tflite.layer_errors(model, spec, black, real)
+    for rows in (good, bad):
+        steps = [r["rmse_over_scale"] for r in rows]
+        assert steps == sorted(steps, reverse=True) and min(steps) >= 0
+        assert {r["op"] for r in rows} >= {"CONV_2D", "MAX_POOL_2D"}
+        assert any(r["layer"] == "Conv2d_1a_7x7" for r in rows)
+    print("worst, calibrated on the debug clips:", good[0])
+    print("worst, calibrated on black clips:", bad[0])
+    assert good[0]["rmse_over_scale"] < 5
+    assert bad[0]["rmse_over_scale"] > 3 * good[0]["rmse_over_scale"]

@@ -54,6 +54,13 @@ class ExportConfig:
                                          "calibration; default: synthetic random clips (only "
                                          "good for testing).")
     calibration_clips: int = field(64, "tflite int8: number of calibration clips.", min=1)
+    accuracy_data: str | None = field(None, "tflite: labelled TFRecord glob (e.g. the test "
+                                      "split): top-1 of the .tflite model and of the float "
+                                      "Keras model on the same centre clips, in the model card.")
+    accuracy_clips: int = field(256, "tflite: at most this many --accuracy_data clips.", min=1)
+    layer_report: bool = field(True, "tflite int8: per-layer quantization error (LiteRT's "
+                               "QuantizationDebugger on calibration clips) in "
+                               "<model_name>_int8_layers.csv, the worst layers in the model card.")
     skip_corrupt_records: bool = damaged_shards.skip_field()  # --calibration_data's records
 
 

@@ -28,6 +28,9 @@ Variants (`quantize`):
 from __future__ import annotations
 
 import collections
+import csv
+import io
+import itertools
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -133,6 +136,12 @@ def record_clips(file_pattern: str, n: int, shape,
     """Up to `n` uint8 clips `[1,T,H,W,3]` from TFRecords (eval mode: centre crop, the centre
     clip of each video, short side resized to H). With `skip_damaged` (a
     `damaged_shards.DamageLog`), damaged shards are read up to the damage and entered there."""
+    return (clip for clip, _ in labelled_record_clips(file_pattern, n, shape, skip_damaged))
+
+
+def labelled_record_clips(file_pattern: str, n: int, shape,
+                          skip_damaged=None) -> Iterable[tuple[np.ndarray, int]]:
+    """(uint8 clip `[1,T,H,W,3]`, label) pairs, read as `record_clips` reads them."""
     from d3d_tf.data import pipeline, read_errors
 
     t, h, _, _ = shape
@@ -142,7 +151,8 @@ def record_clips(file_pattern: str, n: int, shape,
     with read_errors.explained(file_pattern):  # a damaged shard: one line naming it
         for element in pipeline.make_dataset(cfg, skip_damaged=skip_damaged).take(n):
             rgb = element["rgb"].numpy()  # [1,T,H,W,3] in [0,1]
-            yield np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
+            yield (np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8),
+                   int(element["label"].numpy()[0]))
 
 
 def convert(model: keras.Model, spec, *, quantize: str = "float32",
@@ -152,30 +162,106 @@ def convert(model: keras.Model, spec, *, quantize: str = "float32",
     representative: for `int8`, a callable returning an iterable of uint8 `[1,T,H,W,3]` clips.
     Raises TFLiteOpsError if the result holds a Flex or custom op.
     """
+    with tempfile.TemporaryDirectory() as tmp:
+        flatbuffer = _converter(model, spec, quantize, representative, tmp).convert()
+    check_builtin_only(flatbuffer, f"{spec.name} ({quantize})")
+    return flatbuffer
+
+
+def _converter(model: keras.Model, spec, quantize: str, representative, tmp: str):
+    """The TFLiteConverter of `convert`, reading a SavedModel it writes into `tmp`."""
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"--quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
     if model.d3d_config.pooling != "2d":
         raise ValueError("build the model with pooling='2d' for TFLite (no MAX_POOL_3D builtin)")
+    _write_tflite_saved_model(model, spec, tmp)
+    converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic_int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantize == "int8":
+        if representative is None:
+            raise ValueError("int8 quantization needs representative clips")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([clip] for clip in representative())
+        # BUILTINS as well as BUILTINS_INT8: CONV_3D has no int8 kernel and stays float.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                               tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter
+
+
+LAYER_REPORT_FIELDS = ("op", "layer", "rmse_over_scale", "rmse", "max_abs_error", "scale",
+                       "num_elements", "tensor")
+
+
+def layer_errors(model: keras.Model, spec, representative, debug_clips) -> list[dict]:
+    """Per-tensor error of the full-integer int8 model against float, worst first.
+
+    LiteRT's QuantizationDebugger runs `debug_clips()` (uint8 `[1,T,H,W,3]`) through a copy of
+    the int8 model that also computes each quantized op in float, and compares. Each row has
+    the op, its S3D-G layer (the first scope of the tensor name), the RMSE of the dequantized
+    output against float, that RMSE in quantization steps (`rmse_over_scale`: ~0.29 is pure
+    rounding of a well-calibrated tensor, much more means clipped or badly scaled ranges),
+    the largest absolute error and the scale.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        _write_tflite_saved_model(model, spec, tmp)
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if quantize == "float16":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.target_spec.supported_types = [tf.float16]
-        elif quantize == "dynamic_int8":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        elif quantize == "int8":
-            if representative is None:
-                raise ValueError("int8 quantization needs representative clips")
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = lambda: ([clip] for clip in representative())
-            # BUILTINS as well as BUILTINS_INT8: CONV_3D has no int8 kernel and stays float.
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                                   tf.lite.OpsSet.TFLITE_BUILTINS]
-        flatbuffer = converter.convert()
-    check_builtin_only(flatbuffer, f"{spec.name} ({quantize})")
-    return flatbuffer
+        converter = _converter(model, spec, "int8", representative, tmp)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=lambda: ([clip] for clip in debug_clips()))
+        debugger.run()
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    rows = []
+    for line in dump.getvalue().splitlines()[1:]:
+        # op_name,tensor_idx,num_elements,stddev,mean_error,max_abs_error,mean_squared_error,
+        # scale,zero_point,tensor_name (';'-joined names: split the first 9 commas only)
+        op, _, num, _, _, max_abs, mse, scale, _, tensor = line.split(",", 9)
+        rmse, scale = float(np.sqrt(float(mse))), float(scale)
+        scope = tensor.split(";")[0].split("/")
+        layer = scope[1] if len(scope) > 1 else scope[0]
+        rows.append({"op": op, "layer": layer.removesuffix("_1"),
+                     "rmse_over_scale": rmse / scale if scale else float("nan"), "rmse": rmse,
+                     "max_abs_error": float(max_abs), "scale": scale,
+                     "num_elements": int(float(num)), "tensor": tensor})
+    rows.sort(key=lambda r: -r["rmse_over_scale"] if np.isfinite(r["rmse_over_scale"]) else 0)
+    return rows
+
+
+def _csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=LAYER_REPORT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def accuracy(flatbuffer: bytes, model: keras.Model, spec, clips) -> dict:
+    """Top-1 of the .tflite model and of the float Keras `model` on the same labelled clips.
+
+    clips: iterable of (uint8 `[1,T,H,W,3]`, label). Returns {"clips", "tflite_top1",
+    "float_top1", "agreement"} (fractions; agreement: clips both models give the same class).
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=flatbuffer, num_threads=os.cpu_count()) \
+        .get_signature_runner()
+    n = hits_tflite = hits_float = agree = 0
+    for clip, label in clips:
+        lite = int(np.argmax(runner(frames=clip)["logits"]))
+        logits = model(preprocessing.normalize_rgb(tf.constant(clip), spec.rgb_range),
+                       training=False)
+        ref = int(np.argmax(np.asarray(logits)))
+        n += 1
+        hits_tflite += lite == label
+        hits_float += ref == label
+        agree += lite == ref
+    if not n:
+        raise ValueError("no labelled clips to measure accuracy on")
+    return {"clips": n, "tflite_top1": hits_tflite / n, "float_top1": hits_float / n,
+            "agreement": agree / n}
 
 
 def export_tflite(config: common.ExportConfig) -> str:
@@ -222,6 +308,23 @@ def export_tflite(config: common.ExportConfig) -> str:
             extra["calibration_skipped_damaged"] = damage.to_json()
         extra["int8_caveat"] = ("CONV_3D has no int8 kernel: it runs in float32 between "
                                 "QUANTIZE/DEQUANTIZE")
+        if config.layer_report:
+            logging.info("int8 layer report: running the quantization debugger")
+            rows = layer_errors(model, spec, representative, lambda: itertools.islice(
+                representative(), min(8, config.calibration_clips)))
+            report = os.path.join(config.out_dir, f"{name}_int8_layers.csv")
+            atomic.write_text(report, _csv(rows))
+            worst = [r for r in rows if r["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD",
+                                                     "MUL", "CONCATENATION")][:5]
+            extra["int8_layer_report"] = os.path.basename(report)
+            extra["int8_worst_layers"] = ", ".join(
+                f"{r['layer']} {r['op']} {r['rmse_over_scale']:.2f} steps" for r in worst)
+    if config.accuracy_data:
+        logging.info("accuracy of the .tflite model and the float model on %s",
+                     config.accuracy_data)
+        extra["accuracy"] = accuracy(flatbuffer, model, spec, labelled_record_clips(
+            config.accuracy_data, config.accuracy_clips, spec.input_shape))
+        extra["accuracy"]["data"] = config.accuracy_data
     common.write_model_card(config.out_dir, spec, model_dir=model_dir, fmt="TFLite",
                             extra=extra)
     return path
