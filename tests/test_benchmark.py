@@ -68,7 +68,7 @@ def test_benchmark_smoke_runs_every_part(tmp_path):
          "--precisions=float32,bfloat16", f"--json={out}"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    for part in ("## model", "## distill", "## data", "## flow", "## export"):
+    for part in ("## model", "## distill", "## data", "## flow", "## export", "## profile"):
         assert part in done.stdout
     results = json.loads(out.read_text())
     model = results["model"]
@@ -96,3 +96,44 @@ def test_benchmark_smoke_runs_every_part(tmp_path):
     assert formats == ["SavedModel", "TFLite float32", "TFLite int8"]
     sizes = {r["format"]: r["bytes"] for r in results["export"]}
     assert sizes["TFLite int8"] < sizes["TFLite float32"]  # int8 weights really are smaller
+    profiles = results["profile"]
+    assert [r["conv_impl"] for r in profiles] == ["2d", "3d"]
+    for r in profiles:  # a train step: convolutions both ways, BN, and the shares add up
+        cats = r["categories"]
+        assert cats["conv forward"] > 0 and cats["conv backward"] > 0 and cats["batch norm"] > 0
+        assert r["op_s_per_step"] == pytest.approx(sum(cats.values()))
+        assert r["wall_s_per_step"] > 0
+
+
+def test_profile_categories_and_op_table_parsing():
+    from d3d_tf.benchmark import profile
+
+    assert profile.category("_MklNativeConv3DBackpropFilterV2") == "conv backward"
+    assert profile.category("_MklNativeConv2D") == "conv forward"
+    assert profile.category("_MklNativeFusedConv2D") == "conv forward"
+    assert profile.category("DepthwiseConv2dNativeBackpropInput") == "conv backward"
+    assert profile.category("FusedBatchNormGradV3") == "batch norm"
+    assert profile.category("_MklNativeMaxPool3DGrad") == "pooling"
+    assert profile.category("ConcatV2") == profile.category("_MklTranspose") == "layout"
+    assert profile.category("StridedSliceGrad") == "layout"
+    assert profile.category("ResourceApplyKerasMomentum") == "optimizer"
+    assert profile.category("Sigmoid") == profile.OTHER
+    cols = [{"id": i} for i in ("rank", "type", "operation", "total_self_time")]
+    table = json.dumps([{"cols": cols, "rows": [
+        {"c": [{"v": 1}, {"v": "IDLE"}, {"v": "IDLE"}, {"v": 5e6}]},
+        {"c": [{"v": 2}, {"v": "_MklNativeConv3D"}, {"v": "s3dg/Conv2d_1a_7x7"}, {"v": 2500.0}]},
+    ]}])
+    assert profile.parse_op_stats(table) == [("_MklNativeConv3D", "s3dg/Conv2d_1a_7x7", 0.0025)]
+
+
+def test_op_breakdown_profiles_a_real_step():
+    """The profiler's table of a real train step: every conv of a tiny S3D-G shows up."""
+    from d3d_tf.benchmark import model as speed
+    from d3d_tf.benchmark import profile
+
+    fn, _ = speed.make_step("train_step", frames=4, size=32, batch=1, conv_impl="3d",
+                            depth_multiplier=0.25, num_classes=4)
+    r = profile.op_breakdown(fn, steps=1, warmup=1)
+    assert r["steps"] == 1 and r["categories"]["conv backward"] > 0
+    assert r["categories"]["conv forward"] > 0
+    assert any(op.startswith("Conv3DBackpropFilter") for op, _ in r["top_ops"])

@@ -14,6 +14,9 @@ Parts:
   data     tf.data clips/s, RGB-only and RGB+flow, at the demo size and at 64x224^2
   flow     TV-L1 frame pairs/s as `prepare` runs it, with 1 and 2 worker processes
   export   SavedModel vs TFLite float32 / int8 latency per clip
+  profile  where a train step's time goes (TF profiler): convolution forward / backward, batch
+           norm, layout copies (transpose, reshape, concat, slice, pad), pooling, optimizer,
+           elementwise; per conv lowering, at 64x224^2 (batch 1) and the demo size (batch 8)
 Timings are medians after a warm-up call; numbers depend on the machine and its load.
 """
 from __future__ import annotations
@@ -29,7 +32,7 @@ from absl import app, flags
 from d3d_tf import cli
 
 FLAGS = flags.FLAGS
-PARTS = ("model", "distill", "data", "flow", "export")
+PARTS = ("model", "distill", "data", "flow", "export", "profile")
 flags.DEFINE_list("parts", list(PARTS), f"Which parts to run, from {PARTS}.")
 flags.DEFINE_bool("smoke", False, "Tiny sizes and few iterations: checks that it runs.")
 flags.DEFINE_list("modes", ["eager", "function", "xla"], "model: execution modes.")
@@ -202,6 +205,39 @@ def export_table(results) -> str:
                    for r in results])
 
 
+def profile_part(log) -> list[dict]:
+    from d3d_tf.benchmark import model as speed
+    from d3d_tf.benchmark import profile
+
+    results = []
+    for label, frames, size, dm in _sizes():
+        batch = 1 if size >= 224 or FLAGS.smoke else 8
+        for impl in FLAGS.conv_impls:
+            fn, _ = speed.make_step("train_step", frames=frames, size=size, batch=batch,
+                                    conv_impl=impl, depth_multiplier=dm)
+            r = profile.op_breakdown(fn, steps=1 if FLAGS.smoke else FLAGS.iters)
+            log(f"profile {label} train_step b{batch} {impl}: {r['wall_s_per_step']:.3f} s/step, "
+                + ", ".join(f"{k} {v:.3f} s" for k, v in r["categories"].items()))
+            results.append({"case": label, "batch": batch, "conv_impl": impl, **r})
+    return results
+
+
+def profile_table(results) -> str:
+    from d3d_tf.benchmark import profile
+
+    names = [n for n, _ in profile.CATEGORIES] + [profile.OTHER]
+    table = _table(
+        ("case", "batch", "conv", "s/step", *names),
+        [(r["case"], r["batch"], r["conv_impl"], f"{r['wall_s_per_step']:.3f}",
+          *(f"{100 * r['categories'].get(n, 0.0) / r['op_s_per_step']:.1f}%" for n in names))
+         for r in results])
+    tops = [f"{r['case']} {r['conv_impl']}: " + ", ".join(
+        f"{op} {100 * s / r['op_s_per_step']:.0f}%" for op, s in r["top_ops"][:6])
+        for r in results]
+    return (table + "\nShares of the ops' summed self-time (summed over threads). Top ops:\n"
+            + "\n".join(tops))
+
+
 def main(argv):
     del argv
     from d3d_tf.benchmark import data as throughput
@@ -219,6 +255,7 @@ def main(argv):
         "data": (data_part, throughput.format_table),
         "flow": (flow_part, flow_table),
         "export": (export_part, export_table),
+        "profile": (profile_part, profile_table),
     }
     everything = {"smoke": FLAGS.smoke, "cpu_count": os.cpu_count()}
     tables = []

@@ -86,6 +86,24 @@ def measure(
 ) -> SpeedResult:
     """Times `inference` (forward, training=False) or `train_step` (forward+backward+SGD)."""
     conv_impl = cpu_choices.resolve_conv_impl(conv_impl)
+    fn, model = make_step(what, name=name, frames=frames, size=size, batch=batch, mode=mode,
+                          precision=precision, conv_impl=conv_impl,
+                          depth_multiplier=depth_multiplier, num_classes=num_classes)
+    seconds = median_seconds(lambda: np.asarray(fn()), warmup=warmup, iters=iters)
+    gflops = summary.total_flops(model) / 1e9
+    work = gflops * batch * (1 if what == "inference" else 3)  # backward ~ 2x forward
+    return SpeedResult(
+        what, name, frames, size, batch, mode, precision, conv_impl, depth_multiplier,
+        seconds, batch / seconds, gflops, work / seconds,
+    )
+
+
+def make_step(what: str, *, name: str = "s3dg", frames: int, size: int, batch: int,
+              mode: str = "function", precision: str = "float32", conv_impl: str = "auto",
+              depth_multiplier: float = 1.0, num_classes: int = 400):
+    """(step function, model): one `inference` or `train_step` on fixed random clips
+    `[batch,frames,size,size,3]` in [-1,1], compiled as `mode` says; what `measure` times."""
+    conv_impl = cpu_choices.resolve_conv_impl(conv_impl)
     model = _build(name, frames, size, num_classes, depth_multiplier, precision, conv_impl)
     rng = np.random.default_rng(0)
     clips = tf.constant(rng.uniform(-1, 1, (batch, frames, size, size, 3)).astype("float32"))
@@ -111,14 +129,7 @@ def measure(
 
     else:
         raise ValueError(f"what must be 'inference' or 'train_step', got {what!r}")
-    fn = _compile(step, mode)
-    seconds = median_seconds(lambda: np.asarray(fn()), warmup=warmup, iters=iters)
-    gflops = summary.total_flops(model) / 1e9
-    work = gflops * batch * (1 if what == "inference" else 3)  # backward ~ 2x forward
-    return SpeedResult(
-        what, name, frames, size, batch, mode, precision, conv_impl, depth_multiplier,
-        seconds, batch / seconds, gflops, work / seconds,
-    )
+    return _compile(step, mode), model
 
 
 def activation_bytes_per_clip(name="s3dg", frames=64, size=224, depth_multiplier=1.0) -> int:
