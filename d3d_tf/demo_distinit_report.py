@@ -164,12 +164,15 @@ def _teacher_lines(out_dir: str, teacher: dict, shapes: int) -> list[str]:
                      f"{teacher['video_top1']:.1%} per video on the pool's held-out videos.")
     for network, pretty in NETWORK_NAMES.items():
         s = _load(os.path.join(out_dir, "runs", f"distinit_{network}", "train_summary.json"))
-        logs = (s or {}).get("final_train_logs") or {}
+        # The mean over the last log window; runs from before it was recorded: the last batch.
+        logs = (s or {}).get("mean_train_logs") or {}
+        where = f"the last {s.get('mean_train_logs_steps')} steps" if logs else "the last batch"
+        logs = logs or (s or {}).get("final_train_logs") or {}
         if "distinit" in logs:
             agree = (f"; the student's top class equals the teacher's on "
-                     f"{logs['teacher_top1']:.0%} of the last batch" if "teacher_top1" in logs
+                     f"{logs['teacher_top1']:.0%} of the clips" if "teacher_top1" in logs
                      else "")
-            lines.append(f"- DistInit {pretty}: {s['step']} steps, final soft "
+            lines.append(f"- DistInit {pretty}: {s['step']} steps; over {where}: soft "
                          f"cross-entropy {logs['distinit']:.3f} (teacher entropy "
                          f"{logs.get('teacher_entropy', float('nan')):.3f} nats){agree}.")
     return lines

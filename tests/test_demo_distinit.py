@@ -245,3 +245,21 @@ def test_tiny_demo_runs_end_to_end_and_reuses_its_stages(tmp_path):
     assert again.stdout.count("done before, skipping") == len(names)
     assert "=====" not in again.stdout  # no stage ran a second time
     assert (out / "report.md").exists()
+
+
+def test_teacher_lines_report_the_mean_of_the_last_steps_not_the_last_batch(tmp_path):
+    from d3d_tf import demo_distinit_report as report
+
+    run = tmp_path / "runs" / "distinit_r3d_18"
+    run.mkdir(parents=True)
+    summary = {"step": 1500, "final_train_logs": {"distinit": 2.0, "teacher_entropy": 0.5},
+               "mean_train_logs": {"distinit": 1.234, "teacher_entropy": 0.5,
+                                   "teacher_top1": 0.75},
+               "mean_train_logs_steps": 50}
+    (run / "train_summary.json").write_text(json.dumps(summary))
+    [line] = report._teacher_lines(str(tmp_path), {}, 4)
+    assert "over the last 50 steps: soft cross-entropy 1.234" in line and "75%" in line
+    del summary["mean_train_logs"]   # a run from before the mean was recorded
+    (run / "train_summary.json").write_text(json.dumps(summary))
+    [line] = report._teacher_lines(str(tmp_path), {}, 4)
+    assert "over the last batch: soft cross-entropy 2.000" in line

@@ -230,6 +230,10 @@ def test_train_distinit_then_finetune_drops_teacher_heads(tmp_path):
         distinit_entropy_threshold=10.0, **base))
     logs = summary["final_train_logs"]
     assert logs["kept"] == 1.0 and logs["distinit"] > 0
+    # the mean over the last log window (both steps here), not only the last batch
+    mean = summary["mean_train_logs"]
+    assert summary["mean_train_logs_steps"] == 2 and mean.keys() == logs.keys()
+    assert mean["kept"] == 1.0 and mean["distinit"] != logs["distinit"]
     spec = saving.load_spec(str(tmp_path / "distinit"))
     assert spec.name == "r3d_18" and spec.num_classes == 6 and spec.labels == []
     data = train_fixtures.write_dataset(str(tmp_path / "labeled"), videos=4, frames=6, size=S)

@@ -14,6 +14,7 @@ Outputs under `model_dir`:
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -634,9 +635,13 @@ def _train(config: TrainConfig) -> dict:
     t_begin = time.time()
     step_times = []
     logs = {}
+    # The last log_every steps' logs (small tensors, no device sync): their mean goes into
+    # train_summary.json, steadier than the last batch alone.
+    recent = collections.deque(maxlen=c.log_every)
     while step < c.train_steps:
         batch = next(iterator)
         logs = train_fn(batch)
+        recent.append(logs)
         step += 1
         steps_last += 1
         if step == start + 1 or step % c.log_every == 0 or step == c.train_steps:
@@ -680,6 +685,9 @@ def _train(config: TrainConfig) -> dict:
                "seconds_per_step": float(np.median(step_times)) if step_times else None,
                "train_seconds": total,
                "final_train_logs": {k: float(v) for k, v in logs.items()},
+               "mean_train_logs": {k: float(np.mean([float(r[k]) for r in recent]))
+                                   for k in logs} if recent else {},
+               "mean_train_logs_steps": len(recent),
                **(evaluation.summary(results) if results else {})}
     if damage is not None:
         summary["skipped_damaged"] = damage.to_json()
