@@ -14,6 +14,7 @@ import glob
 import json
 import re
 import tempfile
+import time
 
 import tensorflow as tf
 
@@ -67,8 +68,6 @@ def op_breakdown(fn, *, steps: int = 3, warmup: int = 2) -> dict:
     Returns {"steps", "wall_s_per_step", "op_s_per_step" (summed self-time),
     "categories": {name: seconds per step}, "top_ops": [(op type, seconds per step)] x10}.
     """
-    import time
-
     from tensorflow.python.profiler.internal import _pywrap_profiler_plugin as plugin
 
     for _ in range(warmup):

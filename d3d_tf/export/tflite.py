@@ -230,27 +230,18 @@ def layer_errors(model: keras.Model, spec, representative, debug_clips) -> list[
     return rows
 
 
-def _csv(rows: list[dict]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=LAYER_REPORT_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
-
-
-def accuracy(flatbuffer: bytes, model: keras.Model, spec, clips) -> dict:
-    """Top-1 of the .tflite model and of the float Keras `model` on the same labelled clips.
+def accuracy(path: str, model: keras.Model, spec, clips) -> dict:
+    """Top-1 of the .tflite model at `path` and of the float Keras `model` on the same clips.
 
     clips: iterable of (uint8 `[1,T,H,W,3]`, label). Returns {"clips", "tflite_top1",
     "float_top1", "agreement"} (fractions; agreement: clips both models give the same class).
     """
-    from ai_edge_litert.interpreter import Interpreter
+    from d3d_tf.export.predictor import Predictor
 
-    runner = Interpreter(model_content=flatbuffer, num_threads=os.cpu_count()) \
-        .get_signature_runner()
+    lite_model = Predictor(path)
     n = hits_tflite = hits_float = agree = 0
     for clip, label in clips:
-        lite = int(np.argmax(runner(frames=clip)["logits"]))
+        lite = int(np.argmax(lite_model.probabilities(clip)))
         logits = model(preprocessing.normalize_rgb(tf.constant(clip), spec.rgb_range),
                        training=False)
         ref = int(np.argmax(np.asarray(logits)))
@@ -313,7 +304,10 @@ def export_tflite(config: common.ExportConfig) -> str:
             rows = layer_errors(model, spec, representative, lambda: itertools.islice(
                 representative(), min(8, config.calibration_clips)))
             report = os.path.join(config.out_dir, f"{name}_int8_layers.csv")
-            atomic.write_text(report, _csv(rows))
+            with atomic.open_for_write(report, newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=LAYER_REPORT_FIELDS, lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(rows)
             worst = [r for r in rows if r["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD",
                                                      "MUL", "CONCATENATION")][:5]
             extra["int8_layer_report"] = os.path.basename(report)
@@ -322,7 +316,7 @@ def export_tflite(config: common.ExportConfig) -> str:
     if config.accuracy_data:
         logging.info("accuracy of the .tflite model and the float model on %s",
                      config.accuracy_data)
-        extra["accuracy"] = accuracy(flatbuffer, model, spec, labelled_record_clips(
+        extra["accuracy"] = accuracy(path, model, spec, labelled_record_clips(
             config.accuracy_data, config.accuracy_clips, spec.input_shape))
         extra["accuracy"]["data"] = config.accuracy_data
     common.write_model_card(config.out_dir, spec, model_dir=model_dir, fmt="TFLite",
