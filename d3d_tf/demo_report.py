@@ -64,23 +64,25 @@ def _network_gflops(model_dir: str) -> float | None:
 
 
 def tflite_accuracy_lines(export_dir: str) -> list[str]:
-    """The accuracy the last TFLite export measured (its model card), as a report line."""
-    card_path = os.path.join(export_dir, "model_card.json")
-    if not os.path.exists(card_path):
-        return []
-    with open(card_path) as f:
-        card = json.load(f)
-    acc = card.get("accuracy")
-    if not acc or "quantize" not in card:
-        return []
-    drop = 100 * (acc["float_top1"] - acc["tflite_top1"])
-    line = (f"- {card['quantize']} TFLite on {acc['clips']} test clips (centre clip and crop): "
-            f"top-1 {100 * acc['tflite_top1']:.1f} % vs {100 * acc['float_top1']:.1f} % for "
-            f"the float model ({drop:+.1f} points lost), the same class on "
-            f"{100 * acc['agreement']:.1f} % of the clips")
-    if card.get("int8_worst_layers"):
-        line += f"; largest int8 errors: {card['int8_worst_layers']}"
-    return [line]
+    """The accuracy each TFLite export measured (its `*_model_card.json`), a line each."""
+    import glob
+
+    lines = []
+    for card_path in sorted(glob.glob(os.path.join(export_dir, "*_model_card.json"))):
+        with open(card_path) as f:
+            card = json.load(f)
+        acc = card.get("accuracy")
+        if not acc or "quantize" not in card:
+            continue
+        drop = 100 * (acc["float_top1"] - acc["tflite_top1"])
+        line = (f"- {card['quantize']} TFLite on {acc['clips']} test clips (centre clip and "
+                f"crop): top-1 {100 * acc['tflite_top1']:.1f} % vs "
+                f"{100 * acc['float_top1']:.1f} % for the float model ({drop:+.1f} points "
+                f"lost), the same class on {100 * acc['agreement']:.1f} % of the clips")
+        if card.get("int8_worst_layers"):
+            line += f"; largest int8 errors: {card['int8_worst_layers']}"
+        lines.append(line)
+    return lines
 
 
 def flow_pictures(out_dir: str, videos_dir: str, count: int = 3) -> list[str]:

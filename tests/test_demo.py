@@ -151,8 +151,12 @@ def test_report_line_reads_the_tflite_accuracy_from_the_model_card(tmp_path):
     card = {"quantize": "int8", "int8_worst_layers": "Mixed_4b CONV_2D 2.10 steps",
             "accuracy": {"clips": 80, "tflite_top1": 0.825, "float_top1": 0.85,
                          "agreement": 0.95}}
-    (tmp_path / "model_card.json").write_text(json.dumps(card))
-    [line] = demo_report.tflite_accuracy_lines(str(tmp_path))
+    (tmp_path / "d3d_int8_model_card.json").write_text(json.dumps(card))
+    float_card = {"quantize": "float32", "accuracy": {"clips": 80, "tflite_top1": 0.85,
+                                                      "float_top1": 0.85, "agreement": 1.0}}
+    (tmp_path / "d3d_float32_model_card.json").write_text(json.dumps(float_card))
+    float_line, line = demo_report.tflite_accuracy_lines(str(tmp_path))
     assert "int8 TFLite on 80 test clips" in line and "top-1 82.5 % vs 85.0 %" in line
     assert "-2.5 points" not in line and "+2.5 points lost" in line
     assert "95.0 % of the clips" in line and "Mixed_4b CONV_2D" in line
+    assert float_line.startswith("- float32 TFLite") and "+0.0 points lost" in float_line

@@ -128,7 +128,9 @@ def test_tflite_float32_builtin_ops_and_parity():
     ref = H.keras_probabilities(x)
     got = np.concatenate([runner(frames=c[None])["probabilities"] for c in x])
     assert np.abs(got - ref).max() <= 1e-4
-    card = json.loads(_read(os.path.join(os.path.dirname(path), "model_card.json")))
+    card = json.loads(_read(os.path.join(os.path.dirname(path),
+                                         "tiny_float32_model_card.json")))
+    assert os.path.basename(path) == "tiny_float32.tflite"
     assert card["tflite_ops"] == ops and card["quantize"] == "float32"
 
 
@@ -252,10 +254,11 @@ def test_tflite_export_measures_accuracy_against_the_float_model(tmp_path):
     on the same clips; float32 TFLite agrees with Keras on every clip."""
     data = _labelled_records(tmp_path)
     out = str(tmp_path / "out")
-    tflite.export_tflite(common.ExportConfig(model_dir=H.model_dir(), out_dir=out,
-                                             format="tflite", accuracy_data=data,
-                                             accuracy_clips=5))
-    card = json.loads(_read(os.path.join(out, common.MODEL_CARD_JSON)))
+    path = tflite.export_tflite(common.ExportConfig(model_dir=H.model_dir(), out_dir=out,
+                                                    format="tflite", accuracy_data=data,
+                                                    accuracy_clips=5))
+    stem = tflite.card_stem(path)
+    card = json.loads(_read(os.path.join(out, f"{stem}_{common.MODEL_CARD_JSON}")))
     acc = card["accuracy"]
     model, spec, _ = common.load_for_export(H.model_dir())
     pairs = list(tflite.labelled_record_clips(data, 5, spec.input_shape))
@@ -263,7 +266,36 @@ def test_tflite_export_measures_accuracy_against_the_float_model(tmp_path):
                                     training=False)) == label for c, label in pairs])
     assert acc["clips"] == 5 and acc["float_top1"] == pytest.approx(want)
     assert acc["agreement"] == 1.0 and acc["tflite_top1"] == acc["float_top1"]
-    assert "accuracy" in _read(os.path.join(out, common.MODEL_CARD_MD))
+    assert "accuracy" in _read(os.path.join(out, f"{stem}_{common.MODEL_CARD_MD}"))
+
+
+def test_tflite_globs_that_match_nothing_are_refused_before_converting(tmp_path, monkeypatch):
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted although a glob matches nothing")
+    monkeypatch.setattr(tflite, "convert", no_conversion)
+    missing = str(tmp_path / "none-*.tfrecord")
+    for field in ("accuracy_data", "calibration_data"):
+        config = common.ExportConfig(model_dir=H.model_dir(), out_dir=str(tmp_path / "out"),
+                                     format="tflite", **{field: missing})
+        with pytest.raises(FileNotFoundError, match="no TFRecord files match .*none-"):
+            tflite.export_tflite(config)
+
+
+def test_each_tflite_variant_keeps_its_own_model_card(tmp_path, monkeypatch):
+    """Exporting int8 after float32 into one folder leaves the float32 card as it was."""
+    monkeypatch.setattr(tflite, "convert", lambda model, spec, quantize, representative:
+                        _read(H.tflite_file("float32"), "rb"))
+    monkeypatch.setattr(tflite, "layer_errors", lambda *a: [])
+    out = str(tmp_path / "out")
+    for q in ("float32", "int8"):
+        tflite.export_tflite(common.ExportConfig(model_dir=H.model_dir(), out_dir=out,
+                                                 format="tflite", quantize=q,
+                                                 model_name="tiny"))
+    cards = {q: json.loads(_read(os.path.join(out, f"tiny_{q}_{common.MODEL_CARD_JSON}")))
+             for q in ("float32", "int8")}
+    assert cards["float32"]["quantize"] == "float32" and "calibration" not in cards["float32"]
+    assert cards["int8"]["quantize"] == "int8" and "calibration" in cards["int8"]
+    assert os.path.exists(os.path.join(out, f"tiny_float32_{common.MODEL_CARD_MD}"))
 
 
 @pytest.mark.slow

@@ -170,6 +170,7 @@ def test_int8_calibration_skips_damaged_shards(tmp_path, caplog):
     assert os.path.getsize(path) > 0
     assert f"int8 calibration on {pattern}: 2 damaged shard(s) skipped, at least 3 " \
            f"record(s) lost: {cut}" in caplog.text
-    with open(tmp_path / "tflite" / "model_card.json") as f:
+    with open(os.path.join(os.path.dirname(path),
+                           f"{tflite.card_stem(path)}_model_card.json")) as f:
         card = json.load(f)
     assert card["calibration_skipped_damaged"]["damaged_shards"] == 2

@@ -29,7 +29,7 @@ class ExportConfig:
     """What to export, and how: the settings of `python -m d3d_tf.export` (one flag a field).
 
     The TF Serving layout is `<out_dir>/<model_name>/<version>`; TFLite writes
-    `<out_dir>/<model_name>_<quantize>.tflite`, labels.txt and the model card.
+    `<out_dir>/<model_name>_<quantize>.tflite`, labels.txt and that file's model card.
     """
 
     model_dir: str = field(help="Model directory (model.json + weights.npz) or a training run "
@@ -148,8 +148,9 @@ def labels_of(spec: saving.ModelSpec) -> list[str]:
 
 
 def write_model_card(directory: str, spec: saving.ModelSpec, *, model_dir: str,
-                     fmt: str, extra: dict | None = None) -> dict:
-    """Writes `model_card.json` and `model_card.md` into `directory`; returns the card dict."""
+                     fmt: str, extra: dict | None = None, stem: str = "") -> dict:
+    """Writes `model_card.json` and `model_card.md` into `directory` (`<stem>_model_card.*`
+    when a stem is given); returns the card dict."""
     t, h, w, c = spec.input_shape
     card = {
         "model": spec.name,
@@ -166,7 +167,8 @@ def write_model_card(directory: str, spec: saving.ModelSpec, *, model_dir: str,
         "metrics": dict(spec.metrics),
         **(extra or {}),
     }
-    atomic.write_json(os.path.join(directory, MODEL_CARD_JSON), card)
+    prefix = f"{stem}_" if stem else ""
+    atomic.write_json(os.path.join(directory, prefix + MODEL_CARD_JSON), card)
     lines = [
         f"# {spec.name} ({fmt})", "",
         (f"- Classes: {spec.num_classes} ({', '.join(card['classes'][:20])}"
@@ -184,5 +186,5 @@ def write_model_card(directory: str, spec: saving.ModelSpec, *, model_dir: str,
         lines.append("- Metrics: none recorded in model.json")
     for key, value in (extra or {}).items():
         lines.append(f"- {key}: {value}")
-    atomic.write_text(os.path.join(directory, MODEL_CARD_MD), "\n".join(lines) + "\n")
+    atomic.write_text(os.path.join(directory, prefix + MODEL_CARD_MD), "\n".join(lines) + "\n")
     return card

@@ -257,12 +257,18 @@ def accuracy(path: str, model: keras.Model, spec, clips) -> dict:
 
 def export_tflite(config: common.ExportConfig) -> str:
     """Converts a model directory to `<out_dir>/<model_name>_<quantize>.tflite`; returns its
-    path. Also writes labels.txt and model_card.{json,md} (with the op list) into out_dir."""
+    path. Also writes labels.txt and `<name>_<quantize>_model_card.{json,md}` (with the op
+    list) into out_dir."""
     if config.quantize not in QUANTIZE_MODES:
         raise ValueError(f"--quantize must be one of {QUANTIZE_MODES}, got {config.quantize!r}")
     common.check_model_name(config.model_name)
     if config.skip_corrupt_records and not config.calibration_data:
         raise ValueError("--skip_corrupt_records applies to the records of --calibration_data")
+    # A glob that matches nothing is refused before the minute-long conversion, not after.
+    from d3d_tf.data import pipeline
+    for glob in (config.calibration_data, config.accuracy_data):
+        if glob:
+            pipeline.list_files(glob)
     model, spec, model_dir = common.load_for_export(
         config.model_dir, frames=config.num_frames, size=config.crop_size, pooling="2d",
         conv_impl="2d_all")
@@ -320,8 +326,14 @@ def export_tflite(config: common.ExportConfig) -> str:
             config.accuracy_data, config.accuracy_clips, spec.input_shape))
         extra["accuracy"]["data"] = config.accuracy_data
     common.write_model_card(config.out_dir, spec, model_dir=model_dir, fmt="TFLite",
-                            extra=extra)
+                            extra=extra, stem=card_stem(path))
     return path
+
+
+def card_stem(tflite_path: str) -> str:
+    """`<name>_<quantize>` of a .tflite path: each variant's model card is
+    `<stem>_model_card.{json,md}` beside it, so exporting int8 keeps the float32 card."""
+    return os.path.splitext(os.path.basename(tflite_path))[0]
 
 
 def tflite_labels(path: str) -> list[str] | None:
