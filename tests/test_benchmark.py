@@ -13,6 +13,7 @@ import pytest
 from model_fixtures import SLIM_STAGES
 
 from d3d_tf import models
+from d3d_tf.benchmark import versus_torchvision
 from d3d_tf.models import cpu_choices, summary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,7 +69,8 @@ def test_benchmark_smoke_runs_every_part(tmp_path):
          "--precisions=float32,bfloat16", f"--json={out}"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    for part in ("## model", "## distill", "## data", "## flow", "## export", "## profile"):
+    for part in ("## model", "## distill", "## data", "## flow", "## export", "## profile",
+                 "## torchvision"):
         assert part in done.stdout
     results = json.loads(out.read_text())
     model = results["model"]
@@ -103,6 +105,50 @@ def test_benchmark_smoke_runs_every_part(tmp_path):
         assert cats["conv forward"] > 0 and cats["conv backward"] > 0 and cats["batch norm"] > 0
         assert r["op_s_per_step"] == pytest.approx(sum(cats.values()))
         assert r["wall_s_per_step"] > 0
+    versus = results["torchvision"]
+    if versus_torchvision.torch_available():
+        assert [(r["what"], r["framework"]) for r in versus] == [
+            (w, f) for w in ("inference", "train_step") for f, _ in versus_torchvision.CASES]
+        assert all(r["seconds"] > 0 for r in versus)
+        assert [r["torchvision_over_this"] for r in versus if r["framework"] == "torchvision"] \
+            == [1.0, 1.0]
+    else:  # the optional extra is missing: the part says so instead of failing
+        assert versus == [] and "torch / torchvision are not installed" in done.stdout
+
+
+def test_versus_torchvision_alternates_cases_and_divides_by_torchvision():
+    calls = []
+    fake = {("d3d_tf", "s3dg"): [1.0, 3.0], ("d3d_tf", "s3d_torchvision"): [2.0, 2.0],
+            ("torchvision", "s3d"): [4.0, 8.0]}
+
+    def measure(case):
+        calls.append((case["framework"], case["model"]))
+        return fake[(case["framework"], case["model"])][len(calls) > 3]
+
+    rows = versus_torchvision.compare("train_step", frames=8, size=32, rounds=2,
+                                      measure=measure)
+    assert calls == list(versus_torchvision.CASES) * 2   # round after round, all cases each
+    got = {(r["framework"], r["model"]): r for r in rows}
+    assert got[("d3d_tf", "s3dg")]["seconds"] == 2.0     # median of 1 and 3
+    assert got[("d3d_tf", "s3dg")]["rounds"] == [1.0, 3.0]
+    assert got[("d3d_tf", "s3dg")]["torchvision_over_this"] == 3.0   # 6 / 2
+    assert got[("torchvision", "s3d")]["torchvision_over_this"] == 1.0
+    with pytest.raises(ValueError, match="what must be one of"):
+        versus_torchvision.compare("backward", frames=8, size=32, measure=measure)
+
+
+@pytest.mark.slow
+def test_versus_torchvision_times_d3d_tf_in_its_own_process():
+    """The process protocol, on the side that needs no torch: a fresh process times the
+    preset with torchvision's architecture and hands back seconds."""
+    (row,) = versus_torchvision.compare(
+        "inference", frames=8, size=32, rounds=1, iters=1,
+        cases=(("d3d_tf", "s3d_torchvision"),))
+    assert row["seconds"] > 0 and row["torchvision_over_this"] is None
+    with pytest.raises(RuntimeError, match="d3d_tf no_such_model inference failed: .*"
+                                           "Unknown model 'no_such_model'"):
+        versus_torchvision.compare("inference", frames=8, size=32, rounds=1, iters=1,
+                                   cases=(("d3d_tf", "no_such_model"),))
 
 
 def test_profile_categories_and_op_table_parsing():

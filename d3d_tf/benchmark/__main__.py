@@ -17,6 +17,9 @@ Parts:
   profile  where a train step's time goes (TF profiler): convolution forward / backward, batch
            norm, layout copies (transpose, reshape, concat, slice, pad), pooling, optimizer,
            elementwise; per conv lowering, at 64x224^2 (batch 1) and the demo size (batch 8)
+  torchvision  S3D-G and S3D against torchvision's S3D at 64x224^2, batch 1, inference and
+           train step, in alternating processes with --threads threads each; times faster
+           than torchvision. Needs the [torchvision] extra; skipped with a line without it
 Timings are medians after a warm-up call; numbers depend on the machine and its load.
 """
 from __future__ import annotations
@@ -32,7 +35,7 @@ from absl import app, flags
 from d3d_tf import cli
 
 FLAGS = flags.FLAGS
-PARTS = ("model", "distill", "data", "flow", "export", "profile")
+PARTS = ("model", "distill", "data", "flow", "export", "profile", "torchvision")
 flags.DEFINE_list("parts", list(PARTS), f"Which parts to run, from {PARTS}.")
 flags.DEFINE_bool("smoke", False, "Tiny sizes and few iterations: checks that it runs.")
 flags.DEFINE_list("modes", ["eager", "function", "xla"], "model: execution modes.")
@@ -46,6 +49,8 @@ flags.DEFINE_integer("demo_size", 64, "Demo size: crop side, pixels.")
 flags.DEFINE_float("demo_depth_multiplier", 0.25, "Demo size: depth multiplier.")
 flags.DEFINE_integer("num_videos", 8, "data: synthetic videos written per stored size.")
 flags.DEFINE_integer("num_batches", 10, "data: timed batches per case.")
+flags.DEFINE_integer("threads", 2, "torchvision: threads of each framework's process.")
+flags.DEFINE_integer("rounds", 2, "torchvision: alternating rounds (each case once a round).")
 flags.DEFINE_string("json", None, "Also write every result as JSON to this file ('-' = stdout).")
 
 
@@ -238,6 +243,34 @@ def profile_table(results) -> str:
             + "\n".join(tops))
 
 
+def torchvision_part(log) -> list[dict]:
+    from d3d_tf.benchmark import versus_torchvision as versus
+
+    if not versus.torch_available():
+        log("torchvision: skipped, torch / torchvision are not installed "
+            "(pip install -e '.[torchvision]')")
+        return []
+    frames, size = (16, 32) if FLAGS.smoke else (64, 224)
+    results = []
+    for what in versus.WHATS:
+        results += versus.compare(what, frames=frames, size=size, batch=1,
+                                  threads=FLAGS.threads, rounds=1 if FLAGS.smoke else FLAGS.rounds,
+                                  iters=1 if FLAGS.smoke else FLAGS.iters, log=log)
+    return results
+
+
+def torchvision_table(results) -> str:
+    if not results:
+        return "skipped: torch / torchvision are not installed (pip install -e '.[torchvision]')"
+    r0 = results[0]
+    return (f"{r0['frames']}x{r0['size']}^2, batch {r0['batch']}, float32, {r0['threads']} "
+            "threads per process, median of the rounds' medians\n" + _table(
+                ("what", "framework", "model", "s/call", "rounds (s)", "x torchvision"),
+                [(r["what"], r["framework"], r["model"], f"{r['seconds']:.3f}",
+                  " ".join(f"{s:.3f}" for s in r["rounds"]),
+                  f"{r['torchvision_over_this']:.2f}") for r in results]))
+
+
 def main(argv):
     del argv
     from d3d_tf.benchmark import data as throughput
@@ -256,6 +289,7 @@ def main(argv):
         "flow": (flow_part, flow_table),
         "export": (export_part, export_table),
         "profile": (profile_part, profile_table),
+        "torchvision": (torchvision_part, torchvision_table),
     }
     everything = {"smoke": FLAGS.smoke, "cpu_count": os.cpu_count()}
     tables = []

@@ -1,0 +1,130 @@
+"""d3d_tf's S3D-G and S3D against torchvision's S3D, side by side on this machine (used by
+`python -m d3d_tf.benchmark --parts=torchvision`; needs the `[torchvision]` extra).
+
+Each measurement runs in a fresh process (TensorFlow and PyTorch in one process would share
+oneDNN's and OpenMP's thread pools), and the frameworks alternate round after round, so a
+change of machine load hits all of them alike. Every process pins the same number of threads.
+
+    rows = compare("inference", frames=64, size=224, batch=1, threads=2, rounds=2, iters=3)
+
+Cases: `d3d_tf s3dg` (the project's S3D-G, gated), `d3d_tf s3d_torchvision` (the preset with
+torchvision's exact architecture: no gating, separable stem, BN with gamma) and `torchvision
+s3d` (`torchvision.models.video.s3d`, random weights). Inputs are random clips
+`[B,T,H,W,3]` in [-1,1] (PyTorch: `[B,3,T,H,W]`); a train step is forward, cross-entropy,
+backward and one SGD (momentum 0.9) update.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+CASES = (("d3d_tf", "s3dg"), ("d3d_tf", "s3d_torchvision"), ("torchvision", "s3d"))
+WHATS = ("inference", "train_step")
+
+
+def torch_available() -> bool:
+    """Whether torch and torchvision are installed (found, not imported: importing torch
+    into a process that holds TensorFlow can crash it)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "torchvision"))
+
+
+def _seconds_d3d(model: str, what: str, frames: int, size: int, batch: int, threads: int,
+                 iters: int) -> float:
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    import numpy as np
+
+    from d3d_tf.benchmark import model as speed
+
+    fn, _ = speed.make_step(what, name=model, frames=frames, size=size, batch=batch,
+                            mode="function", depth_multiplier=1.0)
+    return speed.median_seconds(lambda: np.asarray(fn()), warmup=1, iters=iters)
+
+
+def _seconds_torch(what: str, frames: int, size: int, batch: int, threads: int,
+                   iters: int) -> float:
+    import torch
+    import torchvision
+
+    from d3d_tf.benchmark import latency
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = torchvision.models.video.s3d(weights=None, num_classes=400)
+    if size < 224:  # its head pools a fixed 2x7x7 window: small smoke clips need an adaptive one
+        net.avgpool = torch.nn.AdaptiveAvgPool3d(1)
+    clips = torch.rand(batch, 3, frames, size, size) * 2 - 1
+    labels = torch.randint(0, 400, (batch,))
+    if what == "inference":
+        net.eval()
+
+        def step():
+            with torch.no_grad():
+                return net(clips)
+    else:
+        net.train()
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(net(clips), labels)
+            loss.backward()
+            optimizer.step()
+            return loss.item()
+    return latency.measure(step, warmup=1, runs=iters).median_ms / 1e3
+
+
+def measure_one(case: dict) -> float:
+    """Seconds per call of one case (`framework`, `model`, `what`, `frames`, `size`, `batch`,
+    `threads`, `iters`), in this process."""
+    args = {k: case[k] for k in ("what", "frames", "size", "batch", "threads", "iters")}
+    if case["framework"] == "torchvision":
+        return _seconds_torch(**args)
+    return _seconds_d3d(case["model"], **args)
+
+
+def _in_subprocess(case: dict) -> float:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": str(case["threads"])}
+    done = subprocess.run([sys.executable, "-m", __name__, json.dumps(case)], env=env,
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        last = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        raise RuntimeError(f"{case['framework']} {case['model']} {case['what']} failed: "
+                           f"{last[0]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def compare(what: str, *, frames: int, size: int, batch: int = 1, threads: int = 2,
+            rounds: int = 2, iters: int = 3, cases=CASES, log=None,
+            measure=_in_subprocess) -> list[dict]:
+    """One row per case: the median over `rounds` of each process's median seconds per call,
+    the per-round values, and `torchvision_over_this` (torchvision's seconds / this case's:
+    how many times faster than torchvision; 1.0 for torchvision itself)."""
+    if what not in WHATS:
+        raise ValueError(f"what must be one of {WHATS}, got {what!r}")
+    seconds = {case: [] for case in cases}
+    for r in range(rounds):
+        for framework, model in cases:
+            s = measure({"framework": framework, "model": model, "what": what,
+                         "frames": frames, "size": size, "batch": batch,
+                         "threads": threads, "iters": iters})
+            seconds[(framework, model)].append(s)
+            if log:
+                log(f"torchvision {what} round {r + 1}/{rounds}: {framework} {model} {s:.3f} s")
+    medians = {case: statistics.median(v) for case, v in seconds.items()}
+    reference = medians.get(("torchvision", "s3d"))
+    return [{"framework": f, "model": m, "what": what, "frames": frames, "size": size,
+             "batch": batch, "threads": threads, "seconds": medians[(f, m)],
+             "rounds": seconds[(f, m)],
+             "torchvision_over_this": reference / medians[(f, m)] if reference else None}
+            for f, m in cases]
+
+
+if __name__ == "__main__":
+    print(measure_one(json.loads(sys.argv[1])))
