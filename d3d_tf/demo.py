@@ -59,8 +59,8 @@ def main(argv):
     for seed in range(FLAGS.seeds):
         for stage in seed_stages(out, FLAGS.configs, records, seed):
             run_stage(out, stage)
-    # Motion probes at 3A (PWC, frozen) of seed 0's teacher, baseline and D3D.
-    for name, args in demo_probes.stage_args(out, FLAGS.configs, records):
+    # Motion probes at 3A (PWC, frozen): seed 0's teacher, every seed's baseline and D3D.
+    for name, args in demo_probes.stage_args(out, FLAGS.configs, records, FLAGS.seeds):
         run_stage(out, Stage(name, _python_module("probe", *args)))
     # Seed 0's student is the one exported.
     d3d_model = os.path.join(out, "runs", "d3d" + demo_report.run_suffix(0), "model")

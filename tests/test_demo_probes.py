@@ -18,6 +18,39 @@ def test_probe_stages_cover_teacher_baseline_and_d3d_with_their_modalities():
     assert "--eval_data=out/records/test-*.tfrecord" in stages["probe_teacher"]
 
 
+def test_every_seed_gets_baseline_and_d3d_probes_and_seed_0_the_teacher_too():
+    stages = dict(demo_probes.stage_args("out", "configs/demo", "out/records", seeds=3))
+    assert list(stages) == ["probe_teacher", "probe_baseline", "probe_d3d",
+                            "probe_baseline_seed1", "probe_d3d_seed1",
+                            "probe_baseline_seed2", "probe_d3d_seed2"]
+    assert "--model_dir=out/runs/d3d_seed2/model" in stages["probe_d3d_seed2"]
+    assert "--out_dir=out/probes/baseline_seed1" in stages["probe_baseline_seed1"]
+
+
+def test_seed_table_says_whether_every_seed_agrees(tmp_path):
+    out = str(tmp_path)
+    _probe(out, "baseline", "S3D-G", "rgb", [1.5, 1.6, 1.4, 1.5])
+    _probe(out, "d3d", "D3D", "rgb", [1.0, 1.1, 0.9, 1.2])
+    assert demo_probes.seed_lines(out) == []       # one seed: seed 0's verdict only
+    _probe(out, "baseline_seed1", "S3D-G", "rgb", [1.6, 1.6, 1.6, 1.6])
+    _probe(out, "d3d_seed1", "D3D", "rgb", [1.2, 1.3, 1.7, 1.2])
+    text = "\n".join(demo_probes.seed_lines(out))
+    assert "| 0 | 1.500 | 1.050 | +0.450 | 4 of 4 clips |" in text
+    assert "| 1 | 1.600 | 1.350 | +0.250 | 3 of 4 clips |" in text
+    assert "better than S3D-G's in every seed (mean gap 0.350 ± 0.141 px, 18 %" in text
+    # A third seed where D3D is worse: the signs disagree, so no claim.
+    _probe(out, "baseline_seed2", "S3D-G", "rgb", [1.0, 1.0, 1.0, 1.0])
+    _probe(out, "d3d_seed2", "D3D", "rgb", [1.2, 1.2, 1.2, 1.2])
+    text = "\n".join(demo_probes.seed_lines(out))
+    assert "| 2 | 1.000 | 1.200 | -0.200 | 0 of 4 clips |" in text
+    assert "**no reliable difference** at 3A: D3D's EPE is lower in 2 of 3 seeds" in text
+    # Worse in every seed is said plainly.
+    _probe(out, "d3d", "D3D", "rgb", [1.9, 1.9, 1.9, 1.9])
+    _probe(out, "d3d_seed1", "D3D", "rgb", [1.9, 1.9, 1.9, 1.9])
+    text = "\n".join(demo_probes.seed_lines(out))
+    assert "decodes flow **worse** than S3D-G's in every seed" in text
+
+
 def _probe(out, name, label, modality, clip_epes, zeros=2.0, seed=0):
     d = demo_probes.probe_dir(out, name)
     os.makedirs(os.path.join(d, "3A"), exist_ok=True)
