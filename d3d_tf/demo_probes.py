@@ -86,9 +86,10 @@ def interpretation(runs: dict) -> list[str]:
         else:
             lines.append(f"- No reliable difference between D3D and S3D-G at 3A ({d3d:.3f} vs "
                          f"{base:.3f} px, D3D lower on {won} of {n} clips).")
-    lines.append("- Seed 0's networks, a decoder trained for a few hundred steps on a small "
-                 "synthetic set: these EPEs say what these features hold, not the paper's "
-                 "numbers.")
+    steps = runs["baseline"].get("train_steps")
+    lines.append(f"- Seed 0's networks, a decoder trained for {steps or 'a few hundred'} steps "
+                 "on a small synthetic set: these EPEs say what these features hold, not the "
+                 "paper's numbers.")
     return lines
 
 

@@ -56,6 +56,7 @@ def _probe(out, name, label, modality, clip_epes, zeros=2.0, seed=0):
     os.makedirs(os.path.join(d, "3A"), exist_ok=True)
     clips = [{"video_id": f"v{i}", "epe": e, "zeros_epe": zeros} for i, e in enumerate(clip_epes)]
     run = {"label": label, "modality": modality, "decoder": "pwc", "finetune": False,
+           "train_steps": 1000,
            "results": [{"alias": "3A", "endpoint": "MaxPool_3a_3x3",
                         "epe": float(np.mean(clip_epes)), "zeros_epe": zeros, "clips": clips}]}
     with open(os.path.join(d, "probe.json"), "w") as f:
@@ -82,6 +83,7 @@ def test_report_section_holds_the_probe_numbers_and_says_what_they_show(tmp_path
     assert "| PWC | RGB | D3D | frozen | 1.050 | 2.000 |" in report
     assert "D3D's 3A decodes flow better than S3D-G's (1.050 vs 1.500 px, lower on 4 of 4" in report
     assert "](probes/fig5_flow_3a.png)" in report
+    assert "a decoder trained for 1000 steps" in report
     with open(os.path.join(out, "probes", "fig5_flow_3a.png"), "rb") as f:
         assert f.read(4) == b"\x89PNG"
     # Within noise: D3D lower on 2 of 4 clips, mean gap below 5% of the all-zeros EPE.
