@@ -138,6 +138,24 @@ def _mean_top1(evals, name):
     return statistics.mean(values) if values else None
 
 
+SEED_COLUMNS = (("teacher", "flow teacher"), ("baseline", "S3D-G"), ("d3d", "D3D"),
+                ("d3d+baseline", "D3D + S3D-G"))
+
+
+def seed_table(evals) -> list[str]:
+    """Video top-1 of every run in every seed (markdown), when there is more than one seed."""
+    if sum(1 for e in evals if e) < 2:
+        return []
+    lines = ["| Seed | " + " | ".join(label for _, label in SEED_COLUMNS) + " |",
+             "| ---: |" + " ---: |" * len(SEED_COLUMNS)]
+    for seed, e in enumerate(evals):
+        if e:
+            lines.append(f"| {seed} | " + " | ".join(
+                f"{100 * e[n]['video']['top1']:.1f}" if n in e else "–"
+                for n, _ in SEED_COLUMNS) + " |")
+    return ["Video top-1 (%) per seed:", ""] + lines + [""]
+
+
 def _interpretation(evals, seeds: int, num_classes: int = 0) -> list[str]:
     """What this run's numbers say, written from the numbers rather than assumed
     (`num_classes`: for the chance level; 0 = unknown)."""
@@ -201,6 +219,13 @@ def _interpretation(evals, seeds: int, num_classes: int = 0) -> list[str]:
             verdict = ("**below** the better of the two: averaging in the weaker network's "
                        "softmax cost more than their different errors gained")
         lines.append(f"- The D3D + S3D-G ensemble ({ensemble:.1%}) is {verdict}.")
+        per_seed = [e["d3d+baseline"]["video"]["top1"] >= max(e["d3d"]["video"]["top1"],
+                                                               e["baseline"]["video"]["top1"])
+                    for e in evals if e and all(n in e for n in ("d3d+baseline", "d3d",
+                                                                  "baseline"))]
+        if len(per_seed) > 1:
+            lines.append(f"- The ensemble is at least as good as both networks in "
+                         f"{sum(per_seed)} of {len(per_seed)} seeds.")
     if len(pairs) > 1:
         lines.append(f"- D3D beat the baseline in {wins} of {len(pairs)} seeds.")
     count = next((e["d3d"]["video"].get("count") for e in evals if e and "d3d" in e), None)
@@ -281,6 +306,7 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None) -
                      "approach pays at inference and D3D does not.")
     lines += ["", ("Top-1 and top-5 are video-level (mean softmax of the evaluation clips). "
               "Step times are medians of the training loop on this CPU."), ""]
+    lines += seed_table(evals)
 
     lines += ["## What these numbers show, and what they do not", ""]
     lines += _interpretation(evals, seeds, len(labels))

@@ -92,6 +92,9 @@ def test_report_table_holds_the_measured_numbers(tmp_path, monkeypatch):
     assert "0.100 s per frame pair" in report
     assert "D3D (55.0%) beats the RGB baseline (30.0%)" in report
     assert "D3D beat the baseline in 2 of 2 seeds" in report
+    assert "| 0 | 80.0 | 25.0 | 50.0 | 62.5 |" in report     # the per-seed table
+    assert "| 1 | 90.0 | 35.0 | 60.0 | 72.5 |" in report
+    assert "at least as good as both networks in 2 of 2 seeds" in report
     assert "(move_left, move_right)" in report  # the classes, read from labels.txt
     assert "`videos/move_left/move_left_003.mp4` (true class: move_left): move_right 0.75" in report
 
@@ -142,6 +145,7 @@ def test_report_says_when_the_baseline_stayed_at_chance(tmp_path, monkeypatch):
     assert "show **no reliable difference**" in report  # gap 27.5 < 2 x std 28.3
     assert "near chance in 1 of 2 seeds" in report
     assert "**below** the better of the two" in report
+    assert "at least as good as both networks in 0 of 2 seeds" in report
 
 
 def test_report_line_reads_the_tflite_accuracy_from_the_model_card(tmp_path):
