@@ -107,32 +107,39 @@ def test_benchmark_smoke_runs_every_part(tmp_path):
         assert r["wall_s_per_step"] > 0
     versus = results["torchvision"]
     if versus_torchvision.torch_available():
-        assert [(r["what"], r["framework"]) for r in versus] == [
-            (w, f) for w in ("inference", "train_step") for f, _ in versus_torchvision.CASES]
+        cases = versus_torchvision.default_cases()
+        assert [(r["what"], r["framework"], r["model"], r["precision"]) for r in versus] == [
+            (w, *c) for w in ("inference", "train_step") for c in cases]
         assert all(r["seconds"] > 0 for r in versus)
         assert [r["torchvision_over_this"] for r in versus if r["framework"] == "torchvision"] \
-            == [1.0, 1.0]
+            == [1.0] * (2 * sum(c[0] == "torchvision" for c in cases))
     else:  # the optional extra is missing: the part says so instead of failing
         assert versus == [] and "torch / torchvision are not installed" in done.stdout
 
 
 def test_versus_torchvision_alternates_cases_and_divides_by_torchvision():
     calls = []
-    fake = {("d3d_tf", "s3dg"): [1.0, 3.0], ("d3d_tf", "s3d_torchvision"): [2.0, 2.0],
-            ("torchvision", "s3d"): [4.0, 8.0]}
+    cases = versus_torchvision.CASES + versus_torchvision.BF16_CASES
+    fake = {("d3d_tf", "s3dg", "float32"): [1.0, 3.0],
+            ("d3d_tf", "s3d_torchvision", "float32"): [2.0, 2.0],
+            ("torchvision", "s3d", "float32"): [4.0, 8.0],
+            ("d3d_tf", "s3dg", "bfloat16"): [0.5, 0.5],
+            ("torchvision", "s3d", "bfloat16"): [2.0, 2.0]}
 
     def measure(case):
-        calls.append((case["framework"], case["model"]))
-        return fake[(case["framework"], case["model"])][len(calls) > 3]
+        calls.append((case["framework"], case["model"], case["precision"]))
+        return fake[calls[-1]][len(calls) > len(cases)]
 
-    rows = versus_torchvision.compare("train_step", frames=8, size=32, rounds=2,
+    rows = versus_torchvision.compare("train_step", frames=8, size=32, rounds=2, cases=cases,
                                       measure=measure)
-    assert calls == list(versus_torchvision.CASES) * 2   # round after round, all cases each
-    got = {(r["framework"], r["model"]): r for r in rows}
-    assert got[("d3d_tf", "s3dg")]["seconds"] == 2.0     # median of 1 and 3
-    assert got[("d3d_tf", "s3dg")]["rounds"] == [1.0, 3.0]
-    assert got[("d3d_tf", "s3dg")]["torchvision_over_this"] == 3.0   # 6 / 2
-    assert got[("torchvision", "s3d")]["torchvision_over_this"] == 1.0
+    assert calls == list(cases) * 2   # round after round, every case once a round
+    got = {(r["framework"], r["model"], r["precision"]): r for r in rows}
+    assert got[("d3d_tf", "s3dg", "float32")]["seconds"] == 2.0     # median of 1 and 3
+    assert got[("d3d_tf", "s3dg", "float32")]["rounds"] == [1.0, 3.0]
+    assert got[("d3d_tf", "s3dg", "float32")]["torchvision_over_this"] == 3.0   # 6 / 2
+    assert got[("torchvision", "s3d", "float32")]["torchvision_over_this"] == 1.0
+    # bfloat16 is set against torchvision in bfloat16, not against its float32
+    assert got[("d3d_tf", "s3dg", "bfloat16")]["torchvision_over_this"] == 4.0   # 2 / 0.5
     with pytest.raises(ValueError, match="what must be one of"):
         versus_torchvision.compare("backward", frames=8, size=32, measure=measure)
 
@@ -143,12 +150,12 @@ def test_versus_torchvision_times_d3d_tf_in_its_own_process():
     preset with torchvision's architecture and hands back seconds."""
     (row,) = versus_torchvision.compare(
         "inference", frames=8, size=32, rounds=1, iters=1,
-        cases=(("d3d_tf", "s3d_torchvision"),))
+        cases=(("d3d_tf", "s3d_torchvision", "float32"),))
     assert row["seconds"] > 0 and row["torchvision_over_this"] is None
-    with pytest.raises(RuntimeError, match="d3d_tf no_such_model inference failed: .*"
+    with pytest.raises(RuntimeError, match="d3d_tf no_such_model float32 inference failed: .*"
                                            "Unknown model 'no_such_model'"):
         versus_torchvision.compare("inference", frames=8, size=32, rounds=1, iters=1,
-                                   cases=(("d3d_tf", "no_such_model"),))
+                                   cases=(("d3d_tf", "no_such_model", "float32"),))
 
 
 def test_profile_categories_and_op_table_parsing():

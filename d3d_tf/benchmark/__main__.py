@@ -19,7 +19,8 @@ Parts:
            elementwise; per conv lowering, at 64x224^2 (batch 1) and the demo size (batch 8)
   torchvision  S3D-G and S3D against torchvision's S3D at 64x224^2, batch 1, inference and
            train step, in alternating processes with --threads threads each; times faster
-           than torchvision. Needs the [torchvision] extra; skipped with a line without it
+           than torchvision, in float32 and (CPUs with native bf16) bfloat16 for both.
+           Needs the [torchvision] extra; skipped with a line without it
 Timings are medians after a warm-up call; numbers depend on the machine and its load.
 """
 from __future__ import annotations
@@ -255,7 +256,8 @@ def torchvision_part(log) -> list[dict]:
     for what in versus.WHATS:
         results += versus.compare(what, frames=frames, size=size, batch=1,
                                   threads=FLAGS.threads, rounds=1 if FLAGS.smoke else FLAGS.rounds,
-                                  iters=1 if FLAGS.smoke else FLAGS.iters, log=log)
+                                  iters=1 if FLAGS.smoke else FLAGS.iters,
+                                  cases=versus.default_cases(), log=log)
     return results
 
 
@@ -263,10 +265,12 @@ def torchvision_table(results) -> str:
     if not results:
         return "skipped: torch / torchvision are not installed (pip install -e '.[torchvision]')"
     r0 = results[0]
-    return (f"{r0['frames']}x{r0['size']}^2, batch {r0['batch']}, float32, {r0['threads']} "
-            "threads per process, median of the rounds' medians\n" + _table(
-                ("what", "framework", "model", "s/call", "rounds (s)", "x torchvision"),
-                [(r["what"], r["framework"], r["model"], f"{r['seconds']:.3f}",
+    return (f"{r0['frames']}x{r0['size']}^2, batch {r0['batch']}, {r0['threads']} threads per "
+            "process, median of the rounds' medians; x torchvision: against torchvision at "
+            "the same precision\n" + _table(
+                ("what", "framework", "model", "precision", "s/call", "rounds (s)",
+                 "x torchvision"),
+                [(r["what"], r["framework"], r["model"], r["precision"], f"{r['seconds']:.3f}",
                   " ".join(f"{s:.3f}" for s in r["rounds"]),
                   f"{r['torchvision_over_this']:.2f}") for r in results]))
 

@@ -9,7 +9,8 @@ change of machine load hits all of them alike. Every process pins the same numbe
 
 Cases: `d3d_tf s3dg` (the project's S3D-G, gated), `d3d_tf s3d_torchvision` (the preset with
 torchvision's exact architecture: no gating, separable stem, BN with gamma) and `torchvision
-s3d` (`torchvision.models.video.s3d`, random weights). Inputs are random clips
+s3d` (`torchvision.models.video.s3d`, random weights), in float32; on CPUs with native
+bfloat16 also S3D-G and torchvision in bfloat16 (compared with each other). Inputs are random clips
 `[B,T,H,W,3]` in [-1,1] (PyTorch: `[B,3,T,H,W]`); a train step is forward, cross-entropy,
 backward and one SGD (momentum 0.9) update.
 """
@@ -22,8 +23,20 @@ import statistics
 import subprocess
 import sys
 
-CASES = (("d3d_tf", "s3dg"), ("d3d_tf", "s3d_torchvision"), ("torchvision", "s3d"))
+# (framework, model, precision); bfloat16 is Keras `mixed_bfloat16` and `torch.autocast`.
+CASES = (("d3d_tf", "s3dg", "float32"), ("d3d_tf", "s3d_torchvision", "float32"),
+         ("torchvision", "s3d", "float32"))
+BF16_CASES = (("d3d_tf", "s3dg", "bfloat16"), ("torchvision", "s3d", "bfloat16"))
 WHATS = ("inference", "train_step")
+
+
+def default_cases() -> tuple:
+    """The float32 cases, and bfloat16 for both frameworks where this CPU computes it natively
+    (AVX512-BF16 / AMX: where `--precision=auto` may pick it)."""
+    from d3d_tf.models import cpu_choices
+
+    native = bool(cpu_choices.has_native_bfloat16(cpu_choices.cpu_flags()))
+    return CASES + (BF16_CASES if native else ())
 
 
 def torch_available() -> bool:
@@ -32,8 +45,8 @@ def torch_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("torch", "torchvision"))
 
 
-def _seconds_d3d(model: str, what: str, frames: int, size: int, batch: int, threads: int,
-                 iters: int) -> float:
+def _seconds_d3d(model: str, precision: str, what: str, frames: int, size: int, batch: int,
+                 threads: int, iters: int) -> float:
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -43,12 +56,12 @@ def _seconds_d3d(model: str, what: str, frames: int, size: int, batch: int, thre
     from d3d_tf.benchmark import model as speed
 
     fn, _ = speed.make_step(what, name=model, frames=frames, size=size, batch=batch,
-                            mode="function", depth_multiplier=1.0)
+                            mode="function", precision=precision, depth_multiplier=1.0)
     return speed.median_seconds(lambda: np.asarray(fn()), warmup=1, iters=iters)
 
 
-def _seconds_torch(what: str, frames: int, size: int, batch: int, threads: int,
-                   iters: int) -> float:
+def _seconds_torch(precision: str, what: str, frames: int, size: int, batch: int,
+                   threads: int, iters: int) -> float:
     import torch
     import torchvision
 
@@ -61,11 +74,15 @@ def _seconds_torch(what: str, frames: int, size: int, batch: int, threads: int,
         net.avgpool = torch.nn.AdaptiveAvgPool3d(1)
     clips = torch.rand(batch, 3, frames, size, size) * 2 - 1
     labels = torch.randint(0, 400, (batch,))
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
     if what == "inference":
         net.eval()
 
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 return net(clips)
     else:
         net.train()
@@ -73,7 +90,9 @@ def _seconds_torch(what: str, frames: int, size: int, batch: int, threads: int,
 
         def step():
             optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(net(clips), labels)
+            with autocast():
+                logits = net(clips)
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels)
             loss.backward()
             optimizer.step()
             return loss.item()
@@ -81,9 +100,10 @@ def _seconds_torch(what: str, frames: int, size: int, batch: int, threads: int,
 
 
 def measure_one(case: dict) -> float:
-    """Seconds per call of one case (`framework`, `model`, `what`, `frames`, `size`, `batch`,
-    `threads`, `iters`), in this process."""
-    args = {k: case[k] for k in ("what", "frames", "size", "batch", "threads", "iters")}
+    """Seconds per call of one case (`framework`, `model`, `precision`, `what`, `frames`,
+    `size`, `batch`, `threads`, `iters`), in this process."""
+    args = {k: case[k] for k in ("precision", "what", "frames", "size", "batch", "threads",
+                                 "iters")}
     if case["framework"] == "torchvision":
         return _seconds_torch(**args)
     return _seconds_d3d(case["model"], **args)
@@ -95,7 +115,8 @@ def _in_subprocess(case: dict) -> float:
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         last = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
-        raise RuntimeError(f"{case['framework']} {case['model']} {case['what']} failed: "
+        raise RuntimeError(f"{case['framework']} {case['model']} {case['precision']} "
+                           f"{case['what']} failed: "
                            f"{last[0]}")
     return float(done.stdout.strip().splitlines()[-1])
 
@@ -104,26 +125,30 @@ def compare(what: str, *, frames: int, size: int, batch: int = 1, threads: int =
             rounds: int = 2, iters: int = 3, cases=CASES, log=None,
             measure=_in_subprocess) -> list[dict]:
     """One row per case: the median over `rounds` of each process's median seconds per call,
-    the per-round values, and `torchvision_over_this` (torchvision's seconds / this case's:
-    how many times faster than torchvision; 1.0 for torchvision itself)."""
+    the per-round values, and `torchvision_over_this` (torchvision's seconds at the same
+    precision / this case's: how many times faster than torchvision; 1.0 for torchvision
+    itself, None without a torchvision case of that precision)."""
     if what not in WHATS:
         raise ValueError(f"what must be one of {WHATS}, got {what!r}")
     seconds = {case: [] for case in cases}
     for r in range(rounds):
-        for framework, model in cases:
-            s = measure({"framework": framework, "model": model, "what": what,
-                         "frames": frames, "size": size, "batch": batch,
+        for framework, model, precision in cases:
+            s = measure({"framework": framework, "model": model, "precision": precision,
+                         "what": what, "frames": frames, "size": size, "batch": batch,
                          "threads": threads, "iters": iters})
-            seconds[(framework, model)].append(s)
+            seconds[(framework, model, precision)].append(s)
             if log:
-                log(f"torchvision {what} round {r + 1}/{rounds}: {framework} {model} {s:.3f} s")
+                log(f"torchvision {what} round {r + 1}/{rounds}: {framework} {model} "
+                    f"{precision} {s:.3f} s")
     medians = {case: statistics.median(v) for case, v in seconds.items()}
-    reference = medians.get(("torchvision", "s3d"))
-    return [{"framework": f, "model": m, "what": what, "frames": frames, "size": size,
-             "batch": batch, "threads": threads, "seconds": medians[(f, m)],
-             "rounds": seconds[(f, m)],
-             "torchvision_over_this": reference / medians[(f, m)] if reference else None}
-            for f, m in cases]
+    rows = []
+    for (f, m, p), sec in medians.items():
+        reference = medians.get(("torchvision", "s3d", p))
+        rows.append({"framework": f, "model": m, "precision": p, "what": what,
+                     "frames": frames, "size": size, "batch": batch, "threads": threads,
+                     "seconds": sec, "rounds": seconds[(f, m, p)],
+                     "torchvision_over_this": reference / sec if reference else None})
+    return rows
 
 
 if __name__ == "__main__":
