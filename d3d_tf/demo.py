@@ -4,7 +4,8 @@
 
 Stages (each a `python -m d3d_tf.<tool>` command, printed before it runs):
 synthetic videos -> TFRecords with TV-L1 flow -> flow teacher, RGB S3D-G baseline, D3D student
--> evaluation of all three and the D3D+S3D-G ensemble -> flow probes at 3A of all three ->
+-> evaluation of all three and the D3D+S3D-G ensemble -> flow probes at 3A (seed 0's teacher,
+every seed's baseline and D3D) ->
 SavedModel and TFLite export of D3D -> `predict` on a held-out video -> `demo_out/report.md`.
 
 A finished stage leaves `demo_out/stages/<stage>.done` holding its command; rerunning skips it
