@@ -65,10 +65,10 @@ def _network_gflops(model_dir: str) -> float | None:
 
 def tflite_accuracy_lines(export_dir: str) -> list[str]:
     """The accuracy each TFLite export measured (its `*_model_card.json`), a line each."""
-    import glob
+    from d3d_tf.export import common
 
     lines = []
-    for card_path in sorted(glob.glob(os.path.join(export_dir, "*_model_card.json"))):
+    for card_path in sorted(glob.glob(os.path.join(export_dir, f"*_{common.MODEL_CARD_JSON}"))):
         with open(card_path) as f:
             card = json.load(f)
         acc = card.get("accuracy")
@@ -219,10 +219,10 @@ def _interpretation(evals, seeds: int, num_classes: int = 0) -> list[str]:
             verdict = ("**below** the better of the two: averaging in the weaker network's "
                        "softmax cost more than their different errors gained")
         lines.append(f"- The D3D + S3D-G ensemble ({ensemble:.1%}) is {verdict}.")
-        per_seed = [e["d3d+baseline"]["video"]["top1"] >= max(e["d3d"]["video"]["top1"],
-                                                               e["baseline"]["video"]["top1"])
-                    for e in evals if e and all(n in e for n in ("d3d+baseline", "d3d",
-                                                                  "baseline"))]
+        runs = ("d3d+baseline", "d3d", "baseline")
+        top1 = [[e[n]["video"]["top1"] for n in runs] for e in evals
+                if e and all(n in e for n in runs)]
+        per_seed = [ens >= max(d, b) for ens, d, b in top1]
         if len(per_seed) > 1:
             lines.append(f"- The ensemble is at least as good as both networks in "
                          f"{sum(per_seed)} of {len(per_seed)} seeds.")

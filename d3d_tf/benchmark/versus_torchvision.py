@@ -116,8 +116,7 @@ def _in_subprocess(case: dict) -> float:
     if done.returncode != 0:
         last = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
         raise RuntimeError(f"{case['framework']} {case['model']} {case['precision']} "
-                           f"{case['what']} failed: "
-                           f"{last[0]}")
+                           f"{case['what']} failed: {last[0]}")
     return float(done.stdout.strip().splitlines()[-1])
 
 

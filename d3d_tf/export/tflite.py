@@ -42,7 +42,7 @@ from absl import logging
 from ai_edge_litert import schema_py_generated as schema
 
 from d3d_tf import atomic, preprocessing
-from d3d_tf.data import damaged_shards
+from d3d_tf.data import damaged_shards, pipeline, read_errors
 from d3d_tf.export import common
 
 QUANTIZE_MODES = common.QUANTIZE_MODES
@@ -142,8 +142,6 @@ def record_clips(file_pattern: str, n: int, shape,
 def labelled_record_clips(file_pattern: str, n: int, shape,
                           skip_damaged=None) -> Iterable[tuple[np.ndarray, int]]:
     """(uint8 clip `[1,T,H,W,3]`, label) pairs, read as `record_clips` reads them."""
-    from d3d_tf.data import pipeline, read_errors
-
     t, h, _, _ = shape
     cfg = pipeline.PipelineConfig(file_pattern=file_pattern, num_frames=t, crop_size=h,
                                   training=False, batch_size=1, num_clips=1,
@@ -265,10 +263,9 @@ def export_tflite(config: common.ExportConfig) -> str:
     if config.skip_corrupt_records and not config.calibration_data:
         raise ValueError("--skip_corrupt_records applies to the records of --calibration_data")
     # A glob that matches nothing is refused before the minute-long conversion, not after.
-    from d3d_tf.data import pipeline
-    for glob in (config.calibration_data, config.accuracy_data):
-        if glob:
-            pipeline.list_files(glob)
+    for pattern in (config.calibration_data, config.accuracy_data):
+        if pattern:
+            pipeline.list_files(pattern)
     model, spec, model_dir = common.load_for_export(
         config.model_dir, frames=config.num_frames, size=config.crop_size, pooling="2d",
         conv_impl="2d_all")
