@@ -1,6 +1,6 @@
-"""evaluate / predict refuse non-positive sizes and counts at flag parsing (before any model
-loads), evaluate refuses an empty glob, and train a batch that the replicas do not divide:
-each with one line naming the flag."""
+"""train / export / evaluate / predict refuse non-positive sizes and counts at flag parsing
+(before any model loads), evaluate refuses an empty glob, and train a batch that the replicas
+do not divide: each with one line naming the flag."""
 import os
 import subprocess
 import sys
@@ -57,6 +57,52 @@ def test_predict_flag_bounds_are_one_line_before_any_model_loads(tmp_path):
         assert code != 0 and lines[0].startswith(
             f"FATAL Flags parsing error: flag --{name}=0: "), (name, lines)
         assert not any(missing in ln or "Traceback" in ln for ln in lines), lines
+
+
+# The values docs/failures.md names. Each is parsed in one subprocess per CLI (importing two
+# CLIs in one process would collide on their flags); one real run per CLI checks the output.
+_BAD_VALUES = {
+    "train": ["--checkpoint_every=0", "--log_every=0", "--num_frames=0",
+              "--learning_rate=-0.1", "--frame_stride=0", "--train_steps=0",
+              "--max_checkpoints=0", "--batch_size=0", "--crop_size=0"],
+    "export": ["--num_frames=0", "--crop_size=0", "--top_k=0", "--version=0",
+               "--calibration_clips=0"],
+}
+_PARSE_EACH = """
+import copy, sys
+from absl import flags
+from d3d_tf import {module}  # noqa: F401 (defines the flags)
+for value in sys.argv[1:]:
+    try:
+        copy.deepcopy(flags.FLAGS)(["{module}", value])
+    except flags.IllegalFlagValueError as e:
+        print(value, "|", str(e).splitlines()[0])
+    else:
+        print(value, "| ACCEPTED")
+"""
+
+
+def test_train_and_export_flag_bounds_are_refused_at_parsing():
+    for module, values in _BAD_VALUES.items():
+        target = "d3d_tf.export.__main__" if module == "export" else f"d3d_tf.{module}"
+        script = _PARSE_EACH.replace("from d3d_tf import {module}", f"import {target}")
+        proc = subprocess.run([sys.executable, "-c", script.format(module=module), *values],
+                              cwd=H.REPO, env=H.env(), capture_output=True, text=True,
+                              timeout=900, check=True)
+        results = dict(ln.split(" | ", 1) for ln in proc.stdout.splitlines() if " | " in ln)
+        assert set(results) == set(values), proc.stdout
+        for value, message in results.items():
+            assert message.startswith(f"flag {value}: "), (module, value, message)
+
+
+def test_train_and_export_print_the_bound_first(tmp_path):
+    for module, args in (("d3d_tf.train", ["--train_data=x-*.tfrecord", "--checkpoint_every=0"]),
+                         ("d3d_tf.export", [f"--out_dir={tmp_path / 'out'}", "--num_frames=0"])):
+        code, lines = _run("-m", module, f"--model_dir={tmp_path / 'run'}", *args)
+        assert code != 0 and lines[0].startswith(
+            f"FATAL Flags parsing error: flag {args[-1]}: "), (module, lines)
+        assert not any("Traceback" in ln for ln in lines), (module, lines)
+    assert not os.listdir(tmp_path)  # nothing written
 
 
 def test_evaluate_on_an_empty_glob_is_one_line(tmp_path):
