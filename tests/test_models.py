@@ -407,7 +407,9 @@ def test_fused_batch_norm_matches_keras_batch_norm():
     "kernel,strides,padding",
     [((3, 7, 7), (2, 2, 2), "same"), ((7, 7, 7), (2, 2, 2), "same"),
      ((3, 3, 3), (1, 1, 1), "same"), ((3, 7, 7), (2, 2, 2), "valid"),
-     ((1, 3, 3), (1, 2, 2), "same"), ((3, 1, 1), (2, 1, 1), "same")],
+     ((1, 3, 3), (1, 2, 2), "same"), ((3, 1, 1), (2, 1, 1), "same"),
+     # the view of the clip longer than the clip (padded) and shorter (cropped)
+     ((1, 3, 3), (2, 2, 2), "same"), ((2, 3, 3), (3, 1, 1), "valid")],
 )
 def test_conv3d_as_2d_equals_conv3d(frames, kernel, strides, padding):
     """Every lowering (per-frame, temporal, sum over shifted frames) equals tf.nn.conv3d."""

@@ -145,18 +145,32 @@ def _conv3d_padded_channels(x, kernel, strides, padding):
 
 
 def _conv3d_as_2d_sum(x, kernel, strides, padding):
-    """Full 3D conv as `sum_dt conv2d(frames[st*t' + dt], kernel[dt])` with TF padding rules."""
-    t = _dims(x)[1]
+    """Full 3D conv as `sum_dt conv2d(frames[st*t' + dt], kernel[dt])` with TF padding rules.
+
+    The frames of each `dt` are a stride-1 slice of a `[B, L/st, st, H*W*C]` view of the
+    (padded) clip, not a strided slice of time: TFLite runs a strided `STRIDED_SLICE` of a 5D
+    tensor outside XNNPACK, and that took longer than the stem's convs (docs/export.md).
+    """
+    _, t, h, w, c = _dims(x)
     kt, st = kernel.shape[0], strides[0]
     if padding == "same":
         t_out = -(-t // st)
-        pad = max((t_out - 1) * st + kt - t, 0)
-        x = ops.pad(x, ((0, 0), (pad // 2, pad - pad // 2), (0, 0), (0, 0), (0, 0)))
+        front = max((t_out - 1) * st + kt - t, 0) // 2
     else:
         t_out = (t - kt) // st + 1
+        front = 0
+    # The view holds frames 0 .. L-1 of the padded clip; the last one read is st*(t_out-1)+kt-1.
+    length = st * (t_out + (kt - 1) // st)
+    back = length - t - front
+    if front or back > 0:
+        x = ops.pad(x, ((0, 0), (front, max(back, 0)), (0, 0), (0, 0), (0, 0)))
+    if back < 0:
+        x = ops.slice(x, (0, 0, 0, 0, 0), (-1, length, h, w, c))
+    view = ops.reshape(x, (-1, length // st, st, h * w * c))
     y = None
     for dt in range(kt):
-        frames = x[:, dt : dt + st * (t_out - 1) + 1 : st]  # [B,t_out,H,W,C]
+        frames = ops.slice(view, (0, dt // st, dt % st, 0), (-1, t_out, 1, h * w * c))
+        frames = ops.reshape(frames, (-1, t_out, h, w, c))
         term = _conv2d_frames(frames, kernel[dt], strides[1:], padding)
         y = term if y is None else y + term
     return y
@@ -374,7 +388,8 @@ class SelfGating(keras.layers.Layer):
     def call(self, x):
         context = ops.mean(x, axis=(1, 2, 3))  # [B,C]
         gate = ops.sigmoid(ops.matmul(context, self.transformer_W[0, 0, 0]))
-        return x * gate[:, None, None, None, :]
+        # A reshape, not gate[:, None, None, None, :], which TFLite keeps as a STRIDED_SLICE.
+        return x * ops.reshape(gate, (-1, 1, 1, 1, gate.shape[-1]))
 
     def get_config(self):
         return {**super().get_config(), "weight_decay": self.weight_decay}
