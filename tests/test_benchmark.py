@@ -94,10 +94,15 @@ def test_benchmark_smoke_runs_every_part(tmp_path):
         assert r["clips_per_s"] > 0 and r["record_bytes"] > 0
     assert [r["workers"] for r in results["flow"]] == [1, 2]
     assert all(r["pairs"] == 2 * r["workers"] and r["pairs_per_s"] > 0 for r in results["flow"])
-    formats = [r["format"] for r in results["export"]]
-    assert formats == ["SavedModel", "TFLite float32", "TFLite int8"]
-    sizes = {r["format"]: r["bytes"] for r in results["export"]}
+    export = results["export"]
+    assert [(r["format"], r.get("threads")) for r in export] == [
+        ("SavedModel", None), ("TFLite float32", 1), ("TFLite int8", 1),
+        ("TFLite float32", 2), ("TFLite int8", 2)]
+    sizes = {r["format"]: r["bytes"] for r in export}
     assert sizes["TFLite int8"] < sizes["TFLite float32"]  # int8 weights really are smaller
+    for f32, i8 in (export[1:3], export[3:5]):  # the ratio is int8's over float32's, per threads
+        assert f32["over_float32"] == 1.0 and i8["over_float32"] == pytest.approx(
+            i8["ms"] / f32["ms"])
     profiles = results["profile"]
     assert [r["conv_impl"] for r in profiles] == ["2d", "3d"]
     for r in profiles:  # a train step: convolutions both ways, BN, and the shares add up

@@ -217,6 +217,28 @@ def test_latency_measure_reports_the_timed_calls(monkeypatch):
     assert stats.runs == 2 and stats.batch == 1 and stats.min_ms > 0
 
 
+def test_alternating_latency_calls_in_turn_and_times_each(monkeypatch):
+    # Two fake models that take 1 and 5 ms per call; the call order must interleave them.
+    clock, order = [0.0], []
+    monkeypatch.setattr(latency.time, "perf_counter", lambda: clock[0])
+
+    def model(name, ms):
+        def call():
+            order.append(name)
+            clock[0] += ms / 1e3
+        return call
+
+    fast, slow = latency.measure_alternating([model("a", 1.0), model("b", 5.0)], warmup=1,
+                                             runs=3)
+    assert order == ["a", "b"] * 4
+    assert (fast.runs, slow.runs) == (3, 3)
+    assert fast.median_ms == pytest.approx(1.0) and slow.median_ms == pytest.approx(5.0)
+    monkeypatch.undo()
+    path = H.tflite_file("float32")
+    first, second = latency.tflite_alternating([path, path], num_threads=1, warmup=1, runs=2)
+    assert first.runs == second.runs == 2 and first.min_ms > 0 and second.min_ms > 0
+
+
 def test_calibration_clips_from_tfrecords(tmp_path):
     from d3d_tf.data import records
 

@@ -13,7 +13,8 @@ Parts:
            extra cost)
   data     tf.data clips/s, RGB-only and RGB+flow, at the demo size and at 64x224^2
   flow     TV-L1 frame pairs/s as `prepare` runs it, with 1 and 2 worker processes
-  export   SavedModel vs TFLite float32 / int8 latency per clip
+  export   SavedModel vs TFLite float32 / int8 latency per clip (int8 and float32 alternating,
+           1 and 2 threads, with int8's ratio to float32)
   profile  where a train step's time goes (TF profiler): convolution forward / backward, batch
            norm, layout copies (transpose, reshape, concat, slice, pad), pooling, optimizer,
            elementwise; per conv lowering, at 64x224^2 (batch 1) and the demo size (batch 8)
@@ -188,15 +189,19 @@ def export_part(log) -> list[dict]:
             stats = latency.saved_model_latency(path, runs=runs)
             results.append({"case": label, "format": "SavedModel", "ms": stats.per_clip_ms,
                             "bytes": _dir_bytes(path)})
-            variants = ["float32", "int8"] if size < 224 or FLAGS.smoke else ["float32"]
-            for q in variants:
-                tfl = tflite.export_tflite(common.ExportConfig(
-                    model_dir=model_dir, out_dir=os.path.join(tmp, "tfl"), model_name="m",
-                    format="tflite", quantize=q, calibration_clips=4))
-                stats = latency.tflite_latency(tfl, runs=runs)
-                results.append({"case": label, "format": f"TFLite {q}", "ms": stats.per_clip_ms,
-                                "bytes": os.path.getsize(tfl)})
-            for r in results[-1 - len(variants):]:
+            tfl = {q: tflite.export_tflite(common.ExportConfig(
+                model_dir=model_dir, out_dir=os.path.join(tmp, "tfl"), model_name="m",
+                format="tflite", quantize=q, calibration_clips=4)) for q in ("float32", "int8")}
+            # float32 and int8 called in turn, so that load changes fall on both alike.
+            tfl_runs = 2 if FLAGS.smoke else (3 if size >= 224 else 300)
+            for threads in (1, 2):
+                f32, i8 = latency.tflite_alternating([tfl["float32"], tfl["int8"]],
+                                                     num_threads=threads, runs=tfl_runs)
+                for q, stats in (("float32", f32), ("int8", i8)):
+                    results.append({"case": label, "format": f"TFLite {q}", "threads": threads,
+                                    "ms": stats.per_clip_ms, "bytes": os.path.getsize(tfl[q]),
+                                    "over_float32": stats.median_ms / f32.median_ms})
+            for r in results[-5:]:
                 log(f"export {label} {r['format']}: {r['ms']:.1f} ms/clip")
     return results
 
@@ -206,8 +211,11 @@ def _dir_bytes(path):
 
 
 def export_table(results) -> str:
-    return _table(("case", "format", "size (MB)", "ms/clip"),
-                  [(r["case"], r["format"], f"{r['bytes'] / 1e6:.2f}", f"{r['ms']:.1f}")
+    """SavedModel (TF's threads) and TFLite (XNNPACK, 1 and 2 threads) per clip; x float32:
+    the TFLite model's latency over float32's at the same thread count."""
+    return _table(("case", "format", "threads", "size (MB)", "ms/clip", "x float32"),
+                  [(r["case"], r["format"], r.get("threads", "TF"), f"{r['bytes'] / 1e6:.2f}",
+                    f"{r['ms']:.2f}", f"{r['over_float32']:.2f}" if "over_float32" in r else "")
                    for r in results])
 
 

@@ -4,6 +4,7 @@ interpreter on uint8 clips, after warm-up.
     stats = saved_model_latency("exports/s3dg/1", batch=1, runs=20)
     stats = tflite_latency("exports/s3dg_float32.tflite", num_threads=2)
     print(stats.mean_ms, stats.p90_ms)
+    both = tflite_alternating(["m_float32.tflite", "m_int8.tflite"], num_threads=1, runs=300)
 """
 from __future__ import annotations
 
@@ -35,15 +36,27 @@ def measure(fn: Callable[[], object], *, warmup: int = 2, runs: int = 10,
             batch: int = 1) -> LatencyStats:
     """Calls `fn()` `warmup` times untimed (graph tracing, allocation, delegate setup), then
     `runs` times timed."""
+    return measure_alternating([fn], warmup=warmup, runs=runs, batch=batch)[0]
+
+
+def measure_alternating(fns: list[Callable[[], object]], *, warmup: int = 2, runs: int = 10,
+                        batch: int = 1) -> list[LatencyStats]:
+    """Like `measure` for several functions, called in turn within each run, so that a change
+    of machine load during the measurement falls on all of them alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    t = np.asarray(times)
-    return LatencyStats(runs=runs, batch=batch, mean_ms=float(t.mean()),
+        for fn, ms in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            ms.append((time.perf_counter() - start) * 1e3)
+    return [_stats(np.asarray(t), batch) for t in times]
+
+
+def _stats(t: np.ndarray, batch: int) -> LatencyStats:
+    return LatencyStats(runs=len(t), batch=batch, mean_ms=float(t.mean()),
                         median_ms=float(np.median(t)), p90_ms=float(np.percentile(t, 90)),
                         min_ms=float(t.min()))
 
@@ -71,11 +84,20 @@ def tflite_latency(path: str, *, num_threads: int | None = None, warmup: int = 2
                    runs: int = 10) -> LatencyStats:
     """Latency of one clip through a .tflite model with the LiteRT interpreter (default
     XNNPACK CPU delegate; `num_threads` None = all cores)."""
+    return tflite_alternating([path], num_threads=num_threads, warmup=warmup, runs=runs)[0]
+
+
+def tflite_alternating(paths: list[str], *, num_threads: int | None = None, warmup: int = 2,
+                       runs: int = 10) -> list[LatencyStats]:
+    """`tflite_latency` of several .tflite models (e.g. float32 and int8), called in turn
+    (`measure_alternating`), each on a random uint8 clip of its input shape."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=os.fspath(path),
-                              num_threads=num_threads or os.cpu_count())
-    runner = interpreter.get_signature_runner()
-    detail = runner.get_input_details()["frames"]
-    clip = _random_clip(tuple(detail["shape"])).astype(detail["dtype"])
-    return measure(lambda: runner(frames=clip), warmup=warmup, runs=runs, batch=1)
+    calls = []
+    for path in paths:
+        runner = Interpreter(model_path=os.fspath(path),
+                             num_threads=num_threads or os.cpu_count()).get_signature_runner()
+        detail = runner.get_input_details()["frames"]
+        clip = _random_clip(tuple(detail["shape"])).astype(detail["dtype"])
+        calls.append(lambda runner=runner, clip=clip: runner(frames=clip))
+    return measure_alternating(calls, warmup=warmup, runs=runs, batch=1)
