@@ -418,6 +418,7 @@ def test_conv3d_as_2d_equals_conv3d(frames, kernel, strides, padding):
     low = L.Conv3D(5, kernel, strides=strides, padding=padding, impl="2d_all")
     ref.build(x.shape)
     low.build(x.shape)
+    ref.set_weights([ref.get_weights()[0], np.arange(5, dtype="float32") - 2.0])  # nonzero bias
     low.set_weights(ref.get_weights())
     want, got = np.asarray(ref(x)), np.asarray(low(x))
     assert got.shape == want.shape

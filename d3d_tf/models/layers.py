@@ -86,18 +86,20 @@ class Conv3D(keras.layers.Conv3D):
         st, sh, sw = self.strides
         if self.resolved_impl == "3d" or self.dilation_rate != (1, 1, 1):
             return super().call(x)
+        bias = ops.cast(self.bias, x.dtype) if self.use_bias else None
         if kt == 1 and st == 1:
-            y = _conv2d_frames(x, self.kernel[0], (sh, sw), self.padding)
+            y = _conv2d_frames(x, self.kernel[0], (sh, sw), self.padding, bias)
         elif kh == 1 and kw == 1 and sh == 1 and sw == 1:
-            y = _conv2d_time(x, self.kernel[:, 0], (st, 1), self.padding)
-        elif self.resolved_impl == "2d_all" and x.shape[1] is not None:
-            y = _conv3d_as_2d_sum(x, self.kernel, self.strides, self.padding)
-        elif x.shape[-1] is not None and x.shape[-1] < MIN_CONV3D_CHANNELS:
-            y = _conv3d_padded_channels(x, self.kernel, self.strides, self.padding)
+            y = _conv2d_time(x, self.kernel[:, 0], (st, 1), self.padding, bias)
         else:
-            return super().call(x)
-        if self.use_bias:
-            y = y + ops.cast(self.bias, y.dtype)
+            if self.resolved_impl == "2d_all" and x.shape[1] is not None:
+                y = _conv3d_as_2d_sum(x, self.kernel, self.strides, self.padding)
+            elif x.shape[-1] is not None and x.shape[-1] < MIN_CONV3D_CHANNELS:
+                y = _conv3d_padded_channels(x, self.kernel, self.strides, self.padding)
+            else:
+                return super().call(x)
+            if bias is not None:
+                y = y + bias
         return self.activation(y) if self.activation is not None else y
 
     def get_config(self):
@@ -110,18 +112,25 @@ def _dims(x):
     return [x.shape[i] if x.shape[i] is not None else shape[i] for i in range(5)]
 
 
-def _conv2d_frames(x, kernel, strides, padding):
-    """Per-frame 2D conv: `[B,T,H,W,C]` as `[B*T,H,W,C]`."""
+# The bias is added before the reshape back to 5D: TFLite then fuses it into the CONV_2D, where
+# after the reshape it stayed a separate ADD per conv (the same numbers either way).
+def _conv2d_frames(x, kernel, strides, padding, bias=None):
+    """Per-frame 2D conv: `[B,T,H,W,C]` as `[B*T,H,W,C]`, plus `bias` `[C']` if given."""
     _, t, h, w, c = _dims(x)
     y = ops.conv(ops.reshape(x, (-1, h, w, c)), ops.cast(kernel, x.dtype), strides, padding)
+    if bias is not None:
+        y = y + bias
     _, h2, w2, c2 = _dims4(y)
     return ops.reshape(y, (-1, t, h2, w2, c2))
 
 
-def _conv2d_time(x, kernel, strides, padding):
-    """Temporal conv `[kt,1,1]`: `[B,T,H,W,C]` as `[B,T,H*W,C]` with a `(kt,1)` kernel."""
+def _conv2d_time(x, kernel, strides, padding, bias=None):
+    """Temporal conv `[kt,1,1]`: `[B,T,H,W,C]` as `[B,T,H*W,C]` with a `(kt,1)` kernel, plus
+    `bias` `[C']` if given."""
     _, t, h, w, c = _dims(x)
     y = ops.conv(ops.reshape(x, (-1, t, h * w, c)), ops.cast(kernel, x.dtype), strides, padding)
+    if bias is not None:
+        y = y + bias
     _, t2, _, c2 = _dims4(y)
     return ops.reshape(y, (-1, t2, h, w, c2))
 
@@ -145,7 +154,8 @@ def _conv3d_padded_channels(x, kernel, strides, padding):
 
 
 def _conv3d_as_2d_sum(x, kernel, strides, padding):
-    """Full 3D conv as `sum_dt conv2d(frames[st*t' + dt], kernel[dt])` with TF padding rules.
+    """Full 3D conv as `sum_dt conv2d(frames[st*t' + dt], kernel[dt])` with TF padding rules,
+    computed as one 2D conv over the `kt` frame sets stacked on the channel axis.
 
     The frames of each `dt` are a stride-1 slice of a `[B, L/st, st, H*W*C]` view of the
     (padded) clip, not a strided slice of time: TFLite runs a strided `STRIDED_SLICE` of a 5D
@@ -167,13 +177,12 @@ def _conv3d_as_2d_sum(x, kernel, strides, padding):
     if back < 0:
         x = ops.slice(x, (0, 0, 0, 0, 0), (-1, length, h, w, c))
     view = ops.reshape(x, (-1, length // st, st, h * w * c))
-    y = None
-    for dt in range(kt):
-        frames = ops.slice(view, (0, dt // st, dt % st, 0), (-1, t_out, 1, h * w * c))
-        frames = ops.reshape(frames, (-1, t_out, h, w, c))
-        term = _conv2d_frames(frames, kernel[dt], strides[1:], padding)
-        y = term if y is None else y + term
-    return y
+    frames = [ops.reshape(ops.slice(view, (0, dt // st, dt % st, 0), (-1, t_out, 1, h * w * c)),
+                          (-1, t_out, h, w, c)) for dt in range(kt)]
+    # One conv over the kt frame sets stacked on channels: [kh,kw,kt*C,O], channel dt*C + c.
+    kh, kw, cout = kernel.shape[1], kernel.shape[2], kernel.shape[4]
+    stacked = ops.reshape(ops.transpose(kernel, (1, 2, 0, 3, 4)), (kh, kw, kt * c, cout))
+    return _conv2d_frames(ops.concatenate(frames, axis=-1), stacked, strides[1:], padding)
 
 
 def _dims4(y):
