@@ -66,7 +66,7 @@ def test_benchmark_smoke_runs_every_part(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run(
         [sys.executable, "-m", "d3d_tf.benchmark", "--smoke", "--modes=eager,function",
-         "--precisions=float32,bfloat16", f"--json={out}"],
+         "--precisions=float32,bfloat16", "--conv_impls=2d,2d_spatial", f"--json={out}"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     for part in ("## model", "## distill", "## data", "## flow", "## export", "## profile",
@@ -75,10 +75,10 @@ def test_benchmark_smoke_runs_every_part(tmp_path):
     results = json.loads(out.read_text())
     model = results["model"]
     auto = cpu_choices.resolve_conv_impl("auto")
-    # tf.function compares both lowerings side by side; eager runs this CPU's auto choice
+    # tf.function compares the lowerings side by side; eager runs this CPU's auto choice
     assert sorted((r["what"], r["mode"], r["precision"], r["conv_impl"]) for r in model) == sorted(
         [(w, "function", p, c) for w in ("inference", "train_step")
-         for p in ("float32", "bfloat16") for c in ("2d", "3d")]
+         for p in ("float32", "bfloat16") for c in ("2d", "2d_spatial")]
         + [(w, "eager", p, auto) for w in ("inference", "train_step")
            for p in ("float32", "bfloat16")])
     assert cpu_choices.describe(cpu_choices.cpu_flags()) in done.stdout
@@ -104,7 +104,7 @@ def test_benchmark_smoke_runs_every_part(tmp_path):
         assert f32["over_float32"] == 1.0 and i8["over_float32"] == pytest.approx(
             i8["ms"] / f32["ms"])
     profiles = results["profile"]
-    assert [r["conv_impl"] for r in profiles] == ["2d", "3d"]
+    assert [r["conv_impl"] for r in profiles] == ["2d", "2d_spatial"]
     for r in profiles:  # a train step: convolutions both ways, BN, and the shares add up
         cats = r["categories"]
         assert cats["conv forward"] > 0 and cats["conv backward"] > 0 and cats["batch norm"] > 0

@@ -21,6 +21,33 @@ def test_flags_are_read_from_cpuinfo(tmp_path):
     assert cpu_choices.cpu_flags(str(tmp_path / "missing")) is None
 
 
+def test_onednn_isa_cap_hides_the_flags_above_it(tmp_path, monkeypatch):
+    """Under ONEDNN_MAX_CPU_ISA the rules see the CPU oneDNN is allowed to use: an AMX Xeon
+    capped at AVX2 gets the AVX2 choices (conv3d, float32), capped at AVX512_CORE no bf16."""
+    amx = AMX | {"avx_vnni", "avx512_fp16", "avx512_bf16"}
+    assert cpu_choices.cap_flags(amx, "AVX2") == AVX2 | {"avx_vnni"}
+    assert cpu_choices.auto_conv_impl(cpu_choices.cap_flags(amx, "AVX2")) == "2d_spatial"
+    assert cpu_choices.has_native_bfloat16(cpu_choices.cap_flags(amx, "AVX512_CORE")) is False
+    assert cpu_choices.cap_flags(amx, "AVX512_CORE_BF16") == amx - {"amx_tile", "amx_bf16"}
+    assert cpu_choices.has_native_bfloat16(cpu_choices.cap_flags(amx, "AVX512_CORE_BF16"))
+    assert "avx2" not in cpu_choices.cap_flags(amx, "AVX")
+    for whole in (None, "ALL", "AVX512_CORE_AMX", "NO_SUCH_ISA"):
+        assert cpu_choices.cap_flags(amx, whole) == amx
+    assert cpu_choices.cap_flags(None, "AVX2") is None
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("flags\t\t: fpu avx avx2 fma avx512f avx512_bf16\n")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert cpu_choices.cpu_flags(str(info)) == {"fpu", "avx", "avx2", "fma"}
+    assert cpu_choices.resolve_conv_impl("auto", str(info)) == "2d_spatial"
+    assert "(ONEDNN_MAX_CPU_ISA=AVX2)" in cpu_choices.describe(cpu_choices.cpu_flags(str(info)))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX512_CORE")
+    assert cpu_choices.cpu_flags(str(info)) == {"fpu", "avx", "avx2", "fma", "avx512f"}
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA")
+    assert cpu_choices.resolve_conv_impl("auto", str(info)) == "2d"
+
+
 def test_native_bfloat16_needs_avx512_bf16_or_amx():
     assert cpu_choices.has_native_bfloat16(AVX2) is False
     assert cpu_choices.has_native_bfloat16(AVX512) is False
@@ -30,7 +57,7 @@ def test_native_bfloat16_needs_avx512_bf16_or_amx():
 
 
 def test_conv_lowering_rule_per_cpu():
-    assert cpu_choices.auto_conv_impl(AVX2) == "3d"
+    assert cpu_choices.auto_conv_impl(AVX2) == "2d_spatial"
     for flags in (AVX512, BF16, AMX, None, frozenset({"sse2"})):
         assert cpu_choices.auto_conv_impl(flags) == "2d"
 
@@ -45,16 +72,16 @@ def test_precision_rule_needs_native_bf16_and_a_big_step():
 
 
 def test_explicit_conv_impl_overrides_and_bad_values_are_refused(tmp_path):
-    for impl in ("2d", "3d", "2d_all"):
+    for impl in ("2d", "3d", "2d_spatial", "2d_all"):
         assert cpu_choices.resolve_conv_impl(impl) == impl
     with pytest.raises(ValueError, match="conv_impl must be one of .*'auto'.*got '4d'"):
         cpu_choices.resolve_conv_impl("4d")
     info = tmp_path / "cpuinfo"
     info.write_text("flags\t\t: fpu avx2 fma\n")
-    assert cpu_choices.resolve_conv_impl("auto", str(info)) == "3d"
+    assert cpu_choices.resolve_conv_impl("auto", str(info)) == "2d_spatial"
 
 
-@pytest.mark.parametrize("flags, lowered", [(AVX2, "3d"), (BF16, "2d")])
+@pytest.mark.parametrize("flags, lowered", [(AVX2, "2d_spatial"), (BF16, "2d")])
 def test_auto_conv_layer_resolves_per_cpu_and_saves_auto(monkeypatch, flags, lowered):
     """A Conv3D with impl='auto' runs as the CPU's lowering (same numbers as explicit 3d) and
     serializes 'auto', so that a saved model re-resolves where it is loaded."""
@@ -73,7 +100,7 @@ def test_auto_conv_layer_resolves_per_cpu_and_saves_auto(monkeypatch, flags, low
 
 
 def test_describe_names_the_isa_and_both_choices():
-    assert cpu_choices.describe(AVX2) == ("AVX2 CPU: conv_impl auto = 3d, "
+    assert cpu_choices.describe(AVX2) == ("AVX2 CPU: conv_impl auto = 2d_spatial, "
                                           "precision auto = float32")
     assert "AMX CPU: conv_impl auto = 2d, precision auto = bfloat16 from" in \
         cpu_choices.describe(AMX)

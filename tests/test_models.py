@@ -362,10 +362,11 @@ def test_summary_cli_prints_every_endpoint():
 # --- fast implementations equal the plain Keras ones -------------------------------------------
 
 
-def test_conv_impl_2d_equals_3d_in_training_and_inference():
+@pytest.mark.parametrize("impl", ["2d", "2d_spatial"])
+def test_conv_impl_2d_equals_3d_in_training_and_inference(impl):
     kw = {"num_classes": 5, "input_shape": (8, 40, 40, 3), "depth_multiplier": 0.25}
     a = models.build_classifier("s3dg", conv_impl="3d", **kw)
-    b = models.build_classifier("s3dg", conv_impl="2d", **kw)
+    b = models.build_classifier("s3dg", conv_impl=impl, **kw)
     assert [w.path for w in a.weights] == [w.path for w in b.weights]
     informative_weights(a)
     b.set_weights(a.get_weights())
@@ -411,11 +412,12 @@ def test_fused_batch_norm_matches_keras_batch_norm():
      # the view of the clip longer than the clip (padded) and shorter (cropped)
      ((1, 3, 3), (2, 2, 2), "same"), ((2, 3, 3), (3, 1, 1), "valid")],
 )
-def test_conv3d_as_2d_equals_conv3d(frames, kernel, strides, padding):
+@pytest.mark.parametrize("impl", ["2d_all", "2d_spatial"])
+def test_conv3d_as_2d_equals_conv3d(frames, kernel, strides, padding, impl):
     """Every lowering (per-frame, temporal, sum over shifted frames) equals tf.nn.conv3d."""
     x = np.random.default_rng(7).normal(size=(2, frames, 20, 21, 3)).astype("float32")
     ref = L.Conv3D(5, kernel, strides=strides, padding=padding, impl="3d")
-    low = L.Conv3D(5, kernel, strides=strides, padding=padding, impl="2d_all")
+    low = L.Conv3D(5, kernel, strides=strides, padding=padding, impl=impl)
     ref.build(x.shape)
     low.build(x.shape)
     ref.set_weights([ref.get_weights()[0], np.arange(5, dtype="float32") - 2.0])  # nonzero bias
@@ -423,6 +425,23 @@ def test_conv3d_as_2d_equals_conv3d(frames, kernel, strides, padding):
     want, got = np.asarray(ref(x)), np.asarray(low(x))
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl, spatial_op, temporal_op", [
+    ("2d", "Conv2D", "Conv2D"), ("2d_spatial", "Conv2D", "Conv3D"), ("3d", "Conv3D", "Conv3D")])
+def test_each_lowering_runs_the_ops_it_names(impl, spatial_op, temporal_op):
+    """`2d` lowers [1,k,k] and [t,1,1] convs to Conv2D, `2d_spatial` only the [1,k,k] ones
+    (the temporal conv stays Conv3D, faster to train with AVX2 kernels), `3d` neither."""
+    import tensorflow as tf
+
+    def conv_ops(kernel):
+        layer = L.Conv3D(4, kernel, padding="same", impl=impl)
+        graph = tf.function(layer).get_concrete_function(
+            tf.TensorSpec((1, 4, 8, 8, 3), tf.float32)).graph
+        return {op.type for op in graph.get_operations() if op.type.startswith("Conv")}
+
+    assert conv_ops((1, 3, 3)) == {spatial_op}
+    assert conv_ops((3, 1, 1)) == {temporal_op}
 
 
 @pytest.mark.parametrize("channels", [1, 2])

@@ -42,7 +42,8 @@ flags.DEFINE_list("parts", list(PARTS), f"Which parts to run, from {PARTS}.")
 flags.DEFINE_bool("smoke", False, "Tiny sizes and few iterations: checks that it runs.")
 flags.DEFINE_list("modes", ["eager", "function", "xla"], "model: execution modes.")
 flags.DEFINE_list("precisions", ["float32", "bfloat16"], "model: float32 and/or bfloat16.")
-flags.DEFINE_list("conv_impls", ["2d", "3d"], "model: conv lowerings compared side by side "
+flags.DEFINE_list("conv_impls", ["2d", "2d_spatial", "3d"], "model: conv lowerings compared "
+                  "side by side "
                   "(tf.function only; eager and XLA use this CPU's auto choice).")
 flags.DEFINE_integer("iters", 3, "Timed calls per case (after one warm-up call).")
 flags.DEFINE_integer("max_batch", 8, "model: cap of the 'largest batch that fits' search.")

@@ -6,29 +6,71 @@ for bfloat16, rounding). They are taken from the CPU's feature flags (`/proc/cpu
 rules that follow the benchmark's measurements on each CPU type the project has met (README
 "Performance" has the tables):
 
-* conv lowering: plain `conv3d` on x86 CPUs with AVX2 but no AVX-512; the 2D lowering on
-  AVX-512 CPUs and on unknown ones (no flags: not Linux, not x86), where TFLite and XNNPACK
-  need it anyway.
+* conv lowering: on x86 CPUs with AVX2 but no AVX-512 `2d_spatial` (the `[1,k,k]` convs as 2D
+  convs, the `[t,1,1]` ones as `conv3d`); the full 2D lowering on AVX-512 CPUs and on unknown
+  ones (no flags: not Linux, not x86), where TFLite and XNNPACK need it anyway.
 * bfloat16: only where the CPU computes it natively (AVX512-BF16 or AMX; elsewhere TensorFlow
   falls back to Eigen kernels far slower than float32), and only for train steps of at least
   `BF16_MIN_GFLOPS_PER_STEP` forward GFLOPs per replica: smaller steps (narrow networks,
   small clips) gained nothing from it.
+
+oneDNN's ISA cap `ONEDNN_MAX_CPU_ISA` (e.g. `AVX2`) hides the flags above it from the rules, as
+it hides those instructions from oneDNN (`cap_flags`).
 
 An explicit value (`conv_impl="2d"`, `precision="float32"`) always overrides the rule.
 """
 from __future__ import annotations
 
 import functools
+import os
 
-CONV_IMPLS = ("3d", "2d", "2d_all")
+CONV_IMPLS = ("3d", "2d", "2d_spatial", "2d_all")
 PRECISIONS = ("auto", "float32", "bfloat16")
 # Forward GFLOPs per replica and train step from which bfloat16 is chosen on a native-bf16 CPU.
 BF16_MIN_GFLOPS_PER_STEP = 9.0
 
 
-@functools.cache
+# oneDNN's ISA cap (its `ONEDNN_MAX_CPU_ISA`, older `DNNL_MAX_CPU_ISA`): the flags above each
+# level are what oneDNN then leaves unused, so the rules must not count them either.
+_AMX = ("amx_",)
+_ABOVE_AVX512_CORE = _AMX + ("avx512_bf16", "avx512_fp16")
+_ABOVE_AVX2 = _AMX + ("avx512",)
+_ISA_CAPS = {
+    "SSE41": _ABOVE_AVX2 + ("avx2", "avx"), "AVX": _ABOVE_AVX2 + ("avx2",),
+    "AVX2": _ABOVE_AVX2, "AVX2_VNNI": _ABOVE_AVX2, "AVX2_VNNI_2": _ABOVE_AVX2,
+    "AVX512_CORE": _ABOVE_AVX512_CORE, "AVX512_CORE_VNNI": _ABOVE_AVX512_CORE,
+    "AVX512_CORE_BF16": _AMX, "AVX10_1_512": _AMX, "AVX512_CORE_FP16": _AMX,
+}
+
+
+def max_isa() -> str | None:
+    """oneDNN's ISA cap from the environment (`ONEDNN_MAX_CPU_ISA`), upper-case, or None."""
+    value = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return value.strip().upper() if value else None
+
+
+def cap_flags(flags: frozenset | None, isa: str | None) -> frozenset | None:
+    """`flags` without the extensions above oneDNN's ISA cap `isa` (`AVX2`, `AVX512_CORE`, ...;
+    None, `ALL`, the AMX levels or an unknown name leave them whole).
+
+    With `ONEDNN_MAX_CPU_ISA=AVX2` TensorFlow's and PyTorch's oneDNN kernels run as on an AVX2
+    CPU, and the rules pick what they pick there: how the benchmark measures the AVX2 case on
+    an AVX-512 machine (same kernels, not the same cores or caches).
+    """
+    drop = _ISA_CAPS.get(isa or "")
+    if flags is None or not drop:
+        return flags
+    return frozenset(f for f in flags if not f.startswith(drop))
+
+
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset | None:
-    """The `flags` line of `cpuinfo` as a set, or None when it cannot be read (not Linux/x86)."""
+    """The `flags` line of `cpuinfo` as a set, less what `ONEDNN_MAX_CPU_ISA` caps
+    (`cap_flags`), or None when it cannot be read (not Linux/x86)."""
+    return cap_flags(_read_flags(cpuinfo), max_isa())
+
+
+@functools.cache
+def _read_flags(cpuinfo: str) -> frozenset | None:
     try:
         with open(cpuinfo) as f:
             line = next((line for line in f if line.startswith("flags")), "")
@@ -46,9 +88,10 @@ def has_native_bfloat16(flags: frozenset | None) -> bool | None:
 
 
 def auto_conv_impl(flags: frozenset | None) -> str:
-    """The conv lowering for a CPU with these flags: `3d` on AVX2 without AVX-512, else `2d`."""
+    """The conv lowering for a CPU with these flags: `2d_spatial` on AVX2 without AVX-512 (its
+    oneDNN kernels compute the `(kt,1)` 2D convs' filter gradient slowly), else `2d`."""
     if flags is not None and "avx2" in flags and "avx512f" not in flags:
-        return "3d"
+        return "2d_spatial"
     return "2d"
 
 
@@ -79,4 +122,6 @@ def describe(flags: frozenset | None) -> str:
            else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2")
     bf16 = (f"bfloat16 from {BF16_MIN_GFLOPS_PER_STEP:g} GFLOPs per step"
             if has_native_bfloat16(flags) else "float32")
-    return f"{isa} CPU: conv_impl auto = {auto_conv_impl(flags)}, precision auto = {bf16}"
+    capped = f" (ONEDNN_MAX_CPU_ISA={max_isa()})" if max_isa() else ""
+    return (f"{isa} CPU{capped}: conv_impl auto = {auto_conv_impl(flags)}, "
+            f"precision auto = {bf16}")

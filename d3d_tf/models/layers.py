@@ -66,8 +66,10 @@ class Conv3D(keras.layers.Conv3D):
     XNNPACK accelerates and int8 quantizes (speed per CPU: README "Performance"). A full
     `[kt,kh,kw]` kernel (the stem, I3D) stays `conv3d` (faster on CPU), unless
     `impl="2d_all"`: then it is a sum of `kt` 2D convs over temporally shifted frames (needs a
-    static T), so that a TFLite model has no `CONV_3D` at all. `impl="3d"` always uses `conv3d`.
-    `impl="auto"` (the default) is `2d` or `3d`, whichever this CPU runs faster
+    static T), so that a TFLite model has no `CONV_3D` at all. `impl="2d_spatial"` lowers only
+    the `[1,kh,kw]` convs and keeps `conv3d` for the rest (faster to train with AVX2 kernels).
+    `impl="3d"` always uses `conv3d`.
+    `impl="auto"` (the default) is `2d` or `2d_spatial`, whichever this CPU runs faster
     (`cpu_choices.resolve_conv_impl`); `get_config` keeps `auto`, so a saved model re-resolves
     on the machine that loads it.
     A full kernel on 1 or 2 input channels (the flow stem) gets zero channels up to 3 first:
@@ -89,17 +91,15 @@ class Conv3D(keras.layers.Conv3D):
         bias = ops.cast(self.bias, x.dtype) if self.use_bias else None
         if kt == 1 and st == 1:
             y = _conv2d_frames(x, self.kernel[0], (sh, sw), self.padding, bias)
-        elif kh == 1 and kw == 1 and sh == 1 and sw == 1:
+        elif kh == kw == sh == sw == 1 and self.resolved_impl != "2d_spatial":
             y = _conv2d_time(x, self.kernel[:, 0], (st, 1), self.padding, bias)
+        elif self.resolved_impl == "2d_all" and x.shape[1] is not None:
+            y = _conv3d_as_2d_sum(x, self.kernel, self.strides, self.padding, bias)
+        elif x.shape[-1] is not None and x.shape[-1] < MIN_CONV3D_CHANNELS:
+            y = _conv3d_padded_channels(x, self.kernel, self.strides, self.padding)
+            y = y if bias is None else y + bias
         else:
-            if self.resolved_impl == "2d_all" and x.shape[1] is not None:
-                y = _conv3d_as_2d_sum(x, self.kernel, self.strides, self.padding)
-            elif x.shape[-1] is not None and x.shape[-1] < MIN_CONV3D_CHANNELS:
-                y = _conv3d_padded_channels(x, self.kernel, self.strides, self.padding)
-            else:
-                return super().call(x)
-            if bias is not None:
-                y = y + bias
+            return super().call(x)
         return self.activation(y) if self.activation is not None else y
 
     def get_config(self):
@@ -153,7 +153,7 @@ def _conv3d_padded_channels(x, kernel, strides, padding):
     return ops.conv(x, kernel, strides, padding)
 
 
-def _conv3d_as_2d_sum(x, kernel, strides, padding):
+def _conv3d_as_2d_sum(x, kernel, strides, padding, bias=None):
     """Full 3D conv as `sum_dt conv2d(frames[st*t' + dt], kernel[dt])` with TF padding rules,
     computed as one 2D conv over the `kt` frame sets stacked on the channel axis.
 
@@ -182,7 +182,7 @@ def _conv3d_as_2d_sum(x, kernel, strides, padding):
     # One conv over the kt frame sets stacked on channels: [kh,kw,kt*C,O], channel dt*C + c.
     kh, kw, cout = kernel.shape[1], kernel.shape[2], kernel.shape[4]
     stacked = ops.reshape(ops.transpose(kernel, (1, 2, 0, 3, 4)), (kh, kw, kt * c, cout))
-    return _conv2d_frames(ops.concatenate(frames, axis=-1), stacked, strides[1:], padding)
+    return _conv2d_frames(ops.concatenate(frames, axis=-1), stacked, strides[1:], padding, bias)
 
 
 def _dims4(y):

@@ -62,7 +62,7 @@ class ResNet3DConfig:
     dropout_keep_prob: keep probability of the dropout before `Logits.fc` (torchvision: 1.0).
     conv_impl: as in S3D-G (`layers.Conv3D`): `2d` lowers [1,k,k] and [k,1,1] convs to 2D,
       `2d_all` also the full [3,3,3] / [3,7,7] kernels (a TFLite model without CONV_3D),
-      `auto` (default) `2d` or `3d` per CPU.
+      `2d_spatial` only the [1,k,k] ones, `auto` (default) `2d` or `2d_spatial` per CPU.
     pooling: accepted for the shared export path; these networks have no 3D pooling layer.
     batch_norm_decay, batch_norm_epsilon: torchvision's momentum 0.1 and eps 1e-5.
     weight_decay: L2 on conv and dense kernels (DistInit, Sec. 4: 1e-4).

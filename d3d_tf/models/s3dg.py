@@ -117,8 +117,9 @@ class S3DGConfig:
     pooling: `3d` (Keras 3D pools) or `2d` (the same pools as 2D ops, for TFLite).
     conv_impl: `2d` runs `[1,k,k]` and `[t,1,1]` convs as 2D convs over reshaped tensors
       (faster on CPU, TFLite-accelerable), `2d_all` also lowers full 3D kernels (the stem) to
-      sums of 2D convs (a TFLite model without CONV_3D), `3d` always uses `conv3d`, `auto`
-      (default) is `2d` or `3d` per CPU (`cpu_choices`); the variables are the same in all.
+      sums of 2D convs (a TFLite model without CONV_3D), `2d_spatial` lowers only the
+      `[1,k,k]` convs, `3d` always uses `conv3d`, `auto` (default) is `2d` or `2d_spatial`
+      per CPU (`cpu_choices`); the variables are the same in all.
     stem_separable: `Conv2d_1a_7x7` as `[1,7,7]` + `[k,1,1]` (torchvision's S3D) instead of a
       full `[k,7,7]` conv (slim).
     temporal_batch_norm: batch norm after every `[t,1,1]` conv, which then has no bias
