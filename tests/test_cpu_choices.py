@@ -106,3 +106,13 @@ def test_describe_names_the_isa_and_both_choices():
         cpu_choices.describe(AMX)
     assert "unknown" in cpu_choices.describe(None)
     keras.backend.clear_session()
+
+
+def test_capped_at_avx2_only_for_the_avx2_levels(monkeypatch):
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    for isa, capped in (("avx2", True), ("AVX2_VNNI", True), ("AVX", False),
+                        ("AVX512_CORE", False), ("ALL", False)):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+        assert cpu_choices.capped_at_avx2() is capped, isa
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert not cpu_choices.capped_at_avx2()

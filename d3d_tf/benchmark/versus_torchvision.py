@@ -28,8 +28,6 @@ CASES = (("d3d_tf", "s3dg", "float32"), ("d3d_tf", "s3d_torchvision", "float32")
          ("torchvision", "s3d", "float32"))
 BF16_CASES = (("d3d_tf", "s3dg", "bfloat16"), ("torchvision", "s3d", "bfloat16"))
 WHATS = ("inference", "train_step")
-# oneDNN ISA caps at the AVX2 level (`ONEDNN_MAX_CPU_ISA`), under which torch gets the same cap.
-AVX2_CAPS = ("AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
 
 
 def default_cases() -> tuple:
@@ -115,7 +113,7 @@ def _in_subprocess(case: dict) -> float:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": str(case["threads"])}
     from d3d_tf.models import cpu_choices  # imports TensorFlow: only here, in the parent
 
-    if cpu_choices.max_isa() in AVX2_CAPS:  # PyTorch's own vector kernels obey another variable
+    if cpu_choices.capped_at_avx2():  # PyTorch's own vector kernels obey another variable
         env.setdefault("ATEN_CPU_CAPABILITY", "avx2")
     done = subprocess.run([sys.executable, "-m", __name__, json.dumps(case)], env=env,
                           capture_output=True, text=True, check=False)

@@ -49,6 +49,11 @@ def max_isa() -> str | None:
     return value.strip().upper() if value else None
 
 
+def capped_at_avx2() -> bool:
+    """Whether oneDNN's ISA cap (`max_isa`) is one of the AVX2 levels."""
+    return _ISA_CAPS.get(max_isa() or "") == _ABOVE_AVX2
+
+
 def cap_flags(flags: frozenset | None, isa: str | None) -> frozenset | None:
     """`flags` without the extensions above oneDNN's ISA cap `isa` (`AVX2`, `AVX512_CORE`, ...;
     None, `ALL`, the AMX levels or an unknown name leave them whole).
@@ -122,6 +127,7 @@ def describe(flags: frozenset | None) -> str:
            else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2")
     bf16 = (f"bfloat16 from {BF16_MIN_GFLOPS_PER_STEP:g} GFLOPs per step"
             if has_native_bfloat16(flags) else "float32")
-    capped = f" (ONEDNN_MAX_CPU_ISA={max_isa()})" if max_isa() else ""
+    isa_cap = max_isa()
+    capped = f" (ONEDNN_MAX_CPU_ISA={isa_cap})" if isa_cap else ""
     return (f"{isa} CPU{capped}: conv_impl auto = {auto_conv_impl(flags)}, "
             f"precision auto = {bf16}")
