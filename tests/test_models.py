@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from model_fixtures import informative_weights, spread
 
+import d3d_tf
 from d3d_tf import models
 from d3d_tf.models import layers as L
 from d3d_tf.models import naming, summary
@@ -486,6 +487,28 @@ def test_importing_d3d_tf_turns_onednn_on_unless_told_otherwise():
     assert "ONEDNN False" in off.stdout
     if platform.machine() in ("x86_64", "AMD64"):  # oneDNN kernels are built for x86 only
         assert "ONEDNN True" in on.stdout
+
+
+def test_onednn_off_warning_only_for_tensorflow_first_without_onednn_on_x86():
+    assert "import d3d_tf before tensorflow" in d3d_tf.onednn_off_warning(True, False, "x86_64")
+    assert d3d_tf.onednn_off_warning(True, True, "x86_64") is None
+    assert d3d_tf.onednn_off_warning(False, False, "x86_64") is None
+    assert d3d_tf.onednn_off_warning(True, False, "aarch64") is None
+
+
+def test_importing_tensorflow_first_warns_exactly_when_onednn_stayed_off():
+    code = ("import tensorflow; from tensorflow.python.util import _pywrap_util_port as p; "
+            "print('ONEDNN', p.IsMklEnabled()); import d3d_tf")
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    off = "ONEDNN False" in run.stdout
+    warned = "RuntimeWarning: TensorFlow was imported before d3d_tf" in run.stderr
+    assert warned == (off and platform.machine() in ("x86_64", "AMD64"))
+    # An explicit choice is the user's: no warning.
+    run = subprocess.run([sys.executable, "-c", code], env={**env, "TF_ENABLE_ONEDNN_OPTS": "0"},
+                         capture_output=True, text=True, check=True)
+    assert "RuntimeWarning" not in run.stderr
 
 
 def test_builders_take_the_channels_from_the_input_shape():
