@@ -476,14 +476,18 @@ def test_conv3d_on_few_channels_is_padded_and_exact(channels, padding):
     assert [op.inputs[0].shape[-1] for op in convs] == [L.MIN_CONV3D_CHANNELS]
 
 
+def _python_without_onednn_flag(code, **env):
+    """`python -c code` with TF_ENABLE_ONEDNN_OPTS unset unless given in `env`."""
+    base = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    return subprocess.run([sys.executable, "-c", code], env={**base, **env},
+                          capture_output=True, text=True, check=True)
+
+
 def test_importing_d3d_tf_turns_onednn_on_unless_told_otherwise():
     code = ("import d3d_tf, tensorflow; from tensorflow.python.util import _pywrap_util_port "
             "as p; print('ONEDNN', p.IsMklEnabled())")
-    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                        check=True)
-    off = subprocess.run([sys.executable, "-c", code], env={**env, "TF_ENABLE_ONEDNN_OPTS": "0"},
-                         capture_output=True, text=True, check=True)
+    on = _python_without_onednn_flag(code)
+    off = _python_without_onednn_flag(code, TF_ENABLE_ONEDNN_OPTS="0")
     assert "ONEDNN False" in off.stdout
     if platform.machine() in ("x86_64", "AMD64"):  # oneDNN kernels are built for x86 only
         assert "ONEDNN True" in on.stdout
@@ -499,15 +503,12 @@ def test_onednn_off_warning_only_for_tensorflow_first_without_onednn_on_x86():
 def test_importing_tensorflow_first_warns_exactly_when_onednn_stayed_off():
     code = ("import tensorflow; from tensorflow.python.util import _pywrap_util_port as p; "
             "print('ONEDNN', p.IsMklEnabled()); import d3d_tf")
-    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
+    run = _python_without_onednn_flag(code)
     off = "ONEDNN False" in run.stdout
     warned = "RuntimeWarning: TensorFlow was imported before d3d_tf" in run.stderr
     assert warned == (off and platform.machine() in ("x86_64", "AMD64"))
     # An explicit choice is the user's: no warning.
-    run = subprocess.run([sys.executable, "-c", code], env={**env, "TF_ENABLE_ONEDNN_OPTS": "0"},
-                         capture_output=True, text=True, check=True)
+    run = _python_without_onednn_flag(code, TF_ENABLE_ONEDNN_OPTS="0")
     assert "RuntimeWarning" not in run.stderr
 
 
