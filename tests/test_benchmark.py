@@ -118,6 +118,10 @@ def test_benchmark_smoke_runs_every_part(tmp_path):
         assert all(r["seconds"] > 0 for r in versus)
         assert [r["torchvision_over_this"] for r in versus if r["framework"] == "torchvision"] \
             == [1.0] * (2 * sum(c[0] == "torchvision" for c in cases))
+        for r in versus:  # every row set against the matmul timed beside it
+            assert r["gflops_per_s"] == pytest.approx(r["gflop"] / r["seconds"])
+            assert r["of_matmul"] > 0
+        assert "of the matmul's" in done.stdout
     else:  # the optional extra is missing: the part says so instead of failing
         assert versus == [] and "torch / torchvision are not installed" in done.stdout
 
@@ -147,6 +151,35 @@ def test_versus_torchvision_alternates_cases_and_divides_by_torchvision():
     assert got[("d3d_tf", "s3dg", "bfloat16")]["torchvision_over_this"] == 4.0   # 2 / 0.5
     with pytest.raises(ValueError, match="what must be one of"):
         versus_torchvision.compare("backward", frames=8, size=32, measure=measure)
+
+
+def test_versus_torchvision_sets_gflops_against_the_matmul_and_the_targets():
+    seconds = {("d3d_tf", "s3dg"): 2.0, ("torchvision", "s3d"): 12.0, ("machine", "matmul"): 0.5}
+    cases = (("d3d_tf", "s3dg", "float32"), ("torchvision", "s3d", "float32"),
+             versus_torchvision.MATMUL_CASE)
+    rows = versus_torchvision.compare(
+        "train_step", frames=8, size=32, rounds=1, cases=cases,
+        measure=lambda c: seconds[(c["framework"], c["model"])])
+    gflop = {"s3dg": 30.0, "s3d": 24.0, "matmul": 50.0}
+    rows = versus_torchvision.with_gflops(rows, flops=lambda f, m, w, **_: gflop[m])
+    got = {r["model"]: r for r in rows}
+    assert got["matmul"]["torchvision_over_this"] is None   # not a model: no ratio
+    assert got["matmul"]["gflops_per_s"] == 100.0 and got["matmul"]["of_matmul"] == 1.0
+    assert got["s3dg"]["gflops_per_s"] == 15.0 and got["s3dg"]["of_matmul"] == 0.15
+    assert got["s3dg"]["torchvision_over_this"] == 6.0
+    # 3x torchvision's 12 s is 4 s for the train step: 30 GFLOP in 4 s = 7.5 GFLOP/s
+    (need,) = versus_torchvision.target_needs(rows)
+    assert need == {"what": "train_step", "times": 3.0, "seconds": 4.0, "gflops_per_s": 7.5,
+                    "of_matmul": 0.075}
+    # the real count: a train step is three forward passes, torchvision counted on its preset
+    fwd = versus_torchvision.gflop_per_call("d3d_tf", "s3d_torchvision", "inference", frames=8,
+                                            size=32, batch=2)
+    assert versus_torchvision.gflop_per_call("torchvision", "s3d", "train_step", frames=8,
+                                             size=32, batch=2) == pytest.approx(3 * fwd)
+    assert fwd == pytest.approx(2 * versus_torchvision.gflop_per_call(
+        "d3d_tf", "s3d_torchvision", "inference", frames=8, size=32, batch=1))
+    assert versus_torchvision.gflop_per_call("machine", "matmul", "inference", frames=8,
+                                             size=32, batch=1) == 2 * 2048**3 / 1e9
 
 
 @pytest.mark.slow

@@ -20,7 +20,9 @@ Parts:
            elementwise; per conv lowering, at 64x224^2 (batch 1) and the demo size (batch 8)
   torchvision  S3D-G and S3D against torchvision's S3D at 64x224^2, batch 1, inference and
            train step, in alternating processes with --threads threads each; times faster
-           than torchvision, in float32 and (CPUs with native bf16) bfloat16 for both.
+           than torchvision, in float32 and (CPUs with native bf16) bfloat16 for both;
+           GFLOP/s of each against a float32 matmul timed in turn (this CPU's ceiling), and
+           what the 4x / 3x targets would need of it.
            Needs the [torchvision] extra; skipped with a line without it
 Timings are medians after a warm-up call; numbers depend on the machine and its load.
 """
@@ -267,21 +269,31 @@ def torchvision_part(log) -> list[dict]:
                                   threads=FLAGS.threads, rounds=1 if FLAGS.smoke else FLAGS.rounds,
                                   iters=1 if FLAGS.smoke else FLAGS.iters,
                                   cases=versus.default_cases(), log=log)
-    return results
+    return versus.with_gflops(results)
 
 
 def torchvision_table(results) -> str:
+    from d3d_tf.benchmark import versus_torchvision as versus
+
     if not results:
         return "skipped: torch / torchvision are not installed (pip install -e '.[torchvision]')"
     r0 = results[0]
+    table = _table(
+        ("what", "framework", "model", "precision", "s/call", "rounds (s)", "GFLOP/s",
+         "of matmul", "x torchvision"),
+        [(r["what"], r["framework"], r["model"], r["precision"], f"{r['seconds']:.3f}",
+          " ".join(f"{s:.3f}" for s in r["rounds"]), f"{r['gflops_per_s']:.1f}",
+          f"{r['of_matmul']:.0%}" if r["of_matmul"] is not None else "",
+          f"{r['torchvision_over_this']:.2f}" if r["torchvision_over_this"] else "")
+         for r in results])
+    needs = [f"{n['times']:g}x torchvision's {n['what']} needs {n['seconds']:.3f} s: "
+             f"{n['gflops_per_s']:.1f} GFLOP/s, {n['of_matmul']:.0%} of the matmul's"
+             for n in versus.target_needs(results)]
     return (f"{r0['frames']}x{r0['size']}^2, batch {r0['batch']}, {r0['threads']} threads per "
             "process, median of the rounds' medians; x torchvision: against torchvision at "
-            "the same precision\n" + _table(
-                ("what", "framework", "model", "precision", "s/call", "rounds (s)",
-                 "x torchvision"),
-                [(r["what"], r["framework"], r["model"], r["precision"], f"{r['seconds']:.3f}",
-                  " ".join(f"{s:.3f}" for s in r["rounds"]),
-                  f"{r['torchvision_over_this']:.2f}") for r in results]))
+            "the same precision; GFLOP/s: 2 x MACs (a train step 3 forward passes) per second; "
+            f"machine matmul: a {versus.MATMUL_N}^2 float32 tf.matmul, this CPU's ceiling\n"
+            + table + "".join(f"\n{line}" for line in needs))
 
 
 def main(argv):

@@ -13,9 +13,16 @@ s3d` (`torchvision.models.video.s3d`, random weights), in float32; on CPUs with 
 bfloat16 also S3D-G and torchvision in bfloat16 (compared with each other). Inputs are random clips
 `[B,T,H,W,3]` in [-1,1] (PyTorch: `[B,3,T,H,W]`); a train step is forward, cross-entropy,
 backward and one SGD (momentum 0.9) update.
+
+The `machine matmul` case, timed in turn with the others, is this CPU's ceiling: a
+`MATMUL_N`-square float32 `tf.matmul` with the same threads. `with_gflops` sets every row's
+GFLOP/s against it, and `target_needs` says how much of it the targets (`TARGETS`: times
+faster than torchvision) would take: a direct convolution does not beat the CPU's matmul,
+so a target that needs more than the matmul reaches is out of reach without fewer FLOPs.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -28,6 +35,10 @@ CASES = (("d3d_tf", "s3dg", "float32"), ("d3d_tf", "s3d_torchvision", "float32")
          ("torchvision", "s3d", "float32"))
 BF16_CASES = (("d3d_tf", "s3dg", "bfloat16"), ("torchvision", "s3d", "bfloat16"))
 WHATS = ("inference", "train_step")
+MATMUL_CASE = ("machine", "matmul", "float32")
+MATMUL_N = 2048
+# Times faster than torchvision that the project aims at (README "Performance").
+TARGETS = {"inference": 4.0, "train_step": 3.0}
 
 
 def default_cases() -> tuple:
@@ -36,7 +47,7 @@ def default_cases() -> tuple:
     from d3d_tf.models import cpu_choices
 
     native = bool(cpu_choices.has_native_bfloat16(cpu_choices.cpu_flags()))
-    return CASES + (BF16_CASES if native else ())
+    return CASES + (BF16_CASES if native else ()) + (MATMUL_CASE,)
 
 
 def torch_available() -> bool:
@@ -99,11 +110,26 @@ def _seconds_torch(precision: str, what: str, frames: int, size: int, batch: int
     return latency.measure(step, warmup=1, runs=iters).median_ms / 1e3
 
 
+def _seconds_matmul(threads: int, iters: int) -> float:
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    from d3d_tf.benchmark import model as speed
+
+    a, b = (tf.random.normal([MATMUL_N, MATMUL_N], seed=s) for s in (1, 2))
+    product = tf.function(lambda: tf.matmul(a, b))
+    return speed.median_seconds(lambda: np.asarray(product()), warmup=1, iters=3 * iters)
+
+
 def measure_one(case: dict) -> float:
     """Seconds per call of one case (`framework`, `model`, `precision`, `what`, `frames`,
     `size`, `batch`, `threads`, `iters`), in this process."""
     args = {k: case[k] for k in ("precision", "what", "frames", "size", "batch", "threads",
                                  "iters")}
+    if case["framework"] == "machine":
+        return _seconds_matmul(case["threads"], case["iters"])
     if case["framework"] == "torchvision":
         return _seconds_torch(**args)
     return _seconds_d3d(case["model"], **args)
@@ -130,7 +156,7 @@ def compare(what: str, *, frames: int, size: int, batch: int = 1, threads: int =
     """One row per case: the median over `rounds` of each process's median seconds per call,
     the per-round values, and `torchvision_over_this` (torchvision's seconds at the same
     precision / this case's: how many times faster than torchvision; 1.0 for torchvision
-    itself, None without a torchvision case of that precision)."""
+    itself, None without a torchvision case of that precision and for the matmul case)."""
     if what not in WHATS:
         raise ValueError(f"what must be one of {WHATS}, got {what!r}")
     seconds = {case: [] for case in cases}
@@ -146,12 +172,63 @@ def compare(what: str, *, frames: int, size: int, batch: int = 1, threads: int =
     medians = {case: statistics.median(v) for case, v in seconds.items()}
     rows = []
     for (f, m, p), sec in medians.items():
-        reference = medians.get(("torchvision", "s3d", p))
+        reference = medians.get(("torchvision", "s3d", p)) if f != MATMUL_CASE[0] else None
         rows.append({"framework": f, "model": m, "precision": p, "what": what,
                      "frames": frames, "size": size, "batch": batch, "threads": threads,
                      "seconds": sec, "rounds": seconds[(f, m, p)],
                      "torchvision_over_this": reference / sec if reference else None})
     return rows
+
+
+def gflop_per_call(framework: str, model: str, what: str, *, frames: int, size: int,
+                   batch: int) -> float:
+    """GFLOPs of one call (2 x MACs; a train step counted as 3 forward passes, as
+    `benchmark.model` does); torchvision's S3D is counted on the `s3d_torchvision` preset,
+    which has its architecture."""
+    if framework == "machine":
+        return 2 * MATMUL_N**3 / 1e9
+    name = "s3d_torchvision" if framework == "torchvision" else model
+    return _forward_gflop(name, frames, size) * batch * (1 if what == "inference" else 3)
+
+
+@functools.cache
+def _forward_gflop(name: str, frames: int, size: int) -> float:
+    from d3d_tf import models
+    from d3d_tf.models import summary
+
+    net = models.build_classifier(name, num_classes=400, input_shape=(frames, size, size, 3))
+    return summary.total_flops(net) / 1e9
+
+
+def with_gflops(rows: list[dict], flops=gflop_per_call) -> list[dict]:
+    """`rows` (from `compare`) with `gflop` per call, `gflops_per_s` and `of_matmul` (that
+    over the matmul row's GFLOP/s of the same `what`, when there is one) added."""
+    for r in rows:
+        r["gflop"] = flops(r["framework"], r["model"], r["what"], frames=r["frames"],
+                           size=r["size"], batch=r["batch"])
+        r["gflops_per_s"] = r["gflop"] / r["seconds"]
+    for r in rows:
+        peak = [m["gflops_per_s"] for m in rows
+                if (m["framework"], m["model"], m["what"]) == (*MATMUL_CASE[:2], r["what"])]
+        r["of_matmul"] = r["gflops_per_s"] / peak[0] if peak else None
+    return rows
+
+
+def target_needs(rows: list[dict]) -> list[dict]:
+    """Per `what` with a float32 torchvision row and a matmul row: what S3D-G would need to be
+    `TARGETS[what]` times faster than torchvision: `seconds`, `gflops_per_s`, `of_matmul`."""
+    needs = []
+    for what, times in TARGETS.items():
+        get = {(r["framework"], r["model"]): r for r in rows
+               if r["what"] == what and r["precision"] == "float32"}
+        tv, ours, peak = get.get(("torchvision", "s3d")), get.get(("d3d_tf", "s3dg")), \
+            get.get(MATMUL_CASE[:2])
+        if tv and ours and peak:
+            seconds = tv["seconds"] / times
+            gflops = ours["gflop"] / seconds
+            needs.append({"what": what, "times": times, "seconds": seconds,
+                          "gflops_per_s": gflops, "of_matmul": gflops / peak["gflops_per_s"]})
+    return needs
 
 
 if __name__ == "__main__":
