@@ -445,6 +445,53 @@ def test_each_lowering_runs_the_ops_it_names(impl, spatial_op, temporal_op):
     assert conv_ops((3, 1, 1)) == {temporal_op}
 
 
+@pytest.mark.parametrize("frames", [7, 8, 11])
+@pytest.mark.parametrize("kt,stride,padding", [
+    (7, 2, "valid"), (7, 2, "same"), (3, 2, "same"), (3, 3, "same"), (2, 2, "valid"),
+    (4, 3, "same")])
+def test_strided_temporal_conv_has_the_gradients_of_conv3d(frames, kt, stride, padding):
+    """Under `2d_spatial` a strided [kt,1,1] conv computes its kernel gradient as matrix
+    products: the same output, input gradient and kernel gradient as conv3d (SAME's front
+    padding, VALID's dropped frames), and no Conv3DBackpropFilter op in the graph."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(11)
+    x = tf.constant(rng.normal(size=(2, frames, 5, 6, 4)), tf.float32)
+    layers = {impl: L.Conv3D(3, (kt, 1, 1), strides=(stride, 1, 1), padding=padding, impl=impl)
+              for impl in ("3d", "2d_spatial")}
+    for layer in layers.values():
+        layer.build(x.shape)
+    layers["3d"].set_weights([rng.normal(size=(kt, 1, 1, 4, 3)).astype("float32"),
+                              np.arange(3, dtype="float32")])
+    layers["2d_spatial"].set_weights(layers["3d"].get_weights())
+    dy = tf.constant(rng.normal(size=np.asarray(layers["3d"](x)).shape), tf.float32)
+
+    def forward_and_grads(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+        dx, dk, db = tape.gradient(y, [x, layer.kernel, layer.bias], output_gradients=dy)
+        return [np.asarray(t) for t in (y, dx, dk, db)]
+
+    want = forward_and_grads(layers["3d"])
+    assert np.abs(want[2]).max() > 1.0  # a kernel gradient worth comparing
+    for got, ref in zip(forward_and_grads(layers["2d_spatial"]), want):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+    def graph_ops(layer):
+        @tf.function
+        def kernel_grad(x):
+            with tf.GradientTape() as tape:
+                y = layer(x)
+            return tape.gradient(y, layer.kernel, output_gradients=dy)
+
+        return {op.type for op in kernel_grad.get_concrete_function(x).graph.get_operations()}
+
+    assert "Conv3DBackpropFilterV2" in graph_ops(layers["3d"])
+    ours = graph_ops(layers["2d_spatial"])
+    assert {"Conv3D", "MatMul"} <= ours and "Conv3DBackpropFilterV2" not in ours
+
+
 @pytest.mark.parametrize("channels", [1, 2])
 @pytest.mark.parametrize("padding", ["same", "valid"])
 def test_conv3d_on_few_channels_is_padded_and_exact(channels, padding):

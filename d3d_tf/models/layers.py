@@ -67,7 +67,9 @@ class Conv3D(keras.layers.Conv3D):
     `[kt,kh,kw]` kernel (the stem, I3D) stays `conv3d` (faster on CPU), unless
     `impl="2d_all"`: then it is a sum of `kt` 2D convs over temporally shifted frames (needs a
     static T), so that a TFLite model has no `CONV_3D` at all. `impl="2d_spatial"` lowers only
-    the `[1,kh,kw]` convs and keeps `conv3d` for the rest (faster to train with AVX2 kernels).
+    the `[1,kh,kw]` convs and keeps `conv3d` for the rest (faster to train with AVX2 kernels);
+    there a `[kt,1,1]` conv with temporal stride > 1 gets its kernel gradient from matrix
+    products (`_temporal_conv3d_matmul_grad`: oneDNN's AVX2 kernel gradient is slow there).
     `impl="3d"` always uses `conv3d`.
     `impl="auto"` (the default) is `2d` or `2d_spatial`, whichever this CPU runs faster
     (`cpu_choices.resolve_conv_impl`); `get_config` keeps `auto`, so a saved model re-resolves
@@ -93,6 +95,9 @@ class Conv3D(keras.layers.Conv3D):
             y = _conv2d_frames(x, self.kernel[0], (sh, sw), self.padding, bias)
         elif kh == kw == sh == sw == 1 and self.resolved_impl != "2d_spatial":
             y = _conv2d_time(x, self.kernel[:, 0], (st, 1), self.padding, bias)
+        elif kh == kw == sh == sw == 1 and st > 1 and None not in x.shape[1:]:
+            y = _temporal_conv3d_matmul_grad(x, ops.cast(self.kernel, x.dtype), st, self.padding)
+            y = y if bias is None else y + bias
         elif self.resolved_impl == "2d_all" and x.shape[1] is not None:
             y = _conv3d_as_2d_sum(x, self.kernel, self.strides, self.padding, bias)
         elif x.shape[-1] is not None and x.shape[-1] < MIN_CONV3D_CHANNELS:
@@ -135,6 +140,38 @@ def _conv2d_time(x, kernel, strides, padding, bias=None):
     return ops.reshape(y, (-1, t2, h, w, c2))
 
 
+def _temporal_conv3d_matmul_grad(x, kernel, stride, padding):
+    """`conv3d` of `[B,T,H,W,C]` (static T) with a `[kt,1,1,C,C']` kernel and temporal stride
+    `stride`, whose kernel gradient is `kt` matrix products `frames(dt)^T . dy` over
+    `[B*T'*H*W, C]`.
+
+    oneDNN's AVX2 conv3d kernel gradient for such strided temporal convs is the slow kernel:
+    7x slower than these products for the `[7,1,1]` stride-2 stem of torchvision's S3D (README
+    "Performance"). The forward pass and the input gradient stay oneDNN's.
+    """
+    import tensorflow as tf  # the gradient needs TF's own ops; Keras runs on TF here
+
+    strides = (1, stride, 1, 1, 1)
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        y = tf.nn.conv3d(x, kernel, strides, padding.upper())
+
+        def grad(dy):
+            dx = tf.raw_ops.Conv3DBackpropInputV2(
+                input_sizes=tf.shape(x), filter=kernel, out_backprop=dy, strides=strides,
+                padding=padding.upper())
+            cin, cout = kernel.shape[3], kernel.shape[4]
+            flat_dy = tf.reshape(dy, (-1, cout))
+            dk = [tf.matmul(tf.reshape(f, (-1, cin)), flat_dy, transpose_a=True)
+                  for f in _shifted_frames(x, kernel.shape[0], stride, padding)]
+            return dx, tf.reshape(tf.stack(dk), kernel.shape)
+
+        return y, grad
+
+    return conv(x, kernel)
+
+
 # TensorFlow's Eigen conv3d (what TF runs when oneDNN is off) has a far slower backward pass for
 # 1 or 2 input channels than for 3 (README "Performance" has the figures). Zero channels bring
 # the input to 3: the same output and the same gradient for the real kernel.
@@ -155,14 +192,26 @@ def _conv3d_padded_channels(x, kernel, strides, padding):
 
 def _conv3d_as_2d_sum(x, kernel, strides, padding, bias=None):
     """Full 3D conv as `sum_dt conv2d(frames[st*t' + dt], kernel[dt])` with TF padding rules,
-    computed as one 2D conv over the `kt` frame sets stacked on the channel axis.
+    computed as one 2D conv over the `kt` frame sets stacked on the channel axis."""
+    kt, c = kernel.shape[0], kernel.shape[3]
+    frames = _shifted_frames(x, kt, strides[0], padding)
+    # One conv over the kt frame sets stacked on channels: [kh,kw,kt*C,O], channel dt*C + c.
+    kh, kw, cout = kernel.shape[1], kernel.shape[2], kernel.shape[4]
+    stacked = ops.reshape(ops.transpose(kernel, (1, 2, 0, 3, 4)), (kh, kw, kt * c, cout))
+    return _conv2d_frames(ops.concatenate(frames, axis=-1), stacked, strides[1:], padding, bias)
+
+
+def _shifted_frames(x, kt, st, padding):
+    """The `kt` frame sets a `[kt,..]` kernel with temporal stride `st` reads from `[B,T,H,W,C]`
+    (static T) under TF padding rules: set `dt` is `[B,T',H,W,C]`, frames `st*t' + dt` of the
+    padded clip.
 
     The frames of each `dt` are a stride-1 slice of a `[B, L/st, st, H*W*C]` view of the
     (padded) clip, not a strided slice of time: TFLite runs a strided `STRIDED_SLICE` of a 5D
-    tensor outside XNNPACK, and that took longer than the stem's convs (docs/export.md).
+    tensor outside XNNPACK, and that took longer than the stem's convs (docs/export.md); TF's
+    own strided slice of time is slow on CPU too.
     """
     _, t, h, w, c = _dims(x)
-    kt, st = kernel.shape[0], strides[0]
     if padding == "same":
         t_out = -(-t // st)
         front = max((t_out - 1) * st + kt - t, 0) // 2
@@ -177,12 +226,8 @@ def _conv3d_as_2d_sum(x, kernel, strides, padding, bias=None):
     if back < 0:
         x = ops.slice(x, (0, 0, 0, 0, 0), (-1, length, h, w, c))
     view = ops.reshape(x, (-1, length // st, st, h * w * c))
-    frames = [ops.reshape(ops.slice(view, (0, dt // st, dt % st, 0), (-1, t_out, 1, h * w * c)),
-                          (-1, t_out, h, w, c)) for dt in range(kt)]
-    # One conv over the kt frame sets stacked on channels: [kh,kw,kt*C,O], channel dt*C + c.
-    kh, kw, cout = kernel.shape[1], kernel.shape[2], kernel.shape[4]
-    stacked = ops.reshape(ops.transpose(kernel, (1, 2, 0, 3, 4)), (kh, kw, kt * c, cout))
-    return _conv2d_frames(ops.concatenate(frames, axis=-1), stacked, strides[1:], padding, bias)
+    return [ops.reshape(ops.slice(view, (0, dt // st, dt % st, 0), (-1, t_out, 1, h * w * c)),
+                        (-1, t_out, h, w, c)) for dt in range(kt)]
 
 
 def _dims4(y):
