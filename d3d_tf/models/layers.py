@@ -145,9 +145,9 @@ def _temporal_conv3d_matmul_grad(x, kernel, stride, padding):
     `stride`, whose kernel gradient is `kt` matrix products `frames(dt)^T . dy` over
     `[B*T'*H*W, C]`.
 
-    oneDNN's AVX2 conv3d kernel gradient for such strided temporal convs is the slow kernel:
-    7x slower than these products for the `[7,1,1]` stride-2 stem of torchvision's S3D (README
-    "Performance"). The forward pass and the input gradient stay oneDNN's.
+    oneDNN's AVX2 conv3d kernel gradient is far slower than these products for strided temporal
+    convs such as the `[7,1,1]` stride-2 stem of torchvision's S3D (README "Performance" has the
+    figures). The forward pass and the input gradient stay oneDNN's.
     """
     import tensorflow as tf  # the gradient needs TF's own ops; Keras runs on TF here
 
