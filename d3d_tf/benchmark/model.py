@@ -91,11 +91,17 @@ def measure(
                           depth_multiplier=depth_multiplier, num_classes=num_classes)
     seconds = median_seconds(lambda: np.asarray(fn()), warmup=warmup, iters=iters)
     gflops = summary.total_flops(model) / 1e9
-    work = gflops * batch * (1 if what == "inference" else 3)  # backward ~ 2x forward
+    work = step_gflop(gflops, what, batch)
     return SpeedResult(
         what, name, frames, size, batch, mode, precision, conv_impl, depth_multiplier,
         seconds, batch / seconds, gflops, work / seconds,
     )
+
+
+def step_gflop(forward_gflop: float, what: str, batch: int) -> float:
+    """GFLOPs of one `inference` or `train_step` call on `batch` clips of `forward_gflop` each:
+    a train step counts as 3 forward passes (the backward pass ~ 2x the forward)."""
+    return forward_gflop * batch * (1 if what == "inference" else 3)
 
 
 def make_step(what: str, *, name: str = "s3dg", frames: int, size: int, batch: int,

@@ -56,12 +56,16 @@ def torch_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("torch", "torchvision"))
 
 
-def _seconds_d3d(model: str, precision: str, what: str, frames: int, size: int, batch: int,
-                 threads: int, iters: int) -> float:
+def _tf_threads(threads: int) -> None:
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def _seconds_d3d(model: str, precision: str, what: str, frames: int, size: int, batch: int,
+                 threads: int, iters: int) -> float:
+    _tf_threads(threads)
     import numpy as np
 
     from d3d_tf.benchmark import model as speed
@@ -111,11 +115,10 @@ def _seconds_torch(precision: str, what: str, frames: int, size: int, batch: int
 
 
 def _seconds_matmul(threads: int, iters: int) -> float:
+    _tf_threads(threads)
     import numpy as np
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
     from d3d_tf.benchmark import model as speed
 
     a, b = (tf.random.normal([MATMUL_N, MATMUL_N], seed=s) for s in (1, 2))
@@ -182,13 +185,15 @@ def compare(what: str, *, frames: int, size: int, batch: int = 1, threads: int =
 
 def gflop_per_call(framework: str, model: str, what: str, *, frames: int, size: int,
                    batch: int) -> float:
-    """GFLOPs of one call (2 x MACs; a train step counted as 3 forward passes, as
-    `benchmark.model` does); torchvision's S3D is counted on the `s3d_torchvision` preset,
-    which has its architecture."""
+    """GFLOPs of one call (2 x MACs; a train step counted as 3 forward passes:
+    `benchmark.model.step_gflop`); torchvision's S3D is counted on the `s3d_torchvision`
+    preset, which has its architecture."""
     if framework == "machine":
         return 2 * MATMUL_N**3 / 1e9
+    from d3d_tf.benchmark import model as speed
+
     name = "s3d_torchvision" if framework == "torchvision" else model
-    return _forward_gflop(name, frames, size) * batch * (1 if what == "inference" else 3)
+    return speed.step_gflop(_forward_gflop(name, frames, size), what, batch)
 
 
 @functools.cache
@@ -207,10 +212,10 @@ def with_gflops(rows: list[dict], flops=gflop_per_call) -> list[dict]:
         r["gflop"] = flops(r["framework"], r["model"], r["what"], frames=r["frames"],
                            size=r["size"], batch=r["batch"])
         r["gflops_per_s"] = r["gflop"] / r["seconds"]
+    peak = {r["what"]: r["gflops_per_s"] for r in rows
+            if (r["framework"], r["model"]) == MATMUL_CASE[:2]}
     for r in rows:
-        peak = [m["gflops_per_s"] for m in rows
-                if (m["framework"], m["model"], m["what"]) == (*MATMUL_CASE[:2], r["what"])]
-        r["of_matmul"] = r["gflops_per_s"] / peak[0] if peak else None
+        r["of_matmul"] = r["gflops_per_s"] / peak[r["what"]] if r["what"] in peak else None
     return rows
 
 
