@@ -118,11 +118,16 @@ def read_label_map(path: str) -> LabelMap:
     return LabelMap(tuple(ids), tuple(names))
 
 
+def label_map_text(ids, names) -> str:
+    """A label map in the `item { name: "..." id: N }` form."""
+    return "".join(f'item {{\n  name: "{name}"\n  id: {int(i)}\n}}\n'
+                   for i, name in zip(ids, names))
+
+
 def write_label_map(path: str, ids, names) -> None:
-    """Writes a label map in the `item { name: "..." id: N }` form."""
+    """Writes `label_map_text(ids, names)` to `path`."""
     with open(path, "w", encoding="utf-8") as f:
-        f.writelines(f'item {{\n  name: "{name}"\n  id: {int(i)}\n}}\n'
-                     for i, name in zip(ids, names))
+        f.write(label_map_text(ids, names))
 
 
 def read_excluded(path: str | None) -> set:
@@ -351,8 +356,8 @@ def prepare(annotations: str, video_dir: str, ava: AvaPrepareConfig,
     """Writes one keyframe record per keyframe of `annotations` (+ person boxes) as shards.
 
     Resumable and parallel like `prepare_lib.prepare` (one video per worker; a video's
-    keyframes go to its shard). `labels.txt` holds the label-map names, `label_map.pbtxt`
-    the label map.
+    keyframes go to its shard; a finished shard whose keyframes' boxes or labels changed is
+    rewritten). `labels.txt` holds the label-map names, `label_map.pbtxt` the label map.
     """
     if ava.clip_frames < 1:
         raise prepare_lib.PrepareError(f"clip_frames must be >= 1, got {ava.clip_frames}")
@@ -386,11 +391,21 @@ def prepare(annotations: str, video_dir: str, ava: AvaPrepareConfig,
                 proposal_scores=scores))
         return out
 
-    os.makedirs(config.out_dir, exist_ok=True)
-    # The label map goes with the records: training and evaluation need its action ids.
-    write_label_map(os.path.join(config.out_dir, LABEL_MAP_FILE), label_map.ids, label_map.names)
+    def video_key(entry):
+        """What `to_examples` writes of the annotations: every keyframe's boxes and labels."""
+        out = []
+        for ts in by_video[entry.video_id]:
+            gt_arrays = gt.get((entry.video_id, ts), empty)
+            prop_arrays = props.get((entry.video_id, ts), ())
+            out.append([ts, *(np.asarray(a).tolist() for a in (*gt_arrays, *prop_arrays))])
+        return out
+
     config = dataclasses.replace(config, flow="none", extra_settings={
         "ava": {k: v for k, v in dataclasses.asdict(ava).items()
                 if k in ("clip_frames", "time_offset", "min_box_score")}})
-    return prepare_lib.prepare(entries, list(label_map.names), config,
-                               progress_stream=progress_stream, to_examples=to_examples)
+    # The label map goes with the records (training and evaluation need its action ids); it
+    # is written only once the output folder is checked (another label map there is refused).
+    return prepare_lib.prepare(
+        entries, list(label_map.names), config, progress_stream=progress_stream,
+        to_examples=to_examples, video_key=video_key,
+        side_files={LABEL_MAP_FILE: label_map_text(label_map.ids, label_map.names)})

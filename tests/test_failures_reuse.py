@@ -1,0 +1,149 @@
+"""A finished artifact is reused only when what made it is what would make it now (its stored
+fingerprint), never by its name alone: prepare's shards, AVA's label map, DistInit targets."""
+import collections
+import dataclasses
+import glob
+import json
+import os
+
+import pytest
+from test_prepare import make_tree
+
+from d3d_tf import fingerprint
+from d3d_tf.data import ava, datasets, prepare_lib, records, synthetic_ava
+
+
+def _config(out, **kw):
+    return prepare_lib.PrepareConfig(str(out), flow="none", workers=1, **kw)
+
+
+def _labels_in_records(out):
+    return {d["video_id"]: d["label_name"] for f in sorted(glob.glob(str(out / "train-*.tfrecord")))
+            for d in map(records.decode_example, records.read_records(f))}
+
+
+def test_fingerprint_names_what_differs(tmp_path):
+    made = {"teachers": ["a.keras"], "input": {"size": 3}}
+    sidecar = fingerprint.sidecar_path(str(tmp_path / "x.tfrecord"), ".state")
+    assert fingerprint.read(sidecar) is None and fingerprint.differs(None, made) == sorted(made)
+    fingerprint.write(sidecar, made, note=1)
+    stored = fingerprint.read(sidecar)
+    assert fingerprint.matches(stored, made) and stored["note"] == 1
+    assert fingerprint.differs(stored, {**made, "input": {"size": 4}}) == ["input"]
+    assert fingerprint.key({"a": 1, "b": 2}) == fingerprint.key({"b": 2, "a": 1})
+
+
+def test_changed_label_rewrites_its_shard(tmp_path):
+    entries, labels = datasets.read_folder_tree(str(make_tree(tmp_path / "v", n=4, size=16)))
+    out = tmp_path / "out"
+    prepare_lib.prepare(entries, labels, _config(out, num_shards=2))
+    moved = entries[0].video_id
+    relabelled = [dataclasses.replace(e, label_name="run") if e.video_id == moved else e
+                  for e in entries]
+    assert relabelled != entries
+    summary = prepare_lib.prepare(relabelled, labels, _config(out, num_shards=2))
+    assert summary.shards_reused == 1 and summary.shards_written == 1
+    assert [r["changed"] for r in summary.rewritten] == [[moved]]
+    assert "rewrote train-0000" in summary.format()
+    got = _labels_in_records(out)
+    assert got == {e.video_id: e.label_name for e in relabelled}
+    with open(out / "train_info.json") as f:
+        assert json.load(f)["label_counts"] == dict(collections.Counter(got.values()))
+    # Unchanged now: everything is reused.
+    again = prepare_lib.prepare(relabelled, labels, _config(out, num_shards=2))
+    assert again.shards_reused == 2 and not again.rewritten
+
+
+def test_fixed_skipped_video_is_tried_again(tmp_path):
+    root = make_tree(tmp_path / "v", n=4, size=16)
+    bad = root / "run" / "run1.mp4"
+    good = bad.read_bytes()
+    bad.write_bytes(b"\x00 not a video" * 20)
+    entries, labels = datasets.read_folder_tree(str(root))
+    out = tmp_path / "out"
+    first = prepare_lib.prepare(entries, labels, _config(out, num_shards=2))
+    assert [s["video_id"] for s in first.skipped] == ["run/run1"]
+    # Rerun unchanged: the skip stands (its shard is reused).
+    assert prepare_lib.prepare(entries, labels, _config(out, num_shards=2)).shards_reused == 2
+    bad.write_bytes(good)
+    fixed = prepare_lib.prepare(entries, labels, _config(out, num_shards=2))
+    assert fixed.skipped == [] and fixed.videos_written == 4 and fixed.shards_written == 1
+    assert sorted(_labels_in_records(out)) == sorted(e.video_id for e in entries)
+
+
+def test_shard_without_its_fingerprint_is_rewritten(tmp_path):
+    entries, labels = datasets.read_folder_tree(str(make_tree(tmp_path / "v", n=4, size=16)))
+    out = tmp_path / "out"
+    prepare_lib.prepare(entries, labels, _config(out, num_shards=1))
+    state = out / prepare_lib.STATE_DIR / "train-00000-of-00001.json"
+    info = json.loads(state.read_text())
+    del info["key"], info["made_from"]          # a sidecar that records no fingerprint
+    state.write_text(json.dumps(info))
+    again = prepare_lib.prepare(entries, labels, _config(out, num_shards=1))
+    assert again.shards_written == 1 and len(again.rewritten[0]["changed"]) == 4
+    assert "key" in json.loads(state.read_text())
+
+
+TINY_AVA = synthetic_ava.MultiActorConfig(num_videos=3, num_actors=2, num_classes=4,
+                                          duration_s=3, fps=6.0, size=32, val_fraction=0.34,
+                                          excluded_fraction=0.0, seed=1)
+
+
+def test_ava_prepare_refused_for_another_label_map_leaves_it(tmp_path):
+    paths = synthetic_ava.generate_dataset(TINY_AVA, str(tmp_path / "data"), num_workers=1)
+    prep = _config(tmp_path / "rec", num_shards=1)
+    ava.prepare(paths["train_annotations"], paths["video_dir"],
+                ava.AvaPrepareConfig(label_map=paths["label_map"], clip_frames=2), prep)
+    label_map = tmp_path / "rec" / ava.LABEL_MAP_FILE
+    before = label_map.read_text()
+    # Fewer classes: labels.txt refuses the run, the label map stays the one of the records.
+    ids, names = dataclasses.astuple(ava.read_label_map(paths["label_map"]))
+    fewer = tmp_path / "fewer.pbtxt"
+    ava.write_label_map(str(fewer), ids[:2], names[:2])
+    with pytest.raises(prepare_lib.PrepareError, match="labels.txt exists with a different"):
+        ava.prepare(paths["train_annotations"], paths["video_dir"],
+                    ava.AvaPrepareConfig(label_map=str(fewer), clip_frames=2), prep)
+    assert label_map.read_text() == before
+    # Same class names, other action ids: labels.txt agrees, the label map does not.
+    other = tmp_path / "other.pbtxt"
+    ava.write_label_map(str(other), range(11, 11 + len(names)), names)
+    with open(paths["train_annotations"]) as f:
+        rows = [r.split(",") for r in f.read().splitlines()]
+    shifted = tmp_path / "shifted.csv"
+    shifted.write_text("".join(",".join([*r[:6], str(int(r[6]) + 10), *r[7:]]) + "\n"
+                               for r in rows))
+    with pytest.raises(prepare_lib.PrepareError, match=r"label_map.pbtxt exists with other "
+                       r"content.*new --out_dir"):
+        ava.prepare(str(shifted), paths["video_dir"],
+                    ava.AvaPrepareConfig(label_map=str(other), clip_frames=2), prep)
+    assert label_map.read_text() == before
+    # Another shard count is refused before the label map of a fresh folder is written.
+    with pytest.raises(prepare_lib.PrepareError, match="another --num_shards"):
+        ava.prepare(paths["train_annotations"], paths["video_dir"],
+                    ava.AvaPrepareConfig(label_map=paths["label_map"], clip_frames=2),
+                    _config(tmp_path / "rec", num_shards=2))
+    os.remove(label_map)
+    with pytest.raises(prepare_lib.PrepareError, match="another --num_shards"):
+        ava.prepare(paths["train_annotations"], paths["video_dir"],
+                    ava.AvaPrepareConfig(label_map=paths["label_map"], clip_frames=2),
+                    _config(tmp_path / "rec", num_shards=2))
+    assert not label_map.exists()
+
+
+def test_ava_changed_boxes_rewrite_the_shard(tmp_path):
+    paths = synthetic_ava.generate_dataset(TINY_AVA, str(tmp_path / "data"), num_workers=1)
+    cfg = ava.AvaPrepareConfig(label_map=paths["label_map"], clip_frames=2)
+    prep = _config(tmp_path / "rec", num_shards=1)
+    ava.prepare(paths["train_annotations"], paths["video_dir"], cfg, prep)
+    with open(paths["train_annotations"]) as f:
+        rows = [r.split(",") for r in f.read().splitlines()]
+    rows[0][2] = f"{float(rows[0][2]) / 2:.3f}"   # one box of one keyframe moves
+    moved = tmp_path / "moved.csv"
+    moved.write_text("".join(",".join(r) + "\n" for r in rows))
+    summary = ava.prepare(str(moved), paths["video_dir"], cfg, prep)
+    assert summary.shards_written == 1 and summary.rewritten[0]["changed"] == [rows[0][0]]
+    files = glob.glob(str(tmp_path / "rec" / "train-*.tfrecord"))
+    x1 = {float(b[0]) for f in files for r in records.read_records(f)
+          for b in ava.decode_keyframe(r)["box"]}
+    assert any(abs(x - float(rows[0][2])) < 1e-5 for x in x1)
+
