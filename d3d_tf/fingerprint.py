@@ -86,15 +86,15 @@ def matches(stored: dict | None, made_from) -> bool:
     return stored is not None and stored.get("key") == key(made_from)
 
 
-def differs(stored: dict | None, made_from: dict) -> list[str]:
-    """The top-level fields of `made_from` whose stored value is another (all of them when
-    nothing is stored); [] when the keys match."""
-    if matches(stored, made_from):
+def differs(stored: dict | None, made_from: dict, fields=None) -> list[str]:
+    """The top-level fields of `made_from` (only `fields`, when given) whose stored value is
+    another (all of them when nothing is stored); [] when they match."""
+    if fields is None and matches(stored, made_from):
         return []
     old = (stored or {}).get("made_from")
+    names = sorted(fields if fields is not None else set(made_from) | set(old or {}))
     if not isinstance(old, dict):
-        return sorted(made_from)
-    names = sorted(set(made_from) | set(old))
+        return names
     return [n for n in names if key(old.get(n)) != key(made_from.get(n))]
 
 

@@ -147,3 +147,129 @@ def test_ava_changed_boxes_rewrite_the_shard(tmp_path):
           for b in ava.decode_keyframe(r)["box"]}
     assert any(abs(x - float(rows[0][2])) < 1e-5 for x in x1)
 
+
+
+def _two_shards(folder):
+    """Unlabeled records in two shards (`u-00000`, `u-00001`, 2 videos each) and labels.txt."""
+    import numpy as np
+    from test_distinit import S
+
+    os.makedirs(folder, exist_ok=True)
+    (folder / "labels.txt").write_text("a\nb\n")
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        with records.ShardWriter(str(folder / f"u-0000{k}.tfrecord")) as writer:
+            for v in range(2):
+                frames = rng.integers(0, 255, (4, S, S, 3), dtype=np.uint8)
+                writer.write(records.make_sequence_example(frames, video_id=f"u{k}{v}",
+                                                           label=-1))
+    return str(folder / "u-*.tfrecord")
+
+
+def _stored_teachers(path):
+    from d3d_tf.data import teacher_logits
+
+    return {tuple(teacher_logits.read_info(r)[0]) for r in records.read_records(path)}
+
+
+def test_distinit_targets_of_another_teacher_are_refused_not_mixed(tmp_path):
+    from test_distinit import _image_teacher
+
+    from d3d_tf.training import distinit_targets, trainer
+
+    a = _image_teacher(3, 0, str(tmp_path / "a.keras"))
+    b = _image_teacher(3, 1, str(tmp_path / "b.keras"))
+    pattern = _two_shards(tmp_path / "u")
+    out = tmp_path / "t"
+    cfg = distinit_targets.TargetsConfig(records=pattern.replace("*", "00000"),
+                                         out_dir=str(out), teachers=(a,))
+    logs = []
+    distinit_targets.precompute(cfg, log=logs.append)
+    # Another teacher on the whole glob: the copy that teacher a made is refused, and nothing
+    # is written (no shard of teacher b beside it).
+    with pytest.raises(ValueError, match=r"u-00000.tfrecord holds targets of other teachers.*"
+                       r"a.keras.*another --out_dir"):
+        distinit_targets.precompute(dataclasses.replace(cfg, records=pattern, teachers=(b,)),
+                                    log=logs.append)
+    assert not (out / "u-00001.tfrecord").exists()
+    # The same teacher resumes: the finished copy is reused, the other one written.
+    logs.clear()
+    distinit_targets.precompute(dataclasses.replace(cfg, records=pattern), log=logs.append)
+    assert len(logs) == 1 and "u-00001" in logs[0]
+    # A changed input shard is computed again.
+    first = tmp_path / "u" / "u-00000.tfrecord"
+    os.utime(first, ns=(first.stat().st_atime_ns, first.stat().st_mtime_ns + 10**9))
+    logs.clear()
+    distinit_targets.precompute(dataclasses.replace(cfg, records=pattern), log=logs.append)
+    assert any("changed since" in m for m in logs) and sum("videos" in m for m in logs) == 1
+    # The teacher file rewritten under the same name (another network): refused as well, by
+    # precompute and by train.
+    _image_teacher(3, 7, a)
+    with pytest.raises(ValueError, match="holds targets of other teachers"):
+        distinit_targets.precompute(dataclasses.replace(cfg, records=pattern), log=logs.append)
+    with pytest.raises(ValueError, match=r"u-00000.tfrecord holds logits of other teacher "
+                       r"files or weights"):
+        trainer.validate(trainer.TrainConfig(
+            model_dir=str(tmp_path / "run"), train_data=str(out / "u-*.tfrecord"),
+            task="distinit", distinit_teachers=(a,), distinit_precomputed=True, crop_size=16,
+            num_frames=2))
+
+
+def test_train_checks_every_precomputed_shard(tmp_path):
+    from test_distinit import _image_teacher
+
+    from d3d_tf.training import distinit_targets, trainer
+
+    a = _image_teacher(3, 0, str(tmp_path / "a.keras"))
+    b = _image_teacher(3, 1, str(tmp_path / "b.keras"))
+    pattern = _two_shards(tmp_path / "u")
+    for teacher, k in ((a, 0), (b, 1)):   # two teachers' copies put side by side by hand
+        distinit_targets.precompute(distinit_targets.TargetsConfig(
+            records=pattern.replace("*", f"0000{k}"), out_dir=str(tmp_path / "t"),
+            teachers=(teacher,)), log=lambda m: None)
+    assert _stored_teachers(str(tmp_path / "t" / "u-00001.tfrecord")) == {(b,)}
+    with pytest.raises(ValueError, match=r"u-00001.tfrecord holds logits of \['.*b.keras'\], "
+                       r"but --distinit_teachers=\['.*a.keras'\]"):
+        trainer.validate(trainer.TrainConfig(
+            model_dir=str(tmp_path / "run"), train_data=str(tmp_path / "t" / "u-*.tfrecord"),
+            task="distinit", distinit_teachers=(a,), distinit_precomputed=True, crop_size=16,
+            num_frames=2))
+
+
+def test_stored_logits_of_another_width_stop_train_before_the_graph(tmp_path):
+    import shutil
+
+    from test_distinit import _image_teacher
+
+    from d3d_tf.data import teacher_logits
+    from d3d_tf.training import distinit_targets, trainer
+
+    a = _image_teacher(3, 0, str(tmp_path / "a.keras"))
+    pattern = _two_shards(tmp_path / "u")
+    distinit_targets.precompute(distinit_targets.TargetsConfig(
+        records=pattern, out_dir=str(tmp_path / "t"), teachers=(a,)), log=lambda m: None)
+    _image_teacher(5, 0, a)   # the teacher now gives 5 classes
+    shutil.rmtree(tmp_path / "t" / teacher_logits.STATE_DIR)   # copies without their record
+    with pytest.raises(ValueError, match=r"u-00000.tfrecord holds logits of \[3\] classes .*"
+                       r"now give \[5\]"):
+        trainer.train(trainer.TrainConfig(
+            model_dir=str(tmp_path / "run"), train_data=str(tmp_path / "t" / "u-*.tfrecord"),
+            task="distinit", distinit_teachers=(a,), distinit_precomputed=True, crop_size=16,
+            num_frames=2, model="r3d_18", depth_multiplier=0.125, batch_size=2,
+            train_steps=1))
+
+
+def test_teacher_sources_that_are_no_teacher_are_one_line_errors(tmp_path):
+    import keras
+
+    from d3d_tf.training import distinit
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    two = str(tmp_path / "two.keras")
+    keras.Model(inputs, [keras.layers.Dense(2)(x), keras.layers.Dense(3)(x)]).save(two)
+    with pytest.raises(ValueError, match=r"two.keras: a model of 2 outputs"):
+        distinit.load_image_teacher(two)
+    for name in ("__class__", "resnet", "__name__"):
+        with pytest.raises(ValueError, match=rf"teacher '{name}': not a keras.applications"):
+            distinit.load_image_teacher(name)

@@ -272,7 +272,8 @@ def validate(config: TrainConfig) -> None:
         if c.eval_data:
             raise ValueError("--task=distinit has no labels to evaluate: drop --eval_data and "
                              "evaluate after --task=finetune")
-        distinit.check_precomputed(c.distinit_precomputed, train_files[0], c.distinit_teachers)
+        distinit.check_precomputed(c.distinit_precomputed, train_files, c.distinit_teachers,
+                                   c.distinit_teacher_weights)
         if c.distinit_temperature <= 0:
             raise ValueError(f"--distinit_temperature must be > 0, got {c.distinit_temperature}")
     if c.task == "finetune":
@@ -408,6 +409,9 @@ def build_task(c: TrainConfig, num_classes: int, global_batch: int):
     elif c.task == "distinit":
         teachers = distinit.load_teachers(c.distinit_teachers, c.distinit_teacher_weights,
                                           rgb_range=c.rgb_range)
+        # The stored logits' width, before a graph would fail on it.
+        distinit.check_precomputed(c.distinit_precomputed,
+                                   _require_data(c.train_data, "--train_data"), teachers)
         network = models.build_classifier(c.model, num_classes=sum(t.num_classes for t in
                                                                    teachers),
                                           input_shape=shape, **_model_options(c, channels))
