@@ -273,3 +273,28 @@ def test_teacher_sources_that_are_no_teacher_are_one_line_errors(tmp_path):
     for name in ("__class__", "resnet", "__name__"):
         with pytest.raises(ValueError, match=rf"teacher '{name}': not a keras.applications"):
             distinit.load_image_teacher(name)
+
+
+def test_distinit_targets_cli_refusals_are_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from test_distinit import _image_teacher
+    from test_prepare import ROOT
+
+    from d3d_tf.training import distinit_targets
+
+    a = _image_teacher(3, 0, str(tmp_path / "a.keras"))
+    pattern = _two_shards(tmp_path / "u")
+    distinit_targets.precompute(distinit_targets.TargetsConfig(
+        records=pattern, out_dir=str(tmp_path / "t"), teachers=(a,)), log=lambda m: None)
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-m", "d3d_tf.distinit_targets", f"--records={pattern}",
+         f"--out_dir={tmp_path / 't'}", f"--teachers={a}", "--rgb_range=[0,1]"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    lines = [ln for ln in proc.stderr.splitlines()
+             if ln.strip() and not ln.startswith(("WARNING: All log", "I0000", "E0000"))]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith(f"d3d_tf.distinit_targets: error: {tmp_path / 't'}/u-00000"
+                               ".tfrecord holds targets of other rgb_range")

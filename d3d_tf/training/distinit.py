@@ -363,7 +363,10 @@ def check_precomputed(precomputed: bool, shards, teachers, teacher_weights=None)
     want = [t.name if isinstance(t, ImageTeacher) else t for t in teachers]
     made_from = None if teacher_weights is None else teachers_made_from(want, teacher_weights)
     for shard in [shards] if isinstance(shards, str) else shards:
-        first = next(records.read_records(shard), None)
+        try:
+            first = next(records.read_records(shard), None)
+        except records.RecordError:
+            continue  # damage is the reader's to report (or skip, --skip_corrupt_records)
         if first is None:
             continue  # no records: no targets to mix
         names, classes = teacher_logits.read_info(first)
