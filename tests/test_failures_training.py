@@ -177,8 +177,10 @@ def test_trainer_refuses_a_model_dir_in_use(tmp_path):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         lock = run_lock.acquire(cfg.model_dir)
-        with open(lock) as f:
-            text = f.read().replace(str(os.getpid()), str(other.pid))
+        with open(lock) as f:  # the lock of the other (live) process
+            text = f.read().replace(str(os.getpid()), str(other.pid)).replace(
+                f'"proc_start": {run_lock._proc_start(os.getpid())}',
+                f'"proc_start": {run_lock._proc_start(other.pid)}')
         with open(lock, "w") as f:
             f.write(text)
         with pytest.raises(run_lock.RunLockedError, match=f"pid {other.pid}"):
