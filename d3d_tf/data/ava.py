@@ -211,6 +211,20 @@ def clip_indices(timestamp: float, num_frames: int, fps: float, total: int,
     return np.clip(center + np.arange(num_frames) - num_frames // 2, 0, total - 1)
 
 
+def keyframe_outside(timestamp: float, fps: float, total: int, time_offset: float = 0.0
+                     ) -> str | None:
+    """Why the keyframe at `timestamp` (s, annotation time) is not in a video file of `total`
+    frames at `fps` whose first frame is at `time_offset` (s), or None when it is. Its clip
+    would be one frozen frame (the first or last) under boxes that are not in it."""
+    center = round((timestamp - time_offset) * fps)
+    if 0 <= center < total:
+        return None
+    where = "past the video's end" if center >= total else "before the video's start"
+    return (f"keyframe {timestamp:g} s is {where} ({time_offset:g} s to "
+            f"{time_offset + total / fps:g} s: {total} frames at {fps:g} fps; check "
+            f"--time_offset and the video file)")
+
+
 def keyframe_example(*, video_id: str, timestamp: int, jpeg_frames, fps: float, height: int,
                      width: int, boxes, labels, person_ids=None, proposals=None,
                      proposal_scores=None):
@@ -378,6 +392,10 @@ def prepare(annotations: str, video_dir: str, ava: AvaPrepareConfig,
         for ts in by_video[entry.video_id]:
             boxes, labels, pids = gt.get((entry.video_id, ts), empty)
             proposals, scores = props.get((entry.video_id, ts), (None, None))
+            reason = keyframe_outside(ts, result["fps"], len(jpegs), ava.time_offset)
+            if reason:
+                out.append(prepare_lib.Skipped(reason))
+                continue
             idx = clip_indices(ts, ava.clip_frames, result["fps"], len(jpegs), ava.time_offset)
             out.append(keyframe_example(
                 video_id=entry.video_id, timestamp=ts, jpeg_frames=[jpegs[i] for i in idx],
