@@ -143,12 +143,12 @@ def test_ground_truth_that_matches_no_scored_keyframe_is_refused():
     # Another split (other videos), other timestamps, other action ids, no rows: refused.
     for gt, match in [
             ({("v9", 902): _boxes([(A, 1, 1.0)])},
-             r"^gt.csv: none of its 1 keyframes \(videos v9, ...\) is among the 2 keyframes of "
-             r"the records \(videos v1, ...\): nothing to score; is it for another split"),
+             (r"^gt.csv: none of its 1 keyframes \(videos v9, ...\) is among the 2 keyframes of "
+             r"the records \(videos v1, ...\): nothing to score; is it for another split")),
             ({("v1", 2): _boxes([(A, 1, 1.0)])}, r"none of its 1 keyframes"),
             ({("v1", 902): _boxes([(A, 2, 1.0), (B, 6, 1.0)])},
-             r"^gt.csv: no ground truth to score: none of its action ids \(2, 6\) is one of "
-             r"the label map's \(1, 5\); is it for another label map\?"),
+             (r"^gt.csv: no ground truth to score: none of its action ids \(2, 6\) is one of "
+             r"the label map's \(1, 5\); is it for another label map\?")),
             ({}, r"gt.csv: no ground truth to score: it has no rows")]:
         with pytest.raises(ValueError, match=match):
             ava_map.check_groundtruth_match(ava_map.groundtruth_match(gt, dets, LABELS), "gt.csv")
