@@ -233,3 +233,16 @@ def test_prepare_ava_skips_keyframes_outside_the_video(tmp_path):
             label_map=paths["label_map"], clip_frames=4, time_offset=900),
             prepare_lib.PrepareConfig(out_dir=str(tmp_path / "rec2"), split="train",
                                       num_shards=1, workers=1))
+
+
+def test_annotation_files_that_are_not_utf8_are_named(tmp_path):
+    csv_path = tmp_path / "gt.csv"
+    csv_path.write_bytes(b"vid,0902,0.1,0.2,0.5,0.9,12,0\nvid\xe9,0903,0.1,0.2,0.5,0.9,12,0\n")
+    for read in (ava.read_boxes, ava.read_excluded):
+        with pytest.raises(AnnotationError, match=rf"^{csv_path}: not UTF-8 text \(byte "
+                           r"b'\\xe9': invalid continuation byte\); save it as UTF-8"):
+            read(str(csv_path))
+    pbtxt = tmp_path / "m.pbtxt"
+    pbtxt.write_bytes(b'item {\n  name: "caf\xe9"\n  id: 1\n}\n')
+    with pytest.raises(AnnotationError, match=rf"^{pbtxt}: not UTF-8 text"):
+        ava.read_label_map(str(pbtxt))

@@ -71,10 +71,18 @@ class Boxes:
 def _rows(path: str):
     if not os.path.isfile(path):
         raise AnnotationError(f"{path}: file not found")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        for line, row in enumerate(csv.reader(f), 1):
-            if row and any(v.strip() for v in row):
-                yield line, [v.strip() for v in row]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            for line, row in enumerate(csv.reader(f), 1):
+                if row and any(v.strip() for v in row):
+                    yield line, [v.strip() for v in row]
+    except UnicodeDecodeError as e:
+        raise AnnotationError(_not_utf8(path, e)) from None
+
+
+def _not_utf8(path: str, e: UnicodeDecodeError) -> str:
+    return (f"{path}: not UTF-8 text (byte {e.object[e.start:e.start + 1]!r}: {e.reason}); "
+            f"save it as UTF-8")
 
 
 def _timestamp(value: str, where: str) -> int:
@@ -99,8 +107,11 @@ def read_label_map(path: str) -> LabelMap:
     """Reads a label-map pbtxt (`item {name id}` or `label {name label_id}` blocks)."""
     if not os.path.isfile(path):
         raise AnnotationError(f"{path}: label map not found")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise AnnotationError(_not_utf8(path, e)) from None
     ids, names = [], []
     for m in re.finditer(r"(item|label)\s*\{(.*?)\}", text, re.DOTALL):
         line = text.count("\n", 0, m.start()) + 1
