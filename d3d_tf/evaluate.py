@@ -193,6 +193,7 @@ def _evaluate_ava():
             FLAGS.out_dir, batch_size=FLAGS.batch_size)
     except (ValueError, FileNotFoundError) as e:
         raise app.UsageError(str(e))
+    print(out["groundtruth_match"]["line"])
     print(f"frame-mAP {out['frame_mAP']:.4f} (random scores on the same boxes: "
           f"{out['random_scores_frame_mAP']:.4f}) over {out['keyframes']} keyframes; "
           f"wrote {FLAGS.out_dir}")

@@ -71,10 +71,18 @@ class Boxes:
 def _rows(path: str):
     if not os.path.isfile(path):
         raise AnnotationError(f"{path}: file not found")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        for line, row in enumerate(csv.reader(f), 1):
-            if row and any(v.strip() for v in row):
-                yield line, [v.strip() for v in row]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            for line, row in enumerate(csv.reader(f), 1):
+                if row and any(v.strip() for v in row):
+                    yield line, [v.strip() for v in row]
+    except UnicodeDecodeError as e:
+        raise AnnotationError(_not_utf8(path, e)) from None
+
+
+def _not_utf8(path: str, e: UnicodeDecodeError) -> str:
+    return (f"{path}: not UTF-8 text (byte {e.object[e.start:e.start + 1]!r}: {e.reason}); "
+            f"save it as UTF-8")
 
 
 def _timestamp(value: str, where: str) -> int:
@@ -99,8 +107,11 @@ def read_label_map(path: str) -> LabelMap:
     """Reads a label-map pbtxt (`item {name id}` or `label {name label_id}` blocks)."""
     if not os.path.isfile(path):
         raise AnnotationError(f"{path}: label map not found")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise AnnotationError(_not_utf8(path, e)) from None
     ids, names = [], []
     for m in re.finditer(r"(item|label)\s*\{(.*?)\}", text, re.DOTALL):
         line = text.count("\n", 0, m.start()) + 1
@@ -214,6 +225,20 @@ def clip_indices(timestamp: float, num_frames: int, fps: float, total: int,
     """Frame indices int [T] of the clip centred on `timestamp` (clamped to [0, total-1])."""
     center = round((timestamp - time_offset) * fps)
     return np.clip(center + np.arange(num_frames) - num_frames // 2, 0, total - 1)
+
+
+def keyframe_outside(timestamp: float, fps: float, total: int, time_offset: float = 0.0
+                     ) -> str | None:
+    """Why the keyframe at `timestamp` (s, annotation time) is not in a video file of `total`
+    frames at `fps` whose first frame is at `time_offset` (s), or None when it is. Its clip
+    would be one frozen frame (the first or last) under boxes that are not in it."""
+    center = round((timestamp - time_offset) * fps)
+    if 0 <= center < total:
+        return None
+    where = "past the video's end" if center >= total else "before the video's start"
+    return (f"keyframe {timestamp:g} s is {where} ({time_offset:g} s to "
+            f"{time_offset + total / fps:g} s: {total} frames at {fps:g} fps; check "
+            f"--time_offset and the video file)")
 
 
 def keyframe_example(*, video_id: str, timestamp: int, jpeg_frames, fps: float, height: int,
@@ -383,6 +408,10 @@ def prepare(annotations: str, video_dir: str, ava: AvaPrepareConfig,
         for ts in by_video[entry.video_id]:
             boxes, labels, pids = gt.get((entry.video_id, ts), empty)
             proposals, scores = props.get((entry.video_id, ts), (None, None))
+            reason = keyframe_outside(ts, result["fps"], len(jpegs), ava.time_offset)
+            if reason:
+                out.append(prepare_lib.Skipped(reason))
+                continue
             idx = clip_indices(ts, ava.clip_frames, result["fps"], len(jpegs), ava.time_offset)
             out.append(keyframe_example(
                 video_id=entry.video_id, timestamp=ts, jpeg_frames=[jpegs[i] for i in idx],

@@ -94,6 +94,13 @@ class PrepareConfig:
             raise PrepareError(str(e)) from None
 
 
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """Returned by a `to_examples` in place of a record it cannot write (e.g. an AVA keyframe
+    past the video's end): reported in the summary's `skipped` with the video's id and path."""
+    reason: str
+
+
 @dataclasses.dataclass
 class PrepareSummary:
     split: str
@@ -273,8 +280,9 @@ def prepare(entries: list[VideoEntry], labels: list[str], config: PrepareConfig,
       entries: videos from a `datasets.read_*` reader; only those with split == config.split
         are written. Labels not in `labels` raise; label_name None means unlabeled (-1).
       labels: class names, index = label id.
-      to_examples: `(entry, worker result, label ids) -> [SequenceExample]` for other record
-        layouts (e.g. `ava`: one record per keyframe); default: one record per video.
+      to_examples: `(entry, worker result, label ids) -> [SequenceExample | Skipped]` for
+        other record layouts (e.g. `ava`: one record per keyframe); a `Skipped` item is counted
+        and reported as a skipped item of that video. Default: one record per video.
       video_key: `entry -> JSON-able`: what `to_examples` puts into a video's records besides
         the video and its label (e.g. its keyframes' boxes); part of the shard's fingerprint.
       side_files: {file name: text} written into out_dir beside labels.txt (e.g. the AVA label
@@ -546,8 +554,17 @@ def _write_shard(config, k, shard_entries, results, label_ids, progress, summary
                     flow_images=r["flow_images"])]
             else:
                 examples = to_examples(entry, r, label_ids)
+            written = 0
             for example in examples:
+                if isinstance(example, Skipped):
+                    info["skipped"].append({"video_id": entry.video_id, "path": entry.path,
+                                            "reason": example.reason})
+                    continue
                 writer.write(example)
+                written += 1
+            if examples and not written:  # every item of the video was skipped
+                progress.update(ok=False)
+                continue
             summary.write_s += time.perf_counter() - t0
             summary.decode_s += r["decode_s"]
             summary.flow_s += r["flow_s"]

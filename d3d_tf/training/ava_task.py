@@ -290,11 +290,15 @@ def evaluate_detector(directory: str, data: str, config: AvaEvalConfig, out_dir:
     dets, record_gt = predict(detector, ava_pipeline.make_dataset(pipe),
                               ava.LabelMap(tuple(info["action_ids"]), tuple(info["labels"])),
                               log_every=50)
-    if config.ava_groundtruth:
-        gt = ava.read_boxes(config.ava_groundtruth, label_map=label_map)
+    if config.ava_groundtruth:  # rows of other classes are counted, then ignored
+        gt = ava.read_boxes(config.ava_groundtruth)
     else:
         gt = record_gt
     excluded = ava.read_excluded(config.ava_excluded)
+    # Ground truth of another split, other videos or other action ids would score 0 or NaN.
+    match = ava_map.groundtruth_match(gt, dets, label_map, excluded)
+    match["line"] = ava_map.check_groundtruth_match(
+        match, config.ava_groundtruth or f"the ground truth stored in {data}")
     result = ava_map.frame_map(gt, dets, label_map, excluded)
     baseline = ava_map.frame_map(gt, random_scores(dets), label_map, excluded)
     os.makedirs(out_dir, exist_ok=True)
@@ -312,6 +316,7 @@ def evaluate_detector(directory: str, data: str, config: AvaEvalConfig, out_dir:
                                                               excluded)["mAP"],
            "keyframes": len(dets), "per_class": dict(zip(result["names"], result["per_class"])),
            "num_gt": dict(zip(result["names"], result["num_gt"])),
-           "groundtruth": config.ava_groundtruth or "records", "detector": directory}
+           "groundtruth": config.ava_groundtruth or "records", "detector": directory,
+           "groundtruth_match": match}
     atomic.write_json(os.path.join(out_dir, "results.json"), out)
     return out
