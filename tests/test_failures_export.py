@@ -168,3 +168,61 @@ def test_damaged_calibration_shard_is_named(tmp_path):
     with pytest.raises(records.RecordError, match=r"cal-0\.tfrecord: truncated or corrupt.*"
                        r"--verify="):
         list(tflite.record_clips(str(tmp_path / "cal-*.tfrecord"), 2, (4, 16, 16, 3)))
+
+
+# ---- AVA detector export: the same version swap and the same name check -------------------
+
+def _detector_dir(folder, name="s3dg") -> str:
+    from d3d_tf.models import ava_head, s3dg
+
+    det = ava_head.build_detector(s3dg.S3DGConfig(depth_multiplier=0.1),
+                                  ava_head.DetectorConfig(num_classes=2, roi_size=2),
+                                  input_shape=(2, 32, 32, 3))
+    path = str(folder / "det")
+    ava_head.save_detector_dir(path, det, name=name, labels=["a", "b"], ids=[1, 2],
+                               rgb_range="[-1,1]")
+    return path
+
+
+def test_ava_export_overwrite_keeps_the_served_version_until_the_new_one_is_complete(
+        tmp_path, monkeypatch):
+    from d3d_tf.export import ava_saved_model
+
+    def write(tag, fail=False):  # a stand-in for the SavedModel writer, as above
+        def writer(model, fn, signature, path):
+            os.makedirs(os.path.join(path, "variables"))
+            if fail:
+                raise KeyboardInterrupt
+            with open(os.path.join(path, "saved_model.pb"), "w") as f:
+                f.write(tag)
+        monkeypatch.setattr(saved_model, "write_module", writer)
+
+    det, out = _detector_dir(tmp_path), str(tmp_path / "out")
+    write("first")
+    final = ava_saved_model.export(det, out)
+    pb = os.path.join(final, "saved_model.pb")
+    write("second", fail=True)
+    with pytest.raises(KeyboardInterrupt):
+        ava_saved_model.export(det, out, overwrite=True)
+    assert _read(pb) == "first"
+    assert sorted(os.listdir(os.path.dirname(final))) == ["1", "labels.txt"]
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        ava_saved_model.export(det, out)
+    write("third")
+    assert ava_saved_model.export(det, out, overwrite=True) == final
+    assert _read(pb) == "third"
+    assert sorted(os.listdir(final)) == ["assets.extra", "saved_model.pb", "variables"]
+    assert sorted(os.listdir(os.path.dirname(final))) == ["1", "labels.txt"]
+
+
+def test_ava_export_names_outside_the_output_folder_are_refused(tmp_path):
+    from d3d_tf.export import ava_saved_model
+
+    out = tmp_path / "a" / "out"
+    with pytest.raises(ValueError, match="--model_name='../escaped' must be a plain name"):
+        ava_saved_model.export(_detector_dir(tmp_path), str(out), model_name="../escaped")
+    evil = _detector_dir(tmp_path / "a", name="x/../../../evil")
+    with pytest.raises(ValueError, match=r'detector\.json "name".*must be a plain name'):
+        ava_saved_model.export(evil, str(out))
+    assert sorted(os.listdir(tmp_path)) == ["a", "det"]
+    assert sorted(os.listdir(tmp_path / "a")) == ["det"]
