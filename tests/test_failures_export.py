@@ -172,18 +172,6 @@ def test_damaged_calibration_shard_is_named(tmp_path):
 
 # ---- AVA detector export: the same version swap and the same name check -------------------
 
-def _detector_dir(folder, name="s3dg") -> str:
-    from d3d_tf.models import ava_head, s3dg
-
-    det = ava_head.build_detector(s3dg.S3DGConfig(depth_multiplier=0.1),
-                                  ava_head.DetectorConfig(num_classes=2, roi_size=2),
-                                  input_shape=(2, 32, 32, 3))
-    path = str(folder / "det")
-    ava_head.save_detector_dir(path, det, name=name, labels=["a", "b"], ids=[1, 2],
-                               rgb_range="[-1,1]")
-    return path
-
-
 def test_ava_export_overwrite_keeps_the_served_version_until_the_new_one_is_complete(
         tmp_path, monkeypatch):
     from d3d_tf.export import ava_saved_model
@@ -197,7 +185,7 @@ def test_ava_export_overwrite_keeps_the_served_version_until_the_new_one_is_comp
                 f.write(tag)
         monkeypatch.setattr(saved_model, "write_module", writer)
 
-    det, out = _detector_dir(tmp_path), str(tmp_path / "out")
+    det, out = H.detector_dir(tmp_path), str(tmp_path / "out")
     write("first")
     final = ava_saved_model.export(det, out)
     pb = os.path.join(final, "saved_model.pb")
@@ -220,8 +208,8 @@ def test_ava_export_names_outside_the_output_folder_are_refused(tmp_path):
 
     out = tmp_path / "a" / "out"
     with pytest.raises(ValueError, match="--model_name='../escaped' must be a plain name"):
-        ava_saved_model.export(_detector_dir(tmp_path), str(out), model_name="../escaped")
-    evil = _detector_dir(tmp_path / "a", name="x/../../../evil")
+        ava_saved_model.export(H.detector_dir(tmp_path), str(out), model_name="../escaped")
+    evil = H.detector_dir(tmp_path / "a", name="x/../../../evil")
     with pytest.raises(ValueError, match=r'detector\.json "name".*must be a plain name'):
         ava_saved_model.export(evil, str(out))
     assert sorted(os.listdir(tmp_path)) == ["a", "det"]

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 
+import export_helpers as H
 import matplotlib.figure
 import numpy as np
 import pytest
@@ -104,9 +105,7 @@ def test_an_interrupted_plot_keeps_the_previous_plot(tmp_path, request):
 
 
 def test_a_failed_ava_evaluation_leaves_the_previous_runs_files(tmp_path, monkeypatch):
-    from test_failures_export import _detector_dir
-
-    det = _detector_dir(tmp_path)
+    det = H.detector_dir(tmp_path)
     gt = {("v", 902): Boxes(boxes=[[0.1, 0.1, 0.5, 0.9]], labels=[1], scores=[1.0])}
 
     def predicted(score):
