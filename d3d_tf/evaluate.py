@@ -18,7 +18,7 @@ import os
 
 from absl import app, flags, logging
 
-from d3d_tf import cli, config_flags, preprocessing
+from d3d_tf import atomic, cli, config_flags, preprocessing
 from d3d_tf.data import damaged_shards, pipeline, read_errors
 from d3d_tf.models import saving
 from d3d_tf.training import ava_task, evaluation
@@ -158,28 +158,41 @@ def main(argv):
     if not class_names:
         k = next(iter(preds.values())).probs.shape[1]
         class_names = [str(i) for i in range(k)]
-    evaluation.write_report(FLAGS.out_dir, results, class_names)
-    per_class = {n: r["video"]["per_class"] for n, r in results.items()}
-    evaluation.write_per_class_csv(os.path.join(FLAGS.out_dir, "per_class.csv"), class_names,
-                                   per_class)
-    for i, (n, p) in enumerate(preds.items()):
-        safe = n.replace("/", "_").replace("+", "_plus_")
-        evaluation.plot_per_class(os.path.join(FLAGS.out_dir, f"per_class_{safe}.png"),
-                                  class_names, per_class[n], top=FLAGS.plot_top, title=n)
-        cm = evaluation.confusion_matrix(evaluation.video_level(p), len(class_names))
-        evaluation.plot_confusion(os.path.join(FLAGS.out_dir, f"confusion_{safe}.png"), cm,
-                                  class_names)
+    pair = None
     if FLAGS.compare:
         if len(FLAGS.compare) != 2 or any(n not in results for n in FLAGS.compare):
             raise app.UsageError(f"--compare needs two of {list(results)}")
-        a, b = FLAGS.compare
+        pair = tuple(FLAGS.compare)
     elif len(names) >= 2:
-        a, b = names[1], names[0]
-    if FLAGS.compare or len(names) >= 2:
-        evaluation.plot_per_class_difference(
-            os.path.join(FLAGS.out_dir, "per_class_difference.png"), class_names,
-            per_class[a], per_class[b], label_a=a, label_b=b, top=FLAGS.plot_top)
+        pair = names[1], names[0]
+    # One set: a failed run leaves the previous run's files whole (docs/failures.md).
+    with atomic.publish_files(FLAGS.out_dir, last="results.json", stale=STALE_OUTPUTS) as out:
+        _write_outputs(out, results, preds, class_names, pair)
     logging.info("wrote %s", FLAGS.out_dir)
+
+
+# What a classifier evaluation writes beside results.json and report.md, per model or pair.
+STALE_OUTPUTS = ("per_class.csv", "per_class_*.png", "confusion_*.png",
+                 "per_class_difference.png", "report.md")
+
+
+def _write_outputs(out_dir, results, preds, class_names, pair):
+    evaluation.write_report(out_dir, results, class_names)
+    per_class = {n: r["video"]["per_class"] for n, r in results.items()}
+    evaluation.write_per_class_csv(os.path.join(out_dir, "per_class.csv"), class_names,
+                                   per_class)
+    for n, p in preds.items():
+        safe = n.replace("/", "_").replace("+", "_plus_")
+        evaluation.plot_per_class(os.path.join(out_dir, f"per_class_{safe}.png"),
+                                  class_names, per_class[n], top=FLAGS.plot_top, title=n)
+        cm = evaluation.confusion_matrix(evaluation.video_level(p), len(class_names))
+        evaluation.plot_confusion(os.path.join(out_dir, f"confusion_{safe}.png"), cm,
+                                  class_names)
+    if pair:
+        a, b = pair
+        evaluation.plot_per_class_difference(
+            os.path.join(out_dir, "per_class_difference.png"), class_names,
+            per_class[a], per_class[b], label_a=a, label_b=b, top=FLAGS.plot_top)
 
 
 def _evaluate_ava():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -169,6 +170,21 @@ def test_keras_applications_teacher_preprocessing():
         distinit.load_image_teacher("NoSuchNet")
     with pytest.raises(FileNotFoundError, match="missing.keras"):
         distinit.load_image_teacher("/nowhere/missing.keras")
+
+
+def test_a_damaged_keras_teacher_is_named_as_damaged(tmp_path):
+    _image_teacher(3, 0, str(tmp_path / "good.keras"))
+    good = (tmp_path / "good.keras").read_bytes()
+    (tmp_path / "cut.keras").write_bytes(good[:len(good) // 2])  # an interrupted copy
+    with pytest.raises(ValueError, match=r"cut\.keras: damaged or not a \.keras file"):
+        distinit.load_image_teacher(str(tmp_path / "cut.keras"))
+    with zipfile.ZipFile(tmp_path / "good.keras") as src, \
+            zipfile.ZipFile(tmp_path / "cut_weights.keras", "w") as dst:
+        for name in src.namelist():  # a whole archive whose weights file is cut short
+            data = src.read(name)
+            dst.writestr(name, data[:len(data) // 3] if name.endswith(".h5") else data)
+    with pytest.raises(ValueError, match=r"cut_weights\.keras: unreadable \.keras file"):
+        distinit.load_image_teacher(str(tmp_path / "cut_weights.keras"))
 
 
 def _unlabeled_records(out_dir, videos=4):

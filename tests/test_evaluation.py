@@ -114,6 +114,8 @@ def test_evaluate_cli_writes_metrics_for_clips_times_crops(tmp_path):
                                         with_flow=False, prefix="test")
     _tiny_model_dir(str(tmp_path / "model"))
     out = tmp_path / "eval"
+    out.mkdir()
+    (out / "confusion_gone.png").write_bytes(b"a plot of an earlier run's model")
     env = dict(os.environ, PYTHONPATH=ROOT)
     cmd = [sys.executable, "-m", "d3d_tf.evaluate", f"--model_dir={tmp_path / 'model'}",
            "--name=tiny", f"--data={data}", "--num_clips=2", "--num_crops=3",
@@ -128,6 +130,14 @@ def test_evaluate_cli_writes_metrics_for_clips_times_crops(tmp_path):
     assert rows[0] == "class,tiny" and [r.split(",")[0] for r in rows[1:]] == list(
         train_fixtures.CLASSES)
     assert (out / "confusion_tiny.png").stat().st_size > 0 and (out / "report.md").exists()
+    assert not (out / "confusion_gone.png").exists()  # an earlier run's: not beside this one
+
+    # A run that fails leaves the previous run's files as they were, nothing of its own.
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    done = subprocess.run(cmd[:-1] + ["--num_clips=1", "--compare=tiny,nope", f"--out_dir={out}"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "--compare needs two of ['tiny']" in done.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
     done = subprocess.run(cmd[:-1] + ["--num_crops=2", f"--out_dir={out}"], env=env, cwd=ROOT,
                           capture_output=True, text=True, check=False)

@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from d3d_tf import preprocessing
 from d3d_tf.export import common
+from d3d_tf.models import saving
 
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "frames"
@@ -91,6 +92,29 @@ def write_saved_model(model: keras.Model, spec, path: str, *, top_k: int = 5) ->
     write_module(model, serve, signature, path)
 
 
+def write_version(base: str, version: int, write, *, overwrite: bool = False) -> str:
+    """Writes the version directory `<base>/<version>` by `write(path)` and returns it.
+
+    `write` fills a hidden folder beside it (`.tmp-<version>`), which is then swapped in
+    (`common.swap_in_dir`): TF Serving watches `base` and must never load a half-written
+    version, nor lose the served one before the new one is whole. A failure (or a kill)
+    leaves the served version as it was; the leftover hidden folder is removed by the next
+    export of that version. FileExistsError if the version exists and not `overwrite`.
+    """
+    final = os.path.join(base, str(version))
+    if os.path.exists(final) and not overwrite:
+        raise FileExistsError(f"{final} exists; pick another --version or pass --overwrite")
+    os.makedirs(base, exist_ok=True)
+    tmp = os.path.join(base, f".tmp-{version}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(tmp)
+        common.swap_in_dir(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
 def export_saved_model(config: common.ExportConfig) -> str:
     """Exports a model directory as a TF Serving SavedModel; returns the version directory."""
     if config.version < 1:
@@ -100,24 +124,18 @@ def export_saved_model(config: common.ExportConfig) -> str:
     common.check_model_name(config.model_name)
     model, spec, model_dir = common.load_for_export(
         config.model_dir, frames=config.num_frames, size=config.crop_size)
-    name = config.model_name or spec.name
+    name = common.check_model_name(config.model_name or spec.name,
+                                   source="--model_name" if config.model_name else
+                                   f'{model_dir}/{saving.SPEC_FILE} "name"')
     base = os.path.join(config.out_dir, name)
-    final = os.path.join(base, str(config.version))
-    if os.path.exists(final) and not config.overwrite:
-        raise FileExistsError(f"{final} exists; pick another --version or pass --overwrite")
-    os.makedirs(base, exist_ok=True)
-    # Written under a non-numeric name then swapped in: TF Serving watches `base` and must
-    # never load a half-written version, nor lose the served one before the new one is whole.
-    tmp = os.path.join(base, f".tmp-{config.version}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        write_saved_model(model, spec, tmp, top_k=config.top_k)
-        labels = common.labels_of(spec)
-        os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
-        preprocessing.write_labels(os.path.join(tmp, "assets.extra", common.LABELS_FILE), labels)
-        common.swap_in_dir(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    labels = common.labels_of(spec)
+
+    def write(path):
+        write_saved_model(model, spec, path, top_k=config.top_k)
+        os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
+        preprocessing.write_labels(os.path.join(path, "assets.extra", common.LABELS_FILE), labels)
+
+    final = write_version(base, config.version, write, overwrite=config.overwrite)
     preprocessing.write_labels(os.path.join(base, common.LABELS_FILE), labels)
     t, h, w, _ = spec.input_shape
     common.write_model_card(base, spec, model_dir=model_dir, fmt="TF SavedModel", extra={

@@ -30,6 +30,8 @@ import math
 
 import numpy as np
 
+from d3d_tf import atomic
+
 IOU_THRESHOLD = 0.5
 MAX_DETECTIONS = 50
 
@@ -241,7 +243,7 @@ def write_detections_csv(path: str, rows) -> None:
 
     rows: iterable of (video_id, timestamp, box (x1, y1, x2, y2), action_id, score).
     """
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic.open_for_write(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         for vid, ts, box, action, score in rows:
             writer.writerow([vid, f"{int(ts):04d}", *(f"{v:.3f}" for v in box), int(action),
@@ -250,7 +252,7 @@ def write_detections_csv(path: str, rows) -> None:
 
 def write_per_class_csv(path: str, result: dict) -> None:
     """`action_id,name,ap,num_gt` per class (AP empty where the class has no ground truth)."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic.open_for_write(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["action_id", "name", "ap", "num_gt"])
         for a, name, ap, n in zip(result["ids"], result["names"], result["per_class"],
@@ -272,5 +274,5 @@ def plot_per_class(path: str, result: dict, title: str = "") -> None:
     ax.set_xlabel("AP (IoU 0.5)")
     ax.set_title(title or f"frame-mAP {result['mAP']:.3f}")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)

@@ -278,7 +278,8 @@ def evaluate_detector(directory: str, data: str, config: AvaEvalConfig, out_dir:
                       batch_size: int = 8) -> dict:
     """Scores a detector directory on keyframe records; writes into `out_dir`:
     `detections.csv` (official format), `per_class.csv`, `per_class.png`, `results.json`
-    (frame-mAP, the random-scores baseline on the same boxes, AP per class)."""
+    (frame-mAP, the random-scores baseline on the same boxes, AP per class), published as one
+    set (`atomic.publish_files`): a failure leaves the previous run's files as they were."""
     detector, info = ava_head.load_detector_dir(directory, dropout_keep_prob=1.0)
     label_map = ava.read_label_map(config.ava_label_map) if config.ava_label_map else \
         ava.LabelMap(tuple(info["action_ids"]), tuple(info["labels"]))
@@ -301,14 +302,6 @@ def evaluate_detector(directory: str, data: str, config: AvaEvalConfig, out_dir:
         match, config.ava_groundtruth or f"the ground truth stored in {data}")
     result = ava_map.frame_map(gt, dets, label_map, excluded)
     baseline = ava_map.frame_map(gt, random_scores(dets), label_map, excluded)
-    os.makedirs(out_dir, exist_ok=True)
-    ava_map.write_detections_csv(os.path.join(out_dir, "detections.csv"), (
-        (vid, ts, box, a, score) for (vid, ts), e in sorted(dets.items())
-        for box, a, score in zip(e.boxes, e.labels, e.scores)))
-    ava_map.write_per_class_csv(os.path.join(out_dir, "per_class.csv"), result)
-    ava_map.plot_per_class(os.path.join(out_dir, "per_class.png"), result,
-                           title=f"frame-mAP {result['mAP']:.3f} (random scores "
-                                 f"{baseline['mAP']:.3f})")
     out = {"frame_mAP": result["mAP"], "random_scores_frame_mAP": baseline["mAP"],
            # The ground truth stored in the records, scored the same way: a check that the
            # records hold what the CSV says.
@@ -318,5 +311,14 @@ def evaluate_detector(directory: str, data: str, config: AvaEvalConfig, out_dir:
            "num_gt": dict(zip(result["names"], result["num_gt"])),
            "groundtruth": config.ava_groundtruth or "records", "detector": directory,
            "groundtruth_match": match}
-    atomic.write_json(os.path.join(out_dir, "results.json"), out)
+    # One set, results.json last: a failed run leaves the previous run's files whole.
+    with atomic.publish_files(out_dir, last="results.json") as stage:
+        ava_map.write_detections_csv(os.path.join(stage, "detections.csv"), (
+            (vid, ts, box, a, score) for (vid, ts), e in sorted(dets.items())
+            for box, a, score in zip(e.boxes, e.labels, e.scores)))
+        ava_map.write_per_class_csv(os.path.join(stage, "per_class.csv"), result)
+        ava_map.plot_per_class(os.path.join(stage, "per_class.png"), result,
+                               title=f"frame-mAP {result['mAP']:.3f} (random scores "
+                                     f"{baseline['mAP']:.3f})")
+        atomic.write_json(os.path.join(stage, "results.json"), out)
     return out

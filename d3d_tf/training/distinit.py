@@ -29,6 +29,8 @@ import dataclasses
 import importlib
 import inspect
 import os
+import zipfile
+import zlib
 
 import keras
 import tensorflow as tf
@@ -110,7 +112,7 @@ def load_image_teacher(source: str, *, weights: str | None = "imagenet",
     if source.endswith(".keras"):
         if not os.path.isfile(source):
             raise FileNotFoundError(f"teacher {source}: no such file")
-        model = keras.saving.load_model(source, compile=False)
+        model = _load_keras_file(source)
         if len(model.outputs) != 1:
             raise ValueError(f"teacher {source}: a model of {len(model.outputs)} outputs; a "
                              "teacher has one, logits [N,K]")
@@ -140,6 +142,19 @@ def load_image_teacher(source: str, *, weights: str | None = "imagenet",
     if size is None and not source.endswith(".keras"):
         size = (224, 224)  # applications built without weights may leave H, W open: ImageNet's
     return ImageTeacher(model=model, preprocess=preprocess, image_size=size, name=source)
+
+
+def _load_keras_file(source: str) -> keras.Model:
+    """`keras.saving.load_model`, with a damaged file named as such (Keras reports a file that
+    is no zip archive as "File not found")."""
+    if not zipfile.is_zipfile(source):
+        raise ValueError(f"teacher {source}: damaged or not a .keras file (not a readable zip "
+                         "archive)")
+    try:
+        return keras.saving.load_model(source, compile=False)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise ValueError(f"teacher {source}: unreadable .keras file (damaged, or not saved by "
+                         f"Keras): {type(e).__name__}: {' '.join(str(e).split())}") from None
 
 
 def _model_dir_teacher(directory: str, rgb_range: str) -> ImageTeacher:

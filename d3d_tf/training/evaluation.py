@@ -172,7 +172,7 @@ def plot_per_class(path: str, names: list[str], accuracy: list[float], *, top: i
     ax.set_xlabel("top-1 accuracy")
     ax.set_title(f"{title}: best and worst {top}")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -193,7 +193,7 @@ def plot_per_class_difference(path: str, names: list[str], acc_a: list[float],
     ax.axvline(0, color="k", lw=0.5)
     ax.set_xlabel(f"accuracy({label_b}) - accuracy({label_a})")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -212,7 +212,7 @@ def plot_confusion(path: str, cm: np.ndarray, names: list[str]) -> None:
     ax.set_ylabel("true")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -242,8 +242,6 @@ def write_average(paths: list[str], out_dir: str) -> dict:
         with open(path) as f:
             runs.append(json.load(f))
     average = average_runs(runs)
-    os.makedirs(out_dir, exist_ok=True)
-    atomic.write_json(os.path.join(out_dir, "average.json"), {"runs": paths, "models": average})
     lines = [f"# Mean of {len(paths)} evaluations", "", *[f"- {p}" for p in paths], "",
              "| model | video top-1 | video top-5 | video mean class acc. | top-1 per run |",
              "|---|---|---|---|---|"]
@@ -252,5 +250,8 @@ def write_average(paths: list[str], out_dir: str) -> dict:
         lines.append(f"| {name} | {100 * m['video_top1']['mean']:.2f} | "
                      f"{100 * m['video_top5']['mean']:.2f} | "
                      f"{100 * m['video_mean_class_accuracy']['mean']:.2f} | {each} |")
-    atomic.write_text(os.path.join(out_dir, "average.md"), "\n".join(lines) + "\n")
+    with atomic.publish_files(out_dir, last="average.json") as stage:  # both or neither
+        atomic.write_text(os.path.join(stage, "average.md"), "\n".join(lines) + "\n")
+        atomic.write_json(os.path.join(stage, "average.json"),
+                          {"runs": paths, "models": average})
     return average

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import time
 
@@ -38,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from d3d_tf import config_flags
+from d3d_tf import atomic, config_flags
 from d3d_tf.config_flags import field
 from d3d_tf.data import pipeline
 from d3d_tf.metrics import flow_probe
@@ -298,8 +297,9 @@ def probe_endpoint(c: ProbeConfig, spec: saving.ModelSpec, endpoint: str) -> dic
                                  max_clips=c.max_eval_clips, examples=c.examples)
     # Backbone up to the endpoint + decoder: what --task=cnn_flow starts from (--flow_net_init).
     saving.save_weights(model, os.path.join(out, saving.WEIGHTS_FILE))
-    np.savez(os.path.join(out, EXAMPLES_FILE), **kept,
-             video_ids=np.array([x["video_id"] for x in clips[:len(kept["pred"])]]))
+    with atomic.open_for_write(os.path.join(out, EXAMPLES_FILE), "wb") as f:
+        np.savez(f, **kept,
+                 video_ids=np.array([x["video_id"] for x in clips[:len(kept["pred"])]]))
     result = {
         "endpoint": endpoint, "alias": alias,
         "grid": list(model.output["flow"].shape[1:4]),
@@ -350,8 +350,6 @@ def run(config: ProbeConfig) -> dict:
     }
     for endpoint in endpoints:
         summary["results"].append(probe_endpoint(c, spec, endpoint))
-        path = os.path.join(c.out_dir, PROBE_FILE)
-        with open(path + ".tmp", "w") as f:  # rewritten after each endpoint of a sweep
-            json.dump(summary, f, indent=2)
-        os.replace(path + ".tmp", path)
+        # rewritten after each endpoint of a sweep
+        atomic.write_json(os.path.join(c.out_dir, PROBE_FILE), summary)
     return summary
