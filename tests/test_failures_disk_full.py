@@ -22,7 +22,8 @@ def test_an_artifact_write_on_a_full_disk_names_the_file_and_keeps_the_old_one(t
     with pytest.raises(OSError) as info:
         atomic.write_bytes(path, b"x" * 100_000)
     assert info.value.errno == errno.ENOSPC
-    assert open(path, "rb").read() == b"old" and os.listdir(tmp_path) == ["model.tflite"]
+    with open(path, "rb") as f:
+        assert f.read() == b"old" and os.listdir(tmp_path) == ["model.tflite"]
     assert cli.error_line(info.value, "d3d_tf.export") == (
         f"d3d_tf.export: error: No space left on device while writing {path}: every file under "
         "its final name is complete, the previous version or none (files are written to a "
@@ -30,9 +31,9 @@ def test_an_artifact_write_on_a_full_disk_names_the_file_and_keeps_the_old_one(t
 
 
 def test_tensorflow_disk_full_is_one_line_also_when_wrapped(tmp_path):
-    with pytest.raises(tf.errors.ResourceExhaustedError) as info:
-        with tf.io.TFRecordWriter("/dev/full") as w:
-            w.write(b"x" * 100_000)
+    with pytest.raises(tf.errors.ResourceExhaustedError) as info, \
+            tf.io.TFRecordWriter("/dev/full") as w:
+        w.write(b"x" * 100_000)
     try:
         raise RuntimeError("saving failed") from info.value
     except RuntimeError as wrapped:
@@ -90,10 +91,10 @@ def test_prepare_on_a_full_disk_is_one_line_and_keeps_the_finished_shard(tmp_pat
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
                           check=False)
     errors = [ln for ln in proc.stderr.splitlines() if ": error:" in ln or "Traceback" in ln]
-    assert proc.returncode == 1 and errors == [
+    assert proc.returncode == 1 and errors == [(
         f"d3d_tf.prepare: error: No space left on device while writing {partial}: the finished "
         "shards are kept (a shard is renamed to its final name only when complete); free space "
-        "and rerun the same command to write the rest"], proc.stderr
+        "and rerun the same command to write the rest")], proc.stderr
     assert os.path.exists(out / "train-00000-of-00002.tfrecord")
     assert not os.path.lexists(partial) and not os.path.exists(out / "train-00001-of-00002"
                                                                        ".tfrecord")
