@@ -26,7 +26,7 @@ from absl import logging
 
 from d3d_tf import atomic
 from d3d_tf.config_flags import field
-from d3d_tf.data import ava, ava_pipeline
+from d3d_tf.data import ava, ava_pipeline, read_errors
 from d3d_tf.metrics import ava_map
 from d3d_tf.models import ava_head, s3dg, saving
 from d3d_tf.training import checkpoints, summaries, tasks
@@ -222,7 +222,11 @@ def train(c) -> dict:
 
     step, t0 = start, time.time()
     while step < c.train_steps:
-        logs = train_fn(next(iterator))
+        try:
+            batch = next(iterator)
+        except StopIteration:  # the training data repeats: it holds no record at all
+            raise read_errors.nothing_read("--train_data", c.train_data) from None
+        logs = train_fn(batch)
         step += 1
         if step == start + 1 or step % c.log_every == 0 or step == c.train_steps:
             values = {k: float(v) for k, v in logs.items()}

@@ -151,9 +151,10 @@ def check_modality(spec: saving.ModelSpec, modality: str, model_dir: str) -> Non
 def require_flow_records(pattern: str, flag: str) -> None:
     """FileNotFoundError if nothing matches, ValueError if the records hold no flow."""
     files = trainer._require_data(pattern, flag)
-    if not trainer._records_have_flow(files):
-        raise ValueError(f"{flag}={pattern}: the records have no optical flow (flow/encoded), "
-                         "which the probe's targets are: prepare them with "
+    missing = trainer._shards_without_flow(files)
+    if missing:
+        raise ValueError(f"{flag}={pattern}: {trainer.no_flow_text(files, missing)} "
+                         "(flow/encoded), which the probe's targets are: prepare them with "
                          "`python -m d3d_tf.prepare --flow=tvl1`")
 
 

@@ -1,0 +1,89 @@
+"""Inputs that give nothing to read, shards of mixed content, and files that do not fit: one
+line naming the flag, the shards or the file, before any graph runs."""
+import os
+import pathlib
+import re
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import train_fixtures
+from test_failures_skip import _evaluate, _record_spans, _tiny_model_dir
+
+from d3d_tf.data import records
+from d3d_tf.training import trainer
+
+
+def _flip_first_record(path):
+    start, end = _record_spans(path)[0]
+    blob = bytearray(pathlib.Path(path).read_bytes())
+    blob[(start + end) // 2] ^= 0xFF
+    pathlib.Path(path).write_bytes(bytes(blob))
+
+
+def test_training_on_damaged_and_empty_shards_only_names_them(tmp_path):
+    pattern = train_fixtures.write_dataset(str(tmp_path / "data"), videos=4, frames=4, size=16,
+                                           with_flow=False, shards=2)
+    damaged = sorted(str(p) for p in (tmp_path / "data").glob("train-*.tfrecord"))
+    for shard in damaged:
+        _flip_first_record(shard)
+    empty = tmp_path / "data" / "train-00002.tfrecord"
+    empty.write_bytes(b"")
+    cfg = trainer.TrainConfig(model_dir=str(tmp_path / "run"), train_data=pattern,
+                              depth_multiplier=0.1, num_frames=2, crop_size=16, batch_size=2,
+                              train_steps=1, skip_corrupt_records=True)
+    with pytest.raises(ValueError) as info:
+        trainer.train(cfg)
+    message = str(info.value)
+    assert message.startswith(
+        f"--train_data={pattern} gave no video: 2 of its 3 shard(s) damaged: 2 damaged "
+        f"shard(s) skipped, 4 record(s) lost: {damaged[0]} (corrupted record"), message
+    assert f"; {damaged[1]} (corrupted record" in message
+    assert message.endswith(f"; 1 of its 3 shard(s) empty ({empty})"), message
+
+
+def test_evaluate_with_every_shard_damaged_says_how_many(tmp_path):
+    pattern = train_fixtures.write_dataset(str(tmp_path / "data"), videos=2, frames=4, size=16,
+                                           with_flow=False, shards=2)
+    shards = sorted(str(p) for p in (tmp_path / "data").glob("train-*.tfrecord"))
+    for shard in shards:
+        _flip_first_record(shard)
+    code, _, stderr = _evaluate(f"--model_dir={_tiny_model_dir()}", f"--data={pattern}",
+                                f"--out_dir={tmp_path / 'eval'}", "--batch_size=2",
+                                "--skip_corrupt_records")
+    errors = [ln for ln in stderr.splitlines() if ": error:" in ln or "Traceback" in ln]
+    assert code == 1 and len(errors) == 1, stderr[-2000:]
+    assert errors[0].startswith(
+        f"d3d_tf.evaluate: error: --data={pattern} gave no video: 2 of its 2 shard(s) damaged: "
+        f"2 damaged shard(s) skipped, 2 record(s) lost: {shards[0]} (corrupted record"), errors
+    assert not (tmp_path / "eval" / "results.json").exists()
+
+
+def test_flow_is_checked_in_every_shard(tmp_path):
+    from d3d_tf.training import probe
+
+    # Shard 0 empty, shard 1 with flow, shard 2 without (prepared with --flow=none).
+    data = tmp_path / "data"
+    train_fixtures.write_dataset(str(data), videos=2, frames=4, size=16, shards=2)
+    train_fixtures.write_dataset(str(tmp_path / "noflow"), videos=1, frames=4, size=16,
+                                 with_flow=False, shards=1)
+    os.replace(tmp_path / "noflow" / "train-00000.tfrecord", data / "train-00002.tfrecord")
+    with records.ShardWriter(str(data / "train-00000.tfrecord")):
+        pass
+    pattern = str(data / "train-*.tfrecord")
+    flowless = data / "train-00002.tfrecord"
+    glob_, shard = re.escape(pattern), re.escape(str(flowless))
+    with pytest.raises(ValueError, match=rf"--train_data={glob_}: 1 of its 3 shards hold no "
+                       rf"optical flow \({shard}\) \(flow/encoded\)"):
+        probe.require_flow_records(pattern, "--train_data")
+    cfg = trainer.TrainConfig(model_dir=str(tmp_path / "run"), train_data=pattern,
+                              modality="flow", depth_multiplier=0.1, num_frames=2, crop_size=16,
+                              batch_size=2, train_steps=1)
+    with pytest.raises(ValueError, match=rf"needs optical flow \(--modality=flow\) but "
+                       rf"--train_data={glob_}: 1 of its 3 shards hold no optical flow "
+                       rf"\({shard}\): prepare"):
+        trainer.validate(cfg)
+    os.remove(flowless)  # an empty first shard is no error: the others have flow
+    probe.require_flow_records(pattern, "--train_data")
+    trainer.validate(cfg)
