@@ -87,3 +87,18 @@ def test_flow_is_checked_in_every_shard(tmp_path):
     os.remove(flowless)  # an empty first shard is no error: the others have flow
     probe.require_flow_records(pattern, "--train_data")
     trainer.validate(cfg)
+
+
+def test_a_truncated_slim_checkpoint_names_its_data_file(tmp_path):
+    from test_convert_weights import slim_variables, write_slim_checkpoint
+
+    from d3d_tf.weights import slim
+
+    prefix = write_slim_checkpoint(tmp_path, slim_variables())
+    (data,) = tmp_path.glob("model.ckpt-7.data-*")
+    with open(data, "r+b") as f:
+        f.truncate(data.stat().st_size // 2)
+    with pytest.raises(slim.CheckpointError, match=rf"^{re.escape(str(data))}: variable '.*' "
+                       r"cannot be read \(Read less bytes than requested\): the checkpoint's "
+                       r"data file is truncated or damaged$"):
+        slim.read_checkpoint(prefix)
