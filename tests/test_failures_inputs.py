@@ -102,3 +102,35 @@ def test_a_truncated_slim_checkpoint_names_its_data_file(tmp_path):
                        r"cannot be read \(Read less bytes than requested\): the checkpoint's "
                        r"data file is truncated or damaged$"):
         slim.read_checkpoint(prefix)
+
+
+def test_ava_records_of_another_label_map_are_refused_before_training(tmp_path):
+    import numpy as np
+
+    from d3d_tf.data import ava, codec
+    from d3d_tf.training import ava_task
+
+    frames = codec.encode_jpeg_frames(np.zeros((2, 16, 16, 3), np.uint8), 90)
+    with records.ShardWriter(str(tmp_path / "train-00000-of-00001.tfrecord")) as w:
+        w.write(ava.keyframe_example(video_id="v", timestamp=902, jpeg_frames=frames, fps=2.0,
+                                     height=16, width=16, boxes=[[0.1, 0.1, 0.5, 0.5]],
+                                     labels=[[0, 1, 0]]))  # 3 classes
+    map_path = tmp_path / "label_map.pbtxt"
+    ava.write_label_map(str(map_path), [1, 2, 3, 4], ["a", "b", "c", "d"])
+    pattern = str(tmp_path / "train-*.tfrecord")
+    cfg = trainer.TrainConfig(task="ava", model_dir=str(tmp_path / "run"), train_data=pattern,
+                              depth_multiplier=0.1, num_frames=2, crop_size=16, batch_size=1,
+                              train_steps=1)
+    with pytest.raises(ValueError, match=rf"--train_data={re.escape(pattern)}: .*train-00000-of-"
+                       rf"00001.tfrecord holds keyframes of 3 classes but {map_path} lists 4: "
+                       r"the records were prepared with another label map"):
+        ava_task.train(cfg)
+    assert not (tmp_path / "run").exists()
+    # The same number of classes, but labels.txt (written with the records) names others.
+    ava.write_label_map(str(map_path), [1, 2, 3], ["a", "b", "c"])
+    (tmp_path / "labels.txt").write_text("sit\nstand\nwalk\n")
+    with pytest.raises(ValueError, match=rf"{map_path} lists 3 classes \(a, b, c, \.\.\.\) but "
+                       r"the records beside it were prepared with 3 \(.*labels.txt: sit, stand"):
+        ava_task.train(cfg)
+    (tmp_path / "labels.txt").write_text("a\nb\nc\n")
+    ava_task.validate(cfg)
