@@ -134,3 +134,25 @@ def test_ava_records_of_another_label_map_are_refused_before_training(tmp_path):
         ava_task.train(cfg)
     (tmp_path / "labels.txt").write_text("a\nb\nc\n")
     ava_task.validate(cfg)
+
+
+def test_probe_endpoints_follow_the_models_family():
+    import types
+
+    from d3d_tf.models import s3dg
+    from d3d_tf.training import probe
+
+    resnet = types.SimpleNamespace(name="r3d_18", config={"final_endpoint": "pooled"})
+    assert probe.resolve_endpoints(("all",), resnet) == ["conv1", "layer1", "layer2", "layer3",
+                                                         "layer4"]
+    assert probe.resolve_endpoints(("layer2",), resnet) == ["layer2"]
+    with pytest.raises(ValueError, match=r"--endpoints=pooled: a pooled \[B,C\] vector.*layer4"):
+        probe.resolve_endpoints(("pooled",), resnet)
+    with pytest.raises(ValueError, match="Unknown endpoint 'Mixed_3b'. Valid endpoints: conv1"):
+        probe.resolve_endpoints(("Mixed_3b",), resnet)
+    short = types.SimpleNamespace(name="r3d_18", config={"final_endpoint": "layer2"})
+    assert probe.resolve_endpoints(("all",), short) == ["conv1", "layer1", "layer2"]
+    s3d = types.SimpleNamespace(name="s3dg", config={"final_endpoint": "Mixed_3c"})
+    assert probe.resolve_endpoints(("all",), s3d) == list(
+        s3dg.VALID_ENDPOINTS[:s3dg.VALID_ENDPOINTS.index("Mixed_3c") + 1])
+    assert probe.resolve_endpoints(("3A",), s3d) == [s3dg.resolve_endpoint("3A")]
