@@ -156,3 +156,20 @@ def test_probe_endpoints_follow_the_models_family():
     assert probe.resolve_endpoints(("all",), s3d) == list(
         s3dg.VALID_ENDPOINTS[:s3dg.VALID_ENDPOINTS.index("Mixed_3c") + 1])
     assert probe.resolve_endpoints(("3A",), s3d) == [s3dg.resolve_endpoint("3A")]
+
+
+def test_a_state_dict_of_another_architecture_is_refused_up_front():
+    import numpy as np
+
+    from d3d_tf.weights import torch_resnet3d, torch_s3d
+
+    mobilenet = {"features.0.0.weight": np.zeros((32, 3, 3, 3), np.float32),
+                 "features.0.1.weight": np.zeros(32, np.float32),
+                 "classifier.1.weight": np.zeros((10, 1280), np.float32),
+                 "classifier.1.bias": np.zeros(10, np.float32)}
+    assert not torch_resnet3d.is_video_resnet(mobilenet)
+    with pytest.raises(torch_s3d.StateDictError, match=r"^mobilenet.pth: not a torchvision S3D "
+                       r"\(classifier.1.weight of shape \(10, 1280\), features.0.0.0.weight "
+                       r"absent; .*reads torchvision's s3d, r3d_18, r2plus1d_18 and resnet18$"):
+        torch_s3d.import_state_dict(mobilenet, input_shape=(16, 224, 224, 3),
+                                    source="mobilenet.pth")
