@@ -83,9 +83,11 @@ def open_for_write(path: str, mode: str = "w", **kwargs):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = os.fspath(path)  # a failed write or fsync names no file (disk full)
         raise
     _fsync_dir(os.path.dirname(os.path.abspath(path)))
 

@@ -79,8 +79,11 @@ def evaluate_model(directory: str, *, data: str, num_frames=None, crop_size=None
                                   rgb_range=spec.rgb_range if spec.modality == "rgb"
                                   else "[-1,1]", num_classes=spec.num_classes)
     with read_errors.explained(data):
-        preds = evaluation.predict(model, pipeline.make_dataset(cfg, skip_damaged=skip_damaged),
-                                   modality=spec.modality, log_every=50)
+        try:
+            preds = evaluation.predict(model, pipeline.make_dataset(
+                cfg, skip_damaged=skip_damaged), modality=spec.modality, log_every=50)
+        except evaluation.EmptyDataError:
+            raise read_errors.nothing_read("--data", data, skip_damaged) from None
     return preds, spec
 
 

@@ -246,3 +246,21 @@ def test_annotation_files_that_are_not_utf8_are_named(tmp_path):
     pbtxt.write_bytes(b'item {\n  name: "caf\xe9"\n  id: 1\n}\n')
     with pytest.raises(AnnotationError, match=rf"^{pbtxt}: not UTF-8 text"):
         ava.read_label_map(str(pbtxt))
+
+
+def test_prepare_ava_writes_a_keyframe_with_person_boxes_and_no_ground_truth(tmp_path):
+    # Without the excluded list, the excluded keyframes keep their person boxes (proposals)
+    # but have no annotation rows.
+    paths = synthetic_ava.generate_dataset(TINY, str(tmp_path / "data"), num_workers=1)
+    cfg = ava.AvaPrepareConfig(label_map=paths["label_map"],
+                               person_boxes=paths["train_proposals"], clip_frames=4)
+    prep = prepare_lib.PrepareConfig(out_dir=str(tmp_path / "rec"), split="train", num_shards=1,
+                                     workers=1)
+    ava.prepare(paths["train_annotations"], paths["video_dir"], cfg, prep)
+    decoded = {(d["video_id"], int(d["timestamp"])): d for r in records.read_records(
+        str(tmp_path / "rec" / "train-00000-of-00001.tfrecord")) for d in [ava.decode_keyframe(r)]}
+    excluded = ava.read_excluded(paths["train_excluded"])
+    assert excluded and excluded <= set(decoded)
+    for key in excluded:
+        assert decoded[key]["box"].shape == (0, 4) and len(decoded[key]["proposal"]) == 3
+        assert decoded[key]["box/labels"].shape == (0, TINY.num_classes)

@@ -249,7 +249,12 @@ def keyframe_example(*, video_id: str, timestamp: int, jpeg_frames, fps: float, 
 
     from d3d_tf.data import records  # TensorFlow only where records are built
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    labels = np.asarray(labels, np.float32).reshape(len(boxes), -1)
+    labels = np.asarray(labels, np.float32)
+    if labels.ndim != 2:  # flat n*K values (K cannot be inferred from 0 boxes: pass [0,K])
+        labels = labels.reshape(len(boxes), -1)
+    if len(labels) != len(boxes):
+        raise ValueError(f"{video_id},{timestamp}: {len(labels)} label rows for {len(boxes)} "
+                         f"boxes")
     proposals = np.zeros((0, 4), np.float32) if proposals is None else \
         np.asarray(proposals, np.float32).reshape(-1, 4)
     scores = np.ones(len(proposals), np.float32) if proposal_scores is None else \

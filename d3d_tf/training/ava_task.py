@@ -26,7 +26,7 @@ from absl import logging
 
 from d3d_tf import atomic
 from d3d_tf.config_flags import field
-from d3d_tf.data import ava, ava_pipeline
+from d3d_tf.data import ava, ava_pipeline, read_errors, records
 from d3d_tf.metrics import ava_map
 from d3d_tf.models import ava_head, s3dg, saving
 from d3d_tf.training import checkpoints, summaries, tasks
@@ -150,6 +150,41 @@ def validate(c) -> None:
         raise FileNotFoundError(f"{folder}/{LABEL_MAP_FILE} not found: --train_data must be "
                                 f"keyframe records of `prepare --format=ava`")
     ava_head.DetectorConfig(num_classes=1, endpoint=c.ava_endpoint, roi_size=c.ava_roi_size)
+    check_label_map(c, read_label_map(c), os.path.join(folder, LABEL_MAP_FILE))
+
+
+def check_label_map(c, label_map: ava.LabelMap, map_path: str) -> None:
+    """ValueError, before any graph runs, unless the records fit the label map `map_path`:
+    the first keyframe of every shard of --train_data and --eval_data has its number of
+    classes (`num_classes`, one record read per shard), and the `labels.txt` written beside
+    the training records with them lists its class names."""
+    labels_txt = os.path.join(os.path.dirname(map_path), "labels.txt")
+    if os.path.isfile(labels_txt):
+        with open(labels_txt, encoding="utf-8", errors="replace") as f:
+            names = [line.strip() for line in f if line.strip()]
+        if names != list(label_map.names):
+            raise ValueError(f"{map_path} lists {len(label_map.names)} classes "
+                             f"({', '.join(label_map.names[:3])}, ...) but the records beside "
+                             f"it were prepared with {len(names)} ({labels_txt}: "
+                             f"{', '.join(names[:3])}, ...): prepare them again, or restore "
+                             f"the label map they were prepared with")
+    for flag, pattern in (("--train_data", c.train_data), ("--eval_data", c.eval_data)):
+        for path in sorted(tf.io.gfile.glob(pattern)) if pattern else []:
+            try:
+                first = next(records.read_records(path), None)
+            except records.RecordError:
+                continue  # the input pipeline names a damaged shard
+            if first is None:
+                continue
+            feature = tf.train.SequenceExample.FromString(first).context.feature
+            counts = feature["num_classes"].int64_list.value
+            if not counts:
+                raise ValueError(f"{flag}={pattern}: {path} holds no AVA keyframes (no "
+                                 f"num_classes): prepare it with --format=ava")
+            if counts[0] != len(label_map.ids):
+                raise ValueError(f"{flag}={pattern}: {path} holds keyframes of {counts[0]} "
+                                 f"classes but {map_path} lists {len(label_map.ids)}: the "
+                                 f"records were prepared with another label map")
 
 
 def train(c) -> dict:
@@ -222,7 +257,11 @@ def train(c) -> dict:
 
     step, t0 = start, time.time()
     while step < c.train_steps:
-        logs = train_fn(next(iterator))
+        try:
+            batch = next(iterator)
+        except StopIteration:  # the training data repeats: it holds no record at all
+            raise read_errors.nothing_read("--train_data", c.train_data) from None
+        logs = train_fn(batch)
         step += 1
         if step == start + 1 or step % c.log_every == 0 or step == c.train_steps:
             values = {k: float(v) for k, v in logs.items()}

@@ -28,6 +28,10 @@ class Predictions:
     video_ids: np.ndarray
 
 
+class EmptyDataError(ValueError):
+    """The evaluation data gave no batch."""
+
+
 def predict(network, dataset: tf.data.Dataset, *, modality: str = "rgb",
             max_batches: int | None = None, log_every: int = 0) -> Predictions:
     """Runs `network` (logits [B,K] or dict with `logits`) over `dataset` elements
@@ -49,7 +53,7 @@ def predict(network, dataset: tf.data.Dataset, *, modality: str = "rgb",
         if log_every and (i + 1) % log_every == 0:
             print(f"  evaluated {i + 1} batches", flush=True)
     if not probs:
-        raise ValueError("evaluation dataset is empty")
+        raise EmptyDataError("evaluation dataset is empty")
     return Predictions(np.concatenate(probs), np.concatenate(labels).astype(np.int64),
                        np.array([v.decode() if isinstance(v, bytes) else str(v)
                                  for v in np.concatenate(vids)]))

@@ -42,7 +42,7 @@ from d3d_tf.config_flags import field
 from d3d_tf.data import pipeline
 from d3d_tf.metrics import flow_probe
 from d3d_tf.metrics.probe_tables import EXAMPLES_FILE, PROBE_FILE
-from d3d_tf.models import decoders, s3dg, saving
+from d3d_tf.models import decoders, registry, s3dg, saving
 from d3d_tf.training import strategy as strategy_lib
 from d3d_tf.training import summaries, tasks, trainer
 
@@ -119,15 +119,32 @@ class FlowProbe(tasks.Task):
 # --- validation ------------------------------------------------------------------------
 
 
+VECTOR_ENDPOINTS = ("pooled",)  # endpoints of [B,C] vectors (ResNet)
+
+
 def resolve_endpoints(names, spec: saving.ModelSpec) -> list[str]:
-    """Slim names of `names` (aliases, slim names or `all`) that the model has, in order."""
-    final = spec.config.get("final_endpoint", s3dg.VALID_ENDPOINTS[-1])
-    available = s3dg.VALID_ENDPOINTS[:s3dg.VALID_ENDPOINTS.index(final) + 1]
+    """Endpoint names of `names` (aliases, slim names or `all`) that the model has, in order:
+    those of the model's family (`models.registry`), up to its final endpoint, that are
+    feature maps [B,T,H,W,C] (a ResNet's `pooled` [B,C] vector has nothing to decode flow
+    from)."""
+    try:
+        family = registry.family_of(spec.name)
+    except ValueError:  # a network saved under another name: the S3D-G endpoints
+        family = registry.family_of("s3dg")
+    endpoints = family.valid_endpoints
+    final = spec.config.get("final_endpoint", endpoints[-1])
+    if final not in endpoints:
+        raise ValueError(f"model {spec.name!r} ends at {final!r}, not an endpoint of the "
+                         f"{family.name} family ({', '.join(endpoints)})")
+    available = [e for e in endpoints[:endpoints.index(final) + 1] if e not in VECTOR_ENDPOINTS]
     if tuple(names) in (("all",), ("ALL",)):
-        return list(available)
+        return available
     out = []
     for n in names:
-        e = s3dg.resolve_endpoint(n)
+        e = family.resolve_endpoint(n)
+        if e in VECTOR_ENDPOINTS:
+            raise ValueError(f"--endpoints={n}: a pooled [B,C] vector, not a feature map to "
+                             f"decode flow from; choose among {', '.join(available)}")
         if e not in available:
             raise ValueError(f"--endpoints={n}: the network ends at {final}")
         out.append(e)
@@ -150,9 +167,10 @@ def check_modality(spec: saving.ModelSpec, modality: str, model_dir: str) -> Non
 def require_flow_records(pattern: str, flag: str) -> None:
     """FileNotFoundError if nothing matches, ValueError if the records hold no flow."""
     files = trainer._require_data(pattern, flag)
-    if not trainer._records_have_flow(files):
-        raise ValueError(f"{flag}={pattern}: the records have no optical flow (flow/encoded), "
-                         "which the probe's targets are: prepare them with "
+    missing = trainer._shards_without_flow(files)
+    if missing:
+        raise ValueError(f"{flag}={pattern}: {trainer.no_flow_text(files, missing)} "
+                         "(flow/encoded), which the probe's targets are: prepare them with "
                          "`python -m d3d_tf.prepare --flow=tvl1`")
 
 

@@ -209,10 +209,32 @@ def _require_data(pattern: str, what: str) -> list[str]:
     return files
 
 
-def _records_have_flow(files: list[str]) -> bool:
-    first = next(records.read_records(files[0]))
-    parsed = records.parse_sequence_example(tf.constant(first), with_rgb=False, with_flow=True)
-    return int(tf.shape(parsed[records.FLOW_KEY])[0]) > 0
+def _shards_without_flow(files: list[str]) -> list[str]:
+    """The shards of `files` whose first record holds no optical flow (one record read per
+    shard: `prepare` writes a shard with one --flow setting). Empty shards, and shards whose
+    first record is damaged (the input pipeline reports those), are not listed."""
+    missing = []
+    for path in files:
+        try:
+            first = next(records.read_records(path), None)
+        except records.RecordError:
+            continue
+        if first is None:
+            continue
+        parsed = records.parse_sequence_example(tf.constant(first), with_rgb=False,
+                                                with_flow=True)
+        if int(tf.shape(parsed[records.FLOW_KEY])[0]) == 0:
+            missing.append(path)
+    return missing
+
+
+def no_flow_text(files: list[str], missing: list[str]) -> str:
+    """Which of the shards `files` hold no flow (`missing`, from `_shards_without_flow`)."""
+    if len(missing) == len(files):
+        return "none of its shards holds optical flow"
+    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+    return (f"{len(missing)} of its {len(files)} shards hold no optical flow "
+            f"({', '.join(missing[:3])}{more})")
 
 
 def labels_path(config: TrainConfig) -> str:
@@ -287,10 +309,12 @@ def validate(config: TrainConfig) -> None:
     if c.skip_corrupt_records and c.task == "ava":
         raise ValueError("--skip_corrupt_records is not available with --task=ava")
     needs_flow = needs_flow or c.task == "flow_loss"
-    if needs_flow and not _records_have_flow(train_files):
+    missing = _shards_without_flow(train_files) if needs_flow else []
+    if missing:
         why = {"distill": "teacher", "flow_loss": "flow loss"}.get(c.task, "--modality=flow")
         raise ValueError(f"this run needs optical flow ({why}) "
-                         f"but the records {c.train_data} have none: prepare the data with flow "
+                         f"but --train_data={c.train_data}: "
+                         f"{no_flow_text(train_files, missing)}: prepare the data with flow "
                          "(d3d_tf.prepare --flow=tvl1)")
 
 
@@ -477,8 +501,11 @@ def evaluate_network(c: TrainConfig, network, modality: str, skip_damaged=None) 
     """Clip- and video-level metrics of `network` on `c.eval_data` (single pass, local)."""
     cfg = _pipeline(c, training=False, batch=c.eval_batch_size or c.batch_size, seed=c.seed,
                     modalities=(modality,))
-    preds = evaluation.predict(network, pipeline.make_dataset(cfg, skip_damaged=skip_damaged),
-                               modality=modality)
+    try:
+        preds = evaluation.predict(network, pipeline.make_dataset(cfg, skip_damaged=skip_damaged),
+                                   modality=modality)
+    except evaluation.EmptyDataError:
+        raise read_errors.nothing_read("--eval_data", c.eval_data, skip_damaged) from None
     return evaluation.metrics(preds)
 
 
@@ -644,7 +671,10 @@ def _train(config: TrainConfig) -> dict:
     # train_summary.json, steadier than the last batch alone.
     recent = collections.deque(maxlen=c.log_every)
     while step < c.train_steps:
-        batch = next(iterator)
+        try:
+            batch = next(iterator)
+        except StopIteration:  # the training data repeats: it holds no record at all
+            raise read_errors.nothing_read("--train_data", c.train_data, damage) from None
         logs = train_fn(batch)
         recent.append(logs)
         step += 1
