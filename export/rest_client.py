@@ -104,6 +104,15 @@ def input_shape_from_metadata(metadata: dict, signature_name: str = SIGNATURE) -
     return tuple(int(d["size"]) for d in shape["dim"])[1:]
 
 
+def check_encoding(metadata: dict, encoding: str) -> None:
+    """Raises ValueError if the served model lacks the signature `encoding` sends to."""
+    defs = metadata["metadata"]["signature_def"]["signature_def"]
+    if encoding == "jpeg" and JPEG_SIGNATURE not in defs:
+        raise ValueError(f"--encoding=jpeg: the served model has no {JPEG_SIGNATURE!r} "
+                         f"signature (exported by an older d3d_tf?); export it again or pass "
+                         f"--encoding=raw")
+
+
 def parse_response(body: dict) -> list[dict]:
     """Per-clip outputs from a `:predict` response (row `predictions` or columnar `outputs`)."""
     if "predictions" in body:
@@ -113,8 +122,13 @@ def parse_response(body: dict) -> list[dict]:
     return [{k: v[i] for k, v in outputs.items()} for i in range(n)]
 
 
+def request_bytes(body: dict) -> bytes:
+    """The bytes sent for a request body (compact JSON: no spaces)."""
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 def _http(url: str, body: dict | None = None, timeout: float = 60.0) -> dict:
-    data = None if body is None else json.dumps(body).encode()
+    data = None if body is None else request_bytes(body)
     request = urllib.request.Request(url, data=data,
                                      headers={"Content-Type": "application/json"})
     try:
@@ -160,9 +174,11 @@ def main(argv):
                          "--server=http://host:8501 --model_name=NAME")
     base = model_url(FLAGS.server, FLAGS.model_name, FLAGS.version)
     try:
-        t, h, w, _ = input_shape_from_metadata(_http(base + "/metadata", timeout=FLAGS.timeout))
+        metadata = _http(base + "/metadata", timeout=FLAGS.timeout)
     except (urllib.error.URLError, OSError, RuntimeError) as e:
         raise ValueError(f"--server={FLAGS.server}: {getattr(e, 'reason', e)}") from None
+    t, h, w, _ = input_shape_from_metadata(metadata)
+    check_encoding(metadata, FLAGS.encoding)
     shape = predictor.ClipShape(frames=t, height=h, width=w)
     config = predictor.PredictConfig(num_clips=FLAGS.num_clips)
     for path in argv[1:]:
