@@ -80,7 +80,8 @@ def evaluate_model(directory: str, *, data: str, num_frames=None, crop_size=None
                                   else "[-1,1]", num_classes=spec.num_classes)
     with read_errors.explained(data):
         preds = evaluation.predict(model, pipeline.make_dataset(cfg, skip_damaged=skip_damaged),
-                                   modality=spec.modality, log_every=50)
+                                   modality=spec.modality, progress_every_s=30,
+                                   total_clips=pipeline.num_eval_clips(cfg))
     return preds, spec
 
 

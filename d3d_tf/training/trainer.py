@@ -27,6 +27,7 @@ import tensorflow as tf
 from absl import logging
 
 from d3d_tf import atomic, config_flags, models, preprocessing, run_lock
+from d3d_tf import progress as progress_lib
 from d3d_tf.config_flags import field
 from d3d_tf.data import damaged_shards, pipeline, read_errors, records
 from d3d_tf.data.pipeline import MODALITIES
@@ -478,7 +479,8 @@ def evaluate_network(c: TrainConfig, network, modality: str, skip_damaged=None) 
     cfg = _pipeline(c, training=False, batch=c.eval_batch_size or c.batch_size, seed=c.seed,
                     modalities=(modality,))
     preds = evaluation.predict(network, pipeline.make_dataset(cfg, skip_damaged=skip_damaged),
-                               modality=modality)
+                               modality=modality, progress_every_s=60,
+                               total_clips=pipeline.num_eval_clips(cfg))
     return evaluation.metrics(preds)
 
 
@@ -639,6 +641,8 @@ def _train(config: TrainConfig) -> dict:
     t_last, steps_last = time.time(), 0
     t_begin = time.time()
     step_times = []
+    # The ETA's rate counts from the end of the first step (which traces and compiles).
+    progress = progress_lib.Progress(c.train_steps - start)
     logs = {}
     # The last log_every steps' logs (small tensors, no device sync): their mean goes into
     # train_summary.json, steadier than the last batch alone.
@@ -649,6 +653,7 @@ def _train(config: TrainConfig) -> dict:
         recent.append(logs)
         step += 1
         steps_last += 1
+        progress.update()
         if step == start + 1 or step % c.log_every == 0 or step == c.train_steps:
             values = {k: float(v) for k, v in logs.items()}     # syncs with the device
             if not all(math.isfinite(v) for v in values.values()):
@@ -658,10 +663,9 @@ def _train(config: TrainConfig) -> dict:
                 step_times.append((now - t_last) / steps_last)
             clips_per_s = steps_last * c.batch_size / max(now - t_last, 1e-9)
             lr = float(optimizer.learning_rate)
-            remaining = (c.train_steps - step) * (now - t_last) / steps_last
-            logging.info("step %d/%d  %s  lr %.3g  %.1f clips/s  ETA %dm%02ds%s", step,
+            logging.info("step %d/%d  %s  lr %.3g  %.1f clips/s  ETA %s%s", step,
                          c.train_steps, "  ".join(f"{k} {v:.4g}" for k, v in values.items()),
-                         lr, clips_per_s, remaining // 60, remaining % 60,
+                         lr, clips_per_s, progress_lib.hms(progress.eta()),
                          f"  ({damage.count_text()})" if damage and damage.shards else "")
             for shard in damage.new_shards() if damage else ():
                 logging.warning("SKIPPED DAMAGED SHARD %s", shard.describe())
