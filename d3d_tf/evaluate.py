@@ -81,7 +81,8 @@ def evaluate_model(directory: str, *, data: str, num_frames=None, crop_size=None
     with read_errors.explained(data):
         try:
             preds = evaluation.predict(model, pipeline.make_dataset(
-                cfg, skip_damaged=skip_damaged), modality=spec.modality, log_every=50)
+                cfg, skip_damaged=skip_damaged), modality=spec.modality, progress_every_s=30,
+                total_clips=pipeline.num_eval_clips(cfg))
         except evaluation.EmptyDataError:
             raise read_errors.nothing_read("--data", data, skip_damaged) from None
     return preds, spec

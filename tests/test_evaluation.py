@@ -122,6 +122,9 @@ def test_evaluate_cli_writes_metrics_for_clips_times_crops(tmp_path):
            "--batch_size=5", f"--out_dir={out}"]
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
+    # Progress with an ETA: after the first batch and at the end.
+    assert "evaluated 5/24 clips" in done.stderr, done.stderr[-3000:]
+    assert "evaluated 24/24 clips" in done.stderr and "ETA 0:00:00" in done.stderr
     results = json.loads((out / "results.json").read_text())
     # 4 videos x 2 clips x 3 crops, averaged into 4 videos.
     assert results["tiny"]["clip"]["count"] == 24 and results["tiny"]["video"]["count"] == 4

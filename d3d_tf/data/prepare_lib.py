@@ -35,6 +35,7 @@ import sys
 import time
 
 from d3d_tf import atomic, fingerprint, preprocessing, run_lock
+from d3d_tf import progress as progress_lib
 from d3d_tf.data.datasets import VideoEntry
 from d3d_tf.data.prepare_hosts import HostConfig
 
@@ -192,19 +193,22 @@ def _process_video(task: tuple) -> dict:
 # ---- parent side ----------------------------------------------------------------------------
 
 class _Progress:
-    """Progress line with rate and ETA on stderr; redraws in place on a TTY, else prints a
-    line every `interval` seconds (so logs of non-interactive runs stay short)."""
+    """Progress line with rate and ETA (`d3d_tf.progress`) on stderr; redraws in place on a
+    TTY, else prints a line every `interval` seconds (so logs of non-interactive runs stay
+    short)."""
 
     def __init__(self, label: str, total: int, interval: float, stream=None):
         self.label, self.total, self.interval = label, total, interval
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start = self.last = time.monotonic()
+        self.progress = progress_lib.Progress(total)
+        self.last = time.monotonic()
         self.done = self.skipped = self.printed = 0
 
     def update(self, ok: bool, force: bool = False) -> None:
         self.done += 1
         self.skipped += 0 if ok else 1
+        self.progress.update()
         now = time.monotonic()
         if force or now - self.last >= (0.5 if self.tty else self.interval):
             self.last = now
@@ -212,11 +216,11 @@ class _Progress:
             self.printed = self.done
 
     def _print(self, now: float, end: str = "") -> None:
-        elapsed = now - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+        p = self.progress
+        rate = "?" if p.rate() is None else f"{p.rate():.2f}"
         text = (f"[prepare {self.label}] {self.done}/{self.total} videos, {self.skipped} "
-                f"skipped, {rate:.2f} videos/s, elapsed {_hms(elapsed)}, ETA {_hms(eta)}")
+                f"skipped, {rate} videos/s, elapsed {progress_lib.hms(p.elapsed())}, ETA "
+                f"{progress_lib.hms(p.eta())}")
         if self.tty:
             self.stream.write("\r" + text + end)
         else:
@@ -226,13 +230,6 @@ class _Progress:
     def finish(self) -> None:
         if self.tty or self.printed != self.done:
             self._print(time.monotonic(), end="\n")
-
-
-def _hms(seconds: float) -> str:
-    if math.isnan(seconds):
-        return "?"
-    seconds = round(seconds)
-    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _write_json(path: str, data: dict) -> None:

@@ -25,6 +25,7 @@ import tensorflow as tf
 from absl import logging
 
 from d3d_tf import atomic
+from d3d_tf import progress as progress_lib
 from d3d_tf.config_flags import field
 from d3d_tf.data import ava, ava_pipeline, read_errors, records
 from d3d_tf.metrics import ava_map
@@ -95,10 +96,13 @@ def build_detector(c, num_classes: int) -> keras.Model:
                                    input_shape=(c.num_frames, c.crop_size, c.crop_size, 3))
 
 
-def predict(detector, dataset, label_map: ava.LabelMap, log_every: int = 0):
+def predict(detector, dataset, label_map: ava.LabelMap, progress_every_s: float = 0.0,
+            total_keyframes: int | None = None):
     """Runs the detector on eval elements; returns (detections, ground truth) as
     {(video_id, timestamp): ava.Boxes} with one detection row per (proposal, class): the
-    proposal refined by its offsets, the class's sigmoid score."""
+    proposal refined by its offsets, the class's sigmoid score. `progress_every_s` > 0: logs
+    keyframes done, rate and ETA (`d3d_tf.progress`) after the first batch, then every that
+    many seconds, and at the end."""
 
     @tf.function(reduce_retracing=True)
     def run(rgb, boxes):
@@ -108,7 +112,8 @@ def predict(detector, dataset, label_map: ava.LabelMap, log_every: int = 0):
 
     dets, gts = {}, {}
     ids = np.asarray(label_map.ids)
-    for i, batch in enumerate(dataset):
+    progress = progress_lib.Progress(total_keyframes)
+    for batch in dataset:
         scores, refined = (x.numpy() for x in run(batch["rgb"], batch["boxes"]))
         for b, (vid, ts) in enumerate(zip(batch["video_id"].numpy(),
                                           batch["timestamp"].numpy())):
@@ -128,15 +133,22 @@ def predict(detector, dataset, label_map: ava.LabelMap, log_every: int = 0):
             dets[key] = det
             if gt.boxes:
                 gts[key] = gt
-        if log_every and (i + 1) % log_every == 0:
-            logging.info("  evaluated %d batches", i + 1)
+        progress.update(len(batch["video_id"]))
+        if progress_every_s and progress.due(progress_every_s):
+            logging.info("evaluated %s", progress.line("keyframes"))
     return dets, gts
+
+
+def num_keyframes(pattern: str) -> int:
+    """Keyframe records in the shards matching `pattern`, from their record headers."""
+    return sum(records.count_framed(f)[0] for f in ava_pipeline.list_files(pattern))
 
 
 def evaluate(c, detector, label_map) -> dict:
     ds = ava_pipeline.make_dataset(pipeline_config(c, training=False,
                                                    batch=c.eval_batch_size or c.batch_size))
-    dets, gts = predict(detector, ds, label_map)
+    dets, gts = predict(detector, ds, label_map, progress_every_s=60,
+                        total_keyframes=num_keyframes(c.eval_data))
     return ava_map.frame_map(gts, dets, label_map)
 
 
@@ -256,6 +268,7 @@ def train(c) -> dict:
         save(step)
 
     step, t0 = start, time.time()
+    progress = progress_lib.Progress(c.train_steps - start)  # rate from the end of step 1
     while step < c.train_steps:
         try:
             batch = next(iterator)
@@ -263,13 +276,15 @@ def train(c) -> dict:
             raise read_errors.nothing_read("--train_data", c.train_data) from None
         logs = train_fn(batch)
         step += 1
+        progress.update()
         if step == start + 1 or step % c.log_every == 0 or step == c.train_steps:
             values = {k: float(v) for k, v in logs.items()}
             if not all(np.isfinite(v) for v in values.values()):
                 raise FloatingPointError(f"non-finite loss at step {step}: {values}")
             history.append({"step": step, **values})
-            logging.info("step %d/%d  %s", step, c.train_steps,
-                         "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            logging.info("step %d/%d  %s  ETA %s", step, c.train_steps,
+                         "  ".join(f"{k} {v:.4g}" for k, v in values.items()),
+                         progress_lib.hms(progress.eta()))
             with writer.as_default():
                 for k, v in values.items():
                     summaries.scalar(f"train/{k}", v, step=step)
@@ -329,7 +344,7 @@ def evaluate_detector(directory: str, data: str, config: AvaEvalConfig, out_dir:
                                           rgb_range=info["rgb_range"])
     dets, record_gt = predict(detector, ava_pipeline.make_dataset(pipe),
                               ava.LabelMap(tuple(info["action_ids"]), tuple(info["labels"])),
-                              log_every=50)
+                              progress_every_s=30, total_keyframes=num_keyframes(data))
     if config.ava_groundtruth:  # rows of other classes are counted, then ignored
         gt = ava.read_boxes(config.ava_groundtruth)
     else:

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from d3d_tf import atomic, config_flags, fingerprint
+from d3d_tf import progress as progress_lib
 from d3d_tf.config_flags import field
 from d3d_tf.data import records, teacher_logits
 from d3d_tf.data.pipeline import RGB_RANGES
@@ -94,9 +95,12 @@ def _to_write(config: TargetsConfig, files: list[str], log) -> list[bool]:
     return todo
 
 
-def precompute(config: TargetsConfig, *, log=print) -> list[str]:
+def precompute(config: TargetsConfig, *, log=print, progress_every_s: float = 30.0
+               ) -> list[str]:
     """Writes `out_dir/<shard name>` with teacher logits for every frame; returns the paths.
-    A shard already in `out_dir` is reused when its fingerprint matches (reruns resume)."""
+    A shard already in `out_dir` is reused when its fingerprint matches (reruns resume).
+    Logs videos done, rate and ETA (`d3d_tf.progress`) after the first video, then every
+    `progress_every_s` seconds, and at the end."""
     config_flags.check(config)
     files = sorted(tf.io.gfile.glob(config.records)) if config.records else []
     if not files:
@@ -115,6 +119,8 @@ def precompute(config: TargetsConfig, *, log=print) -> list[str]:
         with open(labels, "rb") as f:
             atomic.write_bytes(os.path.join(config.out_dir, "labels.txt"), f.read())
     written = []
+    progress = progress_lib.Progress(sum(records.count_framed(f)[0] for f, needed in
+                                         zip(files, todo) if needed))
     for path, needed in zip(files, todo):
         out = os.path.join(config.out_dir, os.path.basename(path))
         written.append(out)
@@ -132,6 +138,9 @@ def precompute(config: TargetsConfig, *, log=print) -> list[str]:
                 logits = frame_logits(teachers, frames, config.rgb_range, config.batch_frames)
                 writer.write(teacher_logits.add_to_example(example, logits, names, classes))
                 count += 1
+                progress.update()
+                if progress.due(progress_every_s):
+                    log(f"[distinit_targets] {progress.line('videos')}")
             writer.close_partial()
         except BaseException:
             writer.abort()

@@ -16,8 +16,10 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from d3d_tf import atomic
+from d3d_tf import progress as progress_lib
 
 
 @dataclasses.dataclass
@@ -33,9 +35,13 @@ class EmptyDataError(ValueError):
 
 
 def predict(network, dataset: tf.data.Dataset, *, modality: str = "rgb",
-            max_batches: int | None = None, log_every: int = 0) -> Predictions:
+            max_batches: int | None = None, progress_every_s: float = 0.0,
+            total_clips: int | None = None) -> Predictions:
     """Runs `network` (logits [B,K] or dict with `logits`) over `dataset` elements
-    (`modality` [B,T,H,W,C], `label` [B], `video_id` [B]) with training=False."""
+    (`modality` [B,T,H,W,C], `label` [B], `video_id` [B]) with training=False.
+
+    `progress_every_s` > 0: logs `evaluated N/total_clips clips, rate, elapsed, ETA` after
+    the first batch, then every that many seconds, and at the end (`d3d_tf.progress`)."""
 
     @tf.function(reduce_retracing=True)
     def logits_fn(x):
@@ -44,14 +50,16 @@ def predict(network, dataset: tf.data.Dataset, *, modality: str = "rgb",
         return tf.nn.softmax(tf.cast(out, tf.float32), axis=-1)
 
     probs, labels, vids = [], [], []
+    progress = progress_lib.Progress(total_clips)
     for i, batch in enumerate(dataset):
         if max_batches is not None and i >= max_batches:
             break
         probs.append(logits_fn(batch[modality]).numpy())
         labels.append(batch["label"].numpy())
         vids.append(batch["video_id"].numpy())
-        if log_every and (i + 1) % log_every == 0:
-            print(f"  evaluated {i + 1} batches", flush=True)
+        progress.update(len(probs[-1]))
+        if progress_every_s and progress.due(progress_every_s):
+            logging.info("evaluated %s", progress.line("clips"))
     if not probs:
         raise EmptyDataError("evaluation dataset is empty")
     return Predictions(np.concatenate(probs), np.concatenate(labels).astype(np.int64),

@@ -38,6 +38,7 @@ import tensorflow as tf
 from absl import logging
 
 from d3d_tf import atomic, config_flags
+from d3d_tf import progress as progress_lib
 from d3d_tf.config_flags import field
 from d3d_tf.data import pipeline
 from d3d_tf.metrics import flow_probe
@@ -229,8 +230,10 @@ def backbone_digest(model: keras.Model) -> str:
 
 
 def evaluate_probe(model: keras.Model, dataset, modality: str, *, max_clips: int = 0,
-                   examples: int = 0):
-    """Per-clip EPE of `model` and of all zeros over `dataset`.
+                   examples: int = 0, progress_every_s: float = 0.0,
+                   total_clips: int | None = None):
+    """Per-clip EPE of `model` and of all zeros over `dataset`; `progress_every_s` > 0 logs
+    clips done, rate and ETA (`d3d_tf.progress`) that often.
 
     Returns (clips [{video_id, epe, zeros_epe}], examples {target, pred} [N,T',H',W',2] px).
     """
@@ -244,6 +247,8 @@ def evaluate_probe(model: keras.Model, dataset, modality: str, *, max_clips: int
                 target)
 
     clips, kept = [], {"target": [], "pred": []}
+    total = min(max_clips, total_clips or max_clips) if max_clips else total_clips
+    progress = progress_lib.Progress(total)
     for batch in dataset:
         epe, zeros, pred_flow, target = (t.numpy() for t in step(batch[modality], batch["flow"]))
         for i, vid in enumerate(batch["video_id"].numpy()):
@@ -254,6 +259,9 @@ def evaluate_probe(model: keras.Model, dataset, modality: str, *, max_clips: int
             if len(kept["pred"]) < examples:
                 kept["pred"].append(pred_flow[i])
                 kept["target"].append(target[i])
+        progress.update(len(clips) - progress.done)
+        if progress_every_s and progress.due(progress_every_s):
+            logging.info("probe: evaluated %s", progress.line("clips"))
         if max_clips and len(clips) >= max_clips:
             break
     if not clips:
@@ -291,14 +299,17 @@ def probe_endpoint(c: ProbeConfig, spec: saving.ModelSpec, endpoint: str) -> dic
     writer = tf.summary.create_file_writer(os.path.join(out, "train"))
     t0 = time.time()
     logs = {}
+    progress = progress_lib.Progress(c.train_steps)  # rate from the end of step 1
     for step, batch in enumerate(dist, start=1):
         logs = train_fn(batch)
+        progress.update()
         if step == 1 or step % c.log_every == 0 or step == c.train_steps:
             values = {k: float(v) for k, v in logs.items()}
             if not all(np.isfinite(list(values.values()))):
                 raise FloatingPointError(f"non-finite probe loss at step {step}: {values}")
-            logging.info("probe %s step %d/%d  %s", alias, step, c.train_steps,
-                         "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            logging.info("probe %s step %d/%d  %s  ETA %s", alias, step, c.train_steps,
+                         "  ".join(f"{k} {v:.4g}" for k, v in values.items()),
+                         progress_lib.hms(progress.eta()))
             with writer.as_default():
                 for k, v in values.items():
                     summaries.scalar(f"train/{k}", v, step=step)
@@ -312,7 +323,9 @@ def probe_endpoint(c: ProbeConfig, spec: saving.ModelSpec, endpoint: str) -> dic
         raise RuntimeError(f"frozen probe at {endpoint}: a backbone variable changed")
     eval_cfg = _pipeline_config(c, spec, training=False)
     clips, kept = evaluate_probe(model, pipeline.make_dataset(eval_cfg), spec.modality,
-                                 max_clips=c.max_eval_clips, examples=c.examples)
+                                 max_clips=c.max_eval_clips, examples=c.examples,
+                                 progress_every_s=30,
+                                 total_clips=pipeline.num_eval_clips(eval_cfg))
     # Backbone up to the endpoint + decoder: what --task=cnn_flow starts from (--flow_net_init).
     saving.save_weights(model, os.path.join(out, saving.WEIGHTS_FILE))
     with atomic.open_for_write(os.path.join(out, EXAMPLES_FILE), "wb") as f:
@@ -366,8 +379,14 @@ def run(config: ProbeConfig) -> dict:
         "units": "EPE in pixels of the network's input frame (the crop after resizing)",
         "results": [],
     }
+    # Each endpoint builds, compiles and evaluates its own probe: the sweep's rate counts them
+    # whole, from the start.
+    sweep = progress_lib.Progress(len(endpoints), skip_first=False)
     for endpoint in endpoints:
         summary["results"].append(probe_endpoint(c, spec, endpoint))
+        sweep.update()
+        if len(endpoints) > 1:
+            logging.info("probe: %s", sweep.line("endpoints"))
         # rewritten after each endpoint of a sweep
         atomic.write_json(os.path.join(c.out_dir, PROBE_FILE), summary)
     return summary
