@@ -27,6 +27,7 @@ from absl import logging
 from d3d_tf import atomic
 from d3d_tf.config_flags import field
 from d3d_tf.data import ava, ava_pipeline
+from d3d_tf.data import service as data_service
 from d3d_tf.metrics import ava_map
 from d3d_tf.models import ava_head, cpu_choices, s3dg, saving
 from d3d_tf.training import checkpoints, summaries, tasks
@@ -192,8 +193,11 @@ def train(c) -> dict:
         tasks.freeze_until(detector, c.freeze_until)
     start = int(optimizer.iterations.numpy())
     seed = c.seed + start
-    dist = strategy.distribute_datasets_from_function(
-        lambda ctx: ava_pipeline.make_dataset(pipeline_config(c, training=True, seed=seed), ctx))
+    def dataset_fn(ctx):
+        ds = ava_pipeline.make_dataset(pipeline_config(c, training=True, seed=seed), ctx)
+        return data_service.distribute(ds, c.data_service) if c.data_service else ds
+
+    dist = strategy.distribute_datasets_from_function(dataset_fn)
     iterator = iter(dist)
 
     train_fn = trainer.make_train_function(strategy, task, jit_compile=c.jit_compile)

@@ -29,6 +29,7 @@ from absl import logging
 from d3d_tf import atomic, config_flags, models, preprocessing, run_lock
 from d3d_tf.config_flags import field
 from d3d_tf.data import damaged_shards, pipeline, read_errors, records
+from d3d_tf.data import service as data_service
 from d3d_tf.data.pipeline import MODALITIES
 from d3d_tf.models import cpu_choices, decoders, layers, s3dg, saving
 from d3d_tf.models import summary as model_summary
@@ -200,6 +201,10 @@ class TrainConfig:
     summary_images_every: int = field(0, "Input-frame image summaries every N steps (0 = first "
                                       "step only).", min=0)
     shuffle_buffer: int = field(256, "Training shuffle buffer (videos).", min=1)
+    data_service: str | None = field(None, "grpc://host:port of a tf.data service dispatcher "
+                                     "(python -m d3d_tf.data_service): the training pipeline "
+                                     "then runs on its workers, each clip once per epoch "
+                                     "(docs/gpu.md).")
     seed: int = field(0, "Random seed (initialization and data order).")
     skip_corrupt_records: bool = damaged_shards.skip_field()
 
@@ -291,6 +296,11 @@ def validate(config: TrainConfig) -> None:
     flow_tasks.validate(c)
     if c.skip_corrupt_records and c.task == "ava":
         raise ValueError("--skip_corrupt_records is not available with --task=ava")
+    if c.data_service is not None:
+        data_service.parse_address(c.data_service)
+        if c.skip_corrupt_records:
+            raise ValueError("--skip_corrupt_records is not available with --data_service (the "
+                             "service's workers cannot run its Python reader)")
     needs_flow = needs_flow or c.task == "flow_loss"
     if needs_flow and not _records_have_flow(train_files):
         why = {"distill": "teacher", "flow_loss": "flow loss"}.get(c.task, "--modality=flow")
@@ -643,8 +653,9 @@ def _train(config: TrainConfig) -> dict:
     damage = damaged_shards.DamageLog() if c.skip_corrupt_records else None
 
     def dataset_fn(ctx):
-        return pipeline.make_dataset(_pipeline(c, training=True, batch=c.batch_size,
-                                               seed=seed, modalities=modalities), ctx, damage)
+        ds = pipeline.make_dataset(_pipeline(c, training=True, batch=c.batch_size,
+                                             seed=seed, modalities=modalities), ctx, damage)
+        return data_service.distribute(ds, c.data_service) if c.data_service else ds
 
     dist_ds = strategy.distribute_datasets_from_function(dataset_fn)
     iterator = iter(dist_ds)
