@@ -180,3 +180,13 @@ def test_mixed_float16_distill_trains_with_a_frozen_float16_teacher(tmp_path):
                                    "flow": tf.zeros((2, T, S, S, 2)),
                                    "label": tf.constant([0, 1])}, training=False)
     assert terms["distill"].dtype == tf.float32 and terms["ce"].dtype == tf.float32
+
+
+def test_clip_norm_with_loss_scaling_is_refused_on_several_replicas():
+    config = trainer.TrainConfig(model_dir="unused", train_data="x", clip_norm=1.0)
+    trainer.check_loss_scaling(config, "mixed_float16", 1)
+    trainer.check_loss_scaling(config, "float32", 2)
+    trainer.check_loss_scaling(dataclasses.replace(config, clip_norm=None), "mixed_float16", 2)
+    with pytest.raises(ValueError, match="--clip_norm=1 with --precision=mixed_float16 works on "
+                                         "one replica only, this strategy has 2"):
+        trainer.check_loss_scaling(config, "mixed_float16", 2)

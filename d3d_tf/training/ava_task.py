@@ -162,6 +162,7 @@ def train(c) -> dict:
     # auto: mixed_float16 on a GPU; float32 on CPUs (the detector's bfloat16 is unmeasured).
     precision = c.precision if c.precision != "auto" else cpu_choices.auto_choices(
         cpu_choices.local_devices(), None).precision
+    trainer.check_loss_scaling(c, precision, strategy.num_replicas_in_sync)
     trainer.set_precision_policy(precision)   # `trainer.train` restores the caller's policy
     logging.info("ava: precision %s, jit_compile %s", precision, c.jit_compile)
     chief = strategy_lib.is_chief(strategy)

@@ -555,6 +555,16 @@ _POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16",
              "mixed_float16": "mixed_float16"}
 
 
+def check_loss_scaling(c: TrainConfig, precision: str, replicas: int) -> None:
+    """ValueError for what loss scaling does not support: `--clip_norm` with several replicas
+    (the clipped, all-reduced gradients and the LossScaleOptimizer's conditional update issue
+    collectives that TensorFlow mismatches across replicas)."""
+    if precision == "mixed_float16" and c.clip_norm and replicas > 1:
+        raise ValueError(f"--clip_norm={c.clip_norm:g} with --precision=mixed_float16 works on "
+                         f"one replica only, this strategy has {replicas}: drop --clip_norm or "
+                         "use --precision=float32 or bfloat16")
+
+
 def set_precision_policy(precision: str) -> None:
     """Sets Keras' global dtype policy for a resolved `precision` (float32, bfloat16 or
     mixed_float16); the networks built afterwards compute in it (variables stay float32)."""
@@ -603,6 +613,7 @@ def _train(config: TrainConfig) -> dict:
     replicas = strategy.num_replicas_in_sync
     per_replica = strategy_lib.per_replica_batch(strategy, c.batch_size)
     precision = resolve_precision(c, len(names), per_replica)
+    check_loss_scaling(c, precision, replicas)
     set_precision_policy(precision)
     logging.info("precision %s%s, conv_impl %s, jit_compile %s (%s)", precision,
                  " (auto)" if c.precision == "auto" else "",
