@@ -74,8 +74,9 @@ class TrainConfig:
                       "time) or global (mean over T,H,W, 1x1x1 conv).", choices=s3dg.HEADS)
     conv_impl: str = field("auto", "How convolutions run (same variables and numbers): 2d lowers "
                            "[1,k,k] and [t,1,1] convs to 2D convs, 2d_spatial only the [1,k,k] "
-                           "ones, 2d_all also the stem, 3d uses conv3d, auto picks 2d or "
-                           "2d_spatial for this CPU (README 'Performance').",
+                           "ones, 2d_all also the stem, 3d uses conv3d, auto picks 3d on "
+                           "a machine with a GPU, else 2d or 2d_spatial for this CPU (README "
+                           "'Performance').",
                            choices=layers.CONV_IMPLS)
     num_frames: int = field(64, "Frames per clip (T).", min=1)
     frame_stride: int = field(1, "Take every n-th stored frame.", min=1)
