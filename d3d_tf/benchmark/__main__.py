@@ -11,7 +11,9 @@ Parts:
            the first line says what `auto` picks on this CPU
   distill  D3D train step vs the RGB baseline's (the frozen flow teacher's forward pass is the
            extra cost)
-  data     tf.data clips/s, RGB-only and RGB+flow, at the demo size and at 64x224^2
+  data     tf.data clips/s, RGB-only and RGB+flow, at the demo size and at 64x224^2, with all
+           cores and on one core, and the cores one accelerator needs at --accelerator_step_s
+           (default: an H100 ESTIMATE, not a measurement; docs/gpu.md)
   flow     TV-L1 frame pairs/s as `prepare` runs it, with 1 and 2 worker processes
   export   SavedModel vs TFLite float32 / int8 latency per clip (int8 and float32 alternating,
            1 and 2 threads, with int8's ratio to float32)
@@ -54,6 +56,12 @@ flags.DEFINE_integer("demo_size", 64, "Demo size: crop side, pixels.")
 flags.DEFINE_float("demo_depth_multiplier", 0.25, "Demo size: depth multiplier.")
 flags.DEFINE_integer("num_videos", 8, "data: synthetic videos written per stored size.")
 flags.DEFINE_integer("num_batches", 10, "data: timed batches per case.")
+flags.DEFINE_float("accelerator_step_s", None, "data: seconds of one accelerator's train step "
+                   "of --accelerator_batch clips, for the cores it needs (default "
+                   "0.08 s: an H100 ESTIMATE for S3D-G at 64x224^2 in mixed float16, not a "
+                   "measurement; docs/gpu.md).", lower_bound=0)
+flags.DEFINE_integer("accelerator_batch", None, "data: clips of one accelerator's train step "
+                     "(default 8, with the H100 estimate).", lower_bound=1)
 flags.DEFINE_integer("threads", 2, "torchvision: threads of each framework's process.")
 flags.DEFINE_integer("rounds", 2, "torchvision: alternating rounds (each case once a round).")
 flags.DEFINE_string("json", None, "Also write every result as JSON to this file ('-' = stdout).")
@@ -310,7 +318,9 @@ def main(argv):
     runners = {
         "model": (model_part, model_table),
         "distill": (distill_part, distill_table),
-        "data": (data_part, throughput.format_table),
+        "data": (data_part, lambda results: throughput.format_table(
+            results, FLAGS.accelerator_step_s or throughput.H100_ESTIMATE_STEP_S,
+            FLAGS.accelerator_batch or throughput.H100_ESTIMATE_BATCH)),
         "flow": (flow_part, flow_table),
         "export": (export_part, export_table),
         "profile": (profile_part, profile_table),

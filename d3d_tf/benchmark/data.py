@@ -2,7 +2,15 @@
 
 `run_data_benchmark` writes small synthetic TFRecord sets (numpy frames, JPEG / PNG encoded
 exactly as `prepare` stores them) into a folder and times `pipeline.make_dataset` in training
-mode (random window, crop, flip), reporting clips per second after a warm-up.
+mode (random window, crop, flip), reporting clips per second after a warm-up: with all of
+tf.data's threads (this machine's cores) and with one thread (tf.data's private thread pool of
+1 thread and intra-op parallelism 1), the clips/s one CPU core delivers.
+
+`cores_needed` turns the one-thread rate into the cores one accelerator needs: an accelerator
+that trains `accelerator_batch` clips every `accelerator_step_s` seconds consumes
+`accelerator_batch / accelerator_step_s` clips/s. The default step time is an ESTIMATE for an
+H100 (not a measurement; docs/gpu.md derives it): replace it by a measured one
+(`python -m d3d_tf.benchmark.gpu` prints the step time of S3D-G at 64x224^2).
 """
 from __future__ import annotations
 
@@ -14,6 +22,11 @@ import cv2
 import numpy as np
 
 from d3d_tf.data import pipeline, records
+
+# The H100 estimate of `cores_needed` (docs/gpu.md "How many CPU cores per GPU"): S3D-G at
+# 64x224^2 in mixed float16, batch 8 per GPU, ~100 clips/s. An estimate, not a measurement.
+H100_ESTIMATE_STEP_S = 0.08
+H100_ESTIMATE_BATCH = 8
 
 
 @dataclasses.dataclass
@@ -77,10 +90,23 @@ def write_synthetic_shards(out_dir: str, case: DataBenchCase, num_videos: int,
     return os.path.join(out_dir, "bench-*.tfrecord")
 
 
+def one_thread(dataset):
+    """`dataset` run by one CPU thread: tf.data's private thread pool of 1 thread, intra-op
+    parallelism 1 (its parallel maps and interleaves then share that thread)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = 1
+    options.threading.max_intra_op_parallelism = 1
+    return dataset.with_options(options)
+
+
 def measure_clips_per_second(config: pipeline.PipelineConfig, num_batches: int,
-                             warmup_batches: int = 2) -> dict:
-    """Iterates the pipeline; returns clips/s over `num_batches` after `warmup_batches`."""
-    it = iter(pipeline.make_dataset(config))
+                             warmup_batches: int = 2, single_thread: bool = False) -> dict:
+    """Iterates the pipeline; returns clips/s over `num_batches` after `warmup_batches`
+    (`single_thread`: on one CPU thread, `one_thread`)."""
+    dataset = pipeline.make_dataset(config)
+    it = iter(one_thread(dataset) if single_thread else dataset)
     for _ in range(warmup_batches):
         next(it)
     clips = 0
@@ -92,13 +118,22 @@ def measure_clips_per_second(config: pipeline.PipelineConfig, num_batches: int,
     return {"clips": clips, "seconds": seconds, "clips_per_s": clips / seconds}
 
 
+def cores_needed(clips_per_s_per_core: float, accelerator_step_s: float = H100_ESTIMATE_STEP_S,
+                 accelerator_batch: int = H100_ESTIMATE_BATCH) -> float:
+    """CPU cores whose pipelines feed one accelerator training `accelerator_batch` clips every
+    `accelerator_step_s` seconds, each core delivering `clips_per_s_per_core` (assumes the
+    pipeline scales linearly over cores: a lower bound)."""
+    return accelerator_batch / accelerator_step_s / clips_per_s_per_core
+
+
 def run_data_benchmark(work_dir: str, cases: list[DataBenchCase] | None = None,
                        num_videos: int = 8, num_batches: int = 10, warmup_batches: int = 2,
-                       log=print) -> list[dict]:
+                       log=print, per_core: bool = True) -> list[dict]:
     """Writes synthetic shards for each stored size and measures every case.
 
-    Returns one dict per case: the case's fields plus clips, seconds, clips_per_s,
-    record_bytes (mean bytes per stored video).
+    Returns one dict per case: the case's fields plus clips, seconds, clips_per_s (all
+    threads), record_bytes (mean bytes per stored video), cpu_count and, with `per_core`,
+    clips_per_s_per_core (the same pipeline on one thread).
     """
     cases = cases if cases is not None else default_cases()
     results, patterns = [], {}
@@ -118,20 +153,44 @@ def run_data_benchmark(work_dir: str, cases: list[DataBenchCase] | None = None,
             training=True, modalities=case.modalities, batch_size=case.batch_size,
             resize_short_side=case.resize_short_side, shuffle_buffer=num_videos, seed=0)
         result = measure_clips_per_second(config, num_batches, warmup_batches)
-        result.update(dataclasses.asdict(case), record_bytes=video_bytes)
-        log(f"{case.name}: {result['clips_per_s']:.1f} clips/s")
+        result.update(dataclasses.asdict(case), record_bytes=video_bytes,
+                      cpu_count=os.cpu_count())
+        if per_core:
+            one = measure_clips_per_second(config, num_batches, warmup_batches,
+                                           single_thread=True)
+            result["clips_per_s_per_core"] = one["clips_per_s"]
+        log(f"{case.name}: {result['clips_per_s']:.1f} clips/s"
+            + (f", {result['clips_per_s_per_core']:.2f} clips/s on one core" if per_core else ""))
         results.append(result)
     return results
 
 
-def format_table(results: list[dict]) -> str:
-    rows = [("case", "clip", "batch", "clips/s", "ms/clip")]
+def format_table(results: list[dict], accelerator_step_s: float = H100_ESTIMATE_STEP_S,
+                 accelerator_batch: int = H100_ESTIMATE_BATCH) -> str:
+    """The data table; with per-core rates also the cores one accelerator needs at
+    `accelerator_step_s` seconds per step of `accelerator_batch` clips."""
+    per_core = all("clips_per_s_per_core" in r for r in results) and results
+    rows = [("case", "clip", "batch", "clips/s", "ms/clip")
+            + (("clips/s/core", "cores/accelerator") if per_core else ())]
     for r in results:
+        extra = ()
+        if per_core:
+            cores = cores_needed(r["clips_per_s_per_core"], accelerator_step_s,
+                                 accelerator_batch)
+            extra = (f"{r['clips_per_s_per_core']:.2f}", f"{cores:.1f}")
         rows.append((r["name"], f"{r['num_frames']}x{r['crop_size']}^2", str(r["batch_size"]),
-                     f"{r['clips_per_s']:.1f}", f"{1000 / r['clips_per_s']:.1f}"))
+                     f"{r['clips_per_s']:.1f}", f"{1000 / r['clips_per_s']:.1f}") + extra)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if per_core:
+        estimate = (" (the H100 ESTIMATE, not a measurement: docs/gpu.md)"
+                    if (accelerator_step_s, accelerator_batch)
+                    == (H100_ESTIMATE_STEP_S, H100_ESTIMATE_BATCH) else "")
+        lines.append(f"clips/s: all {results[0]['cpu_count']} cores' threads; clips/s/core: one "
+                     f"thread; cores/accelerator: cores of one thread each that feed an "
+                     f"accelerator training {accelerator_batch} clips every "
+                     f"{accelerator_step_s:g} s{estimate}")
     return "\n".join(lines)
 
 

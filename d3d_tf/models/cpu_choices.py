@@ -1,5 +1,5 @@
-"""Per-CPU defaults: how convolutions run (`conv_impl="auto"`) and whether training computes
-in bfloat16 (`precision="auto"`).
+"""Per-device defaults: how convolutions run (`conv_impl="auto"`) and whether training
+computes in bfloat16 or float16 (`precision="auto"`).
 
 Both choices leave the variables and the function unchanged; they only change speed (and,
 for bfloat16, rounding). They are taken from the CPU's feature flags (`/proc/cpuinfo`) by
@@ -17,15 +17,20 @@ rules that follow the benchmark's measurements on each CPU type the project has 
 oneDNN's ISA cap `ONEDNN_MAX_CPU_ISA` (e.g. `AVX2`) hides the flags above it from the rules, as
 it hides those instructions from oneDNN (`cap_flags`).
 
+On a machine with a GPU (`auto_choices` of its device list) the rules are a GPU's: `conv3d`
+(cuDNN's 3D convolutions; the 2D lowerings exist for CPUs and TFLite) and `mixed_float16`
+(float16 compute on tensor cores, float32 variables, dynamic loss scaling in the train step).
+
 An explicit value (`conv_impl="2d"`, `precision="float32"`) always overrides the rule.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
 CONV_IMPLS = ("3d", "2d", "2d_spatial", "2d_all")
-PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISIONS = ("auto", "float32", "bfloat16", "mixed_float16")
 # Forward GFLOPs per replica and train step from which bfloat16 is chosen on a native-bf16 CPU.
 BF16_MIN_GFLOPS_PER_STEP = 9.0
 
@@ -101,9 +106,10 @@ def auto_conv_impl(flags: frozenset | None) -> str:
 
 
 def resolve_conv_impl(impl: str, cpuinfo: str = "/proc/cpuinfo") -> str:
-    """`impl` itself, or for `auto` the lowering this machine's CPU gets."""
+    """`impl` itself, or for `auto` the lowering this machine gets (`auto_choices` of its
+    devices: `3d` with a GPU, else the CPU's rule)."""
     if impl == "auto":
-        return auto_conv_impl(cpu_flags(cpuinfo))
+        return auto_choices(local_devices(), cpu_flags(cpuinfo)).conv_impl
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv_impl must be one of {('auto', *CONV_IMPLS)}, got {impl!r}")
     return impl
@@ -117,6 +123,44 @@ def auto_precision(flags: frozenset | None, gflops_per_step: float) -> str:
     if has_native_bfloat16(flags) and gflops_per_step >= BF16_MIN_GFLOPS_PER_STEP:
         return "bfloat16"
     return "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoChoices:
+    """What `auto` means on one machine: `conv_impl` (one of CONV_IMPLS) and `precision`
+    (`float32`, `bfloat16` or `mixed_float16`)."""
+    conv_impl: str
+    precision: str
+
+
+def has_gpu(devices) -> bool:
+    """Whether `devices` (`tf.config.PhysicalDevice`s, or their type names such as "GPU")
+    include a GPU."""
+    return any(getattr(d, "device_type", d) == "GPU" for d in devices)
+
+
+def auto_choices(devices, flags: frozenset | None, gflops_per_step: float = 0.0) -> AutoChoices:
+    """The `auto` choices for a machine with these `devices` and CPU `flags`.
+
+    With a GPU among `devices`: `conv3d` and `mixed_float16`. Otherwise the CPU rules:
+    `auto_conv_impl(flags)` and `auto_precision(flags, gflops_per_step)` (forward GFLOPs of
+    one replica's batch).
+    """
+    if has_gpu(devices):
+        return AutoChoices(conv_impl="3d", precision="mixed_float16")
+    return AutoChoices(conv_impl=auto_conv_impl(flags),
+                       precision=auto_precision(flags, gflops_per_step))
+
+
+def local_devices() -> tuple:
+    """This process's physical devices (`tf.config.list_physical_devices()`), read once."""
+    return _local_devices()
+
+
+@functools.cache
+def _local_devices() -> tuple:
+    import tensorflow as tf  # only here: the rules above are plain Python
+    return tuple(tf.config.list_physical_devices())
 
 
 def describe(flags: frozenset | None) -> str:

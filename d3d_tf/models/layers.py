@@ -522,6 +522,16 @@ class Pool3DAs2D(keras.layers.Layer):
         }
 
 
+def _pool_as_2d(cfg: ConvConfig) -> bool:
+    """The 2D form for `cfg.pooling == "2d"`, and for float16 compute on a machine without GPU:
+    TensorFlow's CPU kernels of the 3D pools have no float16 (the 2D ones have; same numbers)."""
+    if cfg.pooling not in POOLING_MODES:
+        raise ValueError(f"pooling must be one of {POOLING_MODES}, got {cfg.pooling!r}")
+    return cfg.pooling == "2d" or (
+        keras.mixed_precision.global_policy().compute_dtype == "float16"
+        and not cpu_choices.has_gpu(cpu_choices.local_devices()))
+
+
 def max_pool3d(x, pool_size, strides, *, name: str, cfg: ConvConfig, padding="same"):
     """Max pool with TF `SAME`/`VALID` semantics; `cfg.pooling` picks 3D ops or the 2D form.
 
@@ -532,19 +542,15 @@ def max_pool3d(x, pool_size, strides, *, name: str, cfg: ConvConfig, padding="sa
     if pads is not None:
         x = ConstantPad3D(pads, value=float("-inf"), name=f"{name}.pad")(x)
         padding = "valid"
-    if cfg.pooling == "2d":
+    if _pool_as_2d(cfg):
         return Pool3DAs2D(pool_size, strides, padding=padding, mode="max", name=name)(x)
-    if cfg.pooling != "3d":
-        raise ValueError(f"pooling must be one of {POOLING_MODES}, got {cfg.pooling!r}")
     return keras.layers.MaxPooling3D(pool_size, strides, padding=padding, name=name)(x)
 
 
 def avg_pool3d(x, pool_size, strides, *, name: str, cfg: ConvConfig, padding="valid"):
     """Average pool; `cfg.pooling` picks 3D ops or the TFLite-friendly 2D form."""
-    if cfg.pooling == "2d":
+    if _pool_as_2d(cfg):
         return Pool3DAs2D(pool_size, strides, padding=padding, mode="avg", name=name)(x)
-    if cfg.pooling != "3d":
-        raise ValueError(f"pooling must be one of {POOLING_MODES}, got {cfg.pooling!r}")
     return keras.layers.AveragePooling3D(pool_size, strides, padding=padding, name=name)(x)
 
 

@@ -28,8 +28,9 @@ from d3d_tf import atomic
 from d3d_tf import progress as progress_lib
 from d3d_tf.config_flags import field
 from d3d_tf.data import ava, ava_pipeline, read_errors, records
+from d3d_tf.data import service as data_service
 from d3d_tf.metrics import ava_map
-from d3d_tf.models import ava_head, s3dg, saving
+from d3d_tf.models import ava_head, cpu_choices, s3dg, saving
 from d3d_tf.training import checkpoints, summaries, tasks
 from d3d_tf.training import strategy as strategy_lib
 
@@ -205,6 +206,12 @@ def train(c) -> dict:
     validate(c)
     label_map = read_label_map(c)
     strategy = strategy_lib.make_strategy(c.strategy)
+    # auto: mixed_float16 on a GPU; float32 on CPUs (the detector's bfloat16 is unmeasured).
+    precision = c.precision if c.precision != "auto" else cpu_choices.auto_choices(
+        cpu_choices.local_devices(), None).precision
+    trainer.check_loss_scaling(c, precision, strategy.num_replicas_in_sync)
+    trainer.set_precision_policy(precision)   # `trainer.train` restores the caller's policy
+    logging.info("ava: precision %s, jit_compile %s", precision, c.jit_compile)
     chief = strategy_lib.is_chief(strategy)
     out_dir = strategy_lib.worker_dir(c.model_dir, strategy)
     os.makedirs(out_dir, exist_ok=True)
@@ -214,7 +221,8 @@ def train(c) -> dict:
         detector = build_detector(c, len(label_map.ids))
         task = Detection(detector, box_loss_weight=c.ava_box_loss_weight,
                          global_batch_size=c.batch_size, clip_norm=c.clip_norm)
-        task.compile(optimizer=trainer.make_optimizer(c))
+        task.compile(optimizer=trainer.make_optimizer(
+            c, loss_scale=precision == "mixed_float16"))
         optimizer = task.optimizer
         optimizer.build(detector.trainable_variables)
         ckpt = tf.train.Checkpoint(network=detector, optimizer=optimizer)
@@ -233,15 +241,14 @@ def train(c) -> dict:
         tasks.freeze_until(detector, c.freeze_until)
     start = int(optimizer.iterations.numpy())
     seed = c.seed + start
-    dist = strategy.distribute_datasets_from_function(
-        lambda ctx: ava_pipeline.make_dataset(pipeline_config(c, training=True, seed=seed), ctx))
+    def dataset_fn(ctx):
+        ds = ava_pipeline.make_dataset(pipeline_config(c, training=True, seed=seed), ctx)
+        return data_service.distribute(ds, c.data_service) if c.data_service else ds
+
+    dist = strategy.distribute_datasets_from_function(dataset_fn)
     iterator = iter(dist)
 
-    @tf.function
-    def train_fn(batch):
-        logs = strategy.run(task.train_step, args=(batch,))
-        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-                for k, v in logs.items()}
+    train_fn = trainer.make_train_function(strategy, task, jit_compile=c.jit_compile)
 
     writer = tf.summary.create_file_writer(os.path.join(out_dir, "train")) if chief \
         else tf.summary.create_noop_writer()

@@ -13,6 +13,14 @@ gradients). The logged values are the true ones: the mean over this replica's ex
 MEAN over replicas with equal batches is the global-batch mean) and the full L2 term — not
 Keras' `compute_loss`, which divides by the replica count.
 
+Mixed precision: under a float16/bfloat16 Keras policy the networks compute in that dtype and
+keep float32 variables; logits are cast to float32 before any loss (losses, logged values and
+accuracies are float32). With a `keras.optimizers.LossScaleOptimizer` (float16) the step
+multiplies the loss by the optimizer's dynamic loss scale, divides the gradients by it again
+(exact: the scale is a power of two) for the logged norm and the clipping, and hands the
+optimizer the scaled gradients it expects: on non-finite gradients it skips the update and
+halves the scale (such a step logs `grad_norm` 0); `loss_scale` is then also logged.
+
 Logged keys: `ce` (cross-entropy, nats), `distill` (Eq. 2, unweighted), `l2` (weight decay),
 `total` (the weighted objective), `top1`, `top5` (fractions), `grad_norm` (global L2 norm of
 the gradient before clipping).
@@ -56,7 +64,7 @@ class Task(keras.Model):
     def call(self, inputs, training=False):
         x = inputs[self.modality] if isinstance(inputs, dict) else inputs
         out = self.network(x, training=training)
-        return out["logits"] if isinstance(out, dict) else out
+        return tf.cast(out["logits"] if isinstance(out, dict) else out, tf.float32)
 
     def loss_terms(self, batch, training: bool):
         """Returns (terms {name: per-example float32 [B]}, weights {name: float}, logits [B,K])."""
@@ -81,6 +89,9 @@ class Task(keras.Model):
     def train_step(self, batch):
         replicas = _num_replicas()
         variables = self.network.trainable_variables
+        loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        if loss_scaled:   # the scale of this step, read before the optimizer updates it
+            loss_scale = tf.identity(tf.cast(self.optimizer.scale_loss(1.0), tf.float32))
         with tf.GradientTape() as tape:
             terms, per_example, l2, logits = self._objective(batch, training=True)
             global_batch = self.global_batch_size
@@ -88,8 +99,21 @@ class Task(keras.Model):
                 global_batch = tf.shape(per_example)[0] * replicas
             scaled = tf.reduce_sum(per_example) / tf.cast(global_batch, tf.float32) \
                 + l2 / replicas
+            if loss_scaled:
+                scaled = scaled * loss_scale
         grads = tape.gradient(scaled, variables)
         ctx = tf.distribute.get_replica_context()
+        if loss_scaled:
+            grads = [None if g is None else g / loss_scale for g in grads]
+            if ctx is not None and replicas > 1:
+                # Every replica must skip (or apply) the same step: one replica's overflow
+                # makes all replicas' gradients non-finite.
+                finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g))
+                                        for g in grads if g is not None])
+                bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite,
+                                                                              tf.float32))
+                poison = tf.where(bad > 0, float("nan"), 1.0)
+                grads = [None if g is None else g * poison for g in grads]
         if self.clip_norm and ctx is not None and replicas > 1:
             # Clip the GLOBAL gradient: all-reduce here, clip, then hand the optimizer
             # grad/replicas, which its own all-reduce (SUM) turns back into the global gradient.
@@ -100,9 +124,14 @@ class Task(keras.Model):
             grads, norm = tf.clip_by_global_norm(grads, self.clip_norm)
         else:
             norm = tf.linalg.global_norm(grads)
+        if loss_scaled:
+            grads = [None if g is None else g * loss_scale for g in grads]
+            norm = tf.where(tf.math.is_finite(norm), norm, 0.0)
         self.optimizer.apply_gradients(zip(grads, variables))
         logs = self._logs(batch, terms, per_example, l2, logits)
         logs["grad_norm"] = norm
+        if loss_scaled:
+            logs["loss_scale"] = loss_scale
         return logs
 
     def test_step(self, batch):

@@ -30,6 +30,7 @@ from d3d_tf import atomic, config_flags, models, preprocessing, run_lock
 from d3d_tf import progress as progress_lib
 from d3d_tf.config_flags import field
 from d3d_tf.data import damaged_shards, pipeline, read_errors, records
+from d3d_tf.data import service as data_service
 from d3d_tf.data.pipeline import MODALITIES
 from d3d_tf.models import cpu_choices, decoders, layers, s3dg, saving
 from d3d_tf.models import summary as model_summary
@@ -75,8 +76,9 @@ class TrainConfig:
                       "time) or global (mean over T,H,W, 1x1x1 conv).", choices=s3dg.HEADS)
     conv_impl: str = field("auto", "How convolutions run (same variables and numbers): 2d lowers "
                            "[1,k,k] and [t,1,1] convs to 2D convs, 2d_spatial only the [1,k,k] "
-                           "ones, 2d_all also the stem, 3d uses conv3d, auto picks 2d or "
-                           "2d_spatial for this CPU (README 'Performance').",
+                           "ones, 2d_all also the stem, 3d uses conv3d, auto picks 3d on "
+                           "a machine with a GPU, else 2d or 2d_spatial for this CPU (README "
+                           "'Performance').",
                            choices=layers.CONV_IMPLS)
     num_frames: int = field(64, "Frames per clip (T).", min=1)
     frame_stride: int = field(1, "Take every n-th stored frame.", min=1)
@@ -178,12 +180,17 @@ class TrainConfig:
                           choices=strategy_lib.STRATEGIES)
     sync_batch_norm: bool = field(False, "Batch-norm statistics over the global batch (all "
                                   "replicas).")
-    precision: str = field("auto", "Compute dtype: float32, or bfloat16 (Keras mixed_bfloat16: "
+    precision: str = field("auto", "Compute dtype: float32, bfloat16 (Keras mixed_bfloat16: "
                            "bf16 compute, float32 variables; ~10x slower than float32 on CPUs "
-                           "without AVX512-BF16/AMX). auto: bfloat16 on a CPU with native "
-                           "bf16 when one replica's step is at least "
+                           "without AVX512-BF16/AMX) or mixed_float16 (float16 compute, float32 "
+                           "variables, dynamic loss scaling; for GPUs, docs/gpu.md). auto: "
+                           "mixed_float16 on a machine with a GPU; on a CPU bfloat16 where it "
+                           "is native and one replica's step is at least "
                            f"{cpu_choices.BF16_MIN_GFLOPS_PER_STEP:g} forward GFLOPs, else "
                            "float32 (README 'Performance').", choices=cpu_choices.PRECISIONS)
+    jit_compile: bool = field(False, "Compile each replica's train step with XLA "
+                              "(tf.function(jit_compile=True)); the first step then takes "
+                              "longer (compilation), the others usually less on a GPU.")
     # bookkeeping
     checkpoint_every: int = field(500, "Checkpoint every N steps.", min=1)
     max_checkpoints: int = field(3, "Checkpoints to keep.", min=1)
@@ -197,6 +204,10 @@ class TrainConfig:
     summary_images_every: int = field(0, "Input-frame image summaries every N steps (0 = first "
                                       "step only).", min=0)
     shuffle_buffer: int = field(256, "Training shuffle buffer (videos).", min=1)
+    data_service: str | None = field(None, "grpc://host:port of a tf.data service dispatcher "
+                                     "(python -m d3d_tf.data_service): the training pipeline "
+                                     "then runs on its workers, each clip once per epoch "
+                                     "(docs/gpu.md).")
     seed: int = field(0, "Random seed (initialization and data order).")
     skip_corrupt_records: bool = damaged_shards.skip_field()
 
@@ -327,6 +338,11 @@ def validate(config: TrainConfig) -> None:
     flow_tasks.validate(c)
     if c.skip_corrupt_records and c.task == "ava":
         raise ValueError("--skip_corrupt_records is not available with --task=ava")
+    if c.data_service is not None:
+        data_service.parse_address(c.data_service)
+        if c.skip_corrupt_records:
+            raise ValueError("--skip_corrupt_records is not available with --data_service (the "
+                             "service's workers cannot run its Python reader)")
     needs_flow = needs_flow or c.task == "flow_loss"
     missing = _shards_without_flow(train_files) if needs_flow else []
     if missing:
@@ -394,11 +410,15 @@ def make_schedule(c: TrainConfig):
     return WarmupSchedule(c.learning_rate, c.warmup_steps)
 
 
-def make_optimizer(c: TrainConfig):
+def make_optimizer(c: TrainConfig, *, loss_scale: bool = False):
+    """The run's optimizer; `loss_scale` wraps it in a `keras.optimizers.LossScaleOptimizer`
+    (dynamic loss scaling for float16: the task's train step scales the loss by it)."""
     lr = make_schedule(c)
     if c.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=c.momentum)
-    return keras.optimizers.AdamW(lr, weight_decay=c.adamw_weight_decay)
+        optimizer = keras.optimizers.SGD(lr, momentum=c.momentum)
+    else:
+        optimizer = keras.optimizers.AdamW(lr, weight_decay=c.adamw_weight_decay)
+    return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scale else optimizer
 
 
 # TrainConfig fields passed to the network builder as they are (S3DGConfig fields).
@@ -425,9 +445,11 @@ def clip_shape(c: TrainConfig) -> tuple[int, int, int, int]:
     return (c.num_frames, c.crop_size, c.crop_size, 2 if c.modality == "flow" else 3)
 
 
-def build_task(c: TrainConfig, num_classes: int, global_batch: int):
-    """Builds (inside the current strategy scope) the network, the task and its optimizer.
-    Returns (task, network, teacher spec or None)."""
+def build_task(c: TrainConfig, num_classes: int, global_batch: int, *,
+               loss_scale: bool = False):
+    """Builds (inside the current strategy scope) the network, the task and its optimizer
+    (`loss_scale`: see `make_optimizer`). Every network, a frozen teacher included, computes in
+    Keras' global dtype policy of the moment. Returns (task, network, teacher spec or None)."""
     shape = clip_shape(c)
     channels = shape[-1]
     common = {"label_smoothing": c.label_smoothing, "global_batch_size": global_batch,
@@ -479,7 +501,7 @@ def build_task(c: TrainConfig, num_classes: int, global_batch: int):
         network = models.build_classifier(name, num_classes=num_classes, input_shape=shape,
                                           **options)
         task = tasks.Classifier(network, modality=c.modality, **common)
-    task.compile(optimizer=make_optimizer(c))
+    task.compile(optimizer=make_optimizer(c, loss_scale=loss_scale))
     return task, network, teacher_spec
 
 
@@ -543,24 +565,32 @@ def save_model(c: TrainConfig, directory: str, network, names, modality, metrics
     saving.save_model_dir(directory, network, spec)
 
 
-def resolve_precision(c: TrainConfig, num_classes: int, per_replica: int) -> str:
+def resolve_precision(c: TrainConfig, num_classes: int, per_replica: int,
+                      devices=None) -> str:
     """`c.precision`, or for `auto` the dtype this machine trains this run fastest in.
 
-    `auto` picks bfloat16 only on a CPU with native bf16 (not on GPUs: not measured here) and
-    only for a step of at least `cpu_choices.BF16_MIN_GFLOPS_PER_STEP` forward GFLOPs, which
-    it counts on a float32 copy of the network built at the run's clip shape.
+    devices: the machine's physical devices (default: this process's,
+    `cpu_choices.local_devices()`). `auto` is `cpu_choices.auto_choices`: mixed_float16 with a
+    GPU; on a CPU bfloat16 only where it is native and only for a step of at least
+    `cpu_choices.BF16_MIN_GFLOPS_PER_STEP` forward GFLOPs, which it counts on a float32 copy
+    of the network built at the run's clip shape.
     """
     flags = cpu_choices.cpu_flags()
-    on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    devices = cpu_choices.local_devices() if devices is None else devices
+    on_gpu = cpu_choices.has_gpu(devices)
     native = cpu_choices.has_native_bfloat16(flags)
     if c.precision != "auto":
         if c.precision == "bfloat16" and not on_gpu and native is False:
             logging.warning("precision bfloat16: this CPU has no native bfloat16 (AVX512-BF16 "
                             "or AMX), so bfloat16 convolutions fall back to slow Eigen kernels "
                             "(~10x slower than float32 here); use precision float32.")
+        if c.precision == "mixed_float16" and not on_gpu:
+            logging.warning("precision mixed_float16 without a GPU: CPUs have no fast float16 "
+                            "convolutions, so this runs slower than float32 (it is meant for "
+                            "GPUs; here it only checks a run).")
         return c.precision
     if on_gpu or not native:
-        return "float32"
+        return cpu_choices.auto_choices(devices, flags).precision
     shape = clip_shape(c)
     probe = models.build_classifier(c.model, num_classes=num_classes, input_shape=shape,
                                     **_model_options(c, shape[-1]))
@@ -569,10 +599,45 @@ def resolve_precision(c: TrainConfig, num_classes: int, per_replica: int) -> str
     return cpu_choices.auto_precision(flags, gflops)
 
 
+_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16",
+             "mixed_float16": "mixed_float16"}
+
+
+def check_loss_scaling(c: TrainConfig, precision: str, replicas: int) -> None:
+    """ValueError for what loss scaling does not support: `--clip_norm` with several replicas
+    (the clipped, all-reduced gradients and the LossScaleOptimizer's conditional update issue
+    collectives that TensorFlow mismatches across replicas)."""
+    if precision == "mixed_float16" and c.clip_norm and replicas > 1:
+        raise ValueError(f"--clip_norm={c.clip_norm:g} with --precision=mixed_float16 works on "
+                         f"one replica only, this strategy has {replicas}: drop --clip_norm or "
+                         "use --precision=float32 or bfloat16")
+
+
+def set_precision_policy(precision: str) -> None:
+    """Sets Keras' global dtype policy for a resolved `precision` (float32, bfloat16 or
+    mixed_float16); the networks built afterwards compute in it (variables stay float32)."""
+    keras.mixed_precision.set_global_policy(_POLICIES[precision])
+
+
+def make_train_function(strategy: tf.distribute.Strategy, task, *, jit_compile: bool = False):
+    """`tf.function` running `task.train_step` on every replica of `strategy` on one
+    distributed batch; returns the logs averaged over replicas. `jit_compile` compiles each
+    replica's step with XLA (the input pipeline and the replica reduction stay outside)."""
+    step = tf.function(task.train_step, jit_compile=True) if jit_compile else task.train_step
+
+    @tf.function
+    def train_fn(batch):
+        logs = strategy.run(step, args=(batch,))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                for k, v in logs.items()}
+
+    return train_fn
+
+
 def train(config: TrainConfig) -> dict:
     """Trains (or resumes) the run described by `config`; returns the final metrics dict.
 
-    A bfloat16 `precision` sets Keras' global dtype policy for the run only: the caller's policy is
+    `precision` sets Keras' global dtype policy for the run only: the caller's policy is
     restored on return (and on error). Holds `model_dir/train.lock` meanwhile: a second process
     on the same model_dir is refused (run_lock.RunLockedError naming the first).
     """
@@ -596,11 +661,11 @@ def _train(config: TrainConfig) -> dict:
     replicas = strategy.num_replicas_in_sync
     per_replica = strategy_lib.per_replica_batch(strategy, c.batch_size)
     precision = resolve_precision(c, len(names) or 1, per_replica)
-    if precision == "bfloat16":
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    logging.info("precision %s%s, conv_impl %s (%s)", precision,
+    check_loss_scaling(c, precision, replicas)
+    set_precision_policy(precision)
+    logging.info("precision %s%s, conv_impl %s, jit_compile %s (%s)", precision,
                  " (auto)" if c.precision == "auto" else "",
-                 cpu_choices.resolve_conv_impl(c.conv_impl),
+                 cpu_choices.resolve_conv_impl(c.conv_impl), c.jit_compile,
                  cpu_choices.describe(cpu_choices.cpu_flags()))
     chief = strategy_lib.is_chief(strategy)
     out_dir = strategy_lib.worker_dir(c.model_dir, strategy)
@@ -611,7 +676,8 @@ def _train(config: TrainConfig) -> dict:
                  c.strategy, replicas, c.batch_size, per_replica)
 
     with strategy.scope():
-        task, network, teacher_spec = build_task(c, len(names), c.batch_size)
+        task, network, teacher_spec = build_task(c, len(names), c.batch_size,
+                                                 loss_scale=precision == "mixed_float16")
         optimizer = task.optimizer
         optimizer.build(network.trainable_variables)
         ckpt = tf.train.Checkpoint(network=network, optimizer=optimizer)
@@ -646,17 +712,14 @@ def _train(config: TrainConfig) -> dict:
     damage = damaged_shards.DamageLog() if c.skip_corrupt_records else None
 
     def dataset_fn(ctx):
-        return pipeline.make_dataset(_pipeline(c, training=True, batch=c.batch_size,
-                                               seed=seed, modalities=modalities), ctx, damage)
+        ds = pipeline.make_dataset(_pipeline(c, training=True, batch=c.batch_size,
+                                             seed=seed, modalities=modalities), ctx, damage)
+        return data_service.distribute(ds, c.data_service) if c.data_service else ds
 
     dist_ds = strategy.distribute_datasets_from_function(dataset_fn)
     iterator = iter(dist_ds)
 
-    @tf.function
-    def train_fn(batch):
-        logs = strategy.run(task.train_step, args=(batch,))
-        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-                for k, v in logs.items()}
+    train_fn = make_train_function(strategy, task, jit_compile=c.jit_compile)
 
     writer = tf.summary.create_file_writer(os.path.join(out_dir, "train")) if chief \
         else tf.summary.create_noop_writer()
