@@ -635,7 +635,7 @@ def _train(config: TrainConfig) -> dict:
     t_last, steps_last = time.time(), 0
     t_begin = time.time()
     step_times = []
-    logs = {}
+    logs, first_logs = {}, {}
     # The last log_every steps' logs (small tensors, no device sync): their mean goes into
     # train_summary.json, steadier than the last batch alone.
     recent = collections.deque(maxlen=c.log_every)
@@ -647,6 +647,8 @@ def _train(config: TrainConfig) -> dict:
         steps_last += 1
         if step == start + 1 or step % c.log_every == 0 or step == c.train_steps:
             values = {k: float(v) for k, v in logs.items()}     # syncs with the device
+            if step == 1:  # the losses at the start, for the λ·L_d ≈ CE rule (paper Sec. 5.6)
+                first_logs = values
             if not all(math.isfinite(v) for v in values.values()):
                 raise FloatingPointError(f"non-finite loss at step {step}: {values}")
             now = time.time()
@@ -685,6 +687,7 @@ def _train(config: TrainConfig) -> dict:
     summary = {"step": step, "start_step": start,
                "seconds_per_step": float(np.median(step_times)) if step_times else None,
                "train_seconds": total,
+               "first_train_logs": first_logs,
                "final_train_logs": {k: float(v) for k, v in logs.items()},
                "mean_train_logs": {k: float(np.mean([float(r[k]) for r in recent]))
                                    for k in logs} if recent else {},
@@ -697,9 +700,13 @@ def _train(config: TrainConfig) -> dict:
     logging.info("done: %s", summary)
     if chief:  # step time and final metrics for reports (`make demo` reads it)
         path = os.path.join(c.model_dir, "train_summary.json")
-        if not step_times and os.path.exists(path):
-            # Rerun of a finished run: no step was timed now; keep the measured step time.
+        if os.path.exists(path) and (not step_times or not first_logs):
+            # A rerun or resumed run did not time steps / see step 1: keep what was measured.
             with open(path) as f:
-                summary["seconds_per_step"] = json.load(f).get("seconds_per_step")
+                earlier = json.load(f)
+            if not step_times:
+                summary["seconds_per_step"] = earlier.get("seconds_per_step")
+            if not first_logs:
+                summary["first_train_logs"] = earlier.get("first_train_logs", {})
         atomic.write_json(path, summary)
     return summary
