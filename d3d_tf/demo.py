@@ -8,6 +8,10 @@ synthetic videos -> TFRecords with TV-L1 flow -> flow teacher, RGB S3D-G baselin
 every seed's baseline and D3D) ->
 SavedModel and TFLite export of D3D -> `predict` on a held-out video -> `demo_out/report.md`.
 
+With `--data_seeds=a,b,c` (or `--fresh_data_seeds=N`, seeds drawn at random) the whole demo
+runs once per draw of the data, in `<out_dir>/data_<seed>/`, and `<out_dir>/protocol.md` judges
+its claims over all of them by the evidence protocol (docs/protocol.md); `make protocol`.
+
 A finished stage leaves `demo_out/stages/<stage>.done` holding its command; rerunning skips it
 (delete the marker, or the whole `demo_out/`, to redo it). An interrupted stage reruns from
 its own resume point (training resumes from its last checkpoint, `prepare` skips finished
@@ -15,6 +19,7 @@ shards).
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -32,6 +37,13 @@ flags.DEFINE_string("configs", "configs/demo", "Folder of the demo flagfiles "
                     "(synthetic.flags, teacher.flags, baseline.flags, d3d.flags).")
 flags.DEFINE_integer("workers", 0, "Worker processes for flow extraction (0 = all cores).")
 flags.DEFINE_bool("tflite_int8", True, "Also export a full-integer int8 TFLite model.")
+flags.DEFINE_list("data_seeds", [], "Data seeds (the generator's --seed) to run the whole demo "
+                  "on, each in <out_dir>/data_<seed>/, judged together in <out_dir>/protocol.md "
+                  "(docs/protocol.md); empty = the one seed of synthetic.flags, in <out_dir>.")
+flags.DEFINE_integer("fresh_data_seeds", 0, "Draw this many data seeds at random (never the "
+                     "development seeds), remember them in <out_dir>/data_seeds.json so a rerun "
+                     "resumes them, and run as with --data_seeds.", lower_bound=0)
+flags.DEFINE_bool("export", True, "Export seed 0's D3D (SavedModel, TFLite) and run predict.")
 
 RUNS = (  # name, flagfile, method label, modality, is run at inference on RGB only
     ("teacher", "teacher.flags", "Temporal stream (flow teacher)", "flow"),
@@ -47,11 +59,58 @@ def main(argv):
     # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) hides the progress lines.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     start = time.time()
+    data_seeds = _data_seeds(out)
+    if not data_seeds:
+        path = run_data_seed(out, None)
+    else:
+        dirs = {d: os.path.join(out, f"data_{d}") for d in data_seeds}
+        for i, (d, folder) in enumerate(dirs.items()):
+            print(f"\n[demo] data seed {d} ({i + 1} of {len(dirs)}) in {folder}", flush=True)
+            run_data_seed(folder, d)
+        path = demo_report.write_protocol_report(out, dirs, seeds=FLAGS.seeds)
+    print(f"\n[demo] finished in {time.time() - start:.0f} s (stages reused from earlier runs "
+          f"are not counted); report: {path}")
+
+
+def _data_seeds(out: str) -> list[int]:
+    """--data_seeds, or the fresh seeds drawn by an earlier run of this out_dir, or new ones."""
+    from d3d_tf import atomic, demo_protocol
+
+    if FLAGS.data_seeds and FLAGS.fresh_data_seeds:
+        raise app.UsageError("give --data_seeds or --fresh_data_seeds, not both")
+    if FLAGS.data_seeds:
+        try:
+            return [int(s) for s in FLAGS.data_seeds]
+        except ValueError:
+            raise app.UsageError(f"--data_seeds takes integers, got {FLAGS.data_seeds}")
+    if not FLAGS.fresh_data_seeds:
+        return []
+    path = os.path.join(out, "data_seeds.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            seeds = json.load(f)["data_seeds"]
+        if len(seeds) != FLAGS.fresh_data_seeds:
+            raise app.UsageError(f"{path} holds {len(seeds)} data seeds drawn earlier, not "
+                                 f"--fresh_data_seeds={FLAGS.fresh_data_seeds}: use another "
+                                 "--out_dir")
+        return seeds
+    seeds = demo_protocol.draw_fresh_data_seeds(FLAGS.fresh_data_seeds)
+    atomic.write_json(path, {"data_seeds": seeds})
+    return seeds
+
+
+def run_data_seed(out: str, data_seed: int | None) -> str:
+    """Every stage of the demo on one draw of the data (`data_seed`: the generator's --seed;
+    None = synthetic.flags' own) in `out`; returns the path of its report."""
+    os.makedirs(out, exist_ok=True)
     videos = os.path.join(out, "videos")
     records = os.path.join(out, "records")
+    synthetic_flags = os.path.join(FLAGS.configs, "synthetic.flags")
+    if data_seed is None:
+        data_seed = _flagfile_seed(synthetic_flags)
     run_stage(out, Stage("synthetic", _python_module(
-        "synthetic", f"--flagfile={os.path.join(FLAGS.configs, 'synthetic.flags')}",
-        f"--out_dir={videos}", f"--workers={FLAGS.workers}")))
+        "synthetic", f"--flagfile={synthetic_flags}", f"--out_dir={videos}",
+        f"--workers={FLAGS.workers}", f"--seed={data_seed}")))
     for split, shards in (("train", 4), ("test", 2)):
         run_stage(out, Stage(f"prepare_{split}", _python_module(
             "prepare", "--format=manifest", f"--annotations={videos}/manifest.csv",
@@ -63,6 +122,8 @@ def main(argv):
     # Motion probes at 3A (PWC, frozen): seed 0's teacher, every seed's baseline and D3D.
     for name, args in demo_probes.stage_args(out, FLAGS.configs, records, FLAGS.seeds):
         run_stage(out, Stage(name, _python_module("probe", *args)))
+    if not FLAGS.export:
+        return demo_report.write_report(out, seeds=FLAGS.seeds, data_seed=data_seed)
     # Seed 0's student is the one exported.
     d3d_model = os.path.join(out, "runs", "d3d" + demo_report.run_suffix(0), "model")
     export_dir = os.path.join(out, "export")
@@ -81,9 +142,8 @@ def main(argv):
         run_stage(out, Stage(f"predict_{tag}", _python_module(
             "predict", held_out, f"--export_path={model}", "--json", "--num_clips=2"),
             stdout=os.path.join(out, f"predict_{tag}.json")))
-    path = demo_report.write_report(out, seeds=FLAGS.seeds, held_out=held_out)
-    print(f"\n[demo] finished in {time.time() - start:.0f} s (stages reused from earlier runs "
-          f"are not counted); report: {path}")
+    return demo_report.write_report(out, seeds=FLAGS.seeds, held_out=held_out,
+                                    data_seed=data_seed)
 
 
 def seed_stages(out: str, configs: str, records: str, seed: int) -> list[Stage]:
@@ -107,6 +167,16 @@ def seed_stages(out: str, configs: str, records: str, seed: int) -> list[Stage]:
         *[f"--name={n}" for n, _, _, _ in RUNS],
         "--ensemble_of=d3d+baseline", "--compare=baseline,d3d", "--num_clips=2")))
     return stages
+
+
+def _flagfile_seed(path: str) -> int:
+    """The `--seed=` of a synthetic flagfile (the generator's default, 0, when it sets none)."""
+    seed = 0
+    with open(path) as f:
+        for line in f:
+            if line.strip().startswith("--seed="):
+                seed = int(line.strip().split("=", 1)[1])
+    return seed
 
 
 def _held_out_video(videos_dir: str) -> str:

@@ -152,6 +152,7 @@ def test_flow_teacher_trains_and_evaluates_end_to_end(tmp_path):
     # The losses of step 1 (the λ rule's "at the start"), not those of the last step.
     assert set(first["first_train_logs"]) >= {"ce", "total"}
     assert first["first_train_logs"] != first["final_train_logs"]
+    assert first["config"]["modality"] == "flow" and first["config"]["train_steps"] == 4
     spec = saving.load_spec(os.path.join(cfg.model_dir, "model"))
     assert spec.modality == "flow" and spec.input_shape[-1] == 2
     # Rerunning the finished run trains nothing and keeps the measured step time.

@@ -688,6 +688,7 @@ def _train(config: TrainConfig) -> dict:
                "seconds_per_step": float(np.median(step_times)) if step_times else None,
                "train_seconds": total,
                "first_train_logs": first_logs,
+               "config": dataclasses.asdict(c),  # every setting of the run, for reports
                "final_train_logs": {k: float(v) for k, v in logs.items()},
                "mean_train_logs": {k: float(np.mean([float(r[k]) for r in recent]))
                                    for k in logs} if recent else {},
