@@ -31,6 +31,9 @@ setup(
         # gRPC client of export/grpc_client.py; keep in step with the tensorflow version.
         "serving": ["tensorflow-serving-api>=2.21,<2.22"],
         "torchvision": ["torch>=2.1", "torchvision>=0.16"],
+        # To view the summaries every run writes (training writes them without it); in step
+        # with the tensorflow version.
+        "tensorboard": ["tensorboard>=2.21,<2.22"],
         # `prepare --beam_options=...` (d3d_tf/data/prepare_beam.py). Not in dev: it adds ~340 MB
         # and caps protobuf below 7 (docs/data_scale.md).
         "beam": ["apache-beam>=2.60,<3"],

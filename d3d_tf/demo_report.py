@@ -104,7 +104,9 @@ def flow_pictures(out_dir: str, videos_dir: str, count: int = 3) -> list[str]:
         color = flow.flow_to_color(f)
         import cv2
 
-        cv2.imwrite(path, cv2.cvtColor(np.concatenate([rgb, color], axis=1), cv2.COLOR_RGB2BGR))
+        _, png = cv2.imencode(".png", cv2.cvtColor(np.concatenate([rgb, color], axis=1),
+                                                   cv2.COLOR_RGB2BGR))
+        atomic.write_bytes(path, png.tobytes())
         pictures.append(path)
         if len(pictures) == count:
             break

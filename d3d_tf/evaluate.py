@@ -19,7 +19,7 @@ import os
 
 from absl import app, flags, logging
 
-from d3d_tf import cli, config_flags, preprocessing
+from d3d_tf import atomic, cli, config_flags, preprocessing
 from d3d_tf.data import damaged_shards, pipeline, read_errors
 from d3d_tf.models import saving
 from d3d_tf.training import ava_task, evaluation
@@ -80,8 +80,12 @@ def evaluate_model(directory: str, *, data: str, num_frames=None, crop_size=None
                                   rgb_range=spec.rgb_range if spec.modality == "rgb"
                                   else "[-1,1]", num_classes=spec.num_classes)
     with read_errors.explained(data):
-        preds = evaluation.predict(model, pipeline.make_dataset(cfg, skip_damaged=skip_damaged),
-                                   modality=spec.modality, log_every=50)
+        try:
+            preds = evaluation.predict(model, pipeline.make_dataset(
+                cfg, skip_damaged=skip_damaged), modality=spec.modality, progress_every_s=30,
+                total_clips=pipeline.num_eval_clips(cfg))
+        except evaluation.EmptyDataError:
+            raise read_errors.nothing_read("--data", data, skip_damaged) from None
     return preds, spec
 
 
@@ -159,29 +163,42 @@ def main(argv):
     if not class_names:
         k = next(iter(preds.values())).probs.shape[1]
         class_names = [str(i) for i in range(k)]
-    evaluation.write_report(FLAGS.out_dir, results, class_names)
-    evaluation.write_per_video_csv(os.path.join(FLAGS.out_dir, evaluation.PER_VIDEO_CSV), preds)
-    per_class = {n: r["video"]["per_class"] for n, r in results.items()}
-    evaluation.write_per_class_csv(os.path.join(FLAGS.out_dir, "per_class.csv"), class_names,
-                                   per_class)
-    for i, (n, p) in enumerate(preds.items()):
-        safe = n.replace("/", "_").replace("+", "_plus_")
-        evaluation.plot_per_class(os.path.join(FLAGS.out_dir, f"per_class_{safe}.png"),
-                                  class_names, per_class[n], top=FLAGS.plot_top, title=n)
-        cm = evaluation.confusion_matrix(evaluation.video_level(p), len(class_names))
-        evaluation.plot_confusion(os.path.join(FLAGS.out_dir, f"confusion_{safe}.png"), cm,
-                                  class_names)
+    pair = None
     if FLAGS.compare:
         if len(FLAGS.compare) != 2 or any(n not in results for n in FLAGS.compare):
             raise app.UsageError(f"--compare needs two of {list(results)}")
-        a, b = FLAGS.compare
+        pair = tuple(FLAGS.compare)
     elif len(names) >= 2:
-        a, b = names[1], names[0]
-    if FLAGS.compare or len(names) >= 2:
-        evaluation.plot_per_class_difference(
-            os.path.join(FLAGS.out_dir, "per_class_difference.png"), class_names,
-            per_class[a], per_class[b], label_a=a, label_b=b, top=FLAGS.plot_top)
+        pair = names[1], names[0]
+    # One set: a failed run leaves the previous run's files whole (docs/failures.md).
+    with atomic.publish_files(FLAGS.out_dir, last="results.json", stale=STALE_OUTPUTS) as out:
+        _write_outputs(out, results, preds, class_names, pair)
     logging.info("wrote %s", FLAGS.out_dir)
+
+
+# What a classifier evaluation writes beside results.json and report.md, per model or pair.
+STALE_OUTPUTS = ("per_class.csv", "per_video.csv", "per_class_*.png", "confusion_*.png",
+                 "per_class_difference.png", "report.md")
+
+
+def _write_outputs(out_dir, results, preds, class_names, pair):
+    evaluation.write_report(out_dir, results, class_names)
+    evaluation.write_per_video_csv(os.path.join(out_dir, evaluation.PER_VIDEO_CSV), preds)
+    per_class = {n: r["video"]["per_class"] for n, r in results.items()}
+    evaluation.write_per_class_csv(os.path.join(out_dir, "per_class.csv"), class_names,
+                                   per_class)
+    for n, p in preds.items():
+        safe = n.replace("/", "_").replace("+", "_plus_")
+        evaluation.plot_per_class(os.path.join(out_dir, f"per_class_{safe}.png"),
+                                  class_names, per_class[n], top=FLAGS.plot_top, title=n)
+        cm = evaluation.confusion_matrix(evaluation.video_level(p), len(class_names))
+        evaluation.plot_confusion(os.path.join(out_dir, f"confusion_{safe}.png"), cm,
+                                  class_names)
+    if pair:
+        a, b = pair
+        evaluation.plot_per_class_difference(
+            os.path.join(out_dir, "per_class_difference.png"), class_names,
+            per_class[a], per_class[b], label_a=a, label_b=b, top=FLAGS.plot_top)
 
 
 def _evaluate_ava():
@@ -195,6 +212,7 @@ def _evaluate_ava():
             FLAGS.out_dir, batch_size=FLAGS.batch_size)
     except (ValueError, FileNotFoundError) as e:
         raise app.UsageError(str(e))
+    print(out["groundtruth_match"]["line"])
     print(f"frame-mAP {out['frame_mAP']:.4f} (random scores on the same boxes: "
           f"{out['random_scores_frame_mAP']:.4f}) over {out['keyframes']} keyframes; "
           f"wrote {FLAGS.out_dir}")

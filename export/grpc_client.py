@@ -5,8 +5,11 @@ tensorflow).
 
     python export/grpc_client.py --server=localhost:8500 --model_name=s3dg video.mp4
 
-gRPC sends the clip as a binary TensorProto (uint8 bytes), much smaller and faster than the
-REST JSON for video clips (a 64x224x224x3 clip is 9.6 MB raw, ~35 MB as JSON).
+gRPC sends the clip as a binary TensorProto (uint8 bytes) to `serving_default`, much smaller
+and faster than the REST JSON of raw pixels (a 64x224x224x3 clip is 9.6 MB here, ~35 MB as
+JSON). The clip size comes from GetModelMetadata, the frames are picked and cropped by
+`d3d_tf.export.predictor` (the rule `python -m d3d_tf.predict` and evaluation use), the clip
+softmaxes averaged and the top-5 printed as `d3d_tf.predict` prints them.
 """
 from __future__ import annotations
 
@@ -41,18 +44,36 @@ def parse_response(response) -> dict:
     return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
 
 
-def input_shape(stub, model_name: str, signature_name: str = SIGNATURE) -> tuple:
+def input_shape(stub, model_name: str, signature_name: str = SIGNATURE,
+                timeout: float = 30.0, version: int | None = None) -> tuple:
     """(T, H, W, 3) of the served signature, from GetModelMetadata."""
     from tensorflow_serving.apis import get_model_metadata_pb2
 
     request = get_model_metadata_pb2.GetModelMetadataRequest()
     request.model_spec.name = model_name
+    if version:
+        request.model_spec.version.value = version
     request.metadata_field.append("signature_def")
-    response = stub.GetModelMetadata(request, 30.0)
+    response = stub.GetModelMetadata(request, timeout)
     defs = get_model_metadata_pb2.SignatureDefMap()
     response.metadata["signature_def"].Unpack(defs)
+    if signature_name not in defs.signature_def:
+        raise ValueError(f"the served model has no {signature_name!r} signature; is it a "
+                         f"d3d_tf classifier export?")
     dims = defs.signature_def[signature_name].inputs[INPUT].tensor_shape.dim
     return tuple(d.size for d in dims)[1:]
+
+
+def video_top_k(out: dict, top_k: int = 5) -> list[tuple[float, str]]:
+    """(score, label) of the `top_k` classes of the mean clip softmax, best first (ties: lower
+    class index first, as `d3d_tf.predict`). Class names come with each clip's top-k; a class
+    in no clip's top-k prints as `class_<index>`."""
+    probs = np.asarray(out["probabilities"], np.float32).mean(axis=0)
+    names = {int(i): name.decode() for indices, labels
+             in zip(out["top_k_indices"], out["top_k_labels"])
+             for i, name in zip(indices, labels)}
+    order = np.argsort(-probs, kind="stable")[:top_k]
+    return [(float(probs[i]), names.get(int(i), f"class_{i}")) for i in order]
 
 
 def main(argv):
@@ -60,34 +81,42 @@ def main(argv):
     from absl import flags
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    from d3d_tf import predict as d3d_predict
-    from d3d_tf.data import video
+    from d3d_tf.export import predictor
 
     FLAGS = flags.FLAGS
     if len(argv) < 2:
-        raise SystemExit("usage: grpc_client.py VIDEO... --server=host:8500 --model_name=...")
+        raise ValueError("give one or more video files: grpc_client.py VIDEO... "
+                         "--server=host:8500 --model_name=NAME")
     channel = grpc.insecure_channel(FLAGS.server,
-                                    options=[("grpc.max_send_message_length", 1 << 30)])
+                                    options=[("grpc.max_send_message_length", 1 << 30),
+                                             ("grpc.max_receive_message_length", 1 << 30)])
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    t, h, w, _ = input_shape(stub, FLAGS.model_name)
-    for path in argv[1:]:
-        frames = video.read_video(path, short_side=max(h, w))
-        idx = d3d_predict.clip_indices(len(frames), t, FLAGS.num_clips)
-        clips = d3d_predict.center_crop(frames, h, w)[idx]
-        request = build_request(clips, model_name=FLAGS.model_name, version=FLAGS.version)
-        out = parse_response(stub.Predict(request, 60.0))
-        probs = out["probabilities"].mean(axis=0)
-        print(path)
-        for i in np.argsort(-probs)[:5]:
-            print(f"  {probs[i]:.4f}  class {i}")
-        print("  first clip:", [s.decode() for s in out["top_k_labels"][0]])
+    try:
+        t, h, w, _ = input_shape(stub, FLAGS.model_name, timeout=FLAGS.timeout,
+                                 version=FLAGS.version)
+        shape = predictor.ClipShape(frames=t, height=h, width=w)
+        config = predictor.PredictConfig(num_clips=FLAGS.num_clips)
+        for path in argv[1:]:
+            clips = predictor.video_clips(path, shape, config)
+            request = build_request(clips, model_name=FLAGS.model_name, version=FLAGS.version)
+            out = parse_response(stub.Predict(request, FLAGS.timeout))
+            print(path)
+            for score, label in video_top_k(out):
+                print(f"  {score:.4f}  {label}")
+    except grpc.RpcError as e:
+        raise ValueError(f"--server={FLAGS.server}: {e.code().name}: {e.details()}") from None
+    finally:
+        channel.close()
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
+
+    from d3d_tf import cli
 
     flags.DEFINE_string("server", "localhost:8500", "TF Serving gRPC address.")
     flags.DEFINE_string("model_name", "s3dg", "Served model name (models.config `name`).")
     flags.DEFINE_integer("version", None, "Model version (default: the latest served).")
-    flags.DEFINE_integer("num_clips", 1, "Evenly spaced clips per video.")
-    app.run(main)
+    flags.DEFINE_integer("num_clips", 1, "Evenly spaced clips per video.", lower_bound=1)
+    flags.DEFINE_float("timeout", 60.0, "Seconds to wait for each call.")
+    cli.run(main)

@@ -1,5 +1,6 @@
 """Tiny model directory and its exports, built once per pytest session and shared by
-test_export.py, test_predict.py and test_serving_clients.py (exports take tens of seconds)."""
+test_export.py, test_predict.py and test_serving_clients.py (exports take tens of seconds),
+and a tiny AVA detector directory."""
 from __future__ import annotations
 
 import functools
@@ -31,6 +32,19 @@ def model_dir() -> str:
                            metrics={"top1": 0.25})
     path = os.path.join(ROOT, "run", "model")  # a run directory's layout
     saving.save_model_dir(path, model, spec)
+    return path
+
+
+def detector_dir(folder, name="s3dg") -> str:
+    """A tiny untrained AVA detector directory `folder/det` (2 frames, 32 px, 2 classes)."""
+    from d3d_tf.models import ava_head, s3dg
+
+    det = ava_head.build_detector(s3dg.S3DGConfig(depth_multiplier=0.1),
+                                  ava_head.DetectorConfig(num_classes=2, roi_size=2),
+                                  input_shape=(2, 32, 32, 3))
+    path = str(folder / "det")
+    ava_head.save_detector_dir(path, det, name=name, labels=["a", "b"], ids=[1, 2],
+                               rgb_range="[-1,1]")
     return path
 
 

@@ -199,3 +199,68 @@ def test_demo_data_flagfiles(tmp_path):
                           f"--video_dir={data}/videos"], check=False, capture_output=True,
                          text=True)
     assert bad.returncode != 0 and "needs --label_map" in bad.stderr
+
+
+def test_prepare_ava_skips_keyframes_outside_the_video(tmp_path):
+    paths = synthetic_ava.generate_dataset(TINY, str(tmp_path / "data"), num_workers=1)
+    with open(paths["train_annotations"]) as f:
+        rows = f.read().splitlines()
+    first = rows[0].split(",")  # a real row of synth0000, moved to 10 s (the video has 3 s)
+    assert first[0] == "synth0000"
+    late = ",".join(["synth0000", "10"] + first[2:])
+    annotations = _write(tmp_path / "train.csv", "\n".join(rows + [late]) + "\n")
+    cfg = ava.AvaPrepareConfig(label_map=paths["label_map"], clip_frames=4)
+    prep = prepare_lib.PrepareConfig(out_dir=str(tmp_path / "rec"), split="train", num_shards=1,
+                                     workers=1)
+    summary = ava.prepare(annotations, paths["video_dir"], cfg, prep)
+    decoded = [ava.decode_keyframe(r) for r in records.read_records(
+        str(tmp_path / "rec" / "train-00000-of-00001.tfrecord"))]
+    assert 10 not in {int(d["timestamp"]) for d in decoded} and decoded
+    assert summary.videos_written == 2 and len(summary.skipped) == 1
+    assert summary.skipped[0]["video_id"] == "synth0000"
+    line = ("skipped synth0000 (" + os.path.join(paths["video_dir"], "synth0000.mp4") +
+            "): keyframe 10 s is past the video's end (0 s to 3 s: 18 frames at 6 fps; check "
+            "--time_offset and the video file)")
+    assert line in summary.format()
+    assert ava.keyframe_outside(903, 2.0, 6, time_offset=905).startswith(
+        "keyframe 903 s is before the video's start (905 s to 908 s")
+    assert ava.keyframe_outside(2, 6.0, 18) is None
+    # Every keyframe outside (a wrong --time_offset): refused, saying why.
+    with pytest.raises(prepare_lib.PrepareError, match=r"every video of split 'train' was "
+                       r"skipped .*synth0000: keyframe 1 s is before the video's start \(900 s "
+                       r"to 903 s: 18 frames at 6 fps; check --time_offset"):
+        ava.prepare(annotations, paths["video_dir"], ava.AvaPrepareConfig(
+            label_map=paths["label_map"], clip_frames=4, time_offset=900),
+            prepare_lib.PrepareConfig(out_dir=str(tmp_path / "rec2"), split="train",
+                                      num_shards=1, workers=1))
+
+
+def test_annotation_files_that_are_not_utf8_are_named(tmp_path):
+    csv_path = tmp_path / "gt.csv"
+    csv_path.write_bytes(b"vid,0902,0.1,0.2,0.5,0.9,12,0\nvid\xe9,0903,0.1,0.2,0.5,0.9,12,0\n")
+    for read in (ava.read_boxes, ava.read_excluded):
+        with pytest.raises(AnnotationError, match=rf"^{csv_path}: not UTF-8 text \(byte "
+                           r"b'\\xe9': invalid continuation byte\); save it as UTF-8"):
+            read(str(csv_path))
+    pbtxt = tmp_path / "m.pbtxt"
+    pbtxt.write_bytes(b'item {\n  name: "caf\xe9"\n  id: 1\n}\n')
+    with pytest.raises(AnnotationError, match=rf"^{pbtxt}: not UTF-8 text"):
+        ava.read_label_map(str(pbtxt))
+
+
+def test_prepare_ava_writes_a_keyframe_with_person_boxes_and_no_ground_truth(tmp_path):
+    # Without the excluded list, the excluded keyframes keep their person boxes (proposals)
+    # but have no annotation rows.
+    paths = synthetic_ava.generate_dataset(TINY, str(tmp_path / "data"), num_workers=1)
+    cfg = ava.AvaPrepareConfig(label_map=paths["label_map"],
+                               person_boxes=paths["train_proposals"], clip_frames=4)
+    prep = prepare_lib.PrepareConfig(out_dir=str(tmp_path / "rec"), split="train", num_shards=1,
+                                     workers=1)
+    ava.prepare(paths["train_annotations"], paths["video_dir"], cfg, prep)
+    decoded = {(d["video_id"], int(d["timestamp"])): d for r in records.read_records(
+        str(tmp_path / "rec" / "train-00000-of-00001.tfrecord")) for d in [ava.decode_keyframe(r)]}
+    excluded = ava.read_excluded(paths["train_excluded"])
+    assert excluded and excluded <= set(decoded)
+    for key in excluded:
+        assert decoded[key]["box"].shape == (0, 4) and len(decoded[key]["proposal"]) == 3
+        assert decoded[key]["box/labels"].shape == (0, TINY.num_classes)

@@ -136,3 +136,30 @@ def test_shuffled_class_scores():
     assert ava_map.frame_map(_gt(), dets(False), LABELS)["mAP"] == 1.0
     r = ava_map.frame_map(_gt(), dets(True), LABELS)
     assert r["per_class"] == pytest.approx([1.0, 1 / 3]) and r["mAP"] == pytest.approx(2 / 3)
+
+
+def test_ground_truth_that_matches_no_scored_keyframe_is_refused():
+    dets = {("v1", 902): _boxes([(A, 1, 0.9)]), ("v1", 903): _boxes([(B, 5, 0.8)])}
+    # Another split (other videos), other timestamps, other action ids, no rows: refused.
+    for gt, match in [
+            ({("v9", 902): _boxes([(A, 1, 1.0)])},
+             (r"^gt.csv: none of its 1 keyframes \(videos v9, ...\) is among the 2 keyframes of "
+             r"the records \(videos v1, ...\): nothing to score; is it for another split")),
+            ({("v1", 2): _boxes([(A, 1, 1.0)])}, r"none of its 1 keyframes"),
+            ({("v1", 902): _boxes([(A, 2, 1.0), (B, 6, 1.0)])},
+             (r"^gt.csv: no ground truth to score: none of its action ids \(2, 6\) is one of "
+             r"the label map's \(1, 5\); is it for another label map\?")),
+            ({}, r"gt.csv: no ground truth to score: it has no rows")]:
+        with pytest.raises(ValueError, match=match):
+            ava_map.check_groundtruth_match(ava_map.groundtruth_match(gt, dets, LABELS), "gt.csv")
+    # A partial match is reported: keyframes, classes, rows of other action ids.
+    gt = {("v1", 902): _boxes([(A, 1, 1.0), (B, 6, 1.0)]), ("v2", 902): _boxes([(A, 5, 1.0)])}
+    assert ava_map.check_groundtruth_match(ava_map.groundtruth_match(gt, dets, LABELS),
+                                           "gt.csv") == (
+        "ground truth gt.csv: 1 of its 2 keyframes are in the records (2 keyframes scored); "
+        "1 of 2 classes have ground truth there; 1 row(s) of action ids outside the label map "
+        "ignored (action ids 6)")
+    # Excluded keyframes count on neither side.
+    with pytest.raises(ValueError, match="none of its 1 keyframes"):
+        ava_map.check_groundtruth_match(ava_map.groundtruth_match(
+            gt, dets, LABELS, excluded={("v1", 902)}), "gt.csv")

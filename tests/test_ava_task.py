@@ -100,6 +100,31 @@ def test_evaluate_scores_the_official_csv_like_the_records(run, tmp_path):
     assert 0.0 <= out["random_scores_frame_mAP"] <= 1.0
 
 
+def test_evaluate_refuses_ground_truth_that_matches_no_keyframe(run, tmp_path):
+    root, paths, _, _ = run
+    data = str(root / "rec" / "val-*.tfrecord")
+    # The train split's ground truth against the val records: other videos.
+    cfg = ava_task.AvaEvalConfig(ava_groundtruth=paths["train_annotations"])
+    with pytest.raises(ValueError, match=rf"^{paths['train_annotations']}: none of its \d+ "
+                       r"keyframes \(videos synth0000, .*is among the \d+ keyframes of the "
+                       r"records \(videos synth"):
+        ava_task.evaluate_detector(str(root / "run"), data, cfg, str(tmp_path / "a"),
+                                   batch_size=2)
+    assert not (tmp_path / "a").exists()  # nothing written
+    # Action ids shifted by one: ids 2..4 still count, 5 is reported; the match is reported.
+    with open(paths["val_annotations"]) as f:
+        rows = [r.split(",") for r in f.read().splitlines()]
+    shifted = tmp_path / "shifted.csv"
+    shifted.write_text("".join(",".join(r[:6] + [str(int(r[6]) + 1)] + r[7:]) + "\n"
+                               for r in rows))
+    out = ava_task.evaluate_detector(str(root / "run"), data, ava_task.AvaEvalConfig(
+        ava_groundtruth=str(shifted)), str(tmp_path / "b"), batch_size=2)
+    match = out["groundtruth_match"]
+    assert match["rows_other_classes"] == sum(r[6] == "4" for r in rows) > 0
+    assert match["other_action_ids"] == [5] and match["keyframes_matched"] > 0
+    assert "row(s) of action ids outside the label map ignored (action ids 5)" in match["line"]
+
+
 def test_export_signature_takes_frames_and_boxes(run, tmp_path):
     root, _, _, _ = run
     path = ava_saved_model.export(str(root / "run"), str(tmp_path))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -171,11 +172,29 @@ def test_keras_applications_teacher_preprocessing():
         distinit.load_image_teacher("/nowhere/missing.keras")
 
 
-def _unlabeled_records(out_dir, videos=4):
+def test_a_damaged_keras_teacher_is_named_as_damaged(tmp_path):
+    _image_teacher(3, 0, str(tmp_path / "good.keras"))
+    good = (tmp_path / "good.keras").read_bytes()
+    (tmp_path / "cut.keras").write_bytes(good[:len(good) // 2])  # an interrupted copy
+    with pytest.raises(ValueError, match=r"cut\.keras: damaged or not a \.keras file"):
+        distinit.load_image_teacher(str(tmp_path / "cut.keras"))
+    with zipfile.ZipFile(tmp_path / "good.keras") as src, \
+            zipfile.ZipFile(tmp_path / "cut_weights.keras", "w") as dst:
+        for name in src.namelist():  # a whole archive whose weights file is cut short
+            data = src.read(name)
+            dst.writestr(name, data[:len(data) // 3] if name.endswith(".h5") else data)
+    with pytest.raises(ValueError, match=r"cut_weights\.keras: unreadable \.keras file"):
+        distinit.load_image_teacher(str(tmp_path / "cut_weights.keras"))
+
+
+def _unlabeled_records(out_dir, videos=4, labels=None):
+    """Records of label -1; `labels`: the text of a labels.txt beside them (None: none, as
+    `prepare --format=list` writes)."""
     os.makedirs(out_dir, exist_ok=True)
     rng = np.random.default_rng(0)
-    with open(os.path.join(out_dir, "labels.txt"), "w") as f:
-        f.write("a\nb\n")
+    if labels is not None:
+        with open(os.path.join(out_dir, "labels.txt"), "w") as f:
+            f.write(labels)
     writer = records.ShardWriter(os.path.join(out_dir, "unlabeled-00000.tfrecord"))
     for v in range(videos):
         frames = rng.integers(0, 255, (6, S, S, 3), dtype=np.uint8)
@@ -188,7 +207,8 @@ def test_precomputed_and_on_the_fly_targets_agree_on_uncropped_frames(tmp_path):
     teachers = [_image_teacher(3, 0, str(tmp_path / "a.keras")),
                 _image_teacher(4, 1, str(tmp_path / "b.keras"))]
     written = distinit_targets.precompute(distinit_targets.TargetsConfig(
-        records=_unlabeled_records(str(tmp_path / "u")), out_dir=str(tmp_path / "t"),
+        records=_unlabeled_records(str(tmp_path / "u"), labels="a\nb\n"),
+        out_dir=str(tmp_path / "t"),
         teachers=tuple(teachers)), log=lambda m: None)
     assert os.path.isfile(str(tmp_path / "t" / "labels.txt"))
     cfg = pipeline.PipelineConfig(file_pattern=written[0], num_frames=T, crop_size=S,
@@ -222,8 +242,14 @@ def test_train_distinit_then_finetune_drops_teacher_heads(tmp_path):
         trainer.validate(trainer.TrainConfig(
             model_dir=str(tmp_path / "x"), train_data=unlabeled, task="distinit",
             distinit_teachers=(teacher,), distinit_precomputed=True, **base))
+    lines = []
     precomputed = distinit_targets.precompute(distinit_targets.TargetsConfig(
-        records=unlabeled, out_dir=str(tmp_path / "t"), teachers=(teacher,)), log=lambda m: None)
+        records=unlabeled, out_dir=str(tmp_path / "t"), teachers=(teacher,)), log=lines.append)
+    # Progress: the first video, then the last with its ETA.
+    assert [ln for ln in lines if ln.startswith("[distinit_targets]")][-1].startswith(
+        "[distinit_targets] 4/4 videos") and lines[-2].endswith("ETA 0:00:00"), lines
+    # Unlabeled records and no labels.txt (nor beside the copies): DistInit needs none.
+    assert not os.path.exists(tmp_path / "t" / "labels.txt")
     summary = trainer.train(trainer.TrainConfig(
         model_dir=str(tmp_path / "distinit"), train_data=precomputed[0], task="distinit",
         distinit_teachers=(teacher,), distinit_num_frames=2, distinit_precomputed=True,
@@ -250,6 +276,71 @@ def test_train_distinit_then_finetune_drops_teacher_heads(tmp_path):
                                   ft.get_layer("layer3.1.conv2").kernel.numpy())
     assert not np.array_equal(src.get_layer("layer4.1.conv2").kernel.numpy(),
                               ft.get_layer("layer4.1.conv2").kernel.numpy())
+    # An empty labels.txt is no labels for DistInit, and refused for a labeled task; an
+    # explicit --labels must exist.
+    (tmp_path / "u" / "labels.txt").write_text("")
+    on_the_fly = dict(model_dir=str(tmp_path / "x"), train_data=unlabeled, task="distinit",
+                      distinit_teachers=(teacher,), **base)
+    trainer.validate(trainer.TrainConfig(**on_the_fly))
+    with pytest.raises(FileNotFoundError, match="nowhere/labels.txt not found"):
+        trainer.validate(trainer.TrainConfig(**on_the_fly, labels=str(tmp_path / "nowhere" /
+                                                                      "labels.txt")))
+    with pytest.raises(ValueError, match=r"labels file .*u/labels.txt is empty"):
+        trainer.validate(trainer.TrainConfig(model_dir=str(tmp_path / "x"), train_data=unlabeled,
+                                             **base))
     with pytest.raises(ValueError, match="needs --distinit_teachers"):
         trainer.validate(trainer.TrainConfig(model_dir=str(tmp_path / "x"), train_data=data,
                                              task="distinit"))
+
+
+@pytest.mark.slow
+def test_paper_flagfile_pretrains_on_an_unlabeled_file_list(tmp_path):
+    """As a user: a plain list of videos -> `prepare --format=list` (no labels.txt) -> `train`
+    with the paper's DistInit flagfile as written (its data and run paths, its multi-worker
+    strategy as one worker), shrunk to seconds of work and given a small local teacher."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from d3d_tf.data import video
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        video.write_video(str(tmp_path / f"v{i}.mp4"),
+                          rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8), fps=10.0)
+    (tmp_path / "videos.txt").write_text("".join(f"v{i}.mp4\n" for i in range(3)))
+    teacher = _image_teacher(3, 0, str(tmp_path / "teacher.keras"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": repo, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "TF_CONFIG": json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}"]},
+                                    "task": {"type": "worker", "index": 0}})}
+
+    def run(*args):
+        proc = subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stderr
+
+    run("d3d_tf.prepare", "--format=list", f"--annotations={tmp_path / 'videos.txt'}",
+        "--out_dir=data/kinetics400_unlabeled", "--flow=none", "--num_shards=1", "--workers=1")
+    assert not os.path.exists(tmp_path / "data" / "kinetics400_unlabeled" / "labels.txt")
+    flagfile = os.path.join(repo, "configs", "paper", "distinit",
+                            "distinit_kinetics_r2plus1d_18.flags")
+    log = run("d3d_tf.train", f"--flagfile={flagfile}", "--depth_multiplier=0.125",
+              "--num_frames=4", "--crop_size=32", "--resize_short_side=32", "--batch_size=2",
+              "--train_steps=2", "--step_boundaries=1", "--checkpoint_every=2", "--log_every=1",
+              f"--distinit_teachers={teacher}")
+    run_dir = tmp_path / "runs" / "distinit" / "kinetics_r2plus1d_18"
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["step"] == 2 and summary["final_train_logs"]["distinit"] > 0
+    spec = saving.load_spec(str(run_dir / "model"))
+    assert spec.name == "r2plus1d_18" and spec.num_classes == 3 and spec.labels == []
+    # Progress: no ETA after the first step (it compiles: its time says nothing of the
+    # rest), one from the second on.
+    steps = [ln for ln in log.splitlines() if "] step " in ln]
+    assert len(steps) == 2 and steps[0].endswith("ETA ?") and steps[1].endswith(
+        "ETA 0:00:00"), log[-3000:]

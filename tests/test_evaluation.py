@@ -136,12 +136,17 @@ def test_evaluate_cli_writes_metrics_for_clips_times_crops(tmp_path):
                                         with_flow=False, prefix="test")
     _tiny_model_dir(str(tmp_path / "model"))
     out = tmp_path / "eval"
+    out.mkdir()
+    (out / "confusion_gone.png").write_bytes(b"a plot of an earlier run's model")
     env = dict(os.environ, PYTHONPATH=ROOT)
     cmd = [sys.executable, "-m", "d3d_tf.evaluate", f"--model_dir={tmp_path / 'model'}",
            "--name=tiny", f"--data={data}", "--num_clips=2", "--num_crops=3",
            "--batch_size=5", f"--out_dir={out}"]
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
+    # Progress with an ETA: after the first batch and at the end.
+    assert "evaluated 5/24 clips" in done.stderr, done.stderr[-3000:]
+    assert "evaluated 24/24 clips" in done.stderr and "ETA 0:00:00" in done.stderr
     results = json.loads((out / "results.json").read_text())
     # 4 videos x 2 clips x 3 crops, averaged into 4 videos.
     assert results["tiny"]["clip"]["count"] == 24 and results["tiny"]["video"]["count"] == 4
@@ -153,6 +158,14 @@ def test_evaluate_cli_writes_metrics_for_clips_times_crops(tmp_path):
     videos, correct = evaluation.read_per_video_correct(str(out / "per_video.csv"))
     assert len(videos) == 4 and correct["tiny"].mean() == pytest.approx(
         results["tiny"]["video"]["top1"])
+    assert not (out / "confusion_gone.png").exists()  # an earlier run's: not beside this one
+
+    # A run that fails leaves the previous run's files as they were, nothing of its own.
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    done = subprocess.run(cmd[:-1] + ["--num_clips=1", "--compare=tiny,nope", f"--out_dir={out}"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "--compare needs two of ['tiny']" in done.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
     done = subprocess.run(cmd[:-1] + ["--num_crops=2", f"--out_dir={out}"], env=env, cwd=ROOT,
                           capture_output=True, text=True, check=False)

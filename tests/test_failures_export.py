@@ -168,3 +168,49 @@ def test_damaged_calibration_shard_is_named(tmp_path):
     with pytest.raises(records.RecordError, match=r"cal-0\.tfrecord: truncated or corrupt.*"
                        r"--verify="):
         list(tflite.record_clips(str(tmp_path / "cal-*.tfrecord"), 2, (4, 16, 16, 3)))
+
+
+# ---- AVA detector export: the same version swap and the same name check -------------------
+
+def test_ava_export_overwrite_keeps_the_served_version_until_the_new_one_is_complete(
+        tmp_path, monkeypatch):
+    from d3d_tf.export import ava_saved_model
+
+    def write(tag, fail=False):  # a stand-in for the SavedModel writer, as above
+        def writer(model, fn, signature, path):
+            os.makedirs(os.path.join(path, "variables"))
+            if fail:
+                raise KeyboardInterrupt
+            with open(os.path.join(path, "saved_model.pb"), "w") as f:
+                f.write(tag)
+        monkeypatch.setattr(saved_model, "write_module", writer)
+
+    det, out = H.detector_dir(tmp_path), str(tmp_path / "out")
+    write("first")
+    final = ava_saved_model.export(det, out)
+    pb = os.path.join(final, "saved_model.pb")
+    write("second", fail=True)
+    with pytest.raises(KeyboardInterrupt):
+        ava_saved_model.export(det, out, overwrite=True)
+    assert _read(pb) == "first"
+    assert sorted(os.listdir(os.path.dirname(final))) == ["1", "labels.txt"]
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        ava_saved_model.export(det, out)
+    write("third")
+    assert ava_saved_model.export(det, out, overwrite=True) == final
+    assert _read(pb) == "third"
+    assert sorted(os.listdir(final)) == ["assets.extra", "saved_model.pb", "variables"]
+    assert sorted(os.listdir(os.path.dirname(final))) == ["1", "labels.txt"]
+
+
+def test_ava_export_names_outside_the_output_folder_are_refused(tmp_path):
+    from d3d_tf.export import ava_saved_model
+
+    out = tmp_path / "a" / "out"
+    with pytest.raises(ValueError, match="--model_name='../escaped' must be a plain name"):
+        ava_saved_model.export(H.detector_dir(tmp_path), str(out), model_name="../escaped")
+    evil = H.detector_dir(tmp_path / "a", name="x/../../../evil")
+    with pytest.raises(ValueError, match=r'detector\.json "name".*must be a plain name'):
+        ava_saved_model.export(evil, str(out))
+    assert sorted(os.listdir(tmp_path)) == ["a", "det"]
+    assert sorted(os.listdir(tmp_path / "a")) == ["det"]

@@ -54,6 +54,30 @@ def _damage(prefix, how):
             f.write(b"\x5a" * 16)
 
 
+def test_relative_model_dir_and_an_undecodable_checkpoint_file(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    d = os.path.join("w", "x", "ckpt")  # relative, as --model_dir=w/x gives
+    _run(d)
+    want = [os.path.join(d, f"ckpt-{n}") for n in (3, 2, 1)]
+    assert checkpoints.list_checkpoints(d) == want  # no phantom w/x/ckpt/w/x/ckpt/ckpt-3
+    assert _resume(d)[:2] == (want[0], 3) and "DAMAGED" not in caplog.text
+    _damage(want[0], "missing")
+    assert _resume(d)[:2] == (want[1], 2)  # rewrites the `checkpoint` file
+    assert "RESUMED FROM AN OLDER CHECKPOINT w/x/ckpt/ckpt-2" in caplog.text
+    assert checkpoints.list_checkpoints(d) == want[1:]
+    assert tf.train.get_checkpoint_state(d).all_model_checkpoint_paths == want[:0:-1]
+    # Bytes that are not UTF-8 in the `checkpoint` file: the checkpoints on disk are used, the
+    # file is named, and the manager of the resumed run can read the rewritten file.
+    caplog.clear()
+    with open(os.path.join(d, "checkpoint"), "ab") as f:
+        f.write(b"\xff\xfe\n")
+    path, step, ckpt = _resume(d)
+    assert (path, step) == (want[1], 2)
+    assert "w/x/ckpt/checkpoint cannot be read (UnicodeDecodeError" in caplog.text
+    assert "DAMAGED" not in caplog.text
+    assert tf.train.CheckpointManager(ckpt, d, max_to_keep=3).latest_checkpoint == want[1]
+
+
 @pytest.mark.parametrize("how", ["missing", "truncated", "garbled"])
 def test_damaged_latest_checkpoint_falls_back_and_rotation_keeps_intact_ones(
         tmp_path, how, caplog):
@@ -177,8 +201,10 @@ def test_trainer_refuses_a_model_dir_in_use(tmp_path):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         lock = run_lock.acquire(cfg.model_dir)
-        with open(lock) as f:
-            text = f.read().replace(str(os.getpid()), str(other.pid))
+        with open(lock) as f:  # the lock of the other (live) process
+            text = f.read().replace(str(os.getpid()), str(other.pid)).replace(
+                f'"proc_start": {run_lock._proc_start(os.getpid())}',
+                f'"proc_start": {run_lock._proc_start(other.pid)}')
         with open(lock, "w") as f:
             f.write(text)
         with pytest.raises(run_lock.RunLockedError, match=f"pid {other.pid}"):

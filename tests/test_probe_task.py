@@ -113,6 +113,13 @@ def test_cli_sweeps_endpoints_and_the_report_draws_table_and_figures(setup):
              f"--eval_data={setup['test']}", f"--out_dir={out}", "--batch_size=4",
              "--train_steps=3", "--examples=2")
     assert r.returncode == 0, r.stderr[-2000:]
+    # Progress: each endpoint's steps (no ETA after the compiling first one), its evaluation,
+    # and the sweep.
+    assert "probe 3A step 1/3" in r.stderr and "probe 3A step 3/3" in r.stderr
+    assert "probe: evaluated 4/4 clips" in r.stderr, r.stderr[-2000:]
+    assert "probe: 2/2 endpoints" in r.stderr and "probe: 1/2 endpoints" in r.stderr
+    steps = [ln for ln in r.stderr.splitlines() if "] probe 2C step " in ln]
+    assert steps[0].endswith("ETA ?") and steps[-1].endswith("ETA 0:00:00"), steps
     with open(os.path.join(out, "probe.json")) as f:
         result = json.load(f)
     assert result["label"] == "rgb" and result["finetune"] is False

@@ -71,10 +71,18 @@ class Boxes:
 def _rows(path: str):
     if not os.path.isfile(path):
         raise AnnotationError(f"{path}: file not found")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        for line, row in enumerate(csv.reader(f), 1):
-            if row and any(v.strip() for v in row):
-                yield line, [v.strip() for v in row]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            for line, row in enumerate(csv.reader(f), 1):
+                if row and any(v.strip() for v in row):
+                    yield line, [v.strip() for v in row]
+    except UnicodeDecodeError as e:
+        raise AnnotationError(_not_utf8(path, e)) from None
+
+
+def _not_utf8(path: str, e: UnicodeDecodeError) -> str:
+    return (f"{path}: not UTF-8 text (byte {e.object[e.start:e.start + 1]!r}: {e.reason}); "
+            f"save it as UTF-8")
 
 
 def _timestamp(value: str, where: str) -> int:
@@ -99,8 +107,11 @@ def read_label_map(path: str) -> LabelMap:
     """Reads a label-map pbtxt (`item {name id}` or `label {name label_id}` blocks)."""
     if not os.path.isfile(path):
         raise AnnotationError(f"{path}: label map not found")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise AnnotationError(_not_utf8(path, e)) from None
     ids, names = [], []
     for m in re.finditer(r"(item|label)\s*\{(.*?)\}", text, re.DOTALL):
         line = text.count("\n", 0, m.start()) + 1
@@ -118,11 +129,16 @@ def read_label_map(path: str) -> LabelMap:
     return LabelMap(tuple(ids), tuple(names))
 
 
+def label_map_text(ids, names) -> str:
+    """A label map in the `item { name: "..." id: N }` form."""
+    return "".join(f'item {{\n  name: "{name}"\n  id: {int(i)}\n}}\n'
+                   for i, name in zip(ids, names))
+
+
 def write_label_map(path: str, ids, names) -> None:
-    """Writes a label map in the `item { name: "..." id: N }` form."""
+    """Writes `label_map_text(ids, names)` to `path`."""
     with open(path, "w", encoding="utf-8") as f:
-        f.writelines(f'item {{\n  name: "{name}"\n  id: {int(i)}\n}}\n'
-                     for i, name in zip(ids, names))
+        f.write(label_map_text(ids, names))
 
 
 def read_excluded(path: str | None) -> set:
@@ -211,6 +227,20 @@ def clip_indices(timestamp: float, num_frames: int, fps: float, total: int,
     return np.clip(center + np.arange(num_frames) - num_frames // 2, 0, total - 1)
 
 
+def keyframe_outside(timestamp: float, fps: float, total: int, time_offset: float = 0.0
+                     ) -> str | None:
+    """Why the keyframe at `timestamp` (s, annotation time) is not in a video file of `total`
+    frames at `fps` whose first frame is at `time_offset` (s), or None when it is. Its clip
+    would be one frozen frame (the first or last) under boxes that are not in it."""
+    center = round((timestamp - time_offset) * fps)
+    if 0 <= center < total:
+        return None
+    where = "past the video's end" if center >= total else "before the video's start"
+    return (f"keyframe {timestamp:g} s is {where} ({time_offset:g} s to "
+            f"{time_offset + total / fps:g} s: {total} frames at {fps:g} fps; check "
+            f"--time_offset and the video file)")
+
+
 def keyframe_example(*, video_id: str, timestamp: int, jpeg_frames, fps: float, height: int,
                      width: int, boxes, labels, person_ids=None, proposals=None,
                      proposal_scores=None):
@@ -219,7 +249,12 @@ def keyframe_example(*, video_id: str, timestamp: int, jpeg_frames, fps: float, 
 
     from d3d_tf.data import records  # TensorFlow only where records are built
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    labels = np.asarray(labels, np.float32).reshape(len(boxes), -1)
+    labels = np.asarray(labels, np.float32)
+    if labels.ndim != 2:  # flat n*K values (K cannot be inferred from 0 boxes: pass [0,K])
+        labels = labels.reshape(len(boxes), -1)
+    if len(labels) != len(boxes):
+        raise ValueError(f"{video_id},{timestamp}: {len(labels)} label rows for {len(boxes)} "
+                         f"boxes")
     proposals = np.zeros((0, 4), np.float32) if proposals is None else \
         np.asarray(proposals, np.float32).reshape(-1, 4)
     scores = np.ones(len(proposals), np.float32) if proposal_scores is None else \
@@ -351,8 +386,8 @@ def prepare(annotations: str, video_dir: str, ava: AvaPrepareConfig,
     """Writes one keyframe record per keyframe of `annotations` (+ person boxes) as shards.
 
     Resumable and parallel like `prepare_lib.prepare` (one video per worker; a video's
-    keyframes go to its shard). `labels.txt` holds the label-map names, `label_map.pbtxt`
-    the label map.
+    keyframes go to its shard; a finished shard whose keyframes' boxes or labels changed is
+    rewritten). `labels.txt` holds the label-map names, `label_map.pbtxt` the label map.
     """
     if ava.clip_frames < 1:
         raise prepare_lib.PrepareError(f"clip_frames must be >= 1, got {ava.clip_frames}")
@@ -378,6 +413,10 @@ def prepare(annotations: str, video_dir: str, ava: AvaPrepareConfig,
         for ts in by_video[entry.video_id]:
             boxes, labels, pids = gt.get((entry.video_id, ts), empty)
             proposals, scores = props.get((entry.video_id, ts), (None, None))
+            reason = keyframe_outside(ts, result["fps"], len(jpegs), ava.time_offset)
+            if reason:
+                out.append(prepare_lib.Skipped(reason))
+                continue
             idx = clip_indices(ts, ava.clip_frames, result["fps"], len(jpegs), ava.time_offset)
             out.append(keyframe_example(
                 video_id=entry.video_id, timestamp=ts, jpeg_frames=[jpegs[i] for i in idx],
@@ -386,11 +425,21 @@ def prepare(annotations: str, video_dir: str, ava: AvaPrepareConfig,
                 proposal_scores=scores))
         return out
 
-    os.makedirs(config.out_dir, exist_ok=True)
-    # The label map goes with the records: training and evaluation need its action ids.
-    write_label_map(os.path.join(config.out_dir, LABEL_MAP_FILE), label_map.ids, label_map.names)
+    def video_key(entry):
+        """What `to_examples` writes of the annotations: every keyframe's boxes and labels."""
+        out = []
+        for ts in by_video[entry.video_id]:
+            gt_arrays = gt.get((entry.video_id, ts), empty)
+            prop_arrays = props.get((entry.video_id, ts), ())
+            out.append([ts, *(np.asarray(a).tolist() for a in (*gt_arrays, *prop_arrays))])
+        return out
+
     config = dataclasses.replace(config, flow="none", extra_settings={
         "ava": {k: v for k, v in dataclasses.asdict(ava).items()
                 if k in ("clip_frames", "time_offset", "min_box_score")}})
-    return prepare_lib.prepare(entries, list(label_map.names), config,
-                               progress_stream=progress_stream, to_examples=to_examples)
+    # The label map goes with the records (training and evaluation need its action ids); it
+    # is written only once the output folder is checked (another label map there is refused).
+    return prepare_lib.prepare(
+        entries, list(label_map.names), config, progress_stream=progress_stream,
+        to_examples=to_examples, video_key=video_key,
+        side_files={LABEL_MAP_FILE: label_map_text(label_map.ids, label_map.names)})

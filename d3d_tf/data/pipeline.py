@@ -107,6 +107,14 @@ def num_videos(file_pattern: str) -> int:
     return int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
 
 
+def num_eval_clips(config: PipelineConfig) -> int:
+    """Clips an evaluation pass over `config` yields: videos x num_clips x num_crops, the
+    videos counted from the shards' record headers (cheap: no record is read; a progress
+    total, not a check)."""
+    videos = sum(records.count_framed(f)[0] for f in list_files(config.file_pattern))
+    return videos * config.num_clips * config.num_crops
+
+
 def _temporal_indices(n, config: PipelineConfig, seed):
     """Stored frame indices int32 [K,T] (K = 1 in training)."""
     t, s = config.num_frames, config.frame_stride

@@ -49,7 +49,7 @@ def prepare(entries: list[VideoEntry], labels: list[str], config: prepare_lib.Pr
     with prepare_lib.hold_split(config):
         prepare_lib.check_out_dir(config, labels)
         shards = prepare_lib.assign_shards(chosen, config.num_shards, config.shuffle_seed)
-        pending, _ = prepare_lib.plan(config, shards, chosen)
+        pending, _ = prepare_lib.plan(config, shards, chosen, label_ids)
         if pending:
             with beam.Pipeline(options=options) as p:
                 _ = (p

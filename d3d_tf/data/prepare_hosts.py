@@ -18,6 +18,9 @@ import dataclasses
 import glob
 import os
 
+from absl import logging
+
+from d3d_tf import run_lock
 from d3d_tf.config_flags import field
 
 
@@ -57,7 +60,8 @@ class HostConfig:
     def check_other_runs(self, state_dir: str, split: str) -> None:
         """Refuses a run whose shards overlap a running one that splits them otherwise (a
         one-machine run beside host runs, or hosts of another --num_hosts): both would write
-        the same temporary shard files. A lock of a host that died is deleted by hand."""
+        the same temporary shard files. A stale lock (a host that died: run_lock's rules, e.g.
+        not refreshed for run_lock.STALE_AFTER_S seconds) is removed with a warning."""
         mine = self.lock_name(split)
         for path in sorted(glob.glob(os.path.join(glob.escape(state_dir), f"{split}.*lock"))):
             name = os.path.basename(path)
@@ -66,9 +70,15 @@ class HostConfig:
             if self.shared and name.startswith(f"{split}.host-") and name.endswith(
                     f"-of-{self.num_hosts}.lock"):
                 continue  # another host of this run
+            reason = run_lock.remove_if_stale(path)
+            if reason:
+                logging.warning("%s: removed a stale lock of another prepare: %s", path, reason)
+                continue
             raise ValueError(f"{path} shows another prepare of split {split!r} that splits the "
                              f"shards differently (this run: --num_hosts={self.num_hosts}); "
-                             f"wait for it to finish (if it is gone, delete {path})")
+                             f"wait for it to finish (a lock its holder stops refreshing is "
+                             f"removed after {run_lock.STALE_AFTER_S:g} s; if it is gone, "
+                             f"delete {path})")
 
     def finish_hint(self, out_dir: str, split: str) -> str:
         """The line a host prints after its shards: how to finish the split."""

@@ -10,7 +10,11 @@ to `S-0000k-of-0000n.tfrecord` only when complete, after its sidecar
 `.prepare/S-0000k-of-0000n.json` (video ids, skipped videos, counts, settings) is written. A
 rerun skips shards that have both, so an interrupted run (even SIGKILL) never leaves a
 truncated shard that looks finished, and the rerun writes each video exactly once. Which
-videos go to which shard is a deterministic function of the inputs and settings.
+videos go to which shard is a deterministic function of the inputs and settings. The sidecar
+also holds the shard's fingerprint (`d3d_tf.fingerprint`): per video its label and what else
+goes into its records (AVA: the keyframes' boxes), and for a skipped video its file's size and
+time. A rerun rewrites a finished shard whose fingerprint differs (a label changed, a skipped
+video was fixed) instead of reusing it.
 
 A video that cannot be read (missing, corrupt, too short for flow) is skipped and reported;
 it never aborts the run. Outputs beside the shards: `labels.txt` (one class a line, line
@@ -30,7 +34,8 @@ import random
 import sys
 import time
 
-from d3d_tf import atomic, preprocessing, run_lock
+from d3d_tf import atomic, fingerprint, preprocessing, run_lock
+from d3d_tf import progress as progress_lib
 from d3d_tf.data.datasets import VideoEntry
 from d3d_tf.data.prepare_hosts import HostConfig
 
@@ -90,6 +95,13 @@ class PrepareConfig:
             raise PrepareError(str(e)) from None
 
 
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """Returned by a `to_examples` in place of a record it cannot write (e.g. an AVA keyframe
+    past the video's end): reported in the summary's `skipped` with the video's id and path."""
+    reason: str
+
+
 @dataclasses.dataclass
 class PrepareSummary:
     split: str
@@ -107,6 +119,9 @@ class PrepareSummary:
     write_s: float = 0.0    # parent: building protos and writing
     videos_this_run: int = 0
     label_counts: dict = dataclasses.field(default_factory=dict)
+    # [{shard, changed: video ids}]: finished shards rewritten because their videos' labels,
+    # annotations or (skipped videos) files changed since they were written
+    rewritten: list = dataclasses.field(default_factory=list)
 
     def format(self) -> str:
         shards = self.shards_written + self.shards_reused
@@ -121,6 +136,10 @@ class PrepareSummary:
                          f"write {self.write_s / n:.3f} s")
         for s in self.skipped:
             lines.append(f"  skipped {s['video_id']} ({s['path']}): {s['reason']}")
+        for r in self.rewritten:
+            lines.append(f"  rewrote {r['shard']}: {len(r['changed'])} of its videos changed "
+                         f"since it was written (label, annotations, or a skipped video's "
+                         f"file), e.g. {r['changed'][:3]}")
         return "\n".join(lines)
 
 
@@ -174,19 +193,22 @@ def _process_video(task: tuple) -> dict:
 # ---- parent side ----------------------------------------------------------------------------
 
 class _Progress:
-    """Progress line with rate and ETA on stderr; redraws in place on a TTY, else prints a
-    line every `interval` seconds (so logs of non-interactive runs stay short)."""
+    """Progress line with rate and ETA (`d3d_tf.progress`) on stderr; redraws in place on a
+    TTY, else prints a line every `interval` seconds (so logs of non-interactive runs stay
+    short)."""
 
     def __init__(self, label: str, total: int, interval: float, stream=None):
         self.label, self.total, self.interval = label, total, interval
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start = self.last = time.monotonic()
+        self.progress = progress_lib.Progress(total)
+        self.last = time.monotonic()
         self.done = self.skipped = self.printed = 0
 
     def update(self, ok: bool, force: bool = False) -> None:
         self.done += 1
         self.skipped += 0 if ok else 1
+        self.progress.update()
         now = time.monotonic()
         if force or now - self.last >= (0.5 if self.tty else self.interval):
             self.last = now
@@ -194,11 +216,11 @@ class _Progress:
             self.printed = self.done
 
     def _print(self, now: float, end: str = "") -> None:
-        elapsed = now - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+        p = self.progress
+        rate = "?" if p.rate() is None else f"{p.rate():.2f}"
         text = (f"[prepare {self.label}] {self.done}/{self.total} videos, {self.skipped} "
-                f"skipped, {rate:.2f} videos/s, elapsed {_hms(elapsed)}, ETA {_hms(eta)}")
+                f"skipped, {rate} videos/s, elapsed {progress_lib.hms(p.elapsed())}, ETA "
+                f"{progress_lib.hms(p.eta())}")
         if self.tty:
             self.stream.write("\r" + text + end)
         else:
@@ -208,13 +230,6 @@ class _Progress:
     def finish(self) -> None:
         if self.tty or self.printed != self.done:
             self._print(time.monotonic(), end="\n")
-
-
-def _hms(seconds: float) -> str:
-    if math.isnan(seconds):
-        return "?"
-    seconds = round(seconds)
-    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _write_json(path: str, data: dict) -> None:
@@ -229,20 +244,46 @@ def _check_labels_file(out_dir: str, labels: list[str]) -> None:
             raise PrepareError(f"{path} exists with a different label list ({len(existing)} vs "
                                f"{len(labels)} classes); label ids would not match between "
                                f"splits. Use a new --out_dir.")
-    elif labels:
+
+
+def _check_side_files(out_dir: str, side_files: dict) -> None:
+    for name, text in side_files.items():
+        path = os.path.join(out_dir, name)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                if f.read() != text:
+                    raise PrepareError(f"{path} exists with other content than this run "
+                                       f"writes (the records of that folder were prepared "
+                                       f"from another one); use a new --out_dir")
+
+
+def _write_out_dir_files(out_dir: str, labels: list[str], side_files: dict) -> None:
+    """labels.txt and the side files, once every check has passed."""
+    path = os.path.join(out_dir, "labels.txt")
+    if labels and not os.path.exists(path):
         preprocessing.write_labels(path, labels)
+    for name, text in side_files.items():
+        path = os.path.join(out_dir, name)
+        if not os.path.exists(path):
+            atomic.write_text(path, text)
 
 
 def prepare(entries: list[VideoEntry], labels: list[str], config: PrepareConfig,
-            progress_stream=None, to_examples=None) -> PrepareSummary:
+            progress_stream=None, to_examples=None, video_key=None,
+            side_files: dict | None = None) -> PrepareSummary:
     """Writes the `config.split` entries as `out_dir/{split}-KKKKK-of-NNNNN.tfrecord`.
 
     Args:
       entries: videos from a `datasets.read_*` reader; only those with split == config.split
         are written. Labels not in `labels` raise; label_name None means unlabeled (-1).
       labels: class names, index = label id.
-      to_examples: `(entry, worker result, label ids) -> [SequenceExample]` for other record
-        layouts (e.g. `ava`: one record per keyframe); default: one record per video.
+      to_examples: `(entry, worker result, label ids) -> [SequenceExample | Skipped]` for
+        other record layouts (e.g. `ava`: one record per keyframe); a `Skipped` item is counted
+        and reported as a skipped item of that video. Default: one record per video.
+      video_key: `entry -> JSON-able`: what `to_examples` puts into a video's records besides
+        the video and its label (e.g. its keyframes' boxes); part of the shard's fingerprint.
+      side_files: {file name: text} written into out_dir beside labels.txt (e.g. the AVA label
+        map); an existing one with other content is refused before anything is written.
     Returns:
       The summary (also saved as `out_dir/{split}_info.json`).
     """
@@ -252,7 +293,8 @@ def prepare(entries: list[VideoEntry], labels: list[str], config: PrepareConfig,
     # video is done: otherwise the import delays the first shard and finished videos pile up.
     from d3d_tf.data import records  # noqa: F401
     with hold_split(config):
-        return _prepare(chosen, labels, label_ids, config, start, progress_stream, to_examples)
+        return _prepare(chosen, labels, label_ids, config, start, progress_stream, to_examples,
+                        video_key, side_files or {})
 
 
 def select(entries: list[VideoEntry], labels: list[str], config: PrepareConfig
@@ -286,15 +328,22 @@ def hold_split(config: PrepareConfig):
         yield
 
 
-def check_out_dir(config: PrepareConfig, labels: list[str]) -> None:
-    """Refuses an out_dir whose labels.txt or shard count differ (and writes labels.txt)."""
+def check_out_dir(config: PrepareConfig, labels: list[str], side_files: dict | None = None
+                  ) -> None:
+    """Refuses an out_dir whose labels.txt, side files or shard count differ (writes nothing:
+    `_prepare` writes labels.txt and the side files once the shards' plan is checked too)."""
     _check_labels_file(config.out_dir, labels)
+    _check_side_files(config.out_dir, side_files or {})
     _check_no_other_shard_set(config)
 
 
-def plan(config: PrepareConfig, shards: list[list[VideoEntry]], chosen: list[VideoEntry]
+def plan(config: PrepareConfig, shards: list[list[VideoEntry]], chosen: list[VideoEntry],
+         label_ids: dict, video_key=None, rewritten: list | None = None
          ) -> tuple[list[int], list[dict]]:
-    """(this host's shards still to write, the sidecars of its finished shards)."""
+    """(this host's shards still to write, the sidecars of its finished shards). A finished
+    shard whose fingerprint differs from what would be written now is to write again (appended
+    to `rewritten` as {shard, changed video ids}); one written for another video list or other
+    settings is refused."""
     pending, reused = [], []
     all_ids = {e.video_id for e in chosen}
     for k, shard_entries in enumerate(shards):
@@ -303,8 +352,15 @@ def plan(config: PrepareConfig, shards: list[list[VideoEntry]], chosen: list[Vid
         info = _finished_shard_info(config, k)
         if info is None:
             pending.append(k)
+            continue
+        _check_same_videos(config, k, info, shard_entries, all_ids)
+        changed = _changed_videos(config, info, shard_entries, label_ids, video_key)
+        if changed:
+            pending.append(k)
+            if rewritten is not None:
+                rewritten.append({"shard": shard_name(config.split, k, config.num_shards),
+                                  "changed": changed})
         else:
-            _check_same_videos(config, k, info, shard_entries, all_ids)
             reused.append(info)
     return pending, reused
 
@@ -312,10 +368,11 @@ def plan(config: PrepareConfig, shards: list[list[VideoEntry]], chosen: list[Vid
 def write_one_shard(config: PrepareConfig, k: int, shard_entries: list[VideoEntry],
                     label_ids: dict) -> dict:
     """Shard k from its videos, all in this process (one unit of work of a distributed
-    engine, `prepare_beam`); returns its sidecar. A finished shard is kept as it is."""
+    engine, `prepare_beam`); returns its sidecar. A finished shard of the same fingerprint is
+    kept as it is."""
     info = _finished_shard_info(config, k)
-    if info is not None:  # written by an earlier attempt of this unit
-        return info
+    if info is not None and not _changed_videos(config, info, shard_entries, label_ids, None):
+        return info  # written by an earlier attempt of this unit
     results = map(_process_video, [(e, config) for e in shard_entries])
     progress = _Progress(config.split, len(shard_entries), math.inf, io.StringIO())
     return _write_shard(config, k, shard_entries, results, label_ids, progress,
@@ -323,11 +380,12 @@ def write_one_shard(config: PrepareConfig, k: int, shard_entries: list[VideoEntr
 
 
 def _prepare(chosen, labels, label_ids, config, start, progress_stream,
-             to_examples) -> PrepareSummary:
-    check_out_dir(config, labels)
+             to_examples, video_key, side_files) -> PrepareSummary:
+    check_out_dir(config, labels, side_files)
     shards = assign_shards(chosen, config.num_shards, config.shuffle_seed)
     summary = PrepareSummary(split=config.split)
-    pending, reused = plan(config, shards, chosen)
+    pending, reused = plan(config, shards, chosen, label_ids, video_key, summary.rewritten)
+    _write_out_dir_files(config.out_dir, labels, side_files)
     for info in reused:
         summary.shards_reused += 1
         _add_shard_info(summary, info)
@@ -347,7 +405,7 @@ def _prepare(chosen, labels, label_ids, config, start, progress_stream,
     try:
         for k in pending:
             info = _write_shard(config, k, shards[k], results, label_ids, progress, summary,
-                                to_examples)
+                                to_examples, video_key)
             summary.shards_written += 1
             _add_shard_info(summary, info)
     finally:
@@ -402,6 +460,36 @@ def _check_same_videos(config: PrepareConfig, k: int, info: dict, entries: list,
                            f"{STATE_DIR}/ to rewrite them")
 
 
+def _video_made_from(entry: VideoEntry, label_ids: dict, video_key, skipped: bool) -> str:
+    """The fingerprint of what goes into a video's records besides the video itself: its
+    label, `video_key(entry)`, and for a skipped video its file's identity (so a fixed file is
+    tried again)."""
+    made_from = {"label_name": entry.label_name,
+                 "label": -1 if entry.label_name is None else label_ids[entry.label_name]}
+    if video_key is not None:
+        made_from["records"] = video_key(entry)
+    if skipped:
+        made_from["file"] = fingerprint.file_identity(entry.path)
+    return fingerprint.key(made_from)
+
+
+def _shard_made_from(config: PrepareConfig, videos: dict) -> dict:
+    return {"settings": config.settings(), "videos": videos}
+
+
+def _changed_videos(config: PrepareConfig, info: dict, entries: list, label_ids: dict,
+                    video_key) -> list[str]:
+    """Ids of the shard's videos whose fingerprint differs from the stored one ([] when the
+    shard can be reused; every id for a sidecar without fingerprint)."""
+    skipped = {s["video_id"] for s in info.get("skipped", [])}
+    videos = {e.video_id: _video_made_from(e, label_ids, video_key, e.video_id in skipped)
+              for e in entries}
+    if fingerprint.matches(info, _shard_made_from(config, videos)):
+        return []
+    stored = (info.get("made_from") or {}).get("videos") or {}
+    return sorted(v for v, k in videos.items() if stored.get(v) != k) or sorted(videos)
+
+
 def _state_path(config: PrepareConfig, k: int) -> str:
     name = shard_name(config.split, k, config.num_shards)
     return os.path.join(config.out_dir, STATE_DIR, name.replace(".tfrecord", ".json"))
@@ -433,9 +521,13 @@ def _add_shard_info(summary: PrepareSummary, info: dict) -> None:
 
 
 def _write_shard(config, k, shard_entries, results, label_ids, progress, summary,
-                 to_examples=None) -> dict:
+                 to_examples=None, video_key=None) -> dict:
     from d3d_tf.data import records  # here: TF only in the parent
     path = os.path.join(config.out_dir, shard_name(config.split, k, config.num_shards))
+    # An earlier shard under this name (stale, or whose sidecar was deleted) goes first: the new
+    # sidecar is written before the rename, and must never sit beside the old records.
+    fingerprint.discard(path, _state_path(config, k))
+    videos = {}
     info = {"shard": os.path.basename(path), "settings": config.settings(), "videos": 0,
             "video_ids": [], "skipped": [], "frames": 0, "flow_pairs": 0, "label_counts": {}}
     writer = records.ShardWriter(path)
@@ -446,8 +538,10 @@ def _write_shard(config, k, shard_entries, results, label_ids, progress, summary
             if "error" in r:
                 info["skipped"].append({"video_id": entry.video_id, "path": entry.path,
                                         "reason": r["error"]})
+                videos[entry.video_id] = _video_made_from(entry, label_ids, video_key, True)
                 progress.update(ok=False)
                 continue
+            videos[entry.video_id] = _video_made_from(entry, label_ids, video_key, False)
             t0 = time.perf_counter()
             label = -1 if entry.label_name is None else label_ids[entry.label_name]
             if to_examples is None:
@@ -457,8 +551,17 @@ def _write_shard(config, k, shard_entries, results, label_ids, progress, summary
                     flow_images=r["flow_images"])]
             else:
                 examples = to_examples(entry, r, label_ids)
+            written = 0
             for example in examples:
+                if isinstance(example, Skipped):
+                    info["skipped"].append({"video_id": entry.video_id, "path": entry.path,
+                                            "reason": example.reason})
+                    continue
                 writer.write(example)
+                written += 1
+            if examples and not written:  # every item of the video was skipped
+                progress.update(ok=False)
+                continue
             summary.write_s += time.perf_counter() - t0
             summary.decode_s += r["decode_s"]
             summary.flow_s += r["flow_s"]
@@ -477,6 +580,6 @@ def _write_shard(config, k, shard_entries, results, label_ids, progress, summary
         raise
     info["bytes"] = os.path.getsize(writer.tmp_path)
     # Sidecar first, then the rename: a final-named shard always has its sidecar.
-    _write_json(_state_path(config, k), info)
+    fingerprint.write(_state_path(config, k), _shard_made_from(config, videos), **info)
     writer.commit()
     return info

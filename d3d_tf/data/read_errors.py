@@ -50,6 +50,23 @@ def _label_message(text: str) -> str | None:
             f"records were prepared with another labels.txt")
 
 
+def nothing_read(flag: str, pattern: str, log=None) -> ValueError:
+    """The error for an input that gave no video at all: which shards of `pattern` (the value
+    of `flag`) are empty, and which `log` (a `damaged_shards.DamageLog`, with
+    --skip_corrupt_records) found damaged."""
+    files = sorted(tf.io.gfile.glob(pattern)) if pattern else []
+    empty = [f for f in files if tf.io.gfile.stat(f).length == 0]
+    damaged = log.shards if log is not None else []
+    parts = []
+    if damaged:
+        parts.append(f"{len(damaged)} of its {len(files)} shard(s) damaged: {log.summary()}")
+    if empty:
+        more = f" and {len(empty) - 3} more" if len(empty) > 3 else ""
+        parts.append(f"{len(empty)} of its {len(files)} shard(s) empty "
+                     f"({', '.join(empty[:3])}{more})")
+    return ValueError(f"{flag}={pattern} gave no video: {'; '.join(parts) or 'nothing read'}")
+
+
 @contextlib.contextmanager
 def explained(*patterns):
     """Turns the data errors raised inside the block into one-line errors (module doc)."""

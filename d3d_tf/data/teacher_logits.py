@@ -9,6 +9,9 @@ Context features added to the SequenceExample (`d3d_tf.data.records`):
 
 The pipeline (`PipelineConfig.teacher_logits`) gathers the rows of the clip's frames into
 `teacher_logits` float32 `[B,T,D]`, so a training step runs no teacher.
+
+Beside each labelled shard, `STATE_DIR/<shard name>.json` records what made it (the teachers'
+sources, file contents and weights, the RGB range, the input shard; `d3d_tf.fingerprint`).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ LOGITS_KEY = "teacher/logits"
 DIM_KEY = "teacher/dim"
 NAMES_KEY = "teacher/names"
 CLASSES_KEY = "teacher/classes"
+STATE_DIR = ".distinit_targets"  # the shards' fingerprints, in the shards' folder
 
 
 def add_to_example(example: tf.train.SequenceExample, logits: np.ndarray, names, classes):

@@ -15,7 +15,6 @@ T, H and W are fixed (checked at run time, as for the classifier); N is free.
 from __future__ import annotations
 
 import os
-import shutil
 
 import tensorflow as tf
 
@@ -43,23 +42,30 @@ def serving_function(detector, rgb_range: str):
 
 def export(checkpoint: str, out_dir: str, *, model_name: str | None = None, version: int = 1,
            overwrite: bool = False) -> str:
-    """Exports a detector directory (or its run directory); returns the version directory."""
+    """Exports a detector directory (or its run directory); returns the version directory.
+
+    The version is swapped in whole, as the classifier's (`saved_model.write_version`): with
+    `overwrite`, the served version stays until the new one is complete. `model_name`
+    (default `ava_<detector.json "name">`) must be a plain name (`common.check_model_name`).
+    """
     if version < 1:
         raise ValueError(f"--version must be a positive integer, got {version}")
-    detector, info = ava_head.load_detector_dir(checkpoint, dropout_keep_prob=1.0)
-    base = os.path.join(out_dir, model_name or f"ava_{info['name']}")
-    final = os.path.join(base, str(version))
-    if os.path.exists(final):
-        if not overwrite:
-            raise FileExistsError(f"{final} exists; pick another --version or pass --overwrite")
-        shutil.rmtree(final)
-    tmp = os.path.join(base, f".tmp-{version}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    common.check_model_name(model_name)
+    directory = ava_head.resolve_detector_dir(checkpoint)
+    detector, info = ava_head.load_detector_dir(directory, dropout_keep_prob=1.0)
+    name = common.check_model_name(
+        model_name or f"ava_{info['name']}",
+        source="--model_name" if model_name else
+        f'{os.path.join(directory, ava_head.DETECTOR_FILE)} "name" (prefixed ava_)')
+    base = os.path.join(out_dir, name)
     serve, signature = serving_function(detector, info["rgb_range"])
-    saved_model.write_module(detector, serve, signature, tmp)
-    os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
-    preprocessing.write_labels(os.path.join(tmp, "assets.extra", common.LABELS_FILE),
-                               info["labels"])
-    os.replace(tmp, final)
+
+    def write(path):
+        saved_model.write_module(detector, serve, signature, path)
+        os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
+        preprocessing.write_labels(os.path.join(path, "assets.extra", common.LABELS_FILE),
+                                   info["labels"])
+
+    final = saved_model.write_version(base, version, write, overwrite=overwrite)
     preprocessing.write_labels(os.path.join(base, common.LABELS_FILE), info["labels"])
     return final

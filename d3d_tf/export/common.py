@@ -98,13 +98,16 @@ def load_for_export(path: str, *, frames: int | None = None, size: int | None = 
     return model, spec, model_dir
 
 
-def check_model_name(name: str | None) -> None:
-    """ValueError unless `name` is a plain file name (it names a folder / file stem inside the
-    output folder, so it must not climb out of it)."""
-    if name is not None and (not name or name in (".", "..") or "/" in name
-                             or os.sep in name or "\0" in name):
-        raise ValueError(f"--model_name={name!r} must be a plain name (no '/', not '..'): it "
-                         f"names a file or folder inside --out")
+def check_model_name(name: str | None, source: str = "--model_name") -> str | None:
+    """`name` if it is a plain file name, else ValueError naming `source` (the flag, or the
+    data file the name was read from): it names a folder / file stem inside the output
+    folder, so it must not climb out of it. Every export checks the name it writes under,
+    whether from --model_name or from the model's own file (model.json, detector.json)."""
+    if name is not None and (not isinstance(name, str) or not name or name in (".", "..")
+                             or "/" in name or os.sep in name or "\0" in name):
+        raise ValueError(f"{source}={name!r} must be a plain name (no '/', not '..'): it "
+                         f"names a file or folder inside --out_dir")
+    return name
 
 
 def swap_in_dir(new: str, final: str) -> None:

@@ -48,6 +48,17 @@ class PredictConfig:
                                     min=1)
 
 
+@dataclasses.dataclass(frozen=True)
+class ClipShape:
+    """A model's clip size, what `video_clips` needs of a predictor (a `Predictor` has the same
+    attributes): T frames of height x width pixels. The TF Serving clients in export/ build it
+    from the served signature."""
+
+    frames: int
+    height: int
+    width: int
+
+
 class Predictor:
     """An exported classifier: `probabilities(clips uint8 [K,T,H,W,3]) -> float32 [K,C]`.
 
@@ -139,8 +150,10 @@ def center_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     return frames[:, y0:y0 + height, x0:x0 + width]
 
 
-def video_clips(path: str, predictor: Predictor, config: PredictConfig) -> np.ndarray:
-    """Decodes `path` into uint8 clips [K,T,H,W,3] for `predictor` (module doc rules)."""
+def video_clips(path: str, predictor: Predictor | ClipShape,
+                config: PredictConfig) -> np.ndarray:
+    """Decodes `path` into uint8 clips [K,T,H,W,3] for `predictor` (module doc rules); only
+    its `frames`, `height` and `width` are used."""
     from d3d_tf.data import video
 
     short = config.resize_short_side or max(predictor.height, predictor.width)

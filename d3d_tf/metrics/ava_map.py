@@ -30,6 +30,8 @@ import math
 
 import numpy as np
 
+from d3d_tf import atomic
+
 IOU_THRESHOLD = 0.5
 MAX_DETECTIONS = 50
 
@@ -171,12 +173,77 @@ def frame_map(groundtruth: dict, detections: dict, label_map, excluded=frozenset
             "names": list(label_map.names), "ids": list(label_map.ids)}
 
 
+def groundtruth_match(groundtruth: dict, detections: dict, label_map, excluded=frozenset()
+                      ) -> dict:
+    """How far the ground truth meets the scored keyframes (those of `detections`, one per
+    record), as `frame_map` counts them.
+
+    Returns {"keyframes": ground-truth keyframes with a row of a label-map class,
+    "keyframes_matched": of those, the ones among the scored keyframes, "keyframes_scored",
+    "classes_matched": label-map classes with ground truth on a matched keyframe, "classes",
+    "rows_other_classes": ground-truth rows of action ids outside the label map,
+    "other_action_ids" / "class_ids": the first 11 of those ids / of the label map's,
+    "videos" / "videos_scored": the first 5 video ids of each side} (excluded keyframes left
+    out of every count).
+    """
+    wanted = set(label_map.ids)
+    gt_keys, classes, other, rows_other = set(), set(), set(), 0
+    scored = {k for k in detections if k not in excluded}
+    for key, entry in groundtruth.items():
+        if key in excluded:
+            continue
+        labels = [int(a) for a in entry.labels]
+        rows_other += sum(a not in wanted for a in labels)
+        other.update(a for a in labels if a not in wanted)
+        if any(a in wanted for a in labels):
+            gt_keys.add(key)
+            if key in scored:
+                classes.update(a for a in labels if a in wanted)
+    return {"keyframes": len(gt_keys), "keyframes_matched": len(gt_keys & scored),
+            "keyframes_scored": len(scored), "classes_matched": len(classes),
+            "classes": len(wanted), "rows_other_classes": rows_other,
+            "other_action_ids": sorted(other)[:11], "class_ids": sorted(wanted)[:11],
+            "videos": sorted({k[0] for k in gt_keys})[:5],
+            "videos_scored": sorted({k[0] for k in scored})[:5]}
+
+
+def _ids(ids) -> str:
+    return ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
+
+
+def check_groundtruth_match(match: dict, source: str) -> str:
+    """Raises ValueError (one line naming `source`, the ground truth) when it matches no scored
+    keyframe, which would score frame-mAP 0 or NaN; else returns a line saying how far it
+    matched (`groundtruth_match`'s dict)."""
+    if not match["keyframes"] and match["other_action_ids"]:
+        raise ValueError(
+            f"{source}: no ground truth to score: none of its action ids "
+            f"({_ids(match['other_action_ids'])}) is one of the label map's "
+            f"({_ids(match['class_ids'])}); is it for another label map?")
+    if not match["keyframes"]:
+        raise ValueError(f"{source}: no ground truth to score: it has no rows (outside the "
+                         f"excluded timestamps)")
+    if not match["keyframes_matched"]:
+        raise ValueError(
+            f"{source}: none of its {match['keyframes']} keyframes (videos "
+            f"{', '.join(match['videos'])}, ...) is among the {match['keyframes_scored']} "
+            f"keyframes of the records (videos {', '.join(match['videos_scored'])}, ...): "
+            f"nothing to score; is it for another split, other videos or other timestamps?")
+    line = (f"ground truth {source}: {match['keyframes_matched']} of its {match['keyframes']} "
+            f"keyframes are in the records ({match['keyframes_scored']} keyframes scored); "
+            f"{match['classes_matched']} of {match['classes']} classes have ground truth there")
+    if match["rows_other_classes"]:
+        line += (f"; {match['rows_other_classes']} row(s) of action ids outside the label map "
+                 f"ignored (action ids {_ids(match['other_action_ids'])})")
+    return line
+
+
 def write_detections_csv(path: str, rows) -> None:
     """Detections in the official CSV format: `video_id,timestamp,x1,y1,x2,y2,action_id,score`.
 
     rows: iterable of (video_id, timestamp, box (x1, y1, x2, y2), action_id, score).
     """
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic.open_for_write(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         for vid, ts, box, action, score in rows:
             writer.writerow([vid, f"{int(ts):04d}", *(f"{v:.3f}" for v in box), int(action),
@@ -185,7 +252,7 @@ def write_detections_csv(path: str, rows) -> None:
 
 def write_per_class_csv(path: str, result: dict) -> None:
     """`action_id,name,ap,num_gt` per class (AP empty where the class has no ground truth)."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic.open_for_write(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["action_id", "name", "ap", "num_gt"])
         for a, name, ap, n in zip(result["ids"], result["names"], result["per_class"],
@@ -207,5 +274,5 @@ def plot_per_class(path: str, result: dict, title: str = "") -> None:
     ax.set_xlabel("AP (IoU 0.5)")
     ax.set_title(title or f"frame-mAP {result['mAP']:.3f}")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)

@@ -14,6 +14,8 @@ import os
 
 import numpy as np
 
+from d3d_tf import atomic
+
 PROBE_FILE = "probe.json"
 EXAMPLES_FILE = "examples.npz"
 # Layer order of Fig. 4 (S3D-G's endpoints, the paper's short names).
@@ -97,7 +99,7 @@ def fig4(runs, path: str) -> str:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -145,7 +147,7 @@ def fig5(run_a: dict, run_b: dict, path: str, *, alias: str = "3A", count: int =
     fig.suptitle(f"Flow at {alias} ({grid} cells, middle time step); colour = direction, "
                  "saturation = magnitude", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -157,7 +159,7 @@ def write_report(probes, out_dir: str, *, endpoint: str = "3A", fig5_runs=(),
     runs = load_runs(probes)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "report.md")
-    with open(path, "w") as f:
+    with atomic.open_for_write(path, "w") as f:
         f.write("\n".join(report_lines(runs, out_dir, endpoint=endpoint, heading=heading,
                                         fig5_runs=load_runs(fig5_runs) if fig5_runs else ())))
     return path

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from d3d_tf import atomic
+
 
 def filter_grid(kernel: np.ndarray, *, max_filters: int = 64, pad: int = 1) -> np.ndarray:
     """uint8 RGB picture of a first-layer kernel `[t,h,w,3,C]` (Keras layout).
@@ -134,5 +136,5 @@ def scatter_png(points: np.ndarray, labels, path: str, *, title: str, names=None
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)

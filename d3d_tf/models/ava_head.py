@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from d3d_tf import atomic
 from d3d_tf.models import layers as L
 from d3d_tf.models import s3dg, saving
 from d3d_tf.models.video_model import VideoModel
@@ -209,10 +210,7 @@ def save_detector_dir(directory: str, detector: keras.Model, *, name: str, label
             "input_shape": list(detector.input["rgb"].shape[1:]),
             "labels": list(labels), "action_ids": [int(i) for i in ids],
             "rgb_range": rgb_range, "source": source, "metrics": metrics or {}}
-    tmp = os.path.join(directory, DETECTOR_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(info, f, indent=2)
-    os.replace(tmp, os.path.join(directory, DETECTOR_FILE))
+    atomic.write_json(os.path.join(directory, DETECTOR_FILE), info)
 
 
 def resolve_detector_dir(path: str) -> str:

@@ -25,8 +25,9 @@ import tensorflow as tf
 from absl import logging
 
 from d3d_tf import atomic
+from d3d_tf import progress as progress_lib
 from d3d_tf.config_flags import field
-from d3d_tf.data import ava, ava_pipeline
+from d3d_tf.data import ava, ava_pipeline, read_errors, records
 from d3d_tf.metrics import ava_map
 from d3d_tf.models import ava_head, s3dg, saving
 from d3d_tf.training import checkpoints, summaries, tasks
@@ -95,10 +96,13 @@ def build_detector(c, num_classes: int) -> keras.Model:
                                    input_shape=(c.num_frames, c.crop_size, c.crop_size, 3))
 
 
-def predict(detector, dataset, label_map: ava.LabelMap, log_every: int = 0):
+def predict(detector, dataset, label_map: ava.LabelMap, progress_every_s: float = 0.0,
+            total_keyframes: int | None = None):
     """Runs the detector on eval elements; returns (detections, ground truth) as
     {(video_id, timestamp): ava.Boxes} with one detection row per (proposal, class): the
-    proposal refined by its offsets, the class's sigmoid score."""
+    proposal refined by its offsets, the class's sigmoid score. `progress_every_s` > 0: logs
+    keyframes done, rate and ETA (`d3d_tf.progress`) after the first batch, then every that
+    many seconds, and at the end."""
 
     @tf.function(reduce_retracing=True)
     def run(rgb, boxes):
@@ -108,7 +112,8 @@ def predict(detector, dataset, label_map: ava.LabelMap, log_every: int = 0):
 
     dets, gts = {}, {}
     ids = np.asarray(label_map.ids)
-    for i, batch in enumerate(dataset):
+    progress = progress_lib.Progress(total_keyframes)
+    for batch in dataset:
         scores, refined = (x.numpy() for x in run(batch["rgb"], batch["boxes"]))
         for b, (vid, ts) in enumerate(zip(batch["video_id"].numpy(),
                                           batch["timestamp"].numpy())):
@@ -128,15 +133,22 @@ def predict(detector, dataset, label_map: ava.LabelMap, log_every: int = 0):
             dets[key] = det
             if gt.boxes:
                 gts[key] = gt
-        if log_every and (i + 1) % log_every == 0:
-            logging.info("  evaluated %d batches", i + 1)
+        progress.update(len(batch["video_id"]))
+        if progress_every_s and progress.due(progress_every_s):
+            logging.info("evaluated %s", progress.line("keyframes"))
     return dets, gts
+
+
+def num_keyframes(pattern: str) -> int:
+    """Keyframe records in the shards matching `pattern`, from their record headers."""
+    return sum(records.count_framed(f)[0] for f in ava_pipeline.list_files(pattern))
 
 
 def evaluate(c, detector, label_map) -> dict:
     ds = ava_pipeline.make_dataset(pipeline_config(c, training=False,
                                                    batch=c.eval_batch_size or c.batch_size))
-    dets, gts = predict(detector, ds, label_map)
+    dets, gts = predict(detector, ds, label_map, progress_every_s=60,
+                        total_keyframes=num_keyframes(c.eval_data))
     return ava_map.frame_map(gts, dets, label_map)
 
 
@@ -150,6 +162,41 @@ def validate(c) -> None:
         raise FileNotFoundError(f"{folder}/{LABEL_MAP_FILE} not found: --train_data must be "
                                 f"keyframe records of `prepare --format=ava`")
     ava_head.DetectorConfig(num_classes=1, endpoint=c.ava_endpoint, roi_size=c.ava_roi_size)
+    check_label_map(c, read_label_map(c), os.path.join(folder, LABEL_MAP_FILE))
+
+
+def check_label_map(c, label_map: ava.LabelMap, map_path: str) -> None:
+    """ValueError, before any graph runs, unless the records fit the label map `map_path`:
+    the first keyframe of every shard of --train_data and --eval_data has its number of
+    classes (`num_classes`, one record read per shard), and the `labels.txt` written beside
+    the training records with them lists its class names."""
+    labels_txt = os.path.join(os.path.dirname(map_path), "labels.txt")
+    if os.path.isfile(labels_txt):
+        with open(labels_txt, encoding="utf-8", errors="replace") as f:
+            names = [line.strip() for line in f if line.strip()]
+        if names != list(label_map.names):
+            raise ValueError(f"{map_path} lists {len(label_map.names)} classes "
+                             f"({', '.join(label_map.names[:3])}, ...) but the records beside "
+                             f"it were prepared with {len(names)} ({labels_txt}: "
+                             f"{', '.join(names[:3])}, ...): prepare them again, or restore "
+                             f"the label map they were prepared with")
+    for flag, pattern in (("--train_data", c.train_data), ("--eval_data", c.eval_data)):
+        for path in sorted(tf.io.gfile.glob(pattern)) if pattern else []:
+            try:
+                first = next(records.read_records(path), None)
+            except records.RecordError:
+                continue  # the input pipeline names a damaged shard
+            if first is None:
+                continue
+            feature = tf.train.SequenceExample.FromString(first).context.feature
+            counts = feature["num_classes"].int64_list.value
+            if not counts:
+                raise ValueError(f"{flag}={pattern}: {path} holds no AVA keyframes (no "
+                                 f"num_classes): prepare it with --format=ava")
+            if counts[0] != len(label_map.ids):
+                raise ValueError(f"{flag}={pattern}: {path} holds keyframes of {counts[0]} "
+                                 f"classes but {map_path} lists {len(label_map.ids)}: the "
+                                 f"records were prepared with another label map")
 
 
 def train(c) -> dict:
@@ -221,16 +268,23 @@ def train(c) -> dict:
         save(step)
 
     step, t0 = start, time.time()
+    progress = progress_lib.Progress(c.train_steps - start)  # rate from the end of step 1
     while step < c.train_steps:
-        logs = train_fn(next(iterator))
+        try:
+            batch = next(iterator)
+        except StopIteration:  # the training data repeats: it holds no record at all
+            raise read_errors.nothing_read("--train_data", c.train_data) from None
+        logs = train_fn(batch)
         step += 1
+        progress.update()
         if step == start + 1 or step % c.log_every == 0 or step == c.train_steps:
             values = {k: float(v) for k, v in logs.items()}
             if not all(np.isfinite(v) for v in values.values()):
                 raise FloatingPointError(f"non-finite loss at step {step}: {values}")
             history.append({"step": step, **values})
-            logging.info("step %d/%d  %s", step, c.train_steps,
-                         "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            logging.info("step %d/%d  %s  ETA %s", step, c.train_steps,
+                         "  ".join(f"{k} {v:.4g}" for k, v in values.items()),
+                         progress_lib.hms(progress.eta()))
             with writer.as_default():
                 for k, v in values.items():
                     summaries.scalar(f"train/{k}", v, step=step)
@@ -278,7 +332,8 @@ def evaluate_detector(directory: str, data: str, config: AvaEvalConfig, out_dir:
                       batch_size: int = 8) -> dict:
     """Scores a detector directory on keyframe records; writes into `out_dir`:
     `detections.csv` (official format), `per_class.csv`, `per_class.png`, `results.json`
-    (frame-mAP, the random-scores baseline on the same boxes, AP per class)."""
+    (frame-mAP, the random-scores baseline on the same boxes, AP per class), published as one
+    set (`atomic.publish_files`): a failure leaves the previous run's files as they were."""
     detector, info = ava_head.load_detector_dir(directory, dropout_keep_prob=1.0)
     label_map = ava.read_label_map(config.ava_label_map) if config.ava_label_map else \
         ava.LabelMap(tuple(info["action_ids"]), tuple(info["labels"]))
@@ -289,22 +344,18 @@ def evaluate_detector(directory: str, data: str, config: AvaEvalConfig, out_dir:
                                           rgb_range=info["rgb_range"])
     dets, record_gt = predict(detector, ava_pipeline.make_dataset(pipe),
                               ava.LabelMap(tuple(info["action_ids"]), tuple(info["labels"])),
-                              log_every=50)
-    if config.ava_groundtruth:
-        gt = ava.read_boxes(config.ava_groundtruth, label_map=label_map)
+                              progress_every_s=30, total_keyframes=num_keyframes(data))
+    if config.ava_groundtruth:  # rows of other classes are counted, then ignored
+        gt = ava.read_boxes(config.ava_groundtruth)
     else:
         gt = record_gt
     excluded = ava.read_excluded(config.ava_excluded)
+    # Ground truth of another split, other videos or other action ids would score 0 or NaN.
+    match = ava_map.groundtruth_match(gt, dets, label_map, excluded)
+    match["line"] = ava_map.check_groundtruth_match(
+        match, config.ava_groundtruth or f"the ground truth stored in {data}")
     result = ava_map.frame_map(gt, dets, label_map, excluded)
     baseline = ava_map.frame_map(gt, random_scores(dets), label_map, excluded)
-    os.makedirs(out_dir, exist_ok=True)
-    ava_map.write_detections_csv(os.path.join(out_dir, "detections.csv"), (
-        (vid, ts, box, a, score) for (vid, ts), e in sorted(dets.items())
-        for box, a, score in zip(e.boxes, e.labels, e.scores)))
-    ava_map.write_per_class_csv(os.path.join(out_dir, "per_class.csv"), result)
-    ava_map.plot_per_class(os.path.join(out_dir, "per_class.png"), result,
-                           title=f"frame-mAP {result['mAP']:.3f} (random scores "
-                                 f"{baseline['mAP']:.3f})")
     out = {"frame_mAP": result["mAP"], "random_scores_frame_mAP": baseline["mAP"],
            # The ground truth stored in the records, scored the same way: a check that the
            # records hold what the CSV says.
@@ -312,6 +363,16 @@ def evaluate_detector(directory: str, data: str, config: AvaEvalConfig, out_dir:
                                                               excluded)["mAP"],
            "keyframes": len(dets), "per_class": dict(zip(result["names"], result["per_class"])),
            "num_gt": dict(zip(result["names"], result["num_gt"])),
-           "groundtruth": config.ava_groundtruth or "records", "detector": directory}
-    atomic.write_json(os.path.join(out_dir, "results.json"), out)
+           "groundtruth": config.ava_groundtruth or "records", "detector": directory,
+           "groundtruth_match": match}
+    # One set, results.json last: a failed run leaves the previous run's files whole.
+    with atomic.publish_files(out_dir, last="results.json") as stage:
+        ava_map.write_detections_csv(os.path.join(stage, "detections.csv"), (
+            (vid, ts, box, a, score) for (vid, ts), e in sorted(dets.items())
+            for box, a, score in zip(e.boxes, e.labels, e.scores)))
+        ava_map.write_per_class_csv(os.path.join(stage, "per_class.csv"), result)
+        ava_map.plot_per_class(os.path.join(stage, "per_class.png"), result,
+                               title=f"frame-mAP {result['mAP']:.3f} (random scores "
+                                     f"{baseline['mAP']:.3f})")
+        atomic.write_json(os.path.join(stage, "results.json"), out)
     return out

@@ -35,17 +35,27 @@ def checkpoint_number(prefix: str) -> int:
     return int(match.group(1)) if match else -1
 
 
+def _state(ckpt_dir: str):
+    """(the folder's `checkpoint` file as TF reads it, or None; why it cannot be read, or
+    None)."""
+    try:
+        return tf.train.get_checkpoint_state(ckpt_dir), None
+    except (tf.errors.OpError, ValueError) as e:  # garbled, or not UTF-8 (UnicodeDecodeError)
+        return None, f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+
+
 def list_checkpoints(ckpt_dir: str) -> list[str]:
     """Prefixes (`DIR/ckpt-N`) of every checkpoint of `ckpt_dir`, newest (highest N) first:
-    those listed in its `checkpoint` file and those whose `.index` / `.data` files exist."""
+    those listed in its `checkpoint` file and those whose `.index` / `.data` files exist.
+
+    A listed path counts by its name only (`ckpt-N` in `ckpt_dir`): the file's paths may be
+    relative to the working directory of the run that wrote it, or point to where the folder
+    was before it was moved."""
     prefixes = set()
-    try:
-        state = tf.train.get_checkpoint_state(ckpt_dir)
-    except (tf.errors.OpError, ValueError):  # a garbled `checkpoint` file
-        state = None
+    state, _ = _state(ckpt_dir)
     if state is not None:
         for p in state.all_model_checkpoint_paths or [state.model_checkpoint_path]:
-            prefixes.add(p if os.path.isabs(p) else os.path.join(ckpt_dir, p))
+            prefixes.add(os.path.join(ckpt_dir, os.path.basename(p)))
     for f in glob.glob(os.path.join(glob.escape(ckpt_dir), "ckpt-*")):
         match = re.match(r"(ckpt-\d+)\.(index|data-\d+-of-\d+)$", os.path.basename(f))
         if match:
@@ -86,6 +96,10 @@ def restore_newest_intact(ckpt: tf.train.Checkpoint, ckpt_dir: str, *,
     candidates = list_checkpoints(ckpt_dir)
     if not candidates:
         return None
+    _, unreadable = _state(ckpt_dir)
+    if unreadable:
+        logging.warning("%s cannot be read (%s); using the checkpoints found in %s",
+                        os.path.join(ckpt_dir, "checkpoint"), unreadable, ckpt_dir)
     damaged = []
     for prefix in candidates:
         reason = damage(prefix)
@@ -107,11 +121,13 @@ def restore_newest_intact(ckpt: tf.train.Checkpoint, ckpt_dir: str, *,
     if damaged:
         logging.warning("RESUMED FROM AN OLDER CHECKPOINT %s: newer one(s) damaged: %s",
                         prefix, "; ".join(damaged))
-    if update_state and damaged:
-        intact = [p for p in reversed(candidates)
+    if update_state and (damaged or unreadable):
+        # Names relative to the folder, which TF joins to it when reading (given an absolute
+        # folder, TF writes relative names as they are).
+        intact = [os.path.basename(p) for p in reversed(candidates)
                   if checkpoint_number(p) <= checkpoint_number(prefix) and damage(p) is None]
-        tf.compat.v1.train.update_checkpoint_state(ckpt_dir, prefix,
-                                                   all_model_checkpoint_paths=intact)
+        tf.compat.v1.train.update_checkpoint_state(
+            os.path.abspath(ckpt_dir), os.path.basename(prefix), all_model_checkpoint_paths=intact)
     return prefix
 
 

@@ -27,11 +27,15 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import os
+import zipfile
+import zlib
 
 import keras
 import tensorflow as tf
 
+from d3d_tf import fingerprint
 from d3d_tf.data import records, teacher_logits
 from d3d_tf.models import saving
 from d3d_tf.training import tasks
@@ -108,7 +112,10 @@ def load_image_teacher(source: str, *, weights: str | None = "imagenet",
     if source.endswith(".keras"):
         if not os.path.isfile(source):
             raise FileNotFoundError(f"teacher {source}: no such file")
-        model = keras.saving.load_model(source, compile=False)
+        model = _load_keras_file(source)
+        if len(model.outputs) != 1:
+            raise ValueError(f"teacher {source}: a model of {len(model.outputs)} outputs; a "
+                             "teacher has one, logits [N,K]")
         last = model.layers[-1]
         if getattr(last, "activation", None) is keras.activations.softmax:
             raise ValueError(f"teacher {source}: its last layer applies softmax; a teacher must "
@@ -116,7 +123,7 @@ def load_image_teacher(source: str, *, weights: str | None = "imagenet",
         preprocess = lambda x: x
     else:
         constructor = getattr(keras.applications, source, None)
-        if constructor is None or not callable(constructor):
+        if source.startswith("_") or not inspect.isfunction(constructor):
             raise ValueError(f"teacher {source!r}: not a keras.applications model nor a .keras "
                              "file")
         if weights not in (None, "none", "imagenet") and not os.path.isfile(weights):
@@ -137,6 +144,19 @@ def load_image_teacher(source: str, *, weights: str | None = "imagenet",
     return ImageTeacher(model=model, preprocess=preprocess, image_size=size, name=source)
 
 
+def _load_keras_file(source: str) -> keras.Model:
+    """`keras.saving.load_model`, with a damaged file named as such (Keras reports a file that
+    is no zip archive as "File not found")."""
+    if not zipfile.is_zipfile(source):
+        raise ValueError(f"teacher {source}: damaged or not a .keras file (not a readable zip "
+                         "archive)")
+    try:
+        return keras.saving.load_model(source, compile=False)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise ValueError(f"teacher {source}: unreadable .keras file (damaged, or not saved by "
+                         f"Keras): {type(e).__name__}: {' '.join(str(e).split())}") from None
+
+
 def _model_dir_teacher(directory: str, rgb_range: str) -> ImageTeacher:
     """A 1-frame video classifier of a model directory as an image teacher `[N,H,W,3]`."""
     _, h, w, c = saving.load_spec(directory).input_shape
@@ -155,9 +175,7 @@ def _model_dir_teacher(directory: str, rgb_range: str) -> ImageTeacher:
     return ImageTeacher(model=model, preprocess=scale, image_size=(h, w), name=directory)
 
 
-def load_teachers(sources, weights=("imagenet",), *, rgb_range: str = "[-1,1]") -> list:
-    """`load_image_teacher` for each source; `weights` has one entry per source or one for
-    all (`imagenet`, a local file, or `none`)."""
+def _per_teacher(sources, weights) -> tuple[list, list]:
     sources, weights = list(sources), list(weights) or ["imagenet"]
     if not sources:
         raise ValueError("--task=distinit needs --distinit_teachers (e.g. ResNet50 or a .keras "
@@ -167,8 +185,36 @@ def load_teachers(sources, weights=("imagenet",), *, rgb_range: str = "[-1,1]") 
     if len(weights) != len(sources):
         raise ValueError(f"--distinit_teacher_weights has {len(weights)} values for "
                          f"{len(sources)} teachers")
+    return sources, weights
+
+
+def load_teachers(sources, weights=("imagenet",), *, rgb_range: str = "[-1,1]") -> list:
+    """`load_image_teacher` for each source; `weights` has one entry per source or one for
+    all (`imagenet`, a local file, or `none`)."""
+    sources, weights = _per_teacher(sources, weights)
     return [load_image_teacher(s, weights=w, rgb_range=rgb_range)
             for s, w in zip(sources, weights)]
+
+
+def teachers_made_from(sources, weights=("imagenet",)) -> list[dict]:
+    """What decides the logits each teacher gives a frame, for `d3d_tf.fingerprint`: its
+    source, and the content of its `.keras` file, of its model directory's files, or of its
+    weights file (`imagenet` and `none` by name)."""
+    out = []
+    for source, w in zip(*_per_teacher(sources, weights)):
+        entry = {"source": source}
+        if os.path.isfile(os.path.join(source, saving.SPEC_FILE)):
+            entry["files"] = {name: fingerprint.file_identity(os.path.join(source, name),
+                                                              content=True)
+                              for name in (saving.SPEC_FILE, saving.WEIGHTS_FILE)}
+        elif source.endswith(".keras"):
+            entry["file"] = fingerprint.file_identity(source, content=True)
+        elif w in (None, "none", "imagenet"):
+            entry["weights"] = w or "none"
+        else:
+            entry["weights"] = fingerprint.file_identity(w, content=True)
+        out.append(entry)
+    return out
 
 
 # --- Eq. 1 and 2 -------------------------------------------------------------------------
@@ -320,15 +366,42 @@ class DistInit(tasks.Task):
         return logs
 
 
-def check_precomputed(precomputed: bool, shard: str, teachers) -> None:
-    """With precomputed targets, the records must hold logits of exactly `teachers` (in order).
-    Raises ValueError naming the shard."""
+def check_precomputed(precomputed: bool, shards, teachers, teacher_weights=None) -> None:
+    """With precomputed targets, every shard (a path or a list) must hold logits of exactly
+    `teachers` (in order): names, or loaded `ImageTeacher`s (then their class counts too, the
+    width of the stored logits). With `teacher_weights`, a shard whose fingerprint (from
+    `distinit_targets`) records other teacher files or weights is refused. The first record of
+    each shard is read (a shard is written by one run). Raises ValueError naming the shard."""
     if not precomputed:
         return
-    names, _ = teacher_logits.read_info(next(records.read_records(shard)))
-    if not names:
-        raise ValueError(f"--distinit_precomputed: {shard} has no teacher logits; run python -m "
-                         "d3d_tf.distinit_targets on the shards first")
-    if list(names) != list(teachers):
-        raise ValueError(f"--distinit_precomputed: {shard} holds logits of {names}, but "
-                         f"--distinit_teachers={list(teachers)}")
+    loaded = [t for t in teachers if isinstance(t, ImageTeacher)]
+    want = [t.name if isinstance(t, ImageTeacher) else t for t in teachers]
+    made_from = None if teacher_weights is None else teachers_made_from(want, teacher_weights)
+    for shard in [shards] if isinstance(shards, str) else shards:
+        try:
+            first = next(records.read_records(shard), None)
+        except records.RecordError:
+            continue  # damage is the reader's to report (or skip, --skip_corrupt_records)
+        if first is None:
+            continue  # no records: no targets to mix
+        names, classes = teacher_logits.read_info(first)
+        if not names:
+            raise ValueError(f"--distinit_precomputed: {shard} has no teacher logits; run python "
+                             "-m d3d_tf.distinit_targets on the shards first")
+        if list(names) != want:
+            raise ValueError(f"--distinit_precomputed: {shard} holds logits of {names}, but "
+                             f"--distinit_teachers={want}")
+        if loaded and classes != [t.num_classes for t in loaded]:
+            raise ValueError(f"--distinit_precomputed: {shard} holds logits of {classes} classes "
+                             f"for {names}, but those teachers now give "
+                             f"{[t.num_classes for t in loaded]}: the teacher files changed; "
+                             "rerun python -m d3d_tf.distinit_targets into a new --out_dir")
+        if made_from is not None:
+            stored = fingerprint.read(fingerprint.sidecar_path(shard, teacher_logits.STATE_DIR))
+            if stored is not None and fingerprint.differs(
+                    stored, {"teachers": made_from}, fields=("teachers",)):
+                raise ValueError(f"--distinit_precomputed: {shard} holds logits of other "
+                                 f"teacher files or weights than --distinit_teachers={want} "
+                                 f"--distinit_teacher_weights={list(teacher_weights)} (they "
+                                 "changed since python -m d3d_tf.distinit_targets ran): rerun it "
+                                 "into a new --out_dir")

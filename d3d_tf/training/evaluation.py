@@ -16,8 +16,10 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from d3d_tf import atomic
+from d3d_tf import progress as progress_lib
 
 
 @dataclasses.dataclass
@@ -28,10 +30,18 @@ class Predictions:
     video_ids: np.ndarray
 
 
+class EmptyDataError(ValueError):
+    """The evaluation data gave no batch."""
+
+
 def predict(network, dataset: tf.data.Dataset, *, modality: str = "rgb",
-            max_batches: int | None = None, log_every: int = 0) -> Predictions:
+            max_batches: int | None = None, progress_every_s: float = 0.0,
+            total_clips: int | None = None) -> Predictions:
     """Runs `network` (logits [B,K] or dict with `logits`) over `dataset` elements
-    (`modality` [B,T,H,W,C], `label` [B], `video_id` [B]) with training=False."""
+    (`modality` [B,T,H,W,C], `label` [B], `video_id` [B]) with training=False.
+
+    `progress_every_s` > 0: logs `evaluated N/total_clips clips, rate, elapsed, ETA` after
+    the first batch, then every that many seconds, and at the end (`d3d_tf.progress`)."""
 
     @tf.function(reduce_retracing=True)
     def logits_fn(x):
@@ -40,16 +50,18 @@ def predict(network, dataset: tf.data.Dataset, *, modality: str = "rgb",
         return tf.nn.softmax(tf.cast(out, tf.float32), axis=-1)
 
     probs, labels, vids = [], [], []
+    progress = progress_lib.Progress(total_clips)
     for i, batch in enumerate(dataset):
         if max_batches is not None and i >= max_batches:
             break
         probs.append(logits_fn(batch[modality]).numpy())
         labels.append(batch["label"].numpy())
         vids.append(batch["video_id"].numpy())
-        if log_every and (i + 1) % log_every == 0:
-            print(f"  evaluated {i + 1} batches", flush=True)
+        progress.update(len(probs[-1]))
+        if progress_every_s and progress.due(progress_every_s):
+            logging.info("evaluated %s", progress.line("clips"))
     if not probs:
-        raise ValueError("evaluation dataset is empty")
+        raise EmptyDataError("evaluation dataset is empty")
     return Predictions(np.concatenate(probs), np.concatenate(labels).astype(np.int64),
                        np.array([v.decode() if isinstance(v, bytes) else str(v)
                                  for v in np.concatenate(vids)]))
@@ -206,7 +218,7 @@ def plot_per_class(path: str, names: list[str], accuracy: list[float], *, top: i
     ax.set_xlabel("top-1 accuracy")
     ax.set_title(f"{title}: best and worst {top}")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -227,7 +239,7 @@ def plot_per_class_difference(path: str, names: list[str], acc_a: list[float],
     ax.axvline(0, color="k", lw=0.5)
     ax.set_xlabel(f"accuracy({label_b}) - accuracy({label_a})")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -246,7 +258,7 @@ def plot_confusion(path: str, cm: np.ndarray, names: list[str]) -> None:
     ax.set_ylabel("true")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -276,8 +288,6 @@ def write_average(paths: list[str], out_dir: str) -> dict:
         with open(path) as f:
             runs.append(json.load(f))
     average = average_runs(runs)
-    os.makedirs(out_dir, exist_ok=True)
-    atomic.write_json(os.path.join(out_dir, "average.json"), {"runs": paths, "models": average})
     lines = [f"# Mean of {len(paths)} evaluations", "", *[f"- {p}" for p in paths], "",
              "| model | video top-1 | video top-5 | video mean class acc. | top-1 per run |",
              "|---|---|---|---|---|"]
@@ -286,5 +296,8 @@ def write_average(paths: list[str], out_dir: str) -> dict:
         lines.append(f"| {name} | {100 * m['video_top1']['mean']:.2f} | "
                      f"{100 * m['video_top5']['mean']:.2f} | "
                      f"{100 * m['video_mean_class_accuracy']['mean']:.2f} | {each} |")
-    atomic.write_text(os.path.join(out_dir, "average.md"), "\n".join(lines) + "\n")
+    with atomic.publish_files(out_dir, last="average.json") as stage:  # both or neither
+        atomic.write_text(os.path.join(stage, "average.md"), "\n".join(lines) + "\n")
+        atomic.write_json(os.path.join(stage, "average.json"),
+                          {"runs": paths, "models": average})
     return average

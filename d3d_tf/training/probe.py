@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import time
 
@@ -38,12 +37,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from d3d_tf import config_flags
+from d3d_tf import atomic, config_flags
+from d3d_tf import progress as progress_lib
 from d3d_tf.config_flags import field
 from d3d_tf.data import pipeline
 from d3d_tf.metrics import flow_probe
 from d3d_tf.metrics.probe_tables import EXAMPLES_FILE, PROBE_FILE
-from d3d_tf.models import decoders, s3dg, saving
+from d3d_tf.models import decoders, registry, s3dg, saving
 from d3d_tf.training import strategy as strategy_lib
 from d3d_tf.training import summaries, tasks, trainer
 
@@ -120,15 +120,32 @@ class FlowProbe(tasks.Task):
 # --- validation ------------------------------------------------------------------------
 
 
+VECTOR_ENDPOINTS = ("pooled",)  # endpoints of [B,C] vectors (ResNet)
+
+
 def resolve_endpoints(names, spec: saving.ModelSpec) -> list[str]:
-    """Slim names of `names` (aliases, slim names or `all`) that the model has, in order."""
-    final = spec.config.get("final_endpoint", s3dg.VALID_ENDPOINTS[-1])
-    available = s3dg.VALID_ENDPOINTS[:s3dg.VALID_ENDPOINTS.index(final) + 1]
+    """Endpoint names of `names` (aliases, slim names or `all`) that the model has, in order:
+    those of the model's family (`models.registry`), up to its final endpoint, that are
+    feature maps [B,T,H,W,C] (a ResNet's `pooled` [B,C] vector has nothing to decode flow
+    from)."""
+    try:
+        family = registry.family_of(spec.name)
+    except ValueError:  # a network saved under another name: the S3D-G endpoints
+        family = registry.family_of("s3dg")
+    endpoints = family.valid_endpoints
+    final = spec.config.get("final_endpoint", endpoints[-1])
+    if final not in endpoints:
+        raise ValueError(f"model {spec.name!r} ends at {final!r}, not an endpoint of the "
+                         f"{family.name} family ({', '.join(endpoints)})")
+    available = [e for e in endpoints[:endpoints.index(final) + 1] if e not in VECTOR_ENDPOINTS]
     if tuple(names) in (("all",), ("ALL",)):
-        return list(available)
+        return available
     out = []
     for n in names:
-        e = s3dg.resolve_endpoint(n)
+        e = family.resolve_endpoint(n)
+        if e in VECTOR_ENDPOINTS:
+            raise ValueError(f"--endpoints={n}: a pooled [B,C] vector, not a feature map to "
+                             f"decode flow from; choose among {', '.join(available)}")
         if e not in available:
             raise ValueError(f"--endpoints={n}: the network ends at {final}")
         out.append(e)
@@ -151,9 +168,10 @@ def check_modality(spec: saving.ModelSpec, modality: str, model_dir: str) -> Non
 def require_flow_records(pattern: str, flag: str) -> None:
     """FileNotFoundError if nothing matches, ValueError if the records hold no flow."""
     files = trainer._require_data(pattern, flag)
-    if not trainer._records_have_flow(files):
-        raise ValueError(f"{flag}={pattern}: the records have no optical flow (flow/encoded), "
-                         "which the probe's targets are: prepare them with "
+    missing = trainer._shards_without_flow(files)
+    if missing:
+        raise ValueError(f"{flag}={pattern}: {trainer.no_flow_text(files, missing)} "
+                         "(flow/encoded), which the probe's targets are: prepare them with "
                          "`python -m d3d_tf.prepare --flow=tvl1`")
 
 
@@ -212,8 +230,10 @@ def backbone_digest(model: keras.Model) -> str:
 
 
 def evaluate_probe(model: keras.Model, dataset, modality: str, *, max_clips: int = 0,
-                   examples: int = 0):
-    """Per-clip EPE of `model` and of all zeros over `dataset`.
+                   examples: int = 0, progress_every_s: float = 0.0,
+                   total_clips: int | None = None):
+    """Per-clip EPE of `model` and of all zeros over `dataset`; `progress_every_s` > 0 logs
+    clips done, rate and ETA (`d3d_tf.progress`) that often.
 
     Returns (clips [{video_id, epe, zeros_epe}], examples {target, pred} [N,T',H',W',2] px).
     """
@@ -227,6 +247,8 @@ def evaluate_probe(model: keras.Model, dataset, modality: str, *, max_clips: int
                 target)
 
     clips, kept = [], {"target": [], "pred": []}
+    total = min(max_clips, total_clips or max_clips) if max_clips else total_clips
+    progress = progress_lib.Progress(total)
     for batch in dataset:
         epe, zeros, pred_flow, target = (t.numpy() for t in step(batch[modality], batch["flow"]))
         for i, vid in enumerate(batch["video_id"].numpy()):
@@ -237,6 +259,9 @@ def evaluate_probe(model: keras.Model, dataset, modality: str, *, max_clips: int
             if len(kept["pred"]) < examples:
                 kept["pred"].append(pred_flow[i])
                 kept["target"].append(target[i])
+        progress.update(len(clips) - progress.done)
+        if progress_every_s and progress.due(progress_every_s):
+            logging.info("probe: evaluated %s", progress.line("clips"))
         if max_clips and len(clips) >= max_clips:
             break
     if not clips:
@@ -274,14 +299,17 @@ def probe_endpoint(c: ProbeConfig, spec: saving.ModelSpec, endpoint: str) -> dic
     writer = tf.summary.create_file_writer(os.path.join(out, "train"))
     t0 = time.time()
     logs = {}
+    progress = progress_lib.Progress(c.train_steps)  # rate from the end of step 1
     for step, batch in enumerate(dist, start=1):
         logs = train_fn(batch)
+        progress.update()
         if step == 1 or step % c.log_every == 0 or step == c.train_steps:
             values = {k: float(v) for k, v in logs.items()}
             if not all(np.isfinite(list(values.values()))):
                 raise FloatingPointError(f"non-finite probe loss at step {step}: {values}")
-            logging.info("probe %s step %d/%d  %s", alias, step, c.train_steps,
-                         "  ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            logging.info("probe %s step %d/%d  %s  ETA %s", alias, step, c.train_steps,
+                         "  ".join(f"{k} {v:.4g}" for k, v in values.items()),
+                         progress_lib.hms(progress.eta()))
             with writer.as_default():
                 for k, v in values.items():
                     summaries.scalar(f"train/{k}", v, step=step)
@@ -295,11 +323,14 @@ def probe_endpoint(c: ProbeConfig, spec: saving.ModelSpec, endpoint: str) -> dic
         raise RuntimeError(f"frozen probe at {endpoint}: a backbone variable changed")
     eval_cfg = _pipeline_config(c, spec, training=False)
     clips, kept = evaluate_probe(model, pipeline.make_dataset(eval_cfg), spec.modality,
-                                 max_clips=c.max_eval_clips, examples=c.examples)
+                                 max_clips=c.max_eval_clips, examples=c.examples,
+                                 progress_every_s=30,
+                                 total_clips=pipeline.num_eval_clips(eval_cfg))
     # Backbone up to the endpoint + decoder: what --task=cnn_flow starts from (--flow_net_init).
     saving.save_weights(model, os.path.join(out, saving.WEIGHTS_FILE))
-    np.savez(os.path.join(out, EXAMPLES_FILE), **kept,
-             video_ids=np.array([x["video_id"] for x in clips[:len(kept["pred"])]]))
+    with atomic.open_for_write(os.path.join(out, EXAMPLES_FILE), "wb") as f:
+        np.savez(f, **kept,
+                 video_ids=np.array([x["video_id"] for x in clips[:len(kept["pred"])]]))
     result = {
         "endpoint": endpoint, "alias": alias,
         "grid": list(model.output["flow"].shape[1:4]),
@@ -348,10 +379,14 @@ def run(config: ProbeConfig) -> dict:
         "units": "EPE in pixels of the network's input frame (the crop after resizing)",
         "results": [],
     }
+    # Each endpoint builds, compiles and evaluates its own probe: the sweep's rate counts them
+    # whole, from the start.
+    sweep = progress_lib.Progress(len(endpoints), skip_first=False)
     for endpoint in endpoints:
         summary["results"].append(probe_endpoint(c, spec, endpoint))
-        path = os.path.join(c.out_dir, PROBE_FILE)
-        with open(path + ".tmp", "w") as f:  # rewritten after each endpoint of a sweep
-            json.dump(summary, f, indent=2)
-        os.replace(path + ".tmp", path)
+        sweep.update()
+        if len(endpoints) > 1:
+            logging.info("probe: %s", sweep.line("endpoints"))
+        # rewritten after each endpoint of a sweep
+        atomic.write_json(os.path.join(c.out_dir, PROBE_FILE), summary)
     return summary

@@ -10,13 +10,12 @@ pooled features of the centre clip of each video, coloured by class) and `repres
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import numpy as np
 from PIL import Image
 
-from d3d_tf import config_flags, preprocessing
+from d3d_tf import atomic, config_flags, preprocessing
 from d3d_tf.config_flags import field
 from d3d_tf.data import pipeline
 from d3d_tf.metrics import representation as R
@@ -62,8 +61,9 @@ def write_report(config: ReportConfig) -> dict:
     os.makedirs(config.out_dir, exist_ok=True)
     kernel = np.asarray(model.get_layer("conv1").kernel)
     grid = R.filter_grid(kernel)
-    Image.fromarray(grid).resize((grid.shape[1] * 4, grid.shape[0] * 4), Image.NEAREST).save(
-        os.path.join(config.out_dir, "filters.png"))
+    with atomic.open_for_write(os.path.join(config.out_dir, "filters.png"), "wb") as f:
+        Image.fromarray(grid).resize((grid.shape[1] * 4, grid.shape[0] * 4),
+                                     Image.NEAREST).save(f, format="PNG")
     out = {"model": spec.name, "conv1_kernel": list(kernel.shape),
            "temporal_variation": R.temporal_variation(kernel)}
     if config.data:
@@ -77,6 +77,5 @@ def write_report(config: ReportConfig) -> dict:
         R.scatter_png(points, labels, os.path.join(config.out_dir, "embedding.png"),
                       title=f"{spec.name} pooled features, {label}", names=names)
         out.update({"embedding": label, "videos": len(feats)})
-    with open(os.path.join(config.out_dir, "representation.json"), "w") as f:
-        json.dump(out, f, indent=2)
+    atomic.write_json(os.path.join(config.out_dir, "representation.json"), out)
     return out

@@ -27,6 +27,7 @@ import tensorflow as tf
 from absl import logging
 
 from d3d_tf import atomic, config_flags, models, preprocessing, run_lock
+from d3d_tf import progress as progress_lib
 from d3d_tf.config_flags import field
 from d3d_tf.data import damaged_shards, pipeline, read_errors, records
 from d3d_tf.data.pipeline import MODALITIES
@@ -58,7 +59,8 @@ class TrainConfig:
                       "cnn_flow: the flow alternatives of D3D Table 6 (docs/probes.md).",
                       choices=TASKS)
     eval_data: str | None = field(None, "Glob of validation TFRecord shards (optional).")
-    labels: str | None = field(None, "labels.txt (default: next to the training shards).")
+    labels: str | None = field(None, "labels.txt (default: next to the training shards; "
+                                "--task=distinit needs none).")
     # network (the options of d3d_tf.models.S3DGConfig that a run may set)
     model: str = field("s3dg", "Network preset of d3d_tf.models (s3dg, s3d, i3d, ...).")
     depth_multiplier: float = field(1.0, "Channel multiplier of every conv.", min=0.0)
@@ -209,10 +211,32 @@ def _require_data(pattern: str, what: str) -> list[str]:
     return files
 
 
-def _records_have_flow(files: list[str]) -> bool:
-    first = next(records.read_records(files[0]))
-    parsed = records.parse_sequence_example(tf.constant(first), with_rgb=False, with_flow=True)
-    return int(tf.shape(parsed[records.FLOW_KEY])[0]) > 0
+def _shards_without_flow(files: list[str]) -> list[str]:
+    """The shards of `files` whose first record holds no optical flow (one record read per
+    shard: `prepare` writes a shard with one --flow setting). Empty shards, and shards whose
+    first record is damaged (the input pipeline reports those), are not listed."""
+    missing = []
+    for path in files:
+        try:
+            first = next(records.read_records(path), None)
+        except records.RecordError:
+            continue
+        if first is None:
+            continue
+        parsed = records.parse_sequence_example(tf.constant(first), with_rgb=False,
+                                                with_flow=True)
+        if int(tf.shape(parsed[records.FLOW_KEY])[0]) == 0:
+            missing.append(path)
+    return missing
+
+
+def no_flow_text(files: list[str], missing: list[str]) -> str:
+    """Which of the shards `files` hold no flow (`missing`, from `_shards_without_flow`)."""
+    if len(missing) == len(files):
+        return "none of its shards holds optical flow"
+    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+    return (f"{len(missing)} of its {len(files)} shards hold no optical flow "
+            f"({', '.join(missing[:3])}{more})")
 
 
 def labels_path(config: TrainConfig) -> str:
@@ -220,6 +244,25 @@ def labels_path(config: TrainConfig) -> str:
         return config.labels
     files = sorted(tf.io.gfile.glob(config.train_data))
     return os.path.join(os.path.dirname(files[0]) if files else ".", "labels.txt")
+
+
+def label_names(config: TrainConfig) -> list[str]:
+    """Class names of the run's labels file (`labels_path`), in label-id order.
+
+    `--task=distinit` learns its teachers' outputs, not labels: its records may be unlabeled
+    (label -1, `prepare --format=list` writes no labels.txt), so there a missing labels.txt
+    next to the shards or an empty one gives [] (no label range to check). An explicit
+    `--labels` must still exist. Every other task needs a non-empty file: FileNotFoundError /
+    ValueError name it."""
+    path = labels_path(config)
+    if config.task == "distinit" and (
+            (not config.labels and not os.path.exists(path))
+            or (os.path.isfile(path) and not os.path.getsize(path))):
+        return []
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"labels file {path} not found: pass --labels or put "
+                                "labels.txt next to the training shards")
+    return preprocessing.read_labels(path)
 
 
 def _require_model_dir(path, flag: str, task: str, hint: str = "") -> None:
@@ -244,9 +287,7 @@ def validate(config: TrainConfig) -> None:
     train_files = _require_data(c.train_data, "--train_data")
     if c.eval_data:
         _require_data(c.eval_data, "--eval_data")
-    if not os.path.isfile(labels_path(c)):
-        raise FileNotFoundError(f"labels file {labels_path(c)} not found: pass --labels or put "
-                                "labels.txt next to the training shards")
+    label_names(c)  # FileNotFoundError / ValueError naming the file
     needs_flow = c.modality == "flow"
     for e in c.distill_endpoints:
         if e != "logits":
@@ -272,7 +313,8 @@ def validate(config: TrainConfig) -> None:
         if c.eval_data:
             raise ValueError("--task=distinit has no labels to evaluate: drop --eval_data and "
                              "evaluate after --task=finetune")
-        distinit.check_precomputed(c.distinit_precomputed, train_files[0], c.distinit_teachers)
+        distinit.check_precomputed(c.distinit_precomputed, train_files, c.distinit_teachers,
+                                   c.distinit_teacher_weights)
         if c.distinit_temperature <= 0:
             raise ValueError(f"--distinit_temperature must be > 0, got {c.distinit_temperature}")
     if c.task == "finetune":
@@ -286,10 +328,12 @@ def validate(config: TrainConfig) -> None:
     if c.skip_corrupt_records and c.task == "ava":
         raise ValueError("--skip_corrupt_records is not available with --task=ava")
     needs_flow = needs_flow or c.task == "flow_loss"
-    if needs_flow and not _records_have_flow(train_files):
+    missing = _shards_without_flow(train_files) if needs_flow else []
+    if missing:
         why = {"distill": "teacher", "flow_loss": "flow loss"}.get(c.task, "--modality=flow")
         raise ValueError(f"this run needs optical flow ({why}) "
-                         f"but the records {c.train_data} have none: prepare the data with flow "
+                         f"but --train_data={c.train_data}: "
+                         f"{no_flow_text(train_files, missing)}: prepare the data with flow "
                          "(d3d_tf.prepare --flow=tvl1)")
 
 
@@ -408,6 +452,9 @@ def build_task(c: TrainConfig, num_classes: int, global_batch: int):
     elif c.task == "distinit":
         teachers = distinit.load_teachers(c.distinit_teachers, c.distinit_teacher_weights,
                                           rgb_range=c.rgb_range)
+        # The stored logits' width, before a graph would fail on it.
+        distinit.check_precomputed(c.distinit_precomputed,
+                                   _require_data(c.train_data, "--train_data"), teachers)
         network = models.build_classifier(c.model, num_classes=sum(t.num_classes for t in
                                                                    teachers),
                                           input_shape=shape, **_model_options(c, channels))
@@ -445,7 +492,7 @@ def _pipeline(c: TrainConfig, *, training: bool, batch: int, seed: int | None,
         num_clips=1 if training else c.eval_clips, num_crops=1 if training else c.eval_crops,
         resize_short_side=c.resize_short_side,
         min_scale=c.min_scale if training else 1.0, random_flip=c.random_flip,
-        rgb_range=c.rgb_range, num_classes=len(preprocessing.read_labels(labels_path(c))),
+        rgb_range=c.rgb_range, num_classes=len(label_names(c)) or None,
         teacher_logits=training and c.task == "distinit" and c.distinit_precomputed,
         shuffle_buffer=c.shuffle_buffer, seed=seed)
 
@@ -473,8 +520,12 @@ def evaluate_network(c: TrainConfig, network, modality: str, skip_damaged=None) 
     """Clip- and video-level metrics of `network` on `c.eval_data` (single pass, local)."""
     cfg = _pipeline(c, training=False, batch=c.eval_batch_size or c.batch_size, seed=c.seed,
                     modalities=(modality,))
-    preds = evaluation.predict(network, pipeline.make_dataset(cfg, skip_damaged=skip_damaged),
-                               modality=modality)
+    try:
+        preds = evaluation.predict(network, pipeline.make_dataset(cfg, skip_damaged=skip_damaged),
+                                   modality=modality, progress_every_s=60,
+                                   total_clips=pipeline.num_eval_clips(cfg))
+    except evaluation.EmptyDataError:
+        raise read_errors.nothing_read("--eval_data", c.eval_data, skip_damaged) from None
     return evaluation.metrics(preds)
 
 
@@ -540,11 +591,11 @@ def _train(config: TrainConfig) -> dict:
     if c.task == "ava":
         from d3d_tf.training import ava_task  # its own loop: boxes in, per-box scores out
         return ava_task.train(c)
-    names = preprocessing.read_labels(labels_path(c))
+    names = label_names(c)
     strategy = strategy_lib.make_strategy(c.strategy)
     replicas = strategy.num_replicas_in_sync
     per_replica = strategy_lib.per_replica_batch(strategy, c.batch_size)
-    precision = resolve_precision(c, len(names), per_replica)
+    precision = resolve_precision(c, len(names) or 1, per_replica)
     if precision == "bfloat16":
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     logging.info("precision %s%s, conv_impl %s (%s)", precision,
@@ -635,16 +686,22 @@ def _train(config: TrainConfig) -> dict:
     t_last, steps_last = time.time(), 0
     t_begin = time.time()
     step_times = []
+    # The ETA's rate counts from the end of the first step (which traces and compiles).
+    progress = progress_lib.Progress(c.train_steps - start)
     logs, first_logs = {}, {}
     # The last log_every steps' logs (small tensors, no device sync): their mean goes into
     # train_summary.json, steadier than the last batch alone.
     recent = collections.deque(maxlen=c.log_every)
     while step < c.train_steps:
-        batch = next(iterator)
+        try:
+            batch = next(iterator)
+        except StopIteration:  # the training data repeats: it holds no record at all
+            raise read_errors.nothing_read("--train_data", c.train_data, damage) from None
         logs = train_fn(batch)
         recent.append(logs)
         step += 1
         steps_last += 1
+        progress.update()
         if step == start + 1 or step % c.log_every == 0 or step == c.train_steps:
             values = {k: float(v) for k, v in logs.items()}     # syncs with the device
             if step == 1:  # the losses at the start, for the λ·L_d ≈ CE rule (paper Sec. 5.6)
@@ -656,10 +713,9 @@ def _train(config: TrainConfig) -> dict:
                 step_times.append((now - t_last) / steps_last)
             clips_per_s = steps_last * c.batch_size / max(now - t_last, 1e-9)
             lr = float(optimizer.learning_rate)
-            remaining = (c.train_steps - step) * (now - t_last) / steps_last
-            logging.info("step %d/%d  %s  lr %.3g  %.1f clips/s  ETA %dm%02ds%s", step,
+            logging.info("step %d/%d  %s  lr %.3g  %.1f clips/s  ETA %s%s", step,
                          c.train_steps, "  ".join(f"{k} {v:.4g}" for k, v in values.items()),
-                         lr, clips_per_s, remaining // 60, remaining % 60,
+                         lr, clips_per_s, progress_lib.hms(progress.eta()),
                          f"  ({damage.count_text()})" if damage and damage.shards else "")
             for shard in damage.new_shards() if damage else ():
                 logging.warning("SKIPPED DAMAGED SHARD %s", shard.describe())

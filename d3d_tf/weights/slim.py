@@ -102,7 +102,18 @@ def read_checkpoint(path: str) -> dict:
     """All variables of a TF checkpoint as `{name: np.ndarray}` (via `tf.train.load_checkpoint`)."""
     reader = _reader(path)
     names = reader.get_variable_to_shape_map()
-    return {name: np.asarray(reader.get_tensor(name)) for name in sorted(names)}
+    out = {}
+    for name in sorted(names):
+        try:
+            out[name] = np.asarray(reader.get_tensor(name))
+        except Exception as e:  # a cut-off .data file: IndexError; a damaged one: DataLossError
+            import tensorflow as tf
+
+            data = ", ".join(sorted(tf.io.gfile.glob(f"{path}.data-*"))) or f"{path}.data-*"
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{data}: variable {name!r} cannot be read ({first}): the "
+                                  f"checkpoint's data file is truncated or damaged") from e
+    return out
 
 
 def is_skipped(name: str, use_ema: bool = False, ignore=()) -> bool:

@@ -159,6 +159,15 @@ def import_state_dict(
     head = state.get("classifier.1.weight")
     if head is None:
         raise StateDictError(f"{source}: no 'classifier.1.weight' — not a torchvision S3D")
+    stem = state.get("features.0.0.0.weight")
+    if np.ndim(head) != 5 or stem is None or np.ndim(stem) != 5:
+        # MobileNet, MNASNet, EfficientNet... also have a classifier.1 (a 2-D Linear).
+        raise StateDictError(
+            f"{source}: not a torchvision S3D (classifier.1.weight of shape "
+            f"{tuple(np.shape(head))}, features.0.0.0.weight "
+            f"{'absent' if stem is None else tuple(np.shape(stem))}; S3D has 5-D conv kernels "
+            "there) nor a video ResNet: --from=torchvision reads torchvision's s3d, r3d_18, "
+            "r2plus1d_18 and resnet18")
     ckpt_classes = int(head.shape[0])
     if num_classes is not None and num_classes != ckpt_classes:
         raise StateDictError(
