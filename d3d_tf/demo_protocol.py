@@ -46,6 +46,40 @@ def draw_fresh_data_seeds(count: int, rng: random.Random | None = None) -> list[
     return seeds
 
 
+def resolve_data_seeds(out_dir: str, data_seeds, fresh: int) -> list[int]:
+    """The data seeds a demo runs on, from its `--data_seeds` (`data_seeds`: ints or their
+    strings) and `--fresh_data_seeds` (`fresh`) values: the given seeds; or the `fresh` seeds
+    an earlier run of `out_dir` drew (`<out_dir>/data_seeds.json`, so a rerun resumes them);
+    or `fresh` new ones (`draw_fresh_data_seeds`), written there; [] when neither is set (the
+    demo's one built-in draw). ValueError naming the flag or file for a bad combination."""
+    from d3d_tf import atomic
+
+    if data_seeds and fresh:
+        raise ValueError("give --data_seeds or --fresh_data_seeds, not both")
+    if data_seeds:
+        try:
+            seeds = [int(s) for s in data_seeds]
+        except ValueError:
+            raise ValueError(f"--data_seeds takes integers, got {list(data_seeds)}") from None
+        if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+            raise ValueError(f"--data_seeds takes distinct integers >= 0, got {seeds}")
+        return seeds
+    if not fresh:
+        return []
+    path = os.path.join(out_dir, "data_seeds.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            seeds = json.load(f)["data_seeds"]
+        if len(seeds) != fresh:
+            raise ValueError(f"{path} holds {len(seeds)} data seeds drawn earlier, not "
+                             f"--fresh_data_seeds={fresh}: use another --out_dir")
+        return seeds
+    seeds = draw_fresh_data_seeds(fresh)
+    os.makedirs(out_dir, exist_ok=True)
+    atomic.write_json(path, {"data_seeds": seeds})
+    return seeds
+
+
 def _per_video(out_dir: str, seed: int) -> tuple[list[str], dict[str, np.ndarray]]:
     from d3d_tf.training import evaluation
 
