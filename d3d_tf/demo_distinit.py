@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
+import shlex
 import time
 
 from d3d_tf import cli, config_flags, demo_distinit_report, demo_protocol
 from d3d_tf.config_flags import field
 from d3d_tf.data import synthetic
-from d3d_tf.demo_stages import Stage, python_module, run_stage
+from d3d_tf.demo_stages import Stage, marker_path, python_module, run_stage
 
 NETWORKS = ("r3d_18", "r2plus1d_18")
 # (method, network) of Table 1's rows; R(2+1)D-18 has no 2D counterpart to inflate.
@@ -237,10 +239,37 @@ def data_seed_dirs(out_dir: str, data_seeds) -> dict[int, str]:
     return {d: os.path.join(out_dir, f"data_{d}") for d in data_seeds}
 
 
+def check_finetune_starts(c: DemoConfig) -> None:
+    """ValueError naming the marker when a finished fine-tuning of `c.out_dir` started from
+    another model than its stage would now (an out_dir of an older demo, whose training seeds
+    all fine-tuned seed 0's DistInit students): reusing it would pass it off as its seed's."""
+    for seed in range(c.seeds):
+        for stage in seed_stages(c, seed):
+            marker = marker_path(c.out_dir, stage.name)
+            init = [a for a in stage.command if a.startswith("--init_from=")]
+            if not init or not os.path.exists(marker):
+                continue
+            with open(marker) as f:
+                recorded = shlex.split(json.load(f).get("command", ""))
+            if init[0] not in recorded:
+                was = [a for a in recorded if a.startswith("--init_from=")] or ["no --init_from"]
+                run_dir = _flag_value(stage.command, "model_dir")
+                raise ValueError(
+                    f"{marker} records a fine-tuning from {was[0]}, not {init[0]} (an older "
+                    "demo's, whose training seeds shared seed 0's DistInit): delete "
+                    f"{run_dir}, that marker and {marker_path(c.out_dir, 'evaluate')[:-5]}"
+                    f"{demo_distinit_report.run_suffix(seed)}.done, or use a new --out_dir")
+
+
+def _flag_value(command: list, name: str) -> str:
+    return next(a.split("=", 1)[1] for a in command if a.startswith(f"--{name}="))
+
+
 def run_data_seed(c: DemoConfig) -> str:
     """Every stage on one draw of the data (`c.data_seed`, None = the flagfiles' seeds) in
     `c.out_dir`, then its `report.md`; returns the report's path."""
     os.makedirs(c.out_dir, exist_ok=True)
+    check_finetune_starts(c)
     stages = pretraining_stages(c)
     for stage in stages[:len(SYNTHETIC)]:
         run_stage(c.out_dir, stage)

@@ -240,3 +240,31 @@ def test_the_single_data_seed_report_states_the_paired_verdicts(tmp_path):
            "more than two test videos" in report
     assert "their verdicts use the older rule" in report
     assert "## Paired comparisons" not in report
+
+
+def test_a_fine_tuning_of_an_older_demo_from_seed_0s_distinit_is_not_reused(tmp_path,
+                                                                             monkeypatch):
+    # An out_dir of the older demo: seed 1 fine-tuned seed 0's DistInit student. Reusing its
+    # marker would report that run as seed 1's own DistInit.
+    ran = []
+    monkeypatch.setattr(demo_distinit, "run_stage", lambda out, stage: ran.append(stage.name))
+    monkeypatch.setattr(demo_distinit, "write_shape_manifest", lambda *a: "manifest.csv")
+    out = str(tmp_path / "out")
+    c = demo_distinit.DemoConfig(out_dir=out, configs=CONFIGS, seeds=2)
+    stage = next(s for s in demo_distinit.seed_stages(c, 1)
+                 if s.name == "finetune_distinit_r3d_18_seed1")
+    old = [a.replace("distinit_r3d_18_seed1/model", "distinit_r3d_18/model")
+           if a.startswith("--init_from=") else a for a in stage.command]
+    marker = tmp_path / "out" / "stages" / "finetune_distinit_r3d_18_seed1.done"
+    marker.parent.mkdir(parents=True)
+    marker.write_text(json.dumps({"command": " ".join(old), "seconds": 1.0}))
+    with pytest.raises(ValueError, match=(
+            f"{marker} records a fine-tuning from --init_from={out}/runs/distinit_r3d_18/model,"
+            f" not --init_from={out}/runs/distinit_r3d_18_seed1/model .*delete "
+            f"{out}/runs/finetune/distinit_r3d_18_seed1, that marker and "
+            f"{out}/stages/evaluate_seed1.done")):
+        demo_distinit.run(c)
+    assert ran == []  # refused before any stage
+    marker.write_text(json.dumps({"command": " ".join(stage.command), "seconds": 1.0}))
+    demo_distinit.run(c)  # a marker of this demo's own command is reused as before
+    assert "distinit_r3d_18_seed1" in ran
