@@ -119,15 +119,17 @@ def test_each_data_seed_runs_the_whole_demo_in_its_folder(tmp_path, monkeypatch)
     assert "- missing per-video predictions: rerun the demo." in report
 
 
-def test_the_cli_refuses_both_data_seed_flags_in_one_line(tmp_path):
+@pytest.mark.parametrize("tool", ["d3d_tf.demo_distinit", "d3d_tf.demo"])
+def test_both_demos_refuse_both_data_seed_flags_in_one_line(tmp_path, tool):
     result = subprocess.run(
-        [sys.executable, "-m", "d3d_tf.demo_distinit", f"--out_dir={tmp_path}",
-         "--data_seeds=5", "--fresh_data_seeds=2"],
+        [sys.executable, "-m", tool, f"--out_dir={tmp_path}", "--data_seeds=5",
+         "--fresh_data_seeds=2"],
         capture_output=True, text=True, cwd=REPO, check=False,
         env={**os.environ, "PYTHONPATH": REPO})
     assert result.returncode == 1, result.stderr
-    assert result.stderr.strip() == ("d3d_tf.demo_distinit: error: give --data_seeds or "
-                                     "--fresh_data_seeds, not both")
+    assert result.stderr.startswith(f"{tool}: error: give --data_seeds or --fresh_data_seeds, "
+                                    "not both"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not os.path.exists(tmp_path / "data_seeds.json")
 
 
