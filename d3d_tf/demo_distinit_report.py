@@ -317,8 +317,8 @@ def _teacher_lines(out_dir: str, teacher: dict, shapes: int) -> list[str]:
             agree = (f"; the student's top class equals the teacher's on "
                      f"{logs['teacher_top1']:.0%} of the clips" if "teacher_top1" in logs
                      else "")
-            lines.append(f"- DistInit {pretty}: {s['step']} steps; over {where}: soft "
-                         f"cross-entropy {logs['distinit']:.3f} (teacher entropy "
+            lines.append(f"- DistInit {pretty} (training seed 0): {s['step']} steps; over "
+                         f"{where}: soft cross-entropy {logs['distinit']:.3f} (teacher entropy "
                          f"{logs.get('teacher_entropy', float('nan')):.3f} nats){agree}.")
     return lines
 
