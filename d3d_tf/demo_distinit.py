@@ -1,6 +1,6 @@
 """DistInit end to end on the built-in synthetic data: `make demo-distinit`.
 
-    python -m d3d_tf.demo_distinit --out_dir=demo_out/distinit [--seeds=3]
+    python -m d3d_tf.demo_distinit --out_dir=demo_out/distinit [--seeds=3] [--data_seeds=a,b]
 
 Stages (each a `python -m d3d_tf.<tool>` command, printed before it runs; flagfiles in
 `configs/demo/distinit/`): synthetic videos (an unlabeled pool, a small labeled action set
@@ -51,8 +51,8 @@ SYNTHETIC = tuple(demo_distinit_report.generator_seeds(0))  # pool, labeled, ima
 class DemoConfig:
     """Flags of `python -m d3d_tf.demo_distinit`."""
     out_dir: str = field("demo_out/distinit", "Where every artifact of the demo goes.")
-    seeds: int = field(1, "Fine-tune every network this many times (seeds 0..N-1) and report "
-                       "mean ± std.", min=1)
+    seeds: int = field(1, "Training seeds 0..N-1: each pre-trains its own DistInit students "
+                       "and fine-tunes every network; the report gives mean ± std.", min=1)
     configs: str = field("configs/demo/distinit", "Folder of the demo's flagfiles (pool, "
                          "labeled, images, prepare, teacher, distinit, inflate, finetune "
                          ".flags).")
