@@ -19,13 +19,12 @@ shards).
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from absl import app, flags
 
-from d3d_tf import demo_probes, demo_report
+from d3d_tf import cli, demo_probes, demo_report
 from d3d_tf.demo_stages import Stage, run_stage
 from d3d_tf.demo_stages import python_module as _python_module
 
@@ -74,29 +73,12 @@ def main(argv):
 
 def _data_seeds(out: str) -> list[int]:
     """--data_seeds, or the fresh seeds drawn by an earlier run of this out_dir, or new ones."""
-    from d3d_tf import atomic, demo_protocol
+    from d3d_tf import demo_protocol
 
-    if FLAGS.data_seeds and FLAGS.fresh_data_seeds:
-        raise app.UsageError("give --data_seeds or --fresh_data_seeds, not both")
-    if FLAGS.data_seeds:
-        try:
-            return [int(s) for s in FLAGS.data_seeds]
-        except ValueError:
-            raise app.UsageError(f"--data_seeds takes integers, got {FLAGS.data_seeds}")
-    if not FLAGS.fresh_data_seeds:
-        return []
-    path = os.path.join(out, "data_seeds.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            seeds = json.load(f)["data_seeds"]
-        if len(seeds) != FLAGS.fresh_data_seeds:
-            raise app.UsageError(f"{path} holds {len(seeds)} data seeds drawn earlier, not "
-                                 f"--fresh_data_seeds={FLAGS.fresh_data_seeds}: use another "
-                                 "--out_dir")
-        return seeds
-    seeds = demo_protocol.draw_fresh_data_seeds(FLAGS.fresh_data_seeds)
-    atomic.write_json(path, {"data_seeds": seeds})
-    return seeds
+    try:
+        return demo_protocol.resolve_data_seeds(out, FLAGS.data_seeds, FLAGS.fresh_data_seeds)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
 
 
 def run_data_seed(out: str, data_seed: int | None) -> str:
@@ -190,4 +172,4 @@ def _held_out_video(videos_dir: str) -> str:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # user errors in one line (d3d_tf.cli)

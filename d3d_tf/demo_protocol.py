@@ -34,6 +34,17 @@ def run_suffix(seed: int) -> str:
     return "" if seed == 0 else f"_seed{seed}"
 
 
+def data_seeds_note(data_seeds) -> str:
+    """The reports' words on `data_seeds`: whether the settings could have been chosen on
+    them (a development seed among them makes the run a development run, not evidence)."""
+    dev = [d for d in data_seeds if d in DEVELOPMENT_DATA_SEEDS]
+    if dev:
+        return (f"**includes the development seed(s) {', '.join(str(d) for d in dev)}**, on "
+                "which the settings were chosen: a development run, not evidence on new data")
+    return ("development seeds, never used here: "
+            f"{', '.join(str(d) for d in DEVELOPMENT_DATA_SEEDS)}")
+
+
 def draw_fresh_data_seeds(count: int, rng: random.Random | None = None) -> list[int]:
     """`count` distinct data seeds drawn at random in [1000, 2**31), never a development
     seed, so no setting can have been chosen on them."""
@@ -43,6 +54,40 @@ def draw_fresh_data_seeds(count: int, rng: random.Random | None = None) -> list[
         s = rng.randrange(1000, 2 ** 31)
         if s not in seeds and s not in DEVELOPMENT_DATA_SEEDS:
             seeds.append(s)
+    return seeds
+
+
+def resolve_data_seeds(out_dir: str, data_seeds, fresh: int) -> list[int]:
+    """The data seeds a demo runs on, from its `--data_seeds` (`data_seeds`: ints or their
+    strings) and `--fresh_data_seeds` (`fresh`) values: the given seeds; or the `fresh` seeds
+    an earlier run of `out_dir` drew (`<out_dir>/data_seeds.json`, so a rerun resumes them);
+    or `fresh` new ones (`draw_fresh_data_seeds`), written there; [] when neither is set (the
+    demo's one built-in draw). ValueError naming the flag or file for a bad combination."""
+    from d3d_tf import atomic
+
+    if data_seeds and fresh:
+        raise ValueError("give --data_seeds or --fresh_data_seeds, not both")
+    if data_seeds:
+        try:
+            seeds = [int(s) for s in data_seeds]
+        except ValueError:
+            raise ValueError(f"--data_seeds takes integers, got {list(data_seeds)}") from None
+        if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+            raise ValueError(f"--data_seeds takes distinct integers >= 0, got {seeds}")
+        return seeds
+    if not fresh:
+        return []
+    path = os.path.join(out_dir, "data_seeds.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            seeds = json.load(f)["data_seeds"]
+        if len(seeds) != fresh:
+            raise ValueError(f"{path} holds {len(seeds)} data seeds drawn earlier, not "
+                             f"--fresh_data_seeds={fresh}: use another --out_dir")
+        return seeds
+    seeds = draw_fresh_data_seeds(fresh)
+    os.makedirs(out_dir, exist_ok=True)
+    atomic.write_json(path, {"data_seeds": seeds})
     return seeds
 
 

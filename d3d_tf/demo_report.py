@@ -392,8 +392,7 @@ def write_protocol_report(out_dir: str, dirs: dict[int, str], *, seeds: int) -> 
     labels = _labels(os.path.join(next(iter(dirs.values())), "records", "labels.txt"))
     lines = ["# The demo judged by the evidence protocol", "",
              (f"Data seeds: {', '.join(str(d) for d in dirs)} "
-             f"(development seeds, never used here: "
-             f"{', '.join(str(d) for d in demo_protocol.DEVELOPMENT_DATA_SEEDS)}); "
+              f"({demo_protocol.data_seeds_note(dirs)}); "
              f"training seeds per data seed: {seeds}. Every gap is paired: the same test "
              "videos, the same training seed; intervals are the hierarchical bootstrap of "
              "docs/protocol.md, and a claim needs the pooled interval off 0 and the same sign "

@@ -279,3 +279,11 @@ def test_protocol_report_judges_every_claim_over_data_seeds(tmp_path):
     assert "**No claim** for D3D against S3D-G" in report
     assert "higher in 2 and lower in 1 of 3 data seeds" in report
     assert "λ·L_d / CE at the start 5.71–5.71, outside 0.5–2.0" in report
+
+
+def test_a_report_over_development_seeds_says_it_is_no_evidence():
+    from d3d_tf import demo_protocol
+
+    assert "never used here: 101, 102" in demo_protocol.data_seeds_note([5000, 6000])
+    note = demo_protocol.data_seeds_note([101, 5000])
+    assert "includes the development seed(s) 101" in note and "not evidence" in note
