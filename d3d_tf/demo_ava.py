@@ -38,7 +38,7 @@ LABEL_MAP = "ava_action_list_v2.2.pbtxt"
 def ava_data_seed(data_seed: int) -> int:
     """The multi-actor generator's --seed for a data seed: the data seed itself (the generator
     derives its per-video seeds from (seed, 1729, video), the classification generator from
-    (seed, class, video), so the two draws do not share videos)."""
+    (seed, class, video), so their random streams differ)."""
     return int(data_seed)
 
 
