@@ -5,7 +5,8 @@
 Stages (each a `python -m d3d_tf.<tool>` command, printed before it runs):
 synthetic videos -> TFRecords with TV-L1 flow -> flow teacher, RGB S3D-G baseline, D3D student
 -> evaluation of all three and the D3D+S3D-G ensemble -> flow probes at 3A (seed 0's teacher,
-every seed's baseline and D3D) ->
+every seed's baseline and D3D) -> with `--ava`, AVA detectors initialised from every seed's
+baseline and D3D (`d3d_tf.demo_ava`, in `<out_dir>/ava/`) ->
 SavedModel and TFLite export of D3D -> `predict` on a held-out video -> `demo_out/report.md`.
 
 With `--data_seeds=a,b,c` (or `--fresh_data_seeds=N`, seeds drawn at random) the whole demo
@@ -43,6 +44,10 @@ flags.DEFINE_integer("fresh_data_seeds", 0, "Draw this many data seeds at random
                      "development seeds), remember them in <out_dir>/data_seeds.json so a rerun "
                      "resumes them, and run as with --data_seeds.", lower_bound=0)
 flags.DEFINE_bool("export", True, "Export seed 0's D3D (SavedModel, TFLite) and run predict.")
+flags.DEFINE_bool("ava", False, "Also run the AVA comparison (the paper's Table 5) per data "
+                  "seed: detectors initialised from the D3D and from the S3D-G run of every "
+                  "training seed, on multi-actor data drawn with the data seed "
+                  "(d3d_tf.demo_ava; docs/protocol.md).")
 
 RUNS = (  # name, flagfile, method label, modality, is run at inference on RGB only
     ("teacher", "teacher.flags", "Temporal stream (flow teacher)", "flow"),
@@ -58,6 +63,7 @@ def main(argv):
     # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) hides the progress lines.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     start = time.time()
+    _check_ava_configs()
     data_seeds = _data_seeds(out)
     if not data_seeds:
         path = run_data_seed(out, None)
@@ -104,6 +110,8 @@ def run_data_seed(out: str, data_seed: int | None) -> str:
     # Motion probes at 3A (PWC, frozen): seed 0's teacher, every seed's baseline and D3D.
     for name, args in demo_probes.stage_args(out, FLAGS.configs, records, FLAGS.seeds):
         run_stage(out, Stage(name, _python_module("probe", *args)))
+    if FLAGS.ava:
+        run_ava(out, data_seed)
     if not FLAGS.export:
         return demo_report.write_report(out, seeds=FLAGS.seeds, data_seed=data_seed)
     # Seed 0's student is the one exported.
@@ -126,6 +134,26 @@ def run_data_seed(out: str, data_seed: int | None) -> str:
             stdout=os.path.join(out, f"predict_{tag}.json")))
     return demo_report.write_report(out, seeds=FLAGS.seeds, held_out=held_out,
                                     data_seed=data_seed)
+
+
+def _check_ava_configs() -> None:
+    """With --ava, the AVA flagfiles must be in --configs (checked before any stage runs)."""
+    from d3d_tf import demo_ava
+
+    missing = demo_ava.missing_configs(FLAGS.configs) if FLAGS.ava else []
+    if missing:
+        raise app.UsageError(f"--ava needs {', '.join(missing)} (--configs={FLAGS.configs}); "
+                             "configs/demo has them")
+
+
+def run_ava(out: str, data_seed: int) -> None:
+    """The AVA comparison's stages (d3d_tf.demo_ava) on this data seed, after its
+    classification runs: multi-actor data drawn with the data seed, then per training seed
+    the S3D-G- and the D3D-initialised detector and their evaluation."""
+    from d3d_tf import demo_ava
+
+    for stage in demo_ava.stages(out, FLAGS.configs, FLAGS.seeds, data_seed, FLAGS.workers):
+        run_stage(out, stage)
 
 
 def seed_stages(out: str, configs: str, records: str, seed: int) -> list[Stage]:

@@ -338,6 +338,10 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None,
 
     lines += demo_probes.report_section(out_dir)
 
+    from d3d_tf import demo_ava
+
+    lines += demo_ava.report_section(out_dir, seeds, data_seed)
+
     videos_dir = os.path.join(out_dir, "videos")
     if os.path.exists(os.path.join(videos_dir, "manifest.csv")):
         lines += ["## Optical flow", "", ("Frame (left) and its TV-L1 flow (right; hue = "
@@ -419,6 +423,9 @@ def write_protocol_report(out_dir: str, dirs: dict[int, str], *, seeds: int) -> 
                                                 unit="px", lower_is_better=True)
     else:
         lines.append("- no probe results yet")
+    from d3d_tf import demo_ava
+
+    lines += demo_ava.protocol_section(dirs, seeds)
     path = os.path.join(out_dir, "protocol.md")
     atomic.write_text(path, "\n".join(lines) + "\n")
     return path

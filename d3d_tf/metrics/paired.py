@@ -18,10 +18,16 @@ It covers the three sources of variation a fresh draw of the experiment would ch
 data, which training run, which test videos — without assuming a distribution for 0/1 gaps;
 a paired t-test over cells would ignore that cells of one data seed share their test videos.
 With few data seeds the interval is wide: that is the price of judging a claim on new data.
+
+A value that is not a mean over test videos (AVA's frame-mAP) is compared the same way with
+`compare_statistic`: a `StatisticCell` carries, per method, a function of the video weights
+(how many times each test video is in a resample) that recomputes the statistic, and every
+bootstrap draw recomputes both methods' statistic on the same resample.
 """
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -37,6 +43,20 @@ class Cell:
     train_seed: int
     a: np.ndarray
     b: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class StatisticCell:
+    """One (data seed, training seed) pair whose value is a statistic of its test videos that
+    is not a mean over them (frame-mAP). `a`, `b`: video weights float [n, V] (row i: how many
+    times each of the V test videos is in resample i; a row of ones is the test set itself)
+    -> the statistic of each resample, float [n]. The V videos are in the same order for both
+    methods and for every training seed of the data seed."""
+    data_seed: int
+    train_seed: int
+    videos: int
+    a: Callable[[np.ndarray], np.ndarray]
+    b: Callable[[np.ndarray], np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +130,21 @@ def _inner_draws(diff: np.ndarray, draws: int, rng: np.random.Generator) -> np.n
     return out
 
 
+def _outer_draws(data_seeds: list, inner, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """float [draws]: the pooled gap with the data seeds resampled. Draw i fills k slots with
+    data seeds drawn with replacement; every slot gets an inner resample of its own
+    (`inner(data seed)` -> float [draws]), so a data seed drawn twice is not counted twice
+    alike."""
+    k = len(data_seeds)
+    slots = rng.integers(0, k, size=(draws, k))
+    rows = np.arange(draws)
+    slot_means = []
+    for j in range(k):
+        values = np.stack([inner(d) for d in data_seeds])  # [k, draws]
+        slot_means.append(values[slots[:, j], rows])
+    return np.mean(slot_means, axis=0)
+
+
 def _percentiles(values: np.ndarray) -> tuple[float, float]:
     lo, hi = np.percentile(values, [50 * (1 - LEVEL), 100 - 50 * (1 - LEVEL)])
     return float(lo), float(hi)
@@ -129,18 +164,65 @@ def compare(cells, *, draws: int = DRAWS, seed: int = 0) -> Comparison:
             cell_gaps[(d, s)] = float(row.mean())
         per[d] = Gap(float(diffs[d].mean()), *_percentiles(_inner_draws(diffs[d], draws, rng)),
                      float(a.mean()), float(b.mean()))
-    # Outer stage: draw i fills k slots with data seeds drawn with replacement; every slot
-    # gets an inner resample of its own, so a data seed drawn twice is not counted twice alike.
-    data_seeds = list(groups)
-    k = len(data_seeds)
-    slots = rng.integers(0, k, size=(draws, k))
-    rows = np.arange(draws)
-    slot_means = []
-    for j in range(k):
-        inner = np.stack([_inner_draws(diffs[d], draws, rng) for d in data_seeds])  # [k, draws]
-        slot_means.append(inner[slots[:, j], rows])
     pooled = Gap(float(np.mean([g.mean for g in per.values()])),
-                 *_percentiles(np.mean(slot_means, axis=0)),
+                 *_percentiles(_outer_draws(
+                     list(groups), lambda d: _inner_draws(diffs[d], draws, rng), draws, rng)),
                  float(np.mean([g.mean_a for g in per.values()])),
                  float(np.mean([g.mean_b for g in per.values()])))
     return Comparison(pooled, per, cell_gaps, {d: a.shape[1] for d, (a, _, _) in groups.items()})
+
+
+def _statistic_draws(cells: list[StatisticCell], draws: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """float [draws]: `_inner_draws` for statistic cells (one data seed's): the same draws of
+    videos and training seeds, each method's statistic recomputed on every video resample."""
+    s, v = len(cells), cells[0].videos
+    out = np.empty(draws)
+    for lo in range(0, draws, 1000):
+        n = min(1000, draws - lo)
+        videos = rng.integers(0, v, size=(n, v))
+        weights = np.bincount((videos + v * np.arange(n)[:, None]).ravel(),
+                              minlength=n * v).reshape(n, v).astype(np.float64)
+        per_seed = np.stack([np.asarray(c.b(weights), np.float64)
+                             - np.asarray(c.a(weights), np.float64) for c in cells])  # [S, n]
+        seeds = rng.integers(0, s, size=(n, s))
+        out[lo:lo + n] = np.take_along_axis(per_seed.T, seeds, axis=1).mean(axis=1)
+    return out
+
+
+def compare_statistic(cells, *, draws: int = DRAWS, seed: int = 0) -> Comparison:
+    """`compare` for `StatisticCell`s: B's statistic minus A's, pooled and per data seed, with
+    the same hierarchical bootstrap, every draw recomputing both statistics on one shared
+    resample of the data seed's test videos. A cell's gap and the means are the statistics of
+    the test set itself (weights all one). Deterministic for a given `seed`."""
+    groups: dict[int, list[StatisticCell]] = {}
+    for c in cells:
+        groups.setdefault(c.data_seed, []).append(c)
+    if not groups:
+        raise ValueError("no cells to compare")
+    groups = dict(sorted(groups.items()))
+    for d, group in groups.items():
+        seeds = [c.train_seed for c in group]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"data seed {d}: training seed listed twice in {seeds}")
+        sizes = sorted({c.videos for c in group})
+        if len(sizes) != 1 or sizes[0] < 1:
+            raise ValueError(f"data seed {d}: every cell needs the same non-empty number of "
+                             f"test videos, got {sizes}")
+    rng = np.random.default_rng(seed)
+    per, cell_gaps = {}, {}
+    for d, group in groups.items():
+        ones = np.ones((1, group[0].videos))
+        a = np.array([float(np.asarray(c.a(ones))[0]) for c in group])
+        b = np.array([float(np.asarray(c.b(ones))[0]) for c in group])
+        for c, x, y in zip(group, a, b):
+            cell_gaps[(d, c.train_seed)] = float(y - x)
+        per[d] = Gap(float(np.mean(b - a)), *_percentiles(_statistic_draws(group, draws, rng)),
+                     float(a.mean()), float(b.mean()))
+    pooled = Gap(float(np.mean([g.mean for g in per.values()])),
+                 *_percentiles(_outer_draws(
+                     list(groups), lambda d: _statistic_draws(groups[d], draws, rng), draws,
+                     rng)),
+                 float(np.mean([g.mean_a for g in per.values()])),
+                 float(np.mean([g.mean_b for g in per.values()])))
+    return Comparison(pooled, per, cell_gaps, {d: g[0].videos for d, g in groups.items()})
