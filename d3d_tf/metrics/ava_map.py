@@ -333,13 +333,15 @@ def check_groundtruth_match(match: dict, source: str) -> str:
 def write_detections_csv(path: str, rows) -> None:
     """Detections in the official CSV format: `video_id,timestamp,x1,y1,x2,y2,action_id,score`.
 
-    rows: iterable of (video_id, timestamp, box (x1, y1, x2, y2), action_id, score).
+    rows: iterable of (video_id, timestamp, box (x1, y1, x2, y2), action_id, score). Scores
+    keep 9 significant digits (a float32 exactly): rounding them to fewer ties scores that the
+    ranking told apart, and frame-mAP read back from the file would differ from the one computed.
     """
     with atomic.open_for_write(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         for vid, ts, box, action, score in rows:
             writer.writerow([vid, f"{int(ts):04d}", *(f"{v:.3f}" for v in box), int(action),
-                             f"{score:.6f}"])
+                             f"{score:.9g}"])
 
 
 def write_per_class_csv(path: str, result: dict) -> None:
