@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 SEEDS ?= 1
 
-.PHONY: venv test test-fast lint demo demo-ava demo-distinit benchmark clean
+.PHONY: venv test test-fast lint demo protocol demo-ava demo-distinit benchmark clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,22 @@ test-fast: $(STAMP)
 # The whole method on the built-in synthetic data; finished stages are reused on rerun.
 demo: $(STAMP)
 	$(PY) -m d3d_tf.demo --out_dir=demo_out --seeds=$(SEEDS)
+
+# The evidence protocol (docs/protocol.md): the demo on DATA_SEEDS (default: 3 drawn at random,
+# never the development seeds) x 2 training seeds, with the AVA comparison (D3D vs S3D-G
+# backbone), judged in protocol_out/protocol.md; then the DistInit demo on the same data seeds
+# (the drawn ones: protocol_out/data_seeds.json, copied to protocol_out/distinit/ unless it holds
+# a draw of its own) x 2 training seeds, judged in protocol_out/distinit/protocol.md. A rerun
+# resumes the same draw and reuses finished stages.
+DATA_SEEDS ?=
+protocol: $(STAMP)
+	$(PY) -m d3d_tf.demo --out_dir=protocol_out --seeds=2 --export=false --ava=true \
+	  $(if $(DATA_SEEDS),--data_seeds=$(DATA_SEEDS),--fresh_data_seeds=3)
+	@if [ -z "$(DATA_SEEDS)" ] && [ ! -e protocol_out/distinit/data_seeds.json ]; then \
+	  mkdir -p protocol_out/distinit && \
+	  cp protocol_out/data_seeds.json protocol_out/distinit/data_seeds.json; fi
+	$(PY) -m d3d_tf.demo_distinit --out_dir=protocol_out/distinit --seeds=2 \
+	  $(if $(DATA_SEEDS),--data_seeds=$(DATA_SEEDS),--fresh_data_seeds=3)
 
 # DistInit on the built-in data: image teacher, DistInit, fine-tuning from scratch / inflation /
 # DistInit, Table 1 in demo_out/distinit/report.md (docs/distinit.md); stages reused on rerun.
@@ -55,4 +71,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check d3d_tf tests
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out protocol_out .pytest_cache

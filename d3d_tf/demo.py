@@ -5,8 +5,13 @@
 Stages (each a `python -m d3d_tf.<tool>` command, printed before it runs):
 synthetic videos -> TFRecords with TV-L1 flow -> flow teacher, RGB S3D-G baseline, D3D student
 -> evaluation of all three and the D3D+S3D-G ensemble -> flow probes at 3A (seed 0's teacher,
-every seed's baseline and D3D) ->
+every seed's baseline and D3D) -> with `--ava`, AVA detectors initialised from every seed's
+baseline and D3D (`d3d_tf.demo_ava`, in `<out_dir>/ava/`) ->
 SavedModel and TFLite export of D3D -> `predict` on a held-out video -> `demo_out/report.md`.
+
+With `--data_seeds=a,b,c` (or `--fresh_data_seeds=N`, seeds drawn at random) the whole demo
+runs once per draw of the data, in `<out_dir>/data_<seed>/`, and `<out_dir>/protocol.md` judges
+its claims over all of them by the evidence protocol (docs/protocol.md); `make protocol`.
 
 A finished stage leaves `demo_out/stages/<stage>.done` holding its command; rerunning skips it
 (delete the marker, or the whole `demo_out/`, to redo it). An interrupted stage reruns from
@@ -20,7 +25,7 @@ import time
 
 from absl import app, flags
 
-from d3d_tf import demo_probes, demo_report
+from d3d_tf import cli, demo_probes, demo_report
 from d3d_tf.demo_stages import Stage, run_stage
 from d3d_tf.demo_stages import python_module as _python_module
 
@@ -32,6 +37,17 @@ flags.DEFINE_string("configs", "configs/demo", "Folder of the demo flagfiles "
                     "(synthetic.flags, teacher.flags, baseline.flags, d3d.flags).")
 flags.DEFINE_integer("workers", 0, "Worker processes for flow extraction (0 = all cores).")
 flags.DEFINE_bool("tflite_int8", True, "Also export a full-integer int8 TFLite model.")
+flags.DEFINE_list("data_seeds", [], "Data seeds (the generator's --seed) to run the whole demo "
+                  "on, each in <out_dir>/data_<seed>/, judged together in <out_dir>/protocol.md "
+                  "(docs/protocol.md); empty = the one seed of synthetic.flags, in <out_dir>.")
+flags.DEFINE_integer("fresh_data_seeds", 0, "Draw this many data seeds at random (never the "
+                     "development seeds), remember them in <out_dir>/data_seeds.json so a rerun "
+                     "resumes them, and run as with --data_seeds.", lower_bound=0)
+flags.DEFINE_bool("export", True, "Export seed 0's D3D (SavedModel, TFLite) and run predict.")
+flags.DEFINE_bool("ava", False, "Also run the AVA comparison (the paper's Table 5) per data "
+                  "seed: detectors initialised from the D3D and from the S3D-G run of every "
+                  "training seed, on multi-actor data drawn with the data seed "
+                  "(d3d_tf.demo_ava; docs/protocol.md).")
 
 RUNS = (  # name, flagfile, method label, modality, is run at inference on RGB only
     ("teacher", "teacher.flags", "Temporal stream (flow teacher)", "flow"),
@@ -47,11 +63,42 @@ def main(argv):
     # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) hides the progress lines.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     start = time.time()
+    _check_ava_configs()
+    data_seeds = _data_seeds(out)
+    if not data_seeds:
+        path = run_data_seed(out, None)
+    else:
+        dirs = {d: os.path.join(out, f"data_{d}") for d in data_seeds}
+        for i, (d, folder) in enumerate(dirs.items()):
+            print(f"\n[demo] data seed {d} ({i + 1} of {len(dirs)}) in {folder}", flush=True)
+            run_data_seed(folder, d)
+        path = demo_report.write_protocol_report(out, dirs, seeds=FLAGS.seeds)
+    print(f"\n[demo] finished in {time.time() - start:.0f} s (stages reused from earlier runs "
+          f"are not counted); report: {path}")
+
+
+def _data_seeds(out: str) -> list[int]:
+    """--data_seeds, or the fresh seeds drawn by an earlier run of this out_dir, or new ones."""
+    from d3d_tf import demo_protocol
+
+    try:
+        return demo_protocol.resolve_data_seeds(out, FLAGS.data_seeds, FLAGS.fresh_data_seeds)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+
+
+def run_data_seed(out: str, data_seed: int | None) -> str:
+    """Every stage of the demo on one draw of the data (`data_seed`: the generator's --seed;
+    None = synthetic.flags' own) in `out`; returns the path of its report."""
+    os.makedirs(out, exist_ok=True)
     videos = os.path.join(out, "videos")
     records = os.path.join(out, "records")
+    synthetic_flags = os.path.join(FLAGS.configs, "synthetic.flags")
+    if data_seed is None:
+        data_seed = _flagfile_seed(synthetic_flags)
     run_stage(out, Stage("synthetic", _python_module(
-        "synthetic", f"--flagfile={os.path.join(FLAGS.configs, 'synthetic.flags')}",
-        f"--out_dir={videos}", f"--workers={FLAGS.workers}")))
+        "synthetic", f"--flagfile={synthetic_flags}", f"--out_dir={videos}",
+        f"--workers={FLAGS.workers}", f"--seed={data_seed}")))
     for split, shards in (("train", 4), ("test", 2)):
         run_stage(out, Stage(f"prepare_{split}", _python_module(
             "prepare", "--format=manifest", f"--annotations={videos}/manifest.csv",
@@ -63,6 +110,10 @@ def main(argv):
     # Motion probes at 3A (PWC, frozen): seed 0's teacher, every seed's baseline and D3D.
     for name, args in demo_probes.stage_args(out, FLAGS.configs, records, FLAGS.seeds):
         run_stage(out, Stage(name, _python_module("probe", *args)))
+    if FLAGS.ava:
+        run_ava(out, data_seed)
+    if not FLAGS.export:
+        return demo_report.write_report(out, seeds=FLAGS.seeds, data_seed=data_seed)
     # Seed 0's student is the one exported.
     d3d_model = os.path.join(out, "runs", "d3d" + demo_report.run_suffix(0), "model")
     export_dir = os.path.join(out, "export")
@@ -81,9 +132,28 @@ def main(argv):
         run_stage(out, Stage(f"predict_{tag}", _python_module(
             "predict", held_out, f"--export_path={model}", "--json", "--num_clips=2"),
             stdout=os.path.join(out, f"predict_{tag}.json")))
-    path = demo_report.write_report(out, seeds=FLAGS.seeds, held_out=held_out)
-    print(f"\n[demo] finished in {time.time() - start:.0f} s (stages reused from earlier runs "
-          f"are not counted); report: {path}")
+    return demo_report.write_report(out, seeds=FLAGS.seeds, held_out=held_out,
+                                    data_seed=data_seed)
+
+
+def _check_ava_configs() -> None:
+    """With --ava, the AVA flagfiles must be in --configs (checked before any stage runs)."""
+    from d3d_tf import demo_ava
+
+    missing = demo_ava.missing_configs(FLAGS.configs) if FLAGS.ava else []
+    if missing:
+        raise app.UsageError(f"--ava needs {', '.join(missing)} (--configs={FLAGS.configs}); "
+                             "configs/demo has them")
+
+
+def run_ava(out: str, data_seed: int) -> None:
+    """The AVA comparison's stages (d3d_tf.demo_ava) on this data seed, after its
+    classification runs: multi-actor data drawn with the data seed, then per training seed
+    the S3D-G- and the D3D-initialised detector and their evaluation."""
+    from d3d_tf import demo_ava
+
+    for stage in demo_ava.stages(out, FLAGS.configs, FLAGS.seeds, data_seed, FLAGS.workers):
+        run_stage(out, stage)
 
 
 def seed_stages(out: str, configs: str, records: str, seed: int) -> list[Stage]:
@@ -109,6 +179,16 @@ def seed_stages(out: str, configs: str, records: str, seed: int) -> list[Stage]:
     return stages
 
 
+def _flagfile_seed(path: str) -> int:
+    """The `--seed=` of a synthetic flagfile (the generator's default, 0, when it sets none)."""
+    seed = 0
+    with open(path) as f:
+        for line in f:
+            if line.strip().startswith("--seed="):
+                seed = int(line.strip().split("=", 1)[1])
+    return seed
+
+
 def _held_out_video(videos_dir: str) -> str:
     import csv
 
@@ -120,4 +200,4 @@ def _held_out_video(videos_dir: str) -> str:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # user errors in one line (d3d_tf.cli)

@@ -1,6 +1,6 @@
 """DistInit end to end on the built-in synthetic data: `make demo-distinit`.
 
-    python -m d3d_tf.demo_distinit --out_dir=demo_out/distinit [--seeds=3]
+    python -m d3d_tf.demo_distinit --out_dir=demo_out/distinit [--seeds=3] [--data_seeds=a,b]
 
 Stages (each a `python -m d3d_tf.<tool>` command, printed before it runs; flagfiles in
 `configs/demo/distinit/`): synthetic videos (an unlabeled pool, a small labeled action set
@@ -12,7 +12,13 @@ with the pool's records -> DistInit pre-training of Res3D-18 and R(2+1)D-18 on t
 labeled set from scratch, from inflation (Res3D-18 only) and from DistInit, and their
 evaluation -> first-layer filters and t-SNE of the initializations -> `report.md`.
 
-Pre-training (teacher, DistInit, inflation) runs once; the seeds vary the fine-tuning.
+Training seed s (`--seeds=N`: 0..N-1) runs its own DistInit pre-training of both students
+and its own fine-tunings (`_seed<s>` folders from seed 1 on); the image teacher and its
+inflation, the fixed "ImageNet" model every start is made from, run once per draw of the data.
+With `--data_seeds=a,b` (or `--fresh_data_seeds=N`) the whole demo runs once per data seed, in
+`<out_dir>/data_<seed>/`, its pool, labeled and image sets drawn with generator seeds 10·d,
+10·d+1 and 10·d+2, and `<out_dir>/protocol.md` judges Table 1's order over all of them by the
+evidence protocol (docs/protocol.md).
 A finished stage leaves `<out_dir>/stages/<stage>.done`; rerunning skips it (see
 `d3d_tf.demo_stages`). Details: docs/distinit.md.
 """
@@ -20,13 +26,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
+import shlex
 import time
 
-from d3d_tf import cli, config_flags, demo_distinit_report
+from d3d_tf import cli, config_flags, demo_distinit_report, demo_protocol
 from d3d_tf.config_flags import field
 from d3d_tf.data import synthetic
-from d3d_tf.demo_stages import Stage, python_module, run_stage
+from d3d_tf.demo_stages import Stage, marker_path, python_module, run_stage
 
 NETWORKS = ("r3d_18", "r2plus1d_18")
 # (method, network) of Table 1's rows; R(2+1)D-18 has no 2D counterpart to inflate.
@@ -36,20 +44,31 @@ SHAPES_DIR = demo_distinit_report.SHAPES_DIR  # the pool labelled by shape (vide
 IMAGES_DIR = "image_shapes"  # the image set labelled by shape (videos, records)
 FLAGFILES = ("pool", "labeled", "images", "prepare", "teacher", "distinit", "inflate",
              "finetune")
-SYNTHETIC = ("pool", "labeled", "images")
+SYNTHETIC = tuple(demo_distinit_report.generator_seeds(0))  # pool, labeled, images
 
 
 @dataclasses.dataclass
 class DemoConfig:
     """Flags of `python -m d3d_tf.demo_distinit`."""
     out_dir: str = field("demo_out/distinit", "Where every artifact of the demo goes.")
-    seeds: int = field(1, "Fine-tune every network this many times (seeds 0..N-1) and report "
-                       "mean ± std.", min=1)
+    seeds: int = field(1, "Training seeds 0..N-1: each pre-trains its own DistInit students "
+                       "and fine-tunes every network; the report gives mean ± std.", min=1)
     configs: str = field("configs/demo/distinit", "Folder of the demo's flagfiles (pool, "
                          "labeled, images, prepare, teacher, distinit, inflate, finetune "
                          ".flags).")
     workers: int = field(0, "Worker processes for rendering and preparing videos "
                          "(0 = all cores).", min=0)
+    data_seeds: tuple = field((), "Data seeds to run the whole demo on, each in "
+                              "<out_dir>/data_<seed>/ (pool, labeled and image sets drawn with "
+                              "generator seeds 10*seed, 10*seed+1, 10*seed+2), judged together "
+                              "in <out_dir>/protocol.md (docs/protocol.md); empty = the "
+                              "flagfiles' own seeds, in <out_dir>.")
+    fresh_data_seeds: int = field(0, "Draw this many data seeds at random (never the "
+                                  "development seeds), remember them in "
+                                  "<out_dir>/data_seeds.json so a rerun resumes them, and run "
+                                  "as with --data_seeds.", min=0)
+    data_seed: int | None = field(None, "The data seed this config's out_dir holds (None: the "
+                                  "flagfiles' seeds); set per data seed by `run`.", flag=False)
 
 
 def run_name(method: str, network: str, seed: int = 0) -> str:
@@ -86,13 +105,17 @@ def _flagfile(configs: str, name: str) -> str:
 
 
 def pretraining_stages(c: DemoConfig) -> list[Stage]:
-    """Data, the image teacher, its stored logits, DistInit of both students, inflation."""
+    """Data (drawn with `c.data_seed`'s generator seeds when set), the image teacher, its
+    stored logits, DistInit of both students for every training seed, inflation."""
     out, videos, records = c.out_dir, os.path.join(c.out_dir, "videos"), \
         os.path.join(c.out_dir, "records")
     runs = os.path.join(out, "runs")
+    generator = ({} if c.data_seed is None
+                 else demo_distinit_report.generator_seeds(c.data_seed))
     stages = [Stage(f"synthetic_{name}", python_module(
         "synthetic", _flagfile(c.configs, name), f"--out_dir={os.path.join(videos, name)}",
-        f"--workers={c.workers}")) for name in SYNTHETIC]
+        f"--workers={c.workers}", *([f"--seed={generator[name]}"] if generator else [])))
+        for name in SYNTHETIC]
     for data, splits in ((SHAPES_DIR, ("train", "test")), ("labeled", ("train", "test")),
                          (IMAGES_DIR, ("train",))):
         manifest = os.path.join(videos, data, "manifest.csv")
@@ -113,26 +136,38 @@ def pretraining_stages(c: DemoConfig) -> list[Stage]:
     stages.append(Stage("teacher_targets", python_module(
         "distinit_targets", f"--records={os.path.join(pool, 'train-*.tfrecord')}",
         f"--out_dir={targets}", f"--teachers={teacher}")))
-    for network in NETWORKS:
-        stages.append(Stage(f"distinit_{network}", python_module(
-            "train", _flagfile(c.configs, "distinit"), f"--model={network}",
-            f"--distinit_teachers={teacher}", "--distinit_precomputed",
-            f"--train_data={os.path.join(targets, 'train-*.tfrecord')}",
-            f"--labels={os.path.join(targets, 'labels.txt')}",
-            f"--model_dir={os.path.join(runs, f'distinit_{network}')}")))
+    for seed in range(c.seeds):
+        stages += distinit_stages(c, seed)
     stages.append(Stage("inflate_r3d_18", python_module(
         "convert_weights", _flagfile(c.configs, "inflate"), f"--source={teacher}",
         f"--out_dir={init_dir(out, 'inflated', 'r3d_18')}")))
     return stages
 
 
-def init_dir(out: str, method: str, network: str) -> str | None:
-    """Model directory a fine-tuning starts from (None: from scratch)."""
+def distinit_stages(c: DemoConfig, seed: int) -> list[Stage]:
+    """DistInit pre-training of both students with training seed `seed` (its initial weights
+    and clip sampling), from the one image teacher's stored logits of the pool."""
+    targets = os.path.join(c.out_dir, "records", "pool_targets")
+    teacher = os.path.join(c.out_dir, "runs", "image_teacher", "model")
+    suffix = demo_distinit_report.run_suffix(seed)
+    return [Stage(f"distinit_{network}{suffix}", python_module(
+        "train", _flagfile(c.configs, "distinit"), f"--model={network}",
+        f"--distinit_teachers={teacher}", "--distinit_precomputed",
+        f"--train_data={os.path.join(targets, 'train-*.tfrecord')}",
+        f"--labels={os.path.join(targets, 'labels.txt')}", f"--seed={seed}",
+        f"--model_dir={os.path.dirname(init_dir(c.out_dir, 'distinit', network, seed))}"))
+        for network in NETWORKS]
+
+
+def init_dir(out: str, method: str, network: str, seed: int = 0) -> str | None:
+    """Model directory a fine-tuning with training seed `seed` starts from (None: from
+    scratch). Inflation is one per out_dir; DistInit is pre-trained per training seed."""
     if method == "scratch":
         return None
     if method == "inflated":
         return os.path.join(out, "runs", f"inflated_{network}", "model")
-    return os.path.join(out, "runs", f"distinit_{network}", "model")
+    return os.path.join(out, "runs", f"distinit_{network}{demo_distinit_report.run_suffix(seed)}",
+                        "model")
 
 
 def seed_stages(c: DemoConfig, seed: int) -> list[Stage]:
@@ -142,7 +177,7 @@ def seed_stages(c: DemoConfig, seed: int) -> list[Stage]:
     for method, network in FINETUNE_RUNS:
         name = run_name(method, network, seed)
         run_dir = os.path.join(c.out_dir, "runs", "finetune", name)
-        init = init_dir(c.out_dir, method, network)
+        init = init_dir(c.out_dir, method, network, seed)
         task = ["--task=classify", f"--model={network}"] if init is None else [
             "--task=finetune", f"--init_from={init}"]
         stages.append(Stage(f"finetune_{name}", python_module(
@@ -174,7 +209,8 @@ def representation_stages(c: DemoConfig) -> list[Stage]:
 
 
 def run(c: DemoConfig) -> str:
-    """Runs (or reuses) every stage and writes the report; returns the report's path."""
+    """Runs (or reuses) every stage, once per data seed when `c` names some, and writes the
+    report (`protocol.md` over the data seeds, else `report.md`); returns its path."""
     config_flags.check(c)
     missing = [f"{n}.flags" for n in FLAGFILES
                if not os.path.isfile(os.path.join(c.configs, f"{n}.flags"))]
@@ -184,6 +220,56 @@ def run(c: DemoConfig) -> str:
     # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) hides the progress lines.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     start = time.time()
+    data_seeds = demo_protocol.resolve_data_seeds(c.out_dir, c.data_seeds, c.fresh_data_seeds)
+    if not data_seeds:
+        path = run_data_seed(c)
+    else:
+        dirs = data_seed_dirs(c.out_dir, data_seeds)
+        for i, (d, folder) in enumerate(dirs.items()):
+            print(f"\n[demo] data seed {d} ({i + 1} of {len(dirs)}) in {folder}", flush=True)
+            run_data_seed(dataclasses.replace(c, out_dir=folder, data_seed=d))
+        path = demo_distinit_report.write_protocol_report(c.out_dir, dirs, seeds=c.seeds)
+    print(f"\n[demo] finished in {time.time() - start:.0f} s (stages reused from earlier runs "
+          f"are not counted); report: {path}")
+    return path
+
+
+def data_seed_dirs(out_dir: str, data_seeds) -> dict[int, str]:
+    """data seed -> the folder its whole demo runs in, `<out_dir>/data_<seed>`."""
+    return {d: os.path.join(out_dir, f"data_{d}") for d in data_seeds}
+
+
+def check_finetune_starts(c: DemoConfig) -> None:
+    """ValueError naming the marker when a finished fine-tuning of `c.out_dir` started from
+    another model than its stage would now (an out_dir of an older demo, whose training seeds
+    all fine-tuned seed 0's DistInit students): reusing it would pass it off as its seed's."""
+    for seed in range(c.seeds):
+        for stage in seed_stages(c, seed):
+            marker = marker_path(c.out_dir, stage.name)
+            init = [a for a in stage.command if a.startswith("--init_from=")]
+            if not init or not os.path.exists(marker):
+                continue
+            with open(marker) as f:
+                recorded = shlex.split(json.load(f).get("command", ""))
+            if init[0] not in recorded:
+                was = [a for a in recorded if a.startswith("--init_from=")] or ["no --init_from"]
+                run_dir = _flag_value(stage.command, "model_dir")
+                raise ValueError(
+                    f"{marker} records a fine-tuning from {was[0]}, not {init[0]} (an older "
+                    "demo's, whose training seeds shared seed 0's DistInit): delete "
+                    f"{run_dir}, that marker and {marker_path(c.out_dir, 'evaluate')[:-5]}"
+                    f"{demo_distinit_report.run_suffix(seed)}.done, or use a new --out_dir")
+
+
+def _flag_value(command: list, name: str) -> str:
+    return next(a.split("=", 1)[1] for a in command if a.startswith(f"--{name}="))
+
+
+def run_data_seed(c: DemoConfig) -> str:
+    """Every stage on one draw of the data (`c.data_seed`, None = the flagfiles' seeds) in
+    `c.out_dir`, then its `report.md`; returns the report's path."""
+    os.makedirs(c.out_dir, exist_ok=True)
+    check_finetune_starts(c)
     stages = pretraining_stages(c)
     for stage in stages[:len(SYNTHETIC)]:
         run_stage(c.out_dir, stage)
@@ -199,10 +285,7 @@ def run(c: DemoConfig) -> str:
             run_stage(c.out_dir, stage)
     for stage in representation_stages(c):
         run_stage(c.out_dir, stage)
-    path = demo_distinit_report.write_report(c.out_dir, seeds=c.seeds)
-    print(f"\n[demo] finished in {time.time() - start:.0f} s (stages reused from earlier runs "
-          f"are not counted); report: {path}")
-    return path
+    return demo_distinit_report.write_report(c.out_dir, seeds=c.seeds, data_seed=c.data_seed)
 
 
 def main(argv):

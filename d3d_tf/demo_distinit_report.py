@@ -1,8 +1,11 @@
 """`demo_out/distinit/report.md`: the DistInit demo's results laid out like the paper's Table 1.
 
-Reads what `d3d_tf.demo_distinit`'s stages wrote (the evaluation's results.json per seed,
-train_summary.json of the teacher and the DistInit runs, representation.json and its
-pictures, the stage markers' times). `write_report(out_dir, seeds=N)` can be rerun on its own.
+Reads what `d3d_tf.demo_distinit`'s stages wrote (the evaluation's results.json and
+per_video.csv per seed, train_summary.json of the teacher and the DistInit runs,
+representation.json and its pictures, the stage markers' times). `write_report(out_dir,
+seeds=N)` can be rerun on its own; `write_protocol_report(out_dir, dirs, seeds=N)` writes
+`<out_dir>/protocol.md`, Table 1's order judged over data seeds by the evidence protocol
+(docs/protocol.md, `d3d_tf.metrics.paired`).
 """
 from __future__ import annotations
 
@@ -11,13 +14,21 @@ import json
 import os
 import statistics
 
-from d3d_tf import atomic, preprocessing
+from d3d_tf import atomic, demo_protocol, preprocessing
 from d3d_tf.demo_report import _fmt as fmt_mean_std
 from d3d_tf.demo_report import run_suffix
 
-__all__ = ["interpretation", "run_suffix", "write_report"]
+__all__ = ["generator_seeds", "interpretation", "paired_comparisons", "run_suffix",
+           "write_protocol_report", "write_report"]
 
 SHAPES_DIR = "pool_shapes"  # records of the pool labelled by shape (d3d_tf.demo_distinit)
+
+
+def generator_seeds(data_seed: int) -> dict[str, int]:
+    """The synthetic generator's `--seed` of each of the demo's sets for data seed `data_seed`
+    (d): pool 10·d, labeled set 10·d+1, image set 10·d+2, so the three sets of one data seed
+    differ and no two data seeds share a set."""
+    return {"pool": 10 * data_seed, "labeled": 10 * data_seed + 1, "images": 10 * data_seed + 2}
 
 NETWORK_NAMES = {"r3d_18": "Res3D-18", "r2plus1d_18": "R(2+1)D-18"}
 ROWS = (  # method, network, Table 1's row, what the initialization learned from
@@ -34,6 +45,10 @@ COMPARISONS = (  # (method a, method b, network): does a beat b?
     ("distinit", "inflated", "r3d_18"),
     ("inflated", "scratch", "r3d_18"),
 )
+# The protocol's claims (docs/protocol.md), in the order Table 1's "DistInit > inflation >
+# scratch" is read: the same (a, b, network) triples as COMPARISONS.
+PROTOCOL_ORDER = (("distinit", "inflated", "r3d_18"), ("inflated", "scratch", "r3d_18"),
+                  ("distinit", "scratch", "r3d_18"), ("distinit", "scratch", "r2plus1d_18"))
 REPRESENTATIONS = (  # folder under representation/, caption
     ("inflated_r3d_18", "Res3D-18 inflated from the image teacher (before fine-tuning)"),
     ("distinit_r3d_18", "Res3D-18 after DistInit (before fine-tuning)"),
@@ -61,13 +76,38 @@ def _label(method: str, network: str) -> str:
     return f"{METHOD_NAMES[method]} {NETWORK_NAMES[network]}"
 
 
+def paired_comparisons(dirs: dict, seeds: int) -> dict:
+    """(a, b, network) of COMPARISONS -> video top-1 of a's fine-tuning minus b's, paired
+    video by video over `dirs` (data seed -> demo out_dir) and training seeds 0..seeds-1
+    (`d3d_tf.metrics.paired.Comparison`, its A = b, its B = a), or None while an
+    `eval*/per_video.csv` or a run in it is missing."""
+    out = {}
+    for a, b, network in COMPARISONS:
+        try:
+            out[(a, b, network)] = demo_protocol.compare_runs(dirs, seeds, f"{b}_{network}",
+                                                              f"{a}_{network}")
+        except (FileNotFoundError, KeyError):
+            out[(a, b, network)] = None
+    return out
+
+
+def _interval(result) -> str:
+    p = result.pooled
+    return f"paired 95 % interval of the gap [{100 * p.low:+.1f}, {100 * p.high:+.1f}] points"
+
+
 def interpretation(evals: list, seeds: int, *, num_classes: int | None = None,
-                   teacher_top1: float | None = None, teacher_classes: int = 4) -> list[str]:
+                   teacher_top1: float | None = None, teacher_classes: int = 4,
+                   comparisons: dict | None = None) -> list[str]:
     """What the numbers say (video top-1), written from the numbers rather than assumed.
 
-    `evals`: one evaluation results.json (a dict run name -> metrics) per seed. A difference
-    is claimed only when the mean gap is more than two test videos and it has the same sign
-    in every seed; anything else is "no reliable difference". `num_classes`: of the labeled
+    `evals`: one evaluation results.json (a dict run name -> metrics) per seed.
+    `comparisons`: `paired_comparisons` of this out_dir; where one is given, a difference is
+    claimed by the protocol's rule (docs/protocol.md: paired 95 % interval off 0, the same
+    sign in every data seed). Where it is missing (evaluations from before per_video.csv), a
+    difference is claimed only when the mean gap is more than two test videos and it has the
+    same sign in every seed, and a line says so; anything else is "no reliable difference".
+    `num_classes`: of the labeled
     set, to say when every run ended within two test videos of chance; `teacher_top1`: the
     image teacher's per-video top-1 on held-out pool videos over its `teacher_classes` shapes,
     to say when it is too close to chance (below 1.5x chance) for its targets to carry shape
@@ -89,7 +129,21 @@ def interpretation(evals: list, seeds: int, *, num_classes: int | None = None,
         losses = sum(x < y for x, y in pairs)
         la, lb = _label(a, network), _label(b, network)
         seeds_note = f" ({wins} of {len(pairs)} seeds)" if len(pairs) > 1 else ""
-        if mean_a - mean_b > margin and wins == len(pairs):
+        result = (comparisons or {}).get((a, b, network))
+        if result is not None:
+            verdict = {"B > A": "better", "B < A": "worse"}.get(result.verdict(), "none")
+            verdicts[(a, b, network)] = verdict
+            if verdict == "better":
+                lines.append(f"- {la} ({mean_a:.1%}) **beats** {lb} ({mean_b:.1%}){seeds_note} "
+                             f"by the protocol's rule: {_interval(result)}.")
+            elif verdict == "worse":
+                lines.append(f"- {la} ({mean_a:.1%}) is **worse** than {lb} ({mean_b:.1%})"
+                             f"{seeds_note} by the protocol's rule: {_interval(result)}.")
+            else:
+                lines.append(f"- {la} ({mean_a:.1%}) and {lb} ({mean_b:.1%}) show **no reliable "
+                             f"difference**{seeds_note} by the protocol's rule: "
+                             f"{_interval(result)}.")
+        elif mean_a - mean_b > margin and wins == len(pairs):
             verdicts[(a, b, network)] = "better"
             lines.append(f"- {la} ({mean_a:.1%}) **beats** {lb} ({mean_b:.1%}){seeds_note}: "
                          "by more than two test videos, in every seed.")
@@ -104,6 +158,12 @@ def interpretation(evals: list, seeds: int, *, num_classes: int | None = None,
                          "changes sign between seeds.")
     if not lines:
         return ["- No fine-tuning run has evaluation results; see the stages above."]
+    if any((comparisons or {}).get(k) is None for k in verdicts):
+        lines.append("- Some evaluations have no per-video predictions (eval*/per_video.csv, "
+                     "written since the evidence protocol): their verdicts use the older rule "
+                     "(more than two test videos, the same sign in every seed). Delete "
+                     "`stages/evaluate*.done` and rerun the demo for the paired verdicts of "
+                     "docs/protocol.md.")
     per_row = [[v for v in _top1(evals, f"{m}_{n}") if v is not None]
                for m, n, _, source in ROWS if source]
     means = [statistics.mean(values) for values in per_row if values]
@@ -132,9 +192,11 @@ def interpretation(evals: list, seeds: int, *, num_classes: int | None = None,
                      "(about 16 points over scratch and 4 over inflation on HMDB-51).")
     if count:
         lines.append(f"- {'One seed' if seeds == 1 else f'{seeds} seeds'} on {count} test "
-                     f"videos: one video is {100 / count:.1f} points. The seeds vary only the "
-                     "fine-tuning: the image teacher, the DistInit pre-training and the "
-                     "inflation ran once, so the ± does not include their variation.")
+                     f"videos: one video is {100 / count:.1f} points. A training seed runs its "
+                     "own DistInit pre-training and fine-tunings; the image teacher and the "
+                     "inflation made from it ran once (the fixed image model both start from), "
+                     "so the ± does not include their variation: a new draw of the data "
+                     "(`--data_seeds`) does.")
     lines.append("- They do not reproduce the paper's numbers: the data is synthetic "
                  "(4 shapes x motions on a plain background), the image teacher is a "
                  "shrunk 2D ResNet-18 trained here on frames of its own image set, not ImageNet's "
@@ -144,6 +206,88 @@ def interpretation(evals: list, seeds: int, *, num_classes: int | None = None,
                  "of each label must still be learned from the few labeled videos, whatever "
                  "the initialization.")
     return lines
+
+
+def _comparison_sections(comparisons: dict, level: str = "##") -> list[str]:
+    """A table and verdict per protocol claim (`paired_comparisons`), in PROTOCOL_ORDER."""
+    lines = []
+    for a, b, network in PROTOCOL_ORDER:
+        result = comparisons.get((a, b, network))
+        lines += [(f"{level} {METHOD_NAMES[a]} against {METHOD_NAMES[b].lower()} "
+                   f"({NETWORK_NAMES[network]})"), ""]
+        lines += (demo_protocol.comparison_lines(result, a=_label(b, network),
+                                                 b=_label(a, network)) if result
+                  else ["- missing per-video predictions: rerun the demo."])
+        lines.append("")
+    return lines
+
+
+def _table1_order(comparisons: dict) -> list[str]:
+    """Whether Table 1's order holds by the protocol's rule, one line per network."""
+    def holds(*keys):
+        return all(comparisons.get(k) is not None and comparisons[k].verdict() == "B > A"
+                   for k in keys)
+
+    def word(ok):
+        return "**holds**" if ok else "**not shown**"
+
+    r3d = holds(("distinit", "inflated", "r3d_18"), ("inflated", "scratch", "r3d_18"),
+                ("distinit", "scratch", "r3d_18"))
+    r2p1 = holds(("distinit", "scratch", "r2plus1d_18"))
+    return [(f"- Res3D-18, DistInit > inflation > scratch: {word(r3d)} (it needs each of "
+             "the three Res3D-18 comparisons above to be a claim by the rule)."),
+            f"- R(2+1)D-18, DistInit > scratch: {word(r2p1)}."]
+
+
+def write_protocol_report(out_dir: str, dirs: dict[int, str], *, seeds: int) -> str:
+    """`<out_dir>/protocol.md`: Table 1's order (docs/protocol.md's DistInit claims) judged
+    over the data seeds of `dirs` (data seed -> that seed's demo out_dir) and `seeds`
+    training seeds each; returns its path."""
+    rows = [(m, n) for m, n, _, source in ROWS if source]
+    lines = ["# The DistInit demo judged by the evidence protocol", "",
+             (f"Data seeds: {', '.join(str(d) for d in dirs)} "
+              f"({demo_protocol.data_seeds_note(dirs)}); "
+              f"training seeds per data seed: {seeds}. Data seed d draws the unlabeled pool, "
+              "the labeled set and the image set with the generator's seeds 10·d, 10·d+1 and "
+              "10·d+2. Training seed s pre-trains both DistInit students and fine-tunes every "
+              "start with seed s; the image teacher and the inflation made from it run once "
+              "per data seed (the fixed image model, ImageNet's role, that DistInit and "
+              "inflation both start from). Every gap is paired: the same test videos, the same "
+              "training seed; intervals are the hierarchical bootstrap of docs/protocol.md, and "
+              "a claim needs the pooled interval off 0 and the same sign in every data seed."),
+             "", "## Per data seed (video top-1 %, mean over training seeds)", "",
+             ("| data seed | image teacher (held-out pool) | "
+              + " | ".join(_label(m, n) for m, n in rows) + " |"),
+             "| ---: | ---: |" + " ---: |" * len(rows)]
+    chance = None
+    for d, folder in dirs.items():
+        evals = [_load(os.path.join(folder, "eval" + run_suffix(s), "results.json"))
+                 for s in range(seeds)]
+        teacher = (_load(os.path.join(folder, "runs", "image_teacher", "train_summary.json"))
+                   or {}).get("video_top1")
+        cells = []
+        for m, n in rows:
+            values = [v for v in _top1(evals, f"{m}_{n}") if v is not None]
+            cells.append(f"{100 * statistics.mean(values):.1f}" if values else "–")
+        lines.append(f"| {d} | {'–' if teacher is None else f'{100 * teacher:.1f}'} | "
+                     + " | ".join(cells) + " |")
+        labels_path = os.path.join(folder, "records", "labeled", "labels.txt")
+        if chance is None and os.path.exists(labels_path):
+            chance = 1 / len(preprocessing.read_labels(labels_path))
+    lines.append("")
+    comparisons = paired_comparisons(dirs, seeds)
+    counts = sorted({v for c in comparisons.values() if c for v in c.videos.values()})
+    notes = ([f"- Chance on the labeled set: {100 * chance:.1f} %."] if chance else [])
+    if counts and counts[0] < 400:
+        notes.append(f"- Test videos per data seed: {', '.join(map(str, counts))}, fewer than "
+                     "the protocol's 400: one video is "
+                     f"{100 / counts[0]:.1f} points, so only large gaps can be claimed.")
+    lines += notes + ([""] if notes else [])
+    lines += _comparison_sections(comparisons)
+    lines += ["## Table 1's order", ""] + _table1_order(comparisons)
+    path = os.path.join(out_dir, "protocol.md")
+    atomic.write_text(path, "\n".join(lines) + "\n")
+    return path
 
 
 def _stage_times(out_dir: str) -> list[tuple[str, float]]:
@@ -172,14 +316,15 @@ def _teacher_lines(out_dir: str, teacher: dict, shapes: int) -> list[str]:
             agree = (f"; the student's top class equals the teacher's on "
                      f"{logs['teacher_top1']:.0%} of the clips" if "teacher_top1" in logs
                      else "")
-            lines.append(f"- DistInit {pretty}: {s['step']} steps; over {where}: soft "
-                         f"cross-entropy {logs['distinit']:.3f} (teacher entropy "
+            lines.append(f"- DistInit {pretty} (training seed 0): {s['step']} steps; over "
+                         f"{where}: soft cross-entropy {logs['distinit']:.3f} (teacher entropy "
                          f"{logs.get('teacher_entropy', float('nan')):.3f} nats){agree}.")
     return lines
 
 
-def write_report(out_dir: str, *, seeds: int = 1) -> str:
-    """Writes `<out_dir>/report.md` and returns its path."""
+def write_report(out_dir: str, *, seeds: int = 1, data_seed: int | None = None) -> str:
+    """Writes `<out_dir>/report.md` and returns its path (`data_seed`: the data seed of this
+    out_dir's videos, as the paired tables name it; None: the flagfiles' own seeds)."""
     suffixes = [run_suffix(s) for s in range(seeds)]
     evals = [_load(os.path.join(out_dir, "eval" + s, "results.json")) for s in suffixes]
     labels_path = os.path.join(out_dir, "records", "labeled", "labels.txt")
@@ -226,10 +371,18 @@ def write_report(out_dir: str, *, seeds: int = 1) -> str:
     lines += ["", ("Mean ± sample std over the fine-tuning seeds. Clip: the centre crop of one "
               "clip; video: the mean softmax of 2 clips." + chance), ""]
 
+    label = "built-in" if data_seed is None else data_seed
+    comparisons = paired_comparisons({label: out_dir}, seeds)
     lines += ["## What these numbers show, and what they do not", ""]
     lines += interpretation(evals, seeds, num_classes=len(labels) or None,
                             teacher_top1=teacher.get("video_top1"),
-                            teacher_classes=shapes) + [""]
+                            teacher_classes=shapes, comparisons=comparisons) + [""]
+    if any(comparisons.values()):
+        lines += ["## Paired comparisons (docs/protocol.md)", "",
+                  ("Video top-1, paired video by video and training seed by training seed; "
+                   f"data seed {label}" + (" (the flagfiles' generator seeds)"
+                                           if data_seed is None else "") + "."), ""]
+        lines += _comparison_sections(comparisons, level="###")
 
     lines += ["## First-layer filters and pooled features (cf. Figs. 3-5)", "",
               ("Filters: a row per `conv1` filter, a column per time step (R(2+1)D: its "

@@ -13,7 +13,7 @@ import statistics
 
 import numpy as np
 
-from d3d_tf import atomic, preprocessing
+from d3d_tf import atomic, demo_protocol, preprocessing
 
 METHODS = (  # run name, method, training input, inference input
     ("teacher", "Temporal stream (S3D-G on TV-L1 flow, the teacher)", "flow", "flow"),
@@ -40,14 +40,10 @@ def _fmt(values, scale=100.0, digits=1):
     return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
 
 
-def run_suffix(seed: int) -> str:
-    """Suffix of seed `seed`'s run and evaluation folders: none for seed 0, so that
-    `make demo SEEDS=3` after `make demo` reuses the first seed's trainings.
-
-    Lives here, not in `d3d_tf.demo`: importing that module defines its flags, which fails
-    inside `python -m d3d_tf.demo` (the module runs as __main__ and would be imported again).
-    """
-    return "" if seed == 0 else f"_seed{seed}"
+# Seed 0's runs have no suffix, so that `make demo SEEDS=3` after `make demo` reuses them. It
+# lives below `d3d_tf.demo`: importing that module defines its flags, which fails inside
+# `python -m d3d_tf.demo` (the module runs as __main__ and would be imported again).
+run_suffix = demo_protocol.run_suffix
 
 
 def _suffixes(seeds: int):
@@ -158,9 +154,10 @@ def seed_table(evals) -> list[str]:
     return ["Video top-1 (%) per seed:", ""] + lines + [""]
 
 
-def _interpretation(evals, seeds: int, num_classes: int = 0) -> list[str]:
+def _interpretation(evals, seeds: int, num_classes: int = 0, comparison=None) -> list[str]:
     """What this run's numbers say, written from the numbers rather than assumed
-    (`num_classes`: for the chance level; 0 = unknown)."""
+    (`num_classes`: for the chance level; 0 = unknown; `comparison`: D3D minus the baseline,
+    `d3d_tf.metrics.paired`, None when the per-video predictions are missing)."""
     teacher, base, d3d = (_mean_top1(evals, n) for n in ("teacher", "baseline", "d3d"))
     if None in (teacher, base, d3d):
         return ["- Some runs have no evaluation results; see the stages above."]
@@ -176,27 +173,26 @@ def _interpretation(evals, seeds: int, num_classes: int = 0) -> list[str]:
     pairs = [(e["d3d"]["video"]["top1"], e["baseline"]["video"]["top1"]) for e in evals
              if e and "d3d" in e and "baseline" in e]
     wins = sum(d > b for d, b in pairs)
-    count = next((e["d3d"]["video"].get("count") for e in evals if e and "d3d" in e), None)
-    # A claim needs a gap of more than two test videos and of more than twice the baseline's
-    # seed-to-seed std, and the same sign in every seed.
-    margin = 2.0 / count if count else 0.05
-    base_std = statistics.stdev([b for _, b in pairs]) if len(pairs) > 1 else 0.0
-    margin = max(margin, 2 * base_std)
-    if d3d - base > margin and wins == len(pairs):
+    if comparison is None:
+        lines.append("- No per-video predictions (eval*/per_video.csv): rerun the evaluation "
+                     "stages for the paired verdict of docs/protocol.md.")
+    elif comparison.verdict() == "B > A":
         lines.append(f"- D3D ({d3d:.1%}) beats the RGB baseline ({base:.1%}) at the same "
-                     "inference cost: distilling the teacher's logits moved some of its motion "
+                     "inference cost, by the protocol's rule (paired 95 % interval above 0, "
+                     "every data seed): distilling the teacher's logits moved some of its motion "
                      "knowledge into the RGB network.")
-    elif base - d3d > margin and wins == 0:
-        lines.append(f"- D3D ({d3d:.1%}) is **worse** than the RGB baseline ({base:.1%}) in "
-                     "this run: at this budget the distillation target slowed the student "
-                     "down rather than helped it.")
+    elif comparison.verdict() == "B < A":
+        lines.append(f"- D3D ({d3d:.1%}) is **worse** than the RGB baseline ({base:.1%}) by the "
+                     "protocol's rule: at this budget the distillation target slowed the "
+                     "student down rather than helped it.")
     else:
+        p = comparison.pooled
         lines.append(f"- D3D ({d3d:.1%}) and the RGB baseline ({base:.1%}) show **no reliable "
-                     "difference**: the gap is within two test videos or twice the baseline's "
-                     "seed std, or changes sign between seeds.")
+                     f"difference**: the paired 95 % interval of the gap is [{100 * p.low:+.1f}, "
+                     f"{100 * p.high:+.1f}] points (docs/protocol.md).")
     if num_classes:
         chance = 1.0 / num_classes
-        near = [b for _, b in pairs if b - chance <= (2.0 / count if count else 0.05) + 1e-9]
+        near = [b for _, b in pairs if b - chance <= demo_protocol.ABOVE_CHANCE + 1e-9]
         if pairs and len(near) == len(pairs):
             lines.append(f"- The RGB baseline stayed near chance ({base:.1%}; chance "
                          f"{chance:.1%}) in every seed: with cross-entropy alone it did not find "
@@ -206,10 +202,6 @@ def _interpretation(evals, seeds: int, num_classes: int = 0) -> list[str]:
         elif near:
             lines.append(f"- The RGB baseline stayed near chance in {len(near)} of "
                          f"{len(pairs)} seeds.")
-    if len(pairs) > 1:
-        lines.append(f"- The gap needed for a claim here is {margin:.1%} (the larger of two test "
-                     f"videos and twice the baseline's seed std, {base_std:.1%}); the mean gap "
-                     f"is {d3d - base:+.1%}.")
     ensemble = _mean_top1(evals, "d3d+baseline")
     if ensemble is not None:
         best = max(d3d, base)
@@ -246,8 +238,19 @@ def _interpretation(evals, seeds: int, num_classes: int = 0) -> list[str]:
     return lines
 
 
-def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None) -> str:
-    """Writes `<out_dir>/report.md` and returns its path."""
+def _try_compare(dirs: dict[int, str], seeds: int, a: str = "baseline", b: str = "d3d"):
+    """D3D minus the baseline (`d3d_tf.metrics.paired`), or None while a per-video file is
+    missing."""
+    try:
+        return demo_protocol.compare_runs(dirs, seeds, a, b)
+    except (FileNotFoundError, KeyError):
+        return None
+
+
+def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None,
+                 data_seed: int = 0) -> str:
+    """Writes `<out_dir>/report.md` and returns its path (`data_seed`: the generator's seed of
+    this out_dir's videos, as the paired table names it)."""
     suffixes = _suffixes(seeds)
     train = {name: [_load(os.path.join(out_dir, "runs", name + s, "train_summary.json"))
                     for s in suffixes] for name, *_ in METHODS[:3]}
@@ -310,9 +313,15 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None) -
               "Step times are medians of the training loop on this CPU."), ""]
     lines += seed_table(evals)
 
+    comparison = _try_compare({data_seed: out_dir}, seeds)
     lines += ["## What these numbers show, and what they do not", ""]
-    lines += _interpretation(evals, seeds, len(labels))
+    lines += _interpretation(evals, seeds, len(labels), comparison)
     lines.append("")
+    if comparison is not None:
+        lines += [("Video top-1 of D3D against the RGB baseline, paired video by video "
+                  "(docs/protocol.md):"), ""]
+        lines += demo_protocol.comparison_lines(comparison, a="S3D-G", b="D3D") + [""]
+        lines += demo_protocol.regime_checks({data_seed: out_dir}, seeds, len(labels)) + [""]
 
     eval_dir = os.path.join(out_dir, "eval" + suffixes[0])
     lines += ["## Per-class accuracy", ""]
@@ -328,6 +337,10 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None) -
     from d3d_tf import demo_probes
 
     lines += demo_probes.report_section(out_dir)
+
+    from d3d_tf import demo_ava
+
+    lines += demo_ava.report_section(out_dir, seeds, data_seed)
 
     videos_dir = os.path.join(out_dir, "videos")
     if os.path.exists(os.path.join(videos_dir, "manifest.csv")):
@@ -375,3 +388,44 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None) -
     report = os.path.join(out_dir, "report.md")
     atomic.write_text(report, "\n".join(lines))
     return report
+
+
+def write_protocol_report(out_dir: str, dirs: dict[int, str], *, seeds: int) -> str:
+    """`<out_dir>/protocol.md`: the claims of docs/protocol.md judged over the data seeds of
+    `dirs` (data seed -> that seed's demo out_dir) and `seeds` training seeds each."""
+    labels = _labels(os.path.join(next(iter(dirs.values())), "records", "labels.txt"))
+    lines = ["# The demo judged by the evidence protocol", "",
+             (f"Data seeds: {', '.join(str(d) for d in dirs)} "
+              f"({demo_protocol.data_seeds_note(dirs)}); "
+             f"training seeds per data seed: {seeds}. Every gap is paired: the same test "
+             "videos, the same training seed; intervals are the hierarchical bootstrap of "
+             "docs/protocol.md, and a claim needs the pooled interval off 0 and the same sign "
+             "in every data seed."), "",
+             "## Conditions on the regime", ""]
+    lines += demo_protocol.regime_checks(dirs, seeds, len(labels)) or ["- no results yet"]
+    for title, a, b, la, lb in (
+            ("D3D against the RGB baseline (video top-1)", "baseline", "d3d", "S3D-G", "D3D"),
+            ("The D3D + S3D-G ensemble against D3D (video top-1)", "d3d", "d3d+baseline",
+             "D3D", "D3D + S3D-G"),
+            ("The flow teacher against the RGB baseline (video top-1)", "baseline", "teacher",
+             "S3D-G", "teacher")):
+        comparison = _try_compare(dirs, seeds, a, b)
+        lines += ["", f"## {title}", ""]
+        lines += (demo_protocol.comparison_lines(comparison, a=la, b=lb) if comparison
+                  else ["- missing per-video predictions: rerun the demo."])
+    cells = demo_protocol.probe_cells(dirs, seeds)
+    lines += ["", ("## Motion probe at 3A: EPE of D3D against the RGB baseline (px, lower is "
+              "better)"), ""]
+    if cells:
+        from d3d_tf.metrics import paired
+
+        lines += demo_protocol.comparison_lines(paired.compare(cells), a="S3D-G", b="D3D",
+                                                unit="px", lower_is_better=True)
+    else:
+        lines.append("- no probe results yet")
+    from d3d_tf import demo_ava
+
+    lines += demo_ava.protocol_section(dirs, seeds)
+    path = os.path.join(out_dir, "protocol.md")
+    atomic.write_text(path, "\n".join(lines) + "\n")
+    return path

@@ -3,7 +3,8 @@ r"""Evaluate model directories on a TFRecord set: `python -m d3d_tf.evaluate --f
     python -m d3d_tf.evaluate --model_dir=runs/d3d/model --model_dir=runs/baseline/model \
         --data='records/val-*.tfrecord' --ensemble --out_dir=runs/eval
 
-Writes results.json, report.md, per_class.csv, per-class plots (best/worst classes, and the
+Writes results.json, report.md, per_class.csv, per_video.csv (each model's predicted class
+per video, for paired comparisons), per-class plots (best/worst classes, and the
 per-class difference between the first two models), and a confusion matrix per model.
 With --ensemble, the softmax scores of all models are averaged (D3D + S3D-G, paper Table 2).
 --num_clips=K --num_crops=3 is the K clips x 3 crops protocol (video score = mean of the K*3
@@ -176,12 +177,13 @@ def main(argv):
 
 
 # What a classifier evaluation writes beside results.json and report.md, per model or pair.
-STALE_OUTPUTS = ("per_class.csv", "per_class_*.png", "confusion_*.png",
+STALE_OUTPUTS = ("per_class.csv", "per_video.csv", "per_class_*.png", "confusion_*.png",
                  "per_class_difference.png", "report.md")
 
 
 def _write_outputs(out_dir, results, preds, class_names, pair):
     evaluation.write_report(out_dir, results, class_names)
+    evaluation.write_per_video_csv(os.path.join(out_dir, evaluation.PER_VIDEO_CSV), preds)
     per_class = {n: r["video"]["per_class"] for n, r in results.items()}
     evaluation.write_per_class_csv(os.path.join(out_dir, "per_class.csv"), class_names,
                                    per_class)

@@ -114,7 +114,15 @@ def test_average_precision_matches_a_brute_force_definition():
 def test_official_csv_and_per_class_outputs(tmp_path):
     path = tmp_path / "dets.csv"
     ava_map.write_detections_csv(str(path), [("v", 902, (0.1, 0.2, 0.3, 0.4), 12, 0.5)])
-    assert path.read_text() == "v,0902,0.100,0.200,0.300,0.400,12,0.500000\n"
+    assert path.read_text() == "v,0902,0.100,0.200,0.300,0.400,12,0.5\n"
+    # Scores closer than 1e-6 stay apart (six decimals would tie them and change the ranking).
+    close = [float(np.float32(0.1234561)), float(np.float32(0.1234564))]
+    ava_map.write_detections_csv(str(tmp_path / "close.csv"),
+                                 [("v", 902, (0.1, 0.2, 0.3, 0.4), 12, s) for s in close])
+    written = [float(line.split(",")[-1]) for line in
+               (tmp_path / "close.csv").read_text().splitlines()]
+    assert written[0] != written[1]
+    assert [np.float32(w) for w in written] == [np.float32(c) for c in close]  # exact
     from d3d_tf.data import ava
     back = ava.read_boxes(str(path), scores=True)
     assert back[("v", 902)].labels == [12] and back[("v", 902)].scores == [0.5]

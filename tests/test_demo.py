@@ -55,6 +55,21 @@ def _write(path, obj):
         json.dump(obj, f)
 
 
+def _write_eval(out, suffix, top1, top5=None, count=40):
+    """results.json and per_video.csv of one evaluation: `count` videos of class 0; each
+    network right on its first round(top1 * count) videos (so the networks' right videos are
+    nested, as paired networks that agree on the easy videos)."""
+    results = {n: {"video": {"top1": a, "top5": (top5 or {}).get(n, 1.0), "count": count}}
+               for n, a in top1.items()}
+    _write(os.path.join(out, "eval" + suffix, "results.json"), results)
+    rows = ["video_id,label," + ",".join(top1)]
+    for v in range(count):
+        rows.append(f"v{v},0," + ",".join("0" if v < round(a * count) else "1"
+                                          for a in top1.values()))
+    with open(os.path.join(out, "eval" + suffix, "per_video.csv"), "w") as f:
+        f.write("\n".join(rows) + "\n")
+
+
 def test_report_table_holds_the_measured_numbers(tmp_path, monkeypatch):
     out = str(tmp_path)
     accuracy = {"teacher": (0.8, 1.0), "baseline": (0.25, 0.75), "d3d": (0.5, 0.875),
@@ -64,8 +79,8 @@ def test_report_table_holds_the_measured_numbers(tmp_path, monkeypatch):
         for name, step in (("teacher", 0.10), ("baseline", 0.12), ("d3d", 0.18)):
             _write(os.path.join(out, "runs", name + suffix, "train_summary.json"),
                    {"seconds_per_step": step + delta})
-        _write(os.path.join(out, "eval" + suffix, "results.json"),
-               {n: {"video": {"top1": a + delta, "top5": b}} for n, (a, b) in accuracy.items()})
+        _write_eval(out, suffix, {n: a + delta for n, (a, _) in accuracy.items()},
+                    {n: b for n, (_, b) in accuracy.items()})
     _write(os.path.join(out, "records", "train_info.json"), {"flow_s": 50.0, "flow_pairs": 500})
     with open(os.path.join(out, "records", "labels.txt"), "w") as f:
         f.write("move_left\nmove_right\n")
@@ -104,19 +119,26 @@ def test_report_calls_a_gap_of_one_test_video_noise(tmp_path, monkeypatch):
     for name in ("teacher", "baseline", "d3d"):
         _write(os.path.join(out, "runs", name, "train_summary.json"), {"seconds_per_step": 0.1})
     top1 = {"teacher": 1.0, "baseline": 20 / 32, "d3d": 21 / 32, "d3d+baseline": 0.625}
-    _write(os.path.join(out, "eval", "results.json"),
-           {n: {"video": {"top1": a, "top5": 1.0, "count": 32}} for n, a in top1.items()})
+    _write_eval(out, "", top1, count=32)
     monkeypatch.setattr(demo_report, "flow_pictures", lambda *a, **k: [])
-    with open(demo_report.write_report(out, seeds=1)) as f:
+    with open(demo_report.write_report(out, seeds=1, data_seed=5)) as f:
         report = f.read()
     assert "D3D (65.6%) and the RGB baseline (62.5%) show **no reliable difference**" in report
     assert "beats the RGB baseline" not in report
-    # Four videos better is a claim.
+    assert "| 5 | 62.5 | 65.6 | +3.1 |" in report  # the paired table names the data seed
+    assert "**No claim** for D3D against S3D-G" in report
+    # Four videos better, and no video worse, is a claim.
     top1["d3d"] = 24 / 32
-    _write(os.path.join(out, "eval", "results.json"),
-           {n: {"video": {"top1": a, "top5": 1.0, "count": 32}} for n, a in top1.items()})
+    _write_eval(out, "", top1, count=32)
     with open(demo_report.write_report(out, seeds=1)) as f:
-        assert "D3D (75.0%) beats the RGB baseline (62.5%)" in f.read()
+        report = f.read()
+    assert "D3D (75.0%) beats the RGB baseline (62.5%)" in report
+    assert "**D3D is better than S3D-G**" in report
+    # Without the per-video predictions there is no verdict, and the report says why.
+    os.remove(os.path.join(out, "eval", "per_video.csv"))
+    with open(demo_report.write_report(out, seeds=1)) as f:
+        report = f.read()
+    assert "beats the RGB baseline" not in report and "No per-video predictions" in report
 
 
 def test_report_says_when_the_baseline_stayed_at_chance(tmp_path, monkeypatch):
@@ -127,23 +149,31 @@ def test_report_says_when_the_baseline_stayed_at_chance(tmp_path, monkeypatch):
     for seed, (base, d3d) in enumerate(((21 / 80, 70 / 80), (20 / 80, 60 / 80))):
         suffix = demo_report.run_suffix(seed)
         top1 = {"teacher": 1.0, "baseline": base, "d3d": d3d, "d3d+baseline": d3d}
-        _write(os.path.join(out, "eval" + suffix, "results.json"),
-               {n: {"video": {"top1": a, "top5": 1.0, "count": 80}} for n, a in top1.items()})
+        _write_eval(out, suffix, top1, count=80)
     monkeypatch.setattr(demo_report, "flow_pictures", lambda *a, **k: [])
     with open(demo_report.write_report(out, seeds=2)) as f:
         report = f.read()
     assert "D3D (81.2%) beats the RGB baseline (25.6%)" in report
     assert "The RGB baseline stayed near chance (25.6%; chance 25.0%) in every seed" in report
     assert "The D3D + S3D-G ensemble (81.2%) is as good as the better of the two" in report
-    # Twice the baseline's seed std is the bar when it exceeds two test videos.
+    # A seed whose baseline found the motion: D3D still ahead in both training seeds, but the
+    # regime's conditions name the problem.
     for seed, (base, d3d) in enumerate(((0.25, 0.70), (0.65, 0.75))):
         top1 = {"teacher": 1.0, "baseline": base, "d3d": d3d, "d3d+baseline": 0.6}
-        _write(os.path.join(out, "eval" + demo_report.run_suffix(seed), "results.json"),
-               {n: {"video": {"top1": a, "top5": 1.0, "count": 80}} for n, a in top1.items()})
+        _write_eval(out, demo_report.run_suffix(seed), top1, count=80)
     with open(demo_report.write_report(out, seeds=2)) as f:
         report = f.read()
-    assert "show **no reliable difference**" in report  # gap 27.5 < 2 x std 28.3
+    assert "D3D (72.5%) beats the RGB baseline (45.0%)" in report
     assert "near chance in 1 of 2 seeds" in report
+    assert "- data seed 0: baseline 45.0%, teacher 100.0%" in report
+    assert "all conditions hold" in report
+    # A D3D behind in one training seed of the only data seed: the interval spans 0.
+    for seed, (base, d3d) in enumerate(((0.50, 0.70), (0.65, 0.55))):
+        top1 = {"teacher": 1.0, "baseline": base, "d3d": d3d, "d3d+baseline": 0.6}
+        _write_eval(out, demo_report.run_suffix(seed), top1, count=80)
+    with open(demo_report.write_report(out, seeds=2)) as f:
+        report = f.read()
+    assert "show **no reliable difference**" in report
     assert "**below** the better of the two" in report
     assert "at least as good as both networks in 0 of 2 seeds" in report
 
@@ -164,3 +194,96 @@ def test_report_line_reads_the_tflite_accuracy_from_the_model_card(tmp_path):
     assert "-2.5 points" not in line and "+2.5 points lost" in line
     assert "95.0 % of the clips" in line and "Mixed_4b CONV_2D" in line
     assert float_line.startswith("- float32 TFLite") and "+0.0 points lost" in float_line
+
+
+def test_data_seeds_given_drawn_fresh_and_kept_for_a_rerun(tmp_path):
+    from absl import app
+    from absl.testing import flagsaver
+
+    from d3d_tf import demo_protocol
+
+    out = str(tmp_path)
+    if not demo.FLAGS.is_parsed():
+        demo.FLAGS.mark_as_parsed()  # the defaults; each block below sets what it needs
+    with flagsaver.flagsaver(data_seeds=["7", "9"]):
+        assert demo._data_seeds(out) == [7, 9]
+    with flagsaver.flagsaver():
+        assert demo._data_seeds(out) == []  # the flagfile's one seed, in out_dir itself
+    with flagsaver.flagsaver(fresh_data_seeds=3):
+        drawn = demo._data_seeds(out)
+        assert len(set(drawn)) == 3
+        assert not set(drawn) & set(demo_protocol.DEVELOPMENT_DATA_SEEDS)
+        assert demo._data_seeds(out) == drawn  # a rerun resumes the same draw
+    with flagsaver.flagsaver(fresh_data_seeds=2), pytest.raises(app.UsageError, match="3 data"):
+        demo._data_seeds(out)
+    with flagsaver.flagsaver(fresh_data_seeds=2, data_seeds=["1"]), \
+            pytest.raises(app.UsageError, match="not both"):
+        demo._data_seeds(out)
+    with flagsaver.flagsaver(data_seeds=["x"]), pytest.raises(app.UsageError, match="integers"):
+        demo._data_seeds(out)
+
+
+def test_fresh_data_seeds_never_repeat_or_hit_development_seeds():
+    import random
+
+    from d3d_tf import demo_protocol
+
+    class Stuck(random.Random):  # draws a development seed and a repeat before new ones
+        values = iter([101, 5000, 5000, 102, 6000])
+
+        def randrange(self, *args):
+            return next(self.values)
+
+    assert demo_protocol.draw_fresh_data_seeds(2, Stuck()) == [5000, 6000]
+
+
+def _protocol_data_seed(out, data_seed, gaps, *, first_logs=None, probe_gap=-0.3):
+    """One data seed's demo folder: per-video files of two training seeds (baseline at 50 %,
+    D3D `gaps[seed]` ahead), D3D train summaries and probes of both seeds."""
+    for seed, gap in enumerate(gaps):
+        suffix = demo_report.run_suffix(seed)
+        _write_eval(out, suffix, {"teacher": 0.95, "baseline": 0.5, "d3d": 0.5 + gap,
+                                  "d3d+baseline": 0.5 + gap}, count=100)
+        _write(os.path.join(out, "runs", "d3d" + suffix, "train_summary.json"),
+               {"first_train_logs": first_logs or {"ce": 1.4, "distill": 10.0},
+                "config": {"distill_weights": [0.1]}})
+        for name, epe in (("baseline", 2.0), ("d3d", 2.0 + probe_gap)):
+            clips = [{"video_id": f"v{v}", "epe": epe + 0.01 * v, "zeros_epe": 2.5}
+                     for v in range(100)]
+            _write(os.path.join(out, "probes", name + suffix, "probe.json"), {"clips": clips})
+    os.makedirs(os.path.join(out, "records"), exist_ok=True)
+    with open(os.path.join(out, "records", "labels.txt"), "w") as f:
+        f.write("a\nb\nc\nd\n")
+
+
+def test_protocol_report_judges_every_claim_over_data_seeds(tmp_path):
+    dirs = {}
+    for d, gaps in ((3001, (0.1, 0.2)), (3002, (0.15, 0.1)), (3003, (0.05, 0.1))):
+        dirs[d] = str(tmp_path / f"data_{d}")
+        _protocol_data_seed(dirs[d], d, gaps)
+    with open(demo_report.write_protocol_report(str(tmp_path), dirs, seeds=2)) as f:
+        report = f.read()
+    assert "Data seeds: 3001, 3002, 3003 (development seeds, never used here: 101, 102)" in report
+    assert "| 3001 | 50.0 | 65.0 | +15.0 |" in report
+    assert "| pooled | 50.0 | 61.7 | **+11.7** |" in report
+    assert "**D3D is better than S3D-G**" in report
+    # λ·L_d / CE = 0.1 * 10 / 1.4 at the start: within the rule's 0.5-2.
+    assert "- data seed 3001: baseline 50.0%, teacher 95.0%, λ·L_d / CE at the start " \
+           "0.71–0.71: all conditions hold." in report
+    assert "**D3D is better than S3D-G**: the pooled interval excludes 0 and the sign holds " \
+           "in all 3 data seeds. (6 cells" in report.split("Motion probe")[1]
+    # One data seed where D3D falls behind, and a λ far off the rule: no claim, and why.
+    _protocol_data_seed(dirs[3003], 3003, (-0.05, -0.02), first_logs={"ce": 1.4, "distill": 80})
+    with open(demo_report.write_protocol_report(str(tmp_path), dirs, seeds=2)) as f:
+        report = f.read()
+    assert "**No claim** for D3D against S3D-G" in report
+    assert "higher in 2 and lower in 1 of 3 data seeds" in report
+    assert "λ·L_d / CE at the start 5.71–5.71, outside 0.5–2.0" in report
+
+
+def test_a_report_over_development_seeds_says_it_is_no_evidence():
+    from d3d_tf import demo_protocol
+
+    assert "never used here: 101, 102" in demo_protocol.data_seeds_note([5000, 6000])
+    note = demo_protocol.data_seeds_note([101, 5000])
+    assert "includes the development seed(s) 101" in note and "not evidence" in note

@@ -50,7 +50,7 @@ def test_stages_pass_each_run_to_the_next():
     assert _flag(seed2["finetune_inflated_r3d_18_seed2"], "init_from") == \
         _flag(pre["inflate_r3d_18"], "out_dir") == "out/runs/inflated_r3d_18/model"
     assert _flag(seed2["finetune_distinit_r2plus1d_18_seed2"], "init_from") == \
-        "out/runs/distinit_r2plus1d_18/model"
+        "out/runs/distinit_r2plus1d_18_seed2/model"  # its own seed's DistInit
     scratch = seed2["finetune_scratch_r2plus1d_18_seed2"]
     assert "--task=classify" in scratch and not any("init_from" in a for a in scratch)
     assert _flag(scratch, "seed") == "2"

@@ -100,6 +100,28 @@ def test_average_runs_of_three_splits(tmp_path):
         evaluation.write_average([str(tmp_path / "missing.json")], str(tmp_path / "x"))
 
 
+def test_per_video_csv_pairs_models_video_by_video(tmp_path):
+    # Two clips per video; model a is right on v0 and v2, b on v1 and v2; v3 is unlabeled.
+    ids = np.array(["v0", "v0", "v1", "v1", "v2", "v2", "v3", "v3"])
+    labels = np.array([0, 0, 1, 1, 2, 2, -1, -1])
+    a = np.eye(3)[[0, 0, 0, 2, 2, 2, 1, 1]].astype(np.float32)
+    b = np.eye(3)[[1, 1, 1, 1, 2, 0, 0, 0]].astype(np.float32)
+    b[5] = [0.2, 0.2, 0.6]  # the mean of v2's clips favours class 2
+    preds = {"a": evaluation.Predictions(a, labels, ids),
+             "b": evaluation.Predictions(b, labels, ids)}
+    path = str(tmp_path / "per_video.csv")
+    evaluation.write_per_video_csv(path, preds)
+    videos, correct = evaluation.read_per_video_correct(path)
+    assert videos == ["v0", "v1", "v2"]
+    assert correct["a"].tolist() == [1, 0, 1] and correct["b"].tolist() == [0, 1, 1]
+    other = evaluation.Predictions(b, labels, ids[::-1].copy())
+    with pytest.raises(ValueError, match="same videos"):
+        evaluation.write_per_video_csv(path, {"a": preds["a"], "c": other})
+    (tmp_path / "bad.csv").write_text("class,a\nx,1\n")
+    with pytest.raises(ValueError, match="bad.csv"):
+        evaluation.read_per_video_correct(str(tmp_path / "bad.csv"))
+
+
 def _tiny_model_dir(path):
     net = models.build_classifier("s3dg", num_classes=len(train_fixtures.CLASSES),
                                   input_shape=(4, 32, 32, 3), depth_multiplier=0.25)
@@ -133,6 +155,9 @@ def test_evaluate_cli_writes_metrics_for_clips_times_crops(tmp_path):
     assert rows[0] == "class,tiny" and [r.split(",")[0] for r in rows[1:]] == list(
         train_fixtures.CLASSES)
     assert (out / "confusion_tiny.png").stat().st_size > 0 and (out / "report.md").exists()
+    videos, correct = evaluation.read_per_video_correct(str(out / "per_video.csv"))
+    assert len(videos) == 4 and correct["tiny"].mean() == pytest.approx(
+        results["tiny"]["video"]["top1"])
     assert not (out / "confusion_gone.png").exists()  # an earlier run's: not beside this one
 
     # A run that fails leaves the previous run's files as they were, nothing of its own.

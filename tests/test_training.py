@@ -149,6 +149,10 @@ def test_flow_teacher_trains_and_evaluates_end_to_end(tmp_path):
     with open(summary_path) as f:
         first = json.load(f)
     assert first["step"] == 4 and first["seconds_per_step"] > 0
+    # The losses of step 1 (the λ rule's "at the start"), not those of the last step.
+    assert set(first["first_train_logs"]) >= {"ce", "total"}
+    assert first["first_train_logs"] != first["final_train_logs"]
+    assert first["config"]["modality"] == "flow" and first["config"]["train_steps"] == 4
     spec = saving.load_spec(os.path.join(cfg.model_dir, "model"))
     assert spec.modality == "flow" and spec.input_shape[-1] == 2
     # Rerunning the finished run trains nothing and keeps the measured step time.
@@ -156,6 +160,7 @@ def test_flow_teacher_trains_and_evaluates_end_to_end(tmp_path):
     with open(summary_path) as f:
         again = json.load(f)
     assert again["start_step"] == 4 and again["seconds_per_step"] == first["seconds_per_step"]
+    assert again["first_train_logs"] == first["first_train_logs"]  # kept, not emptied
 
 
 @pytest.mark.slow

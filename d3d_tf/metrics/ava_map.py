@@ -120,6 +120,46 @@ def _top_rows(entry, wanted, capacity):
     return boxes, labels, scores
 
 
+def keyframe_matches(groundtruth: dict, detections: dict, label_map, excluded=frozenset(), *,
+                     max_detections: int = MAX_DETECTIONS, group_of: dict | None = None
+                     ) -> tuple[dict, dict]:
+    """The matching `frame_map` scores, keyframe by keyframe (module doc; arguments as
+    `frame_map`'s). A detection's true/false positive status depends on its keyframe alone.
+
+    Returns (matched, instances): matched = {action id: [(key, scores float [m], is_tp bool
+    [m]), ...]} (one entry per keyframe with detections of that class, in `detections`'
+    order; ignored rows removed), instances = {action id: {key: ground-truth instances}}.
+    """
+    wanted = set(label_map.ids)
+    matched = {a: [] for a in label_map.ids}
+    instances = {a: {} for a in label_map.ids}
+    gt = {}
+    for key, entry in groundtruth.items():
+        if key in excluded:
+            continue
+        boxes = np.asarray(entry.boxes, float).reshape(-1, 4)
+        labels = np.asarray(entry.labels)
+        flags = np.zeros(len(boxes), bool) if not group_of or key not in group_of else \
+            np.asarray(group_of[key], bool)
+        keep = np.isin(labels, list(wanted))
+        gt[key] = (boxes[keep], labels[keep], flags[keep])
+        for a, g in zip(labels[keep], flags[keep]):
+            instances[int(a)][key] = instances[int(a)].get(key, 0) + (0 if g else 1)
+    for key, entry in detections.items():
+        if key in excluded:
+            continue
+        boxes, labels, det_scores = _top_rows(entry, wanted, max_detections)
+        valid = _valid(boxes)
+        boxes, labels, det_scores = boxes[valid], labels[valid], det_scores[valid]
+        g_boxes, g_labels, g_flags = gt.get(key, (np.zeros((0, 4)), np.zeros(0, int),
+                                                  np.zeros(0, bool)))
+        for a in np.unique(labels):
+            s, t = match_keyframe(boxes[labels == a], det_scores[labels == a],
+                                  g_boxes[g_labels == a], g_flags[g_labels == a])
+            matched[int(a)].append((key, s, t))
+    return matched, instances
+
+
 def frame_map(groundtruth: dict, detections: dict, label_map, excluded=frozenset(), *,
               max_detections: int = MAX_DETECTIONS, group_of: dict | None = None) -> dict:
     """Frame-mAP at IoU 0.5 (module doc).
@@ -133,44 +173,96 @@ def frame_map(groundtruth: dict, detections: dict, label_map, excluded=frozenset
       {"mAP": float, "per_class": [AP per label-map class], "num_gt": [instances per class],
        "names": label-map names, "ids": label-map ids}.
     """
-    wanted = set(label_map.ids)
-    scores = {a: [] for a in label_map.ids}
-    tps = {a: [] for a in label_map.ids}
-    num_gt = {a: 0 for a in label_map.ids}
-    gt = {}
-    for key, entry in groundtruth.items():
-        if key in excluded:
-            continue
-        boxes = np.asarray(entry.boxes, float).reshape(-1, 4)
-        labels = np.asarray(entry.labels)
-        flags = np.zeros(len(boxes), bool) if not group_of or key not in group_of else \
-            np.asarray(group_of[key], bool)
-        keep = np.isin(labels, list(wanted))
-        gt[key] = (boxes[keep], labels[keep], flags[keep])
-        for a, g in zip(labels[keep], flags[keep]):
-            num_gt[int(a)] += 0 if g else 1
-    for key, entry in detections.items():
-        if key in excluded:
-            continue
-        boxes, labels, det_scores = _top_rows(entry, wanted, max_detections)
-        valid = _valid(boxes)
-        boxes, labels, det_scores = boxes[valid], labels[valid], det_scores[valid]
-        g_boxes, g_labels, g_flags = gt.get(key, (np.zeros((0, 4)), np.zeros(0, int),
-                                                  np.zeros(0, bool)))
-        for a in np.unique(labels):
-            s, t = match_keyframe(boxes[labels == a], det_scores[labels == a],
-                                  g_boxes[g_labels == a], g_flags[g_labels == a])
-            scores[int(a)].append(s)
-            tps[int(a)].append(t)
+    matched, instances = keyframe_matches(groundtruth, detections, label_map, excluded,
+                                          max_detections=max_detections, group_of=group_of)
+    num_gt = {a: sum(instances[a].values()) for a in label_map.ids}
     per_class = []
     for a in label_map.ids:
-        s = np.concatenate(scores[a]) if scores[a] else np.zeros(0)
-        t = np.concatenate(tps[a]) if tps[a] else np.zeros(0)
+        s = np.concatenate([m[1] for m in matched[a]]) if matched[a] else np.zeros(0)
+        t = np.concatenate([m[2] for m in matched[a]]) if matched[a] else np.zeros(0)
         per_class.append(average_precision(s, t, num_gt[a]))
     valid_aps = [ap for ap in per_class if not math.isnan(ap)]
     return {"mAP": float(np.mean(valid_aps)) if valid_aps else float("nan"),
             "per_class": per_class, "num_gt": [num_gt[a] for a in label_map.ids],
             "names": list(label_map.names), "ids": list(label_map.ids)}
+
+
+def scored_videos(groundtruth: dict, *detections: dict, excluded=frozenset()) -> list[str]:
+    """The video ids frame-mAP is computed over: those of the ground truth's and the
+    detections' keyframes outside `excluded`, sorted."""
+    return sorted({k[0] for d in (groundtruth, *detections) for k in d if k not in excluded})
+
+
+class VideoResampledMap:
+    """Frame-mAP (`frame_map`, IoU 0.5) of one detector's detections with the test videos
+    weighted: a video of weight k counts k times (its detections and its ground truth), as
+    in a bootstrap resample of the videos that draws it k times; weight 0 leaves it out.
+    Every detection's true/false positive status is decided within its keyframe, so it is
+    matched once here and each call only re-weights it.
+
+        stat = VideoResampledMap(gt, dets, label_map, excluded, videos=scored_videos(gt, dets))
+        stat(np.ones((1, len(videos))))    # [frame_map(gt, dets, ...)["mAP"]]
+        stat(weights)                      # weights float [n, V] -> frame-mAP float [n]
+
+    A detection whose score ties another's is ordered as `frame_map` orders it. Raises
+    ValueError when a keyframe's video is not in `videos`.
+    """
+
+    def __init__(self, groundtruth: dict, detections: dict, label_map, excluded=frozenset(),
+                 *, videos, max_detections: int = MAX_DETECTIONS):
+        index = {v: i for i, v in enumerate(videos)}
+        self.videos = len(index)
+
+        def video(key):
+            if key[0] not in index:
+                raise ValueError(f"video {key[0]!r} of keyframe {key} is not one of the "
+                                 f"{len(index)} videos resampled")
+            return index[key[0]]
+
+        matched, instances = keyframe_matches(groundtruth, detections, label_map, excluded,
+                                              max_detections=max_detections)
+        self._classes = []  # (video of each detection [D], is_tp [D], gt per video [V])
+        for a in label_map.ids:
+            gt = np.zeros(self.videos)
+            for key, n in instances[a].items():
+                gt[video(key)] += n
+            if not gt.any():
+                continue  # no ground truth: AP NaN in every resample, left out of the mean
+            rows = matched[a]
+            scores = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0)
+            tp = np.concatenate([r[2] for r in rows]) if rows else np.zeros(0, bool)
+            vids = np.concatenate([np.full(len(r[1]), video(r[0])) for r in rows]) if rows \
+                else np.zeros(0, int)
+            order = np.argsort(scores)[::-1]  # as average_precision sorts
+            self._classes.append((vids[order], tp[order].astype(np.float64), gt))
+
+    def __call__(self, weights) -> np.ndarray:
+        """weights float [n, V] (or [V]) -> frame-mAP of each row, float [n] (NaN for a row
+        with no ground truth left)."""
+        weights = np.atleast_2d(np.asarray(weights, np.float64))
+        if weights.shape[1] != self.videos:
+            raise ValueError(f"weights for {weights.shape[1]} videos, expected {self.videos}")
+        aps = []
+        for vids, tp, gt in self._classes:
+            num_gt = weights @ gt  # [n]
+            w = weights[:, vids]  # [n, D]
+            hits = np.cumsum(w * tp, axis=1)
+            total = np.cumsum(w, axis=1)
+            precision = np.divide(hits, total, out=np.zeros_like(hits), where=total > 0)
+            # The monotone envelope: the best precision at this or any later row. A row of
+            # weight k stands for k copies in a row: precision rises along the copies of a
+            # true positive, so each copy's envelope is the last copy's, and copies of a false
+            # positive add no recall and lower the precision after them.
+            envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+            area = (w * tp * envelope).sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                aps.append(np.where(num_gt > 0, area / np.maximum(num_gt, 1e-300), np.nan))
+        if not aps:
+            return np.full(len(weights), np.nan)
+        aps = np.stack(aps)  # [classes, n]
+        counted = (~np.isnan(aps)).sum(axis=0)
+        with np.errstate(invalid="ignore"):
+            return np.where(counted > 0, np.nansum(aps, axis=0) / np.maximum(counted, 1), np.nan)
 
 
 def groundtruth_match(groundtruth: dict, detections: dict, label_map, excluded=frozenset()
@@ -241,13 +333,15 @@ def check_groundtruth_match(match: dict, source: str) -> str:
 def write_detections_csv(path: str, rows) -> None:
     """Detections in the official CSV format: `video_id,timestamp,x1,y1,x2,y2,action_id,score`.
 
-    rows: iterable of (video_id, timestamp, box (x1, y1, x2, y2), action_id, score).
+    rows: iterable of (video_id, timestamp, box (x1, y1, x2, y2), action_id, score). Scores
+    keep 9 significant digits (a float32 exactly): rounding them to fewer ties scores that the
+    ranking told apart, and frame-mAP read back from the file would differ from the one computed.
     """
     with atomic.open_for_write(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         for vid, ts, box, action, score in rows:
             writer.writerow([vid, f"{int(ts):04d}", *(f"{v:.3f}" for v in box), int(action),
-                             f"{score:.6f}"])
+                             f"{score:.9g}"])
 
 
 def write_per_class_csv(path: str, result: dict) -> None:

@@ -163,6 +163,40 @@ def write_per_class_csv(path: str, names: list[str], per_class: dict[str, list[f
             w.writerow([name, *(f"{v[i]:.4f}" for v in per_class.values())])
 
 
+PER_VIDEO_CSV = "per_video.csv"
+
+
+def write_per_video_csv(path: str, preds: dict[str, Predictions]) -> None:
+    """CSV: video_id, label, then each model's predicted class (video level, argmax of the
+    mean clip softmax), one row per video; what paired comparisons of the models read."""
+    videos = {name: video_level(p) for name, p in preds.items()}
+    first = next(iter(videos.values()))
+    for name, v in videos.items():
+        if not np.array_equal(v.video_ids, first.video_ids):
+            raise ValueError(f"{name} was not evaluated on the same videos in the same order")
+    predicted = {name: np.argmax(v.probs, axis=1) for name, v in videos.items()}
+    with atomic.open_for_write(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video_id", "label", *predicted])
+        for i, (vid, label) in enumerate(zip(first.video_ids, first.labels)):
+            w.writerow([vid, int(label), *(int(p[i]) for p in predicted.values())])
+
+
+def read_per_video_correct(path: str) -> tuple[list[str], dict[str, np.ndarray]]:
+    """(video ids, {model name: float [V] 1/0 correct}) from a `write_per_video_csv` file;
+    unlabeled videos (label < 0) are left out. ValueError naming the file when it is not one."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or rows[0][:2] != ["video_id", "label"] or len(rows[0]) < 3:
+        raise ValueError(f"{path}: not a per-video predictions file (header {rows[:1]})")
+    names = rows[0][2:]
+    body = [r for r in rows[1:] if int(r[1]) >= 0]
+    labels = np.array([int(r[1]) for r in body])
+    correct = {n: (np.array([int(r[2 + i]) for r in body]) == labels).astype(np.float64)
+               for i, n in enumerate(names)}
+    return [r[0] for r in body], correct
+
+
 def _pyplot():
     import matplotlib
     matplotlib.use("Agg")

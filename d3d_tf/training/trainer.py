@@ -751,7 +751,7 @@ def _train(config: TrainConfig) -> dict:
     step_times = []
     # The ETA's rate counts from the end of the first step (which traces and compiles).
     progress = progress_lib.Progress(c.train_steps - start)
-    logs = {}
+    logs, first_logs = {}, {}
     # The last log_every steps' logs (small tensors, no device sync): their mean goes into
     # train_summary.json, steadier than the last batch alone.
     recent = collections.deque(maxlen=c.log_every)
@@ -767,6 +767,8 @@ def _train(config: TrainConfig) -> dict:
         progress.update()
         if step == start + 1 or step % c.log_every == 0 or step == c.train_steps:
             values = {k: float(v) for k, v in logs.items()}     # syncs with the device
+            if step == 1:  # the losses at the start, for the λ·L_d ≈ CE rule (paper Sec. 5.6)
+                first_logs = values
             if not all(math.isfinite(v) for v in values.values()):
                 raise FloatingPointError(f"non-finite loss at step {step}: {values}")
             now = time.time()
@@ -804,6 +806,8 @@ def _train(config: TrainConfig) -> dict:
     summary = {"step": step, "start_step": start,
                "seconds_per_step": float(np.median(step_times)) if step_times else None,
                "train_seconds": total,
+               "first_train_logs": first_logs,
+               "config": dataclasses.asdict(c),  # every setting of the run, for reports
                "final_train_logs": {k: float(v) for k, v in logs.items()},
                "mean_train_logs": {k: float(np.mean([float(r[k]) for r in recent]))
                                    for k in logs} if recent else {},
@@ -816,9 +820,13 @@ def _train(config: TrainConfig) -> dict:
     logging.info("done: %s", summary)
     if chief:  # step time and final metrics for reports (`make demo` reads it)
         path = os.path.join(c.model_dir, "train_summary.json")
-        if not step_times and os.path.exists(path):
-            # Rerun of a finished run: no step was timed now; keep the measured step time.
+        if os.path.exists(path) and (not step_times or not first_logs):
+            # A rerun or resumed run did not time steps / see step 1: keep what was measured.
             with open(path) as f:
-                summary["seconds_per_step"] = json.load(f).get("seconds_per_step")
+                earlier = json.load(f)
+            if not step_times:
+                summary["seconds_per_step"] = earlier.get("seconds_per_step")
+            if not first_logs:
+                summary["first_train_logs"] = earlier.get("first_train_logs", {})
         atomic.write_json(path, summary)
     return summary
