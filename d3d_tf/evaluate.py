@@ -191,7 +191,7 @@ def _write_outputs(out_dir, results, preds, class_names, pair):
                                   class_names, per_class[n], top=FLAGS.plot_top, title=n)
         cm = evaluation.confusion_matrix(evaluation.video_level(p), len(class_names))
         evaluation.plot_confusion(os.path.join(out_dir, f"confusion_{safe}.png"), cm,
-                                  class_names)
+                                  class_names, title=n)
     if pair:
         a, b = pair
         evaluation.plot_per_class_difference(
