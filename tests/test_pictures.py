@@ -227,3 +227,16 @@ def test_filters_picture_has_a_labelled_row_per_model(figures, tmp_path):
     picture = fig.axes[0].get_images()[0].get_array()
     assert fig.axes[0].get_window_extent().width / picture.shape[1] >= 3
     assert not [t.get_text() for t in _texts(fig) if t.get_fontsize() < MIN_PT]
+
+
+def test_embedding_legend_is_readable(figures, tmp_path):
+    from d3d_tf.metrics import representation
+
+    points = np.random.default_rng(0).normal(size=(40, 2))
+    representation.scatter_png(points, np.arange(40) % 4, str(tmp_path / "e.png"),
+                               title="r3d_18 pooled features, PCA (linear)",
+                               names=["up", "down", "left", "still"])
+    ax = figures[0].axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["up", "down", "left", "still"]
+    assert ax.get_xlabel() and ax.get_title().startswith("r3d_18")
+    assert not [t.get_text() for t in _texts(figures[0]) if t.get_fontsize() < MIN_PT]

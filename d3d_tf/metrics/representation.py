@@ -198,13 +198,18 @@ def scatter_png(points: np.ndarray, labels, path: str, *, title: str, names=None
     import matplotlib.pyplot as plt
 
     labels = np.asarray(labels)
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for k in np.unique(labels):
+    classes = np.unique(labels)
+    columns = 1 + len(classes) // 25
+    fig, ax = plt.subplots(figsize=(6 + 2.2 * columns, 6))
+    for k in classes:
         m = labels == k
-        ax.scatter(points[m, 0], points[m, 1], s=12,
+        ax.scatter(points[m, 0], points[m, 1], s=16,
                    label=names[k] if names is not None and 0 <= k < len(names) else str(k))
-    ax.set_title(title)
-    ax.legend(fontsize=6, loc="best")
+    ax.set_title(title, fontsize=11)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0,
+              ncol=columns, title="class", title_fontsize=9)
+    ax.set_xlabel("embedding dimension 1", fontsize=10)
+    ax.set_ylabel("embedding dimension 2", fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()
