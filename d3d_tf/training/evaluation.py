@@ -125,6 +125,26 @@ def metrics(p: Predictions) -> dict:
     return {"clip": accuracy_metrics(p, k), "video": accuracy_metrics(video_level(p), k)}
 
 
+def protocol(*, num_clips: int, num_crops: int, num_frames: int, crop_size: int,
+             frame_stride: int = 1, resize_short_side: int | None = None) -> dict:
+    """How the scores of one evaluation were taken, for results.json and report.md: clips x
+    crops per video (their softmaxes averaged per video), frames per clip, crop size (px),
+    frame stride, short side resized to (px; None: the model's crop size)."""
+    return {"num_clips": int(num_clips), "num_crops": int(num_crops),
+            "clips_x_crops": int(num_clips) * int(num_crops), "num_frames": int(num_frames),
+            "crop_size": int(crop_size), "frame_stride": int(frame_stride),
+            "resize_short_side": resize_short_side}
+
+
+def protocol_line(p: dict) -> str:
+    """One sentence of report.md for a `protocol` dict."""
+    short = p.get("resize_short_side") or p["crop_size"]
+    return (f"Protocol: {p['num_clips']} clip(s) x {p['num_crops']} crop(s) per video "
+            f"({p['clips_x_crops']} scores averaged per video), {p['num_frames']} frames "
+            f"(stride {p['frame_stride']}), short side resized to {short} px, "
+            f"{p['crop_size']}x{p['crop_size']} crops.")
+
+
 def summary(result: dict) -> dict:
     """The scalar part of `metrics` (for model.json and logs): video-level top1/top5/mca."""
     return {f"{level}_{name}": result[level][name]
@@ -304,7 +324,8 @@ def plot_confusion(path: str, cm: np.ndarray, names: list[str], *,
 
 
 def write_report(out_dir: str, results: dict[str, dict], names: list[str]) -> None:
-    """Writes results.json and report.md for {model name: metrics(...)}."""
+    """Writes results.json and report.md for {model name: metrics(...)}; a model's
+    `protocol` entry (`protocol(...)`: clips x crops, ...) is stated under the table."""
     os.makedirs(out_dir, exist_ok=True)
     atomic.write_json(os.path.join(out_dir, "results.json"), results)
     lines = ["# Evaluation", "", ("| model | clips | clip top-1 | clip top-5 | videos | "
@@ -315,8 +336,18 @@ def write_report(out_dir: str, results: dict[str, dict], names: list[str]) -> No
         lines.append(f"| {name} | {c['count']} | {100 * c['top1']:.2f} | {100 * c['top5']:.2f} | "
                      f"{v['count']} | {100 * v['top1']:.2f} | {100 * v['top5']:.2f} | "
                      f"{100 * v['mean_class_accuracy']:.2f} |")
+    protocols = {}   # distinct protocols -> (protocol, the models evaluated so)
+    for name, r in results.items():
+        if "protocol" in r:
+            protocols.setdefault(json.dumps(r["protocol"], sort_keys=True),
+                                 (r["protocol"], []))[1].append(name)
     lines += ["", (f"{len(names)} classes. Video level = mean of clip softmaxes per video_id. "
               "Per-class accuracies: per_class.csv; plots: *.png.")]
+    if protocols:
+        lines.append("")
+        for p, models in protocols.values():
+            lines.append(protocol_line(p) if len(protocols) == 1 else
+                         f"{', '.join(models)}: {protocol_line(p)}")
     atomic.write_text(os.path.join(out_dir, "report.md"), "\n".join(lines) + "\n")
 
 
