@@ -129,7 +129,7 @@ def protocol(*, num_clips: int, num_crops: int, num_frames: int, crop_size: int,
              frame_stride: int = 1, resize_short_side: int | None = None) -> dict:
     """How the scores of one evaluation were taken, for results.json and report.md: clips x
     crops per video (their softmaxes averaged per video), frames per clip, crop size (px),
-    frame stride, short side resized to (px; None: the model's crop size)."""
+    frame stride, short side resized to (px; None: frames as stored)."""
     return {"num_clips": int(num_clips), "num_crops": int(num_crops),
             "clips_x_crops": int(num_clips) * int(num_crops), "num_frames": int(num_frames),
             "crop_size": int(crop_size), "frame_stride": int(frame_stride),
@@ -138,11 +138,11 @@ def protocol(*, num_clips: int, num_crops: int, num_frames: int, crop_size: int,
 
 def protocol_line(p: dict) -> str:
     """One sentence of report.md for a `protocol` dict."""
-    short = p.get("resize_short_side") or p["crop_size"]
+    short = p.get("resize_short_side")
+    resize = f"short side resized to {short} px" if short else "frames as stored"
     return (f"Protocol: {p['num_clips']} clip(s) x {p['num_crops']} crop(s) per video "
             f"({p['clips_x_crops']} scores averaged per video), {p['num_frames']} frames "
-            f"(stride {p['frame_stride']}), short side resized to {short} px, "
-            f"{p['crop_size']}x{p['crop_size']} crops.")
+            f"(stride {p['frame_stride']}), {resize}, {p['crop_size']}x{p['crop_size']} crops.")
 
 
 def summary(result: dict) -> dict:
