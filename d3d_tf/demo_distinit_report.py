@@ -385,7 +385,7 @@ def write_report(out_dir: str, *, seeds: int = 1, data_seed: int | None = None) 
         lines += _comparison_sections(comparisons, level="###")
 
     lines += ["## First-layer filters and pooled features (cf. Figs. 3-5)", "",
-              ("Filters: a row per `conv1` filter, a column per time step (R(2+1)D: its "
+              ("Filters: each strip is one `conv1` filter over time, left to right (R(2+1)D: its "
                "[1,7,7] spatial filters). Embedding: t-SNE of the pooled features of every "
                "labeled video, coloured by class. Temporal variation: mean of "
                "‖k_t − mean_t k‖ / ‖k‖ over filters, 0 when a filter repeats over time."), ""]

@@ -15,6 +15,7 @@ softmaxes). The mean over the three splits of UCF-101 / HMDB-51:
 """
 from __future__ import annotations
 
+import json
 import os
 
 from absl import app, flags, logging
@@ -133,6 +134,11 @@ def main(argv):
                                  num_clips=FLAGS.num_clips, num_crops=FLAGS.num_crops,
                                  batch_size=FLAGS.batch_size, skip_damaged=damage)
         preds[name], results[name] = p, evaluation.metrics(p)
+        results[name]["protocol"] = evaluation.protocol(
+            num_clips=FLAGS.num_clips, num_crops=FLAGS.num_crops,
+            num_frames=FLAGS.num_frames or spec.input_shape[0],
+            crop_size=FLAGS.crop_size or spec.input_shape[1], frame_stride=FLAGS.frame_stride,
+            resize_short_side=FLAGS.resize_short_side)
         if damage is not None:  # what could be read, in results.json and on stdout
             videos = len(set(p.video_ids))
             results[name]["data"] = {"videos_read": videos, **damage.to_json()}
@@ -147,6 +153,7 @@ def main(argv):
         name = "+".join(names)
         preds[name] = evaluation.ensemble([preds[n] for n in names])
         results[name] = evaluation.metrics(preds[name])
+        _same_protocol(results, name, names)
         logging.info("ensemble %s: video top1 %.4f", name, results[name]["video"]["top1"])
     for spec_str in FLAGS.ensemble_of or []:
         members = spec_str.split("+")
@@ -156,6 +163,7 @@ def main(argv):
                                  f"{names}, unknown {unknown}")
         preds[spec_str] = evaluation.ensemble([preds[m] for m in members])
         results[spec_str] = evaluation.metrics(preds[spec_str])
+        _same_protocol(results, spec_str, members)
         logging.info("ensemble %s: video top1 %.4f", spec_str,
                      results[spec_str]["video"]["top1"])
     if FLAGS.labels:
@@ -176,6 +184,13 @@ def main(argv):
     logging.info("wrote %s", FLAGS.out_dir)
 
 
+def _same_protocol(results, ensemble, members):
+    """An ensemble's results get its members' protocol when they share one."""
+    kinds = {json.dumps(results[m]["protocol"], sort_keys=True) for m in members}
+    if len(kinds) == 1:
+        results[ensemble]["protocol"] = results[members[0]]["protocol"]
+
+
 # What a classifier evaluation writes beside results.json and report.md, per model or pair.
 STALE_OUTPUTS = ("per_class.csv", "per_video.csv", "per_class_*.png", "confusion_*.png",
                  "per_class_difference.png", "report.md")
@@ -193,7 +208,7 @@ def _write_outputs(out_dir, results, preds, class_names, pair):
                                   class_names, per_class[n], top=FLAGS.plot_top, title=n)
         cm = evaluation.confusion_matrix(evaluation.video_level(p), len(class_names))
         evaluation.plot_confusion(os.path.join(out_dir, f"confusion_{safe}.png"), cm,
-                                  class_names)
+                                  class_names, title=n)
     if pair:
         a, b = pair
         evaluation.plot_per_class_difference(

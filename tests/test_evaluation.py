@@ -76,6 +76,18 @@ def test_ensemble_and_confusion_matrix():
     np.testing.assert_array_equal(cm, [[1, 1, 1], [0, 0, 0], [1, 0, 2]])
 
 
+def test_report_states_clips_times_crops(tmp_path):
+    result = evaluation.metrics(CLIPS)
+    result["protocol"] = evaluation.protocol(num_clips=10, num_crops=3, num_frames=64,
+                                             crop_size=224, resize_short_side=256)
+    evaluation.write_report(str(tmp_path), {"d3d": result}, ["x", "y", "z"])
+    saved = json.loads((tmp_path / "results.json").read_text())["d3d"]["protocol"]
+    assert saved["num_clips"] == 10 and saved["num_crops"] == 3 and saved["clips_x_crops"] == 30
+    report = (tmp_path / "report.md").read_text()
+    assert ("Protocol: 10 clip(s) x 3 crop(s) per video (30 scores averaged per video), 64 "
+            "frames (stride 1), short side resized to 256 px, 224x224 crops.") in report
+
+
 def test_average_runs_of_three_splits(tmp_path):
     def result(top1):
         level = {"count": 10, "top1": top1, "top5": 1.0, "mean_class_accuracy": top1 - 0.1,
@@ -150,6 +162,10 @@ def test_evaluate_cli_writes_metrics_for_clips_times_crops(tmp_path):
     results = json.loads((out / "results.json").read_text())
     # 4 videos x 2 clips x 3 crops, averaged into 4 videos.
     assert results["tiny"]["clip"]["count"] == 24 and results["tiny"]["video"]["count"] == 4
+    assert results["tiny"]["protocol"] == {
+        "num_clips": 2, "num_crops": 3, "clips_x_crops": 6, "num_frames": 4, "crop_size": 32,
+        "frame_stride": 1, "resize_short_side": None}
+    assert "Protocol: 2 clip(s) x 3 crop(s) per video" in (out / "report.md").read_text()
     assert 0.0 <= results["tiny"]["video"]["top1"] <= 1.0
     rows = (out / "per_class.csv").read_text().splitlines()
     assert rows[0] == "class,tiny" and [r.split(",")[0] for r in rows[1:]] == list(

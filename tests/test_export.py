@@ -321,6 +321,14 @@ def test_each_tflite_variant_keeps_its_own_model_card(tmp_path, monkeypatch):
     assert cards["float32"]["quantize"] == "float32" and "calibration" not in cards["float32"]
     assert cards["int8"]["quantize"] == "int8" and "calibration" in cards["int8"]
     assert os.path.exists(os.path.join(out, f"tiny_float32_{common.MODEL_CARD_MD}"))
+    # The card warns about a float CONV_3D only when the flatbuffer holds one.
+    assert "CONV_3D" not in cards["int8"]["tflite_ops"] and "int8_caveat" not in cards["int8"]
+    assert "CONV_3D" not in _read(os.path.join(out, f"tiny_int8_{common.MODEL_CARD_MD}"))
+    monkeypatch.setattr(tflite, "op_counts", lambda flat: {"CONV_3D": 2, "CONV_2D": 5})
+    tflite.export_tflite(common.ExportConfig(model_dir=H.model_dir(), out_dir=out,
+                                             format="tflite", quantize="int8", model_name="tiny"))
+    card = json.loads(_read(os.path.join(out, f"tiny_int8_{common.MODEL_CARD_JSON}")))
+    assert card["int8_caveat"].startswith("2 CONV_3D op(s): no int8 kernel")
 
 
 @pytest.mark.slow

@@ -129,6 +129,9 @@ def test_cli_sweeps_endpoints_and_the_report_draws_table_and_figures(setup):
         assert len(x["clips"]) == 4 and np.isfinite(x["epe"])
         assert x["epe"] == pytest.approx(np.mean([c["epe"] for c in x["clips"]]))
         assert os.listdir(os.path.join(out, x["alias"], "train"))   # TensorBoard events
+    # Fig. 5's RGB row: the RGB run keeps the input frame of each example clip
+    with np.load(os.path.join(out, "3A", "examples.npz")) as ex:
+        assert ex["frame"].shape == (2, 32, 32, 3) and ex["frame"].dtype == np.uint8
     report = str(setup["dir"] / "report")
     r = _cli("d3d_tf.probe_report", f"--probes={out},{setup['dir'] / 'teacher_probe'}",
              f"--out_dir={report}", f"--fig5={out},{setup['dir'] / 'teacher_probe'}")

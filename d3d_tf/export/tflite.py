@@ -300,8 +300,9 @@ def export_tflite(config: common.ExportConfig) -> str:
         extra["calibration"] = config.calibration_data or "synthetic random clips"
         if damage is not None:
             extra["calibration_skipped_damaged"] = damage.to_json()
-        extra["int8_caveat"] = ("CONV_3D has no int8 kernel: it runs in float32 between "
-                                "QUANTIZE/DEQUANTIZE")
+        if counts.get("CONV_3D"):  # only a model built with conv_impl="3d" has one
+            extra["int8_caveat"] = (f"{counts['CONV_3D']} CONV_3D op(s): no int8 kernel, they "
+                                    "run in float32 between QUANTIZE/DEQUANTIZE")
         if config.layer_report:
             logging.info("int8 layer report: running the quantization debugger")
             rows = layer_errors(model, spec, representative, lambda: itertools.islice(

@@ -3,7 +3,7 @@
     runs = load_runs(["probes/s3dg_pwc", "probes/d3d_pwc", "probes/teacher_pwc"])
     table1(runs)                          # markdown: decoder x modality at 3A
     fig4(runs, "fig4.png")                # EPE vs layer, one line per model (frozen / ft)
-    fig5(runs[0], runs[1], "fig5.png")    # pooled TV-L1 next to two models' predicted flow
+    fig5(runs[0], runs[1], "fig5.png")    # RGB frame, pooled TV-L1, two models' predicted flow
 
 All EPEs are in pixels of the network's input frame (see `d3d_tf.metrics.flow_probe`).
 """
@@ -21,6 +21,7 @@ EXAMPLES_FILE = "examples.npz"
 # Layer order of Fig. 4 (S3D-G's endpoints, the paper's short names).
 LAYERS = ("1A", "2A", "2B", "2C", "3A", "3B", "3C", "4A", "4B", "4C", "4D", "4E", "4F", "5A",
           "5B", "5C")
+DECODER_ORDER = {"simple": 0, "spatial": 1, "pwc": 2}
 
 
 def load_runs(paths) -> list[dict]:
@@ -59,8 +60,7 @@ def table1(runs, alias: str = "3A") -> str:
     lines = [(f"| Decoder | Modality | Model | Backbone | EPE at {alias} (px) | all zeros, "
               "same clips (px) |"), "| --- | --- | --- | --- | ---: | ---: |",
              f"| All zeros | – | – | – | {zeros:.3f} | {zeros:.3f} |"]
-    order = {"simple": 0, "spatial": 1, "pwc": 2}
-    rows.sort(key=lambda x: (x[0]["modality"] != "flow", order.get(x[0]["decoder"], 9),
+    rows.sort(key=lambda x: (x[0]["modality"] != "flow", DECODER_ORDER.get(x[0]["decoder"], 9),
                              x[0]["label"], x[0].get("finetune", False)))
     for run, r in rows:
         decoder = run["decoder"].capitalize() if run["decoder"] != "pwc" else "PWC"
@@ -72,8 +72,51 @@ def table1(runs, alias: str = "3A") -> str:
     return "\n".join(lines)
 
 
+def legend_names(runs) -> list[str]:
+    """One distinct legend entry per run: its label, decoder and frozen/ft (plus the input
+    modality of flow runs and the dense PWC variant); runs still alike get their folder."""
+    names = []
+    for run in runs:
+        decoder = run["decoder"] + (" dense" if run.get("pwc_dense") else "")
+        parts = [decoder, "ft" if run.get("finetune") else "frozen"]
+        if run.get("modality") == "flow":
+            parts.append("flow input")
+        names.append(f"{run['label']} ({', '.join(parts)})")
+    for i, name in enumerate(names):
+        if names.count(name) > 1:
+            folder = os.path.basename(run_dir) if (run_dir := runs[i].get("dir")) else str(i)
+            names[i] = f"{name} [{folder}]"
+    return names
+
+
+def zeros_references(runs, layers) -> list[tuple[list[int], dict[str, float]]]:
+    """All-zeros EPE per layer, one reference per evaluation set: the runs whose all-zeros EPEs
+    agree at every layer they share (same clips, same grid) form a group; returns
+    [(indices of the group's runs, {alias: zeros EPE})], the layers taken from any run of the
+    group that probed them."""
+    groups = []
+    for i, run in enumerate(runs):
+        zeros = {r["alias"]: float(r["zeros_epe"]) for r in run["results"] if r["alias"] in layers}
+        for members, ref in groups:
+            shared = set(ref) & set(zeros)
+            if shared and all(np.isclose(ref[a], zeros[a], rtol=1e-5) for a in shared):
+                members.append(i)
+                ref.update({a: v for a, v in zeros.items() if a not in ref})
+                break
+        else:
+            groups.append(([i], dict(zeros)))
+    return [(members, ref) for members, ref in groups if ref]
+
+
+def _and(words) -> str:
+    words = list(words)
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
 def fig4(runs, path: str) -> str:
-    """EPE vs layer, one line per run (dashed: fine-tuned), grey: all zeros of the first run.
+    """EPE vs layer, one line per run (colour: model label, marker: decoder, dashed:
+    fine-tuned), grey dotted with crosses: the all-zeros EPE of each run's evaluation clips
+    at each layer (one line per distinct evaluation set).
 
     Writes a PNG at `path` and returns it.
     """
@@ -82,22 +125,39 @@ def fig4(runs, path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     used = [a for a in LAYERS if any(result_at(run, a) for run in runs)]
+    used += sorted({r["alias"] for run in runs for r in run["results"]} - set(used))
     x = {a: i for i, a in enumerate(used)}
-    for run in runs:
-        pts = [(x[r["alias"]], r["epe"]) for r in run["results"] if r["alias"] in x]
+    labels = list(dict.fromkeys(run["label"] for run in runs))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = {"simple": "s", "spatial": "^", "pwc": "o"}
+    names = legend_names(runs)
+    for run, name in zip(runs, names):
+        pts = sorted((x[r["alias"]], r["epe"]) for r in run["results"] if r["alias"] in x)
         if pts:
-            ax.plot(*zip(*pts), marker="o", linestyle="--" if run.get("finetune") else "-",
-                    label=run_name(run))
-    zeros = [(x[r["alias"]], r["zeros_epe"]) for r in runs[0]["results"] if r["alias"] in x]
-    ax.plot(*zip(*zeros), color="grey", linestyle=":", label="all zeros")
-    ax.set_xticks(range(len(used)), used)
-    ax.set_xlabel("layer the decoder reads")
-    ax.set_ylabel("EPE (px of the input frame)")
-    ax.set_title(f"Predicting optical flow from each layer ({runs[0]['decoder']} decoder)")
+            ax.plot(*zip(*pts), marker=markers.get(run["decoder"], "D"), markersize=7,
+                    linestyle="--" if run.get("finetune") else "-",
+                    color=colours[labels.index(run["label"]) % len(colours)], label=name)
+    refs = zeros_references(runs, x)
+    for g, (members, ref) in enumerate(refs):
+        label = "all zeros"
+        if len(refs) > 1:
+            data = {str(runs[i].get("eval_data")) for i in members}
+            label += (f" (clips of {data.pop()})" if len(data) == 1 else
+                      f" (clips of {', '.join(names[i] for i in members)})")
+        pts = sorted((x[a], v) for a, v in ref.items())
+        ax.plot(*zip(*pts), color=str(0.35 + 0.25 * (g % 3)), linestyle=":", marker="x",
+                markersize=8, linewidth=2, label=label, zorder=3)
+    ax.set_xticks(range(len(used)), used, fontsize=10)
+    ax.tick_params(axis="y", labelsize=10)
+    ax.set_xlabel("layer the decoder reads", fontsize=10)
+    ax.set_ylabel("EPE (px of the input frame), lower is better", fontsize=10)
+    decoders = sorted({run["decoder"] for run in runs}, key=lambda d: (DECODER_ORDER.get(d, 9), d))
+    ax.set_title(f"Predicting optical flow from each layer ({_and(decoders)} "
+                 f"decoder{'s' if len(decoders) > 1 else ''})", fontsize=12)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=10, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     fig.tight_layout()
     atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)
@@ -105,8 +165,11 @@ def fig4(runs, path: str) -> str:
 
 
 def fig5(run_a: dict, run_b: dict, path: str, *, alias: str = "3A", count: int = 3) -> str:
-    """Pooled TV-L1 next to the flow predicted by two runs at `alias`, `count` clips, middle
-    time step, as `flow_to_color` pictures (one colour scale per clip). Writes the PNG.
+    """D3D's Fig. 5 for `count` clips (columns): the RGB input frame, pooled TV-L1, and the
+    flow predicted by two runs at `alias` (rows), middle time step, as `flow_to_color`
+    pictures (one colour scale per clip). The RGB row needs a run that kept its frames
+    (examples.npz `frame`, written by probes of RGB models); without one it is left out and
+    the title says so. Writes the PNG.
 
     Raises ValueError when the runs did not keep examples of the same clips at `alias`.
     """
@@ -129,23 +192,34 @@ def fig5(run_a: dict, run_b: dict, path: str, *, alias: str = "3A", count: int =
     if n == 0 or list(ex[0]["video_ids"][:n]) != list(ex[1]["video_ids"][:n]):
         raise ValueError(f"{run_a['dir']} and {run_b['dir']} kept no common example clips: "
                          "probe both on the same --eval_data")
-    cols = ("TV-L1 (pooled)", run_name(run_a), run_name(run_b))
-    fig, axes = plt.subplots(n, 3, figsize=(7, 2.4 * n), squeeze=False)
+    frames = next((e["frame"] for e in ex if len(e.get("frame", ())) >= n), None)
+    a, b = legend_names([run_a, run_b])
+    rows = ([("RGB frame", None)] if frames is not None else []) + [
+        ("TV-L1 (pooled)", "target"), (f"{a}\npredicted", 0), (f"{b}\npredicted", 1)]
+    fig, axes = plt.subplots(len(rows), n, figsize=(2.6 * n + 1.2, 2.4 * len(rows) + 0.8),
+                             squeeze=False)
+    t = ex[0]["target"].shape[1] // 2
     for i in range(n):
-        t = ex[0]["target"].shape[1] // 2
-        fields = (ex[0]["target"][i, t], ex[0]["pred"][i, t], ex[1]["pred"][i, t])
-        vmax = max(float(np.hypot(f[..., 0], f[..., 1]).max()) for f in fields)
-        for j, (f, title) in enumerate(zip(fields, cols)):
-            ax = axes[i, j]
-            ax.imshow(flow_to_color(f, max_magnitude=vmax), interpolation="nearest")
+        fields = {"target": ex[0]["target"][i, t], 0: ex[0]["pred"][i, t],
+                  1: ex[1]["pred"][i, t]}
+        vmax = max(float(np.hypot(f[..., 0], f[..., 1]).max()) for f in fields.values())
+        for j, (row, key) in enumerate(rows):
+            ax = axes[j, i]
+            if key is None:
+                ax.imshow(frames[i])
+            else:
+                ax.imshow(flow_to_color(fields[key], max_magnitude=vmax),
+                          interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(title, fontsize=9)
-        axes[i, 0].set_ylabel(str(ex[0]["video_ids"][i]), fontsize=8)
+                ax.set_ylabel(row, fontsize=10)
+        axes[0, i].set_title(str(ex[0]["video_ids"][i]), fontsize=10)
     grid = "x".join(str(s) for s in ex[0]["target"].shape[2:4])
-    fig.suptitle(f"Flow at {alias} ({grid} cells, middle time step); colour = direction, "
-                 "saturation = magnitude", fontsize=9)
+    note = "" if frames is not None else "\n(no RGB frames kept by these runs: probe again)"
+    fig.suptitle(f"Flow predicted at {alias} ({grid} cells, middle time step)\n"
+                 f"colour = direction, saturation = magnitude (one scale per clip){note}",
+                 fontsize=11)
     fig.tight_layout()
     atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)

@@ -1,8 +1,9 @@
 """Looking at a learned video representation (DistInit Figs. 3-5).
 
 * `filter_grid`: the first-layer filters over time as one picture (a row per filter, a column
-  per time step), and `temporal_variation`, one number for how much they change over time
-  (0 for inflated filters, which repeat the 2D filter).
+  per time step); `filters_png`: the labelled picture of several models' filters (a row per
+  model, each filter a strip of its time steps); `temporal_variation`, one number for how
+  much they change over time (0 for inflated filters, which repeat the 2D filter).
 * `pca_2d` and `tsne_2d`: 2D embeddings of pooled features `[N,C]` for a scatter plot coloured
   by class. scikit-learn is not a dependency: `tsne_2d` is a small exact t-SNE in numpy
   (O(N^2) memory and time, meant for a few hundred videos), and `pca_2d` the linear fallback.
@@ -21,6 +22,20 @@ def filter_grid(kernel: np.ndarray, *, max_filters: int = 64, pad: int = 1) -> n
     min and max over all its time steps (so a filter constant over time shows equal tiles).
     With fewer than 3 input channels (flow) each channel is shown as its own grey tile.
     """
+    tiles = _filter_tiles(kernel, max_filters)
+    t, h, w, _, n = tiles.shape
+    grid = np.ones((n * (h + pad) + pad, t * (w + pad) + pad, 3), np.float32)
+    for c in range(n):
+        for i in range(t):
+            y, x = pad + c * (h + pad), pad + i * (w + pad)
+            grid[y:y + h, x:x + w] = tiles[i, :, :, :, c]
+    return np.round(grid * 255).astype(np.uint8)
+
+
+def _filter_tiles(kernel: np.ndarray, max_filters: int) -> np.ndarray:
+    """The first `max_filters` filters of a kernel `[t,h,w,Cin,C]` as RGB tiles
+    `[t',h,w,3,n]` in [0,1], each filter scaled by its own min and max over all its time steps
+    (t' = t, or t*Cin grey tiles per filter when Cin != 3)."""
     kernel = np.asarray(kernel, np.float32)
     if kernel.ndim != 5:
         raise ValueError(f"expected a conv kernel [t,h,w,Cin,Cout], got shape {kernel.shape}")
@@ -31,16 +46,73 @@ def filter_grid(kernel: np.ndarray, *, max_filters: int = 64, pad: int = 1) -> n
     else:
         tiles = np.repeat(kernel[..., None, :n], 3, axis=-2)      # [t,h,w,cin,3,n] grey
         tiles = tiles.transpose(0, 3, 1, 2, 4, 5).reshape(t * cin, h, w, 3, n)
-        t = t * cin
     lo = tiles.min(axis=(0, 1, 2, 3), keepdims=True)
     hi = tiles.max(axis=(0, 1, 2, 3), keepdims=True)
-    tiles = (tiles - lo) / np.maximum(hi - lo, 1e-12)
-    grid = np.ones((n * (h + pad) + pad, t * (w + pad) + pad, 3), np.float32)
+    return (tiles - lo) / np.maximum(hi - lo, 1e-12)
+
+
+def filter_mosaic(kernel: np.ndarray, *, max_filters: int = 64, columns: int = 8,
+                  pad: int = 1, gap: int = 4) -> np.ndarray:
+    """float RGB picture `[H,W,3]` in [0,1] of a first-layer kernel `[t,h,w,Cin,C]`: each
+    filter a strip of its time steps left to right (`pad` px apart), the filters in rows of
+    `columns` (`gap` px apart, white), filter 0 top left. Scaling as in `filter_grid`."""
+    tiles = _filter_tiles(kernel, max_filters)
+    t, h, w, _, n = tiles.shape
+    cell_w = t * (w + pad) - pad
+    rows = -(-n // columns)
+    out = np.ones((rows * (h + gap) + gap, min(n, columns) * (cell_w + gap) + gap, 3),
+                  np.float32)
     for c in range(n):
+        y = gap + (c // columns) * (h + gap)
+        x0 = gap + (c % columns) * (cell_w + gap)
         for i in range(t):
-            y, x = pad + c * (h + pad), pad + i * (w + pad)
-            grid[y:y + h, x:x + w] = tiles[i, :, :, :, c]
-    return np.round(grid * 255).astype(np.uint8)
+            x = x0 + i * (w + pad)
+            out[y:y + h, x:x + w] = tiles[i, :, :, :, c]
+    return out
+
+
+def filters_png(models, path: str, *, max_filters: int = 64, columns: int | None = None) -> None:
+    """Writes one picture of the first-layer filters of several models to `path`: a row per
+    model, titled with its name, kernel shape and `temporal_variation`; inside a row each
+    filter is a strip of its time steps (left to right; one grey tile per input channel when
+    there are not 3), `columns` filters per line (default: about 24 tiles per line).
+
+    `models`: [(name, kernel [t,h,w,Cin,C])].
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(models)
+    if not models:
+        raise ValueError("no models to draw the filters of")
+    pictures = []
+    for _, kernel in models:
+        t, _, _, cin, _ = np.shape(kernel)
+        tiles = t * (1 if cin == 3 else cin)
+        pictures.append(filter_mosaic(kernel, max_filters=max_filters,
+                                      columns=columns or max(2, round(24 / tiles))))
+    width = 10.0
+    heights = [width * p.shape[0] / p.shape[1] + 0.6 for p in pictures]
+    fig, axes = plt.subplots(len(models), 1, figsize=(width, sum(heights) + 0.8),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, (name, kernel), picture in zip(axes[:, 0], models, pictures):
+        shape = "x".join(str(d) for d in np.shape(kernel))
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        cin = np.shape(kernel)[3]
+        grey = "" if cin == 3 else f", {cin} grey tiles (channels) per time step"
+        ax.set_title(f"{name}: conv1 {shape} (first {min(np.shape(kernel)[-1], max_filters)} "
+                     f"filters), temporal variation {temporal_variation(kernel):.3f}{grey}",
+                     fontsize=11)
+        ax.set_ylabel(name, fontsize=11, fontweight="bold")
+    fig.suptitle("First-layer filters: each strip is one filter over time (left to right); "
+                 "identical tiles = no change over time", fontsize=11)
+    fig.tight_layout()
+    atomic.save_figure(fig, path, dpi=100)
+    plt.close(fig)
 
 
 def temporal_variation(kernel: np.ndarray) -> float:
@@ -126,13 +198,18 @@ def scatter_png(points: np.ndarray, labels, path: str, *, title: str, names=None
     import matplotlib.pyplot as plt
 
     labels = np.asarray(labels)
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for k in np.unique(labels):
+    classes = np.unique(labels)
+    columns = 1 + len(classes) // 25
+    fig, ax = plt.subplots(figsize=(6 + 2.2 * columns, 6))
+    for k in classes:
         m = labels == k
-        ax.scatter(points[m, 0], points[m, 1], s=12,
+        ax.scatter(points[m, 0], points[m, 1], s=16,
                    label=names[k] if names is not None and 0 <= k < len(names) else str(k))
-    ax.set_title(title)
-    ax.legend(fontsize=6, loc="best")
+    ax.set_title(title, fontsize=11)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0,
+              ncol=columns, title="class", title_fontsize=9)
+    ax.set_xlabel("embedding dimension 1", fontsize=10)
+    ax.set_ylabel("embedding dimension 2", fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
     fig.tight_layout()

@@ -125,6 +125,26 @@ def metrics(p: Predictions) -> dict:
     return {"clip": accuracy_metrics(p, k), "video": accuracy_metrics(video_level(p), k)}
 
 
+def protocol(*, num_clips: int, num_crops: int, num_frames: int, crop_size: int,
+             frame_stride: int = 1, resize_short_side: int | None = None) -> dict:
+    """How the scores of one evaluation were taken, for results.json and report.md: clips x
+    crops per video (their softmaxes averaged per video), frames per clip, crop size (px),
+    frame stride, short side resized to (px; None: frames as stored)."""
+    return {"num_clips": int(num_clips), "num_crops": int(num_crops),
+            "clips_x_crops": int(num_clips) * int(num_crops), "num_frames": int(num_frames),
+            "crop_size": int(crop_size), "frame_stride": int(frame_stride),
+            "resize_short_side": resize_short_side}
+
+
+def protocol_line(p: dict) -> str:
+    """One sentence of report.md for a `protocol` dict."""
+    short = p.get("resize_short_side")
+    resize = f"short side resized to {short} px" if short else "frames as stored"
+    return (f"Protocol: {p['num_clips']} clip(s) x {p['num_crops']} crop(s) per video "
+            f"({p['clips_x_crops']} scores averaged per video), {p['num_frames']} frames "
+            f"(stride {p['frame_stride']}), {resize}, {p['crop_size']}x{p['crop_size']} crops.")
+
+
 def summary(result: dict) -> dict:
     """The scalar part of `metrics` (for model.json and logs): video-level top1/top5/mca."""
     return {f"{level}_{name}": result[level][name]
@@ -204,19 +224,38 @@ def _pyplot():
     return plt
 
 
+# Fonts of every picture, in points at the saved size (dpi 100): readable without zooming.
+FONT = 10
+TITLE_FONT = 12
+# Up to this many classes the confusion matrix shows every class by name; above it, the
+# most-confused view (`plot_confusion`).
+MAX_NAMED_CLASSES = 100
+
+
+def _bars_height(n: int) -> float:
+    """Figure height (inches) of a horizontal bar chart of `n` named bars at FONT pt."""
+    return 0.25 * n + 1.6
+
+
 def plot_per_class(path: str, names: list[str], accuracy: list[float], *, top: int = 10,
                    title: str = "per-class accuracy") -> None:
-    """Bar chart of the `top` best and `top` worst classes."""
+    """Bar chart of the `top` best and `top` worst classes (video-level top-1 accuracy of one
+    model, `accuracy` [K] in [0, 1], NaN for a class without videos)."""
     plt = _pyplot()
     acc = np.nan_to_num(np.asarray(accuracy, float), nan=-1.0)
     order = np.argsort(-acc)
     pick = list(order[:top]) + [i for i in order[-top:] if i not in order[:top]]
-    fig, ax = plt.subplots(figsize=(8, 0.3 * len(pick) + 1))
+    fig, ax = plt.subplots(figsize=(8, _bars_height(len(pick))))
     ax.barh(range(len(pick)), [max(acc[i], 0) for i in pick], color="tab:blue")
-    ax.set_yticks(range(len(pick)), [names[i] for i in pick], fontsize=7)
+    ax.set_yticks(range(len(pick)), [names[i] for i in pick], fontsize=FONT)
     ax.invert_yaxis()
-    ax.set_xlabel("top-1 accuracy")
-    ax.set_title(f"{title}: best and worst {top}")
+    ax.set_xlim(0, 1)
+    ax.tick_params(axis="x", labelsize=FONT)
+    ax.set_xlabel("video-level top-1 accuracy", fontsize=FONT)
+    ax.set_ylabel("class", fontsize=FONT)
+    shown = (f"all {len(names)} classes, best first" if len(pick) == len(names) else
+             f"best and worst {top} of {len(names)} classes")
+    ax.set_title(f"{title}: {shown}", fontsize=TITLE_FONT)
     fig.tight_layout()
     atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)
@@ -226,44 +265,101 @@ def plot_per_class_difference(path: str, names: list[str], acc_a: list[float],
                               acc_b: list[float], *, label_a: str, label_b: str,
                               top: int = 10) -> None:
     """Per-class accuracy difference b - a: the classes that gain and lose most (the paper's
-    appendix Figs. 7-8 compare D3D with S3D-G this way)."""
+    appendix Figs. 7-8 compare D3D with S3D-G this way). The title counts the classes b
+    improved on and degraded on (difference > 0 and < 0) over all K classes."""
     plt = _pyplot()
     diff = np.nan_to_num(np.asarray(acc_b, float) - np.asarray(acc_a, float))
     order = np.argsort(-diff)
     pick = list(order[:top]) + [i for i in order[-top:] if i not in order[:top]]
-    fig, ax = plt.subplots(figsize=(8, 0.3 * len(pick) + 1))
+    improved, degraded = int(np.sum(diff > 0)), int(np.sum(diff < 0))
+    fig, ax = plt.subplots(figsize=(8, _bars_height(len(pick)) + 0.3))
     ax.barh(range(len(pick)), [diff[i] for i in pick],
             color=["tab:green" if diff[i] >= 0 else "tab:red" for i in pick])
-    ax.set_yticks(range(len(pick)), [names[i] for i in pick], fontsize=7)
+    ax.set_yticks(range(len(pick)), [names[i] for i in pick], fontsize=FONT)
     ax.invert_yaxis()
     ax.axvline(0, color="k", lw=0.5)
-    ax.set_xlabel(f"accuracy({label_b}) - accuracy({label_a})")
+    ax.tick_params(axis="x", labelsize=FONT)
+    ax.set_xlabel(f"accuracy({label_b}) - accuracy({label_a})", fontsize=FONT)
+    ax.set_ylabel("class", fontsize=FONT)
+    ax.set_title(f"{label_b} vs {label_a}, per class: improved on {improved} / degraded on "
+                 f"{degraded} classes (of {len(names)})\nlargest gains (green) and losses (red)",
+                 fontsize=TITLE_FONT)
     fig.tight_layout()
     atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
-def plot_confusion(path: str, cm: np.ndarray, names: list[str]) -> None:
-    """Row-normalized confusion matrix image."""
+def most_confused_pairs(cm: np.ndarray, count: int = 20) -> list[tuple[int, int, float]]:
+    """The `count` largest off-diagonal entries of the row-normalized confusion matrix `cm`
+    [K,K] (rows: true class): (true, predicted, fraction of the true class's videos), largest
+    first, zeros left out."""
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    off = norm.astype(float).copy()
+    np.fill_diagonal(off, 0.0)
+    flat = np.argsort(-off, axis=None, kind="stable")[:count]
+    pairs = [(int(i), int(j), float(off[i, j])) for i, j in zip(*np.unravel_index(flat, off.shape))]
+    return [p for p in pairs if p[2] > 0]
+
+
+def plot_confusion(path: str, cm: np.ndarray, names: list[str], *,
+                   title: str = "confusion matrix", most_confused: int = 20) -> None:
+    """Row-normalized confusion matrix `cm` [K,K] (rows: true class, columns: predicted) with
+    every class named. Above MAX_NAMED_CLASSES classes, the most-confused view instead: the
+    sub-matrix of the classes in the `most_confused` largest confusions, next to those
+    confusions as bars (true -> predicted, fraction of the true class's videos)."""
     plt = _pyplot()
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     k = len(names)
-    size = min(4 + 0.25 * k, 20)
-    fig, ax = plt.subplots(figsize=(size, size))
-    im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
-    if k <= 60:
-        ax.set_xticks(range(k), names, rotation=90, fontsize=6)
-        ax.set_yticks(range(k), names, fontsize=6)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    if k <= MAX_NAMED_CLASSES:
+        size = max(6.0, 2.5 + 0.17 * k + 0.08 * max(len(n) for n in names))
+        fig, ax = plt.subplots(figsize=(size + 1, size))
+        im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+        ax.set_xticks(range(k), names, rotation=90, fontsize=FONT)
+        ax.set_yticks(range(k), names, fontsize=FONT)
+        ax.set_xlabel("predicted class", fontsize=FONT)
+        ax.set_ylabel("true class", fontsize=FONT)
+        ax.set_title(f"{title}: confusion matrix, {k} classes (rows sum to 1)",
+                     fontsize=TITLE_FONT)
+        bar = fig.colorbar(im, ax=ax, fraction=0.046)
+        bar.ax.tick_params(labelsize=FONT)
+        bar.set_label("fraction of the true class's videos", fontsize=FONT)
+        fig.tight_layout()
+        atomic.save_figure(fig, path, dpi=100)
+        plt.close(fig)
+        return
+    pairs = most_confused_pairs(cm, most_confused)
+    keep = sorted({c for i, j, _ in pairs for c in (i, j)}) or list(range(min(k, 10)))
+    sub = norm[np.ix_(keep, keep)]
+    n = len(keep)
+    side = max(6.0, 2.5 + 0.17 * n + 0.08 * max(len(names[i]) for i in keep))
+    fig, (ax, bars) = plt.subplots(
+        1, 2, figsize=(2 * side + 2, max(side + 1, _bars_height(len(pairs)))),
+        gridspec_kw={"width_ratios": [1.1, 1]})
+    im = ax.imshow(sub, vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(n), [names[i] for i in keep], rotation=90, fontsize=FONT)
+    ax.set_yticks(range(n), [names[i] for i in keep], fontsize=FONT)
+    ax.set_xlabel("predicted class", fontsize=FONT)
+    ax.set_ylabel("true class", fontsize=FONT)
+    ax.set_title(f"the {n} classes of the {len(pairs)} largest confusions", fontsize=FONT)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046)
+    bar.ax.tick_params(labelsize=FONT)
+    bars.barh(range(len(pairs)), [f for _, _, f in pairs], color="tab:red")
+    bars.set_yticks(range(len(pairs)), [f"{names[i]} \u2192 {names[j]}" for i, j, _ in pairs],
+                    fontsize=FONT)
+    bars.invert_yaxis()
+    bars.tick_params(axis="x", labelsize=FONT)
+    bars.set_xlabel("fraction of the true class's videos predicted as the other", fontsize=FONT)
+    bars.set_title("most-confused pairs (true \u2192 predicted)", fontsize=FONT)
+    fig.suptitle(f"{title}: most-confused view of {k} classes (full matrix: too many to name)",
+                 fontsize=TITLE_FONT)
     fig.tight_layout()
     atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
 def write_report(out_dir: str, results: dict[str, dict], names: list[str]) -> None:
-    """Writes results.json and report.md for {model name: metrics(...)}."""
+    """Writes results.json and report.md for {model name: metrics(...)}; a model's
+    `protocol` entry (`protocol(...)`: clips x crops, ...) is stated under the table."""
     os.makedirs(out_dir, exist_ok=True)
     atomic.write_json(os.path.join(out_dir, "results.json"), results)
     lines = ["# Evaluation", "", ("| model | clips | clip top-1 | clip top-5 | videos | "
@@ -274,8 +370,18 @@ def write_report(out_dir: str, results: dict[str, dict], names: list[str]) -> No
         lines.append(f"| {name} | {c['count']} | {100 * c['top1']:.2f} | {100 * c['top5']:.2f} | "
                      f"{v['count']} | {100 * v['top1']:.2f} | {100 * v['top5']:.2f} | "
                      f"{100 * v['mean_class_accuracy']:.2f} |")
+    protocols = {}   # distinct protocols -> (protocol, the models evaluated so)
+    for name, r in results.items():
+        if "protocol" in r:
+            protocols.setdefault(json.dumps(r["protocol"], sort_keys=True),
+                                 (r["protocol"], []))[1].append(name)
     lines += ["", (f"{len(names)} classes. Video level = mean of clip softmaxes per video_id. "
               "Per-class accuracies: per_class.csv; plots: *.png.")]
+    if protocols:
+        lines.append("")
+        for p, models in protocols.values():
+            lines.append(protocol_line(p) if len(protocols) == 1 else
+                         f"{', '.join(models)}: {protocol_line(p)}")
     atomic.write_text(os.path.join(out_dir, "report.md"), "\n".join(lines) + "\n")
 
 

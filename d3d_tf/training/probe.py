@@ -229,13 +229,24 @@ def backbone_digest(model: keras.Model) -> str:
     return h.hexdigest()
 
 
+def _display_frame(clip: np.ndarray, flow_steps: int) -> np.ndarray:
+    """The frame of `clip` [T,H,W,3] (any range) under the middle of `flow_steps` pooled flow
+    steps, scaled to uint8 0-255 by its own min and max: [H,W,3]."""
+    t = min(int((flow_steps // 2 + 0.5) * clip.shape[0] / flow_steps), clip.shape[0] - 1)
+    frame = clip[t].astype(np.float32)
+    lo, hi = float(frame.min()), float(frame.max())
+    return np.round((frame - lo) * 255 / max(hi - lo, 1e-6)).astype(np.uint8)
+
+
 def evaluate_probe(model: keras.Model, dataset, modality: str, *, max_clips: int = 0,
                    examples: int = 0, progress_every_s: float = 0.0,
                    total_clips: int | None = None):
     """Per-clip EPE of `model` and of all zeros over `dataset`; `progress_every_s` > 0 logs
     clips done, rate and ETA (`d3d_tf.progress`) that often.
 
-    Returns (clips [{video_id, epe, zeros_epe}], examples {target, pred} [N,T',H',W',2] px).
+    Returns (clips [{video_id, epe, zeros_epe}], examples {target, pred} [N,T',H',W',2] px,
+    plus, when the batches hold an RGB clip, frame [N,H,W,3] uint8: the input frame at the
+    middle flow step T'//2, scaled to 0-255 per frame for display).
     """
 
     @tf.function(reduce_retracing=True)
@@ -259,6 +270,9 @@ def evaluate_probe(model: keras.Model, dataset, modality: str, *, max_clips: int
             if len(kept["pred"]) < examples:
                 kept["pred"].append(pred_flow[i])
                 kept["target"].append(target[i])
+                if "rgb" in batch:
+                    kept.setdefault("frame", []).append(_display_frame(
+                        batch["rgb"][i].numpy(), target.shape[1]))
         progress.update(len(clips) - progress.done)
         if progress_every_s and progress.due(progress_every_s):
             logging.info("probe: evaluated %s", progress.line("clips"))

@@ -13,7 +13,6 @@ import dataclasses
 import os
 
 import numpy as np
-from PIL import Image
 
 from d3d_tf import atomic, config_flags, preprocessing
 from d3d_tf.config_flags import field
@@ -60,10 +59,7 @@ def write_report(config: ReportConfig) -> dict:
                                         trainable=False)
     os.makedirs(config.out_dir, exist_ok=True)
     kernel = np.asarray(model.get_layer("conv1").kernel)
-    grid = R.filter_grid(kernel)
-    with atomic.open_for_write(os.path.join(config.out_dir, "filters.png"), "wb") as f:
-        Image.fromarray(grid).resize((grid.shape[1] * 4, grid.shape[0] * 4),
-                                     Image.NEAREST).save(f, format="PNG")
+    R.filters_png([(spec.name, kernel)], os.path.join(config.out_dir, "filters.png"))
     out = {"model": spec.name, "conv1_kernel": list(kernel.shape),
            "temporal_variation": R.temporal_variation(kernel)}
     if config.data:
