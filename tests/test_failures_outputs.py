@@ -114,6 +114,7 @@ def test_a_failed_ava_evaluation_leaves_the_previous_runs_files(tmp_path, monkey
         monkeypatch.setattr(ava_task, "predict", lambda *a, **k: (dets, gt))
 
     monkeypatch.setattr(ava_task.ava_pipeline, "make_dataset", lambda config: None)
+    monkeypatch.setattr(ava_task, "num_keyframes", lambda pattern: 1)  # no records to count
     out = tmp_path / "eval"
     predicted(0.9)
     ava_task.evaluate_detector(det, "unused", ava_task.AvaEvalConfig(), str(out))
