@@ -19,8 +19,9 @@ import numpy as np
 
 from d3d_tf.metrics import paired
 
-# Chosen settings were looked at on these data seeds only; acceptance runs never use them.
-DEVELOPMENT_DATA_SEEDS = (101, 102)
+# Settings are chosen by looking at these data seeds only (0: synthetic.flags' own, where the
+# demo's settings were first chosen, and `make demo`'s); acceptance runs never use them.
+DEVELOPMENT_DATA_SEEDS = (0, 101, 102)
 # The regime's conditions (docs/protocol.md): baseline off chance and off its ceiling, a
 # teacher that knows more, λ·L_d about the size of the cross-entropy at the start.
 ABOVE_CHANCE = 0.10

@@ -263,7 +263,7 @@ def test_protocol_report_judges_every_claim_over_data_seeds(tmp_path):
         _protocol_data_seed(dirs[d], d, gaps)
     with open(demo_report.write_protocol_report(str(tmp_path), dirs, seeds=2)) as f:
         report = f.read()
-    assert "Data seeds: 3001, 3002, 3003 (development seeds, never used here: 101, 102)" in report
+    assert "Data seeds: 3001, 3002, 3003 (development seeds, never used here: 0, 101, 102)" in report
     assert "| 3001 | 50.0 | 65.0 | +15.0 |" in report
     assert "| pooled | 50.0 | 61.7 | **+11.7** |" in report
     assert "**D3D is better than S3D-G**" in report
@@ -284,6 +284,6 @@ def test_protocol_report_judges_every_claim_over_data_seeds(tmp_path):
 def test_a_report_over_development_seeds_says_it_is_no_evidence():
     from d3d_tf import demo_protocol
 
-    assert "never used here: 101, 102" in demo_protocol.data_seeds_note([5000, 6000])
+    assert "never used here: 0, 101, 102" in demo_protocol.data_seeds_note([5000, 6000])
     note = demo_protocol.data_seeds_note([101, 5000])
     assert "includes the development seed(s) 101" in note and "not evidence" in note

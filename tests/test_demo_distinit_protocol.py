@@ -114,7 +114,7 @@ def test_each_data_seed_runs_the_whole_demo_in_its_folder(tmp_path, monkeypatch)
     assert {o for o, _, _ in ran} == {os.path.join(out, "data_7"), os.path.join(out, "data_9")}
     with open(path) as f:
         report = f.read()
-    assert "Data seeds: 7, 9 (development seeds, never used here: 101, 102); training seeds " \
+    assert "Data seeds: 7, 9 (development seeds, never used here: 0, 101, 102); training seeds " \
            "per data seed: 2." in report
     assert "- missing per-video predictions: rerun the demo." in report
 
@@ -174,7 +174,7 @@ def test_protocol_report_judges_table_1s_order_over_data_seeds(tmp_path):
         _data_seed_folder(dirs[d], gap)
     with open(demo_distinit_report.write_protocol_report(str(tmp_path), dirs, seeds=2)) as f:
         report = f.read()
-    assert "Data seeds: 3001, 3002, 3003 (development seeds, never used here: 101, 102)" \
+    assert "Data seeds: 3001, 3002, 3003 (development seeds, never used here: 0, 101, 102)" \
         in report
     assert "| 3003 | 90.0 | 30.0 | 50.0 | 70.0 | 30.0 | 25.0 |" in report
     assert "- Chance on the labeled set: 12.5 %." in report
