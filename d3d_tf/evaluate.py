@@ -72,7 +72,8 @@ flags.register_validator("table", lambda v: not v or all(t in paper_tables.TABLE
                          "--table takes " + ", ".join(paper_tables.TABLES))
 flags.DEFINE_list("results", None, "results.json files of earlier evaluations: write the "
                   "--table(s) of them to --out_dir instead of evaluating (LABEL=path names "
-                  "the file's column of d3d_table4, e.g. UCF-101=eval/ucf/results.json).")
+                  "the file's column of d3d_table4, e.g. UCF-101=eval/ucf/results.json, or "
+                  "its row of d3d_table5, an --task=ava evaluation).")
 flags.DEFINE_integer("plot_top", 10, "Best/worst classes shown in the per-class plots.",
                      lower_bound=1)
 

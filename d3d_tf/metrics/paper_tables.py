@@ -14,7 +14,10 @@ members' inputs). The table's row is the result's name (`--name`); the other col
   input | top-1.
 - d3d_table4 (D3D, fine-tuning): Method | one top-1 column per results file (`LABEL=path`,
   e.g. UCF-101=..., HMDB-51=...).
-- d3d_table6 (D3D ablations): Method | Kinetics-400 top-1.
+- d3d_table5 (D3D, AVA): Method | AVA frame-mAP, a row per `evaluate --task=ava`
+  results file (`LABEL=path`).
+- d3d_table6 (D3D ablations): Method | Kinetics-400 top-1; distinit_fig6 the same, its rows
+  the entropy thresholds.
 - distinit_table1 / 2 / 3 / 4 / 5 (DistInit, HMDB-51 split 1): Model | Initialization (Pick
   strategy, Loss function, Unlabeled set) | Per clip | Top 1 | Top 5 (Table 3 without the
   model column, Table 4 without the set's size). The row's name is the middle column; a
@@ -42,6 +45,7 @@ class TableSpec:
     kind: str
     caption: str
     column: str = ""  # the name's column (distinit) or the top-1 column's header
+    first: str = "Method"  # the first column's header (method)
 
 
 TABLES = {
@@ -57,6 +61,11 @@ TABLES = {
         "Table 4: Performance after fine-tuning D3D on UCF-101 and HMDB-51. Top-1 accuracy "
         "(%, video level) on test split 1 of each dataset. No distillation is performed during "
         "fine-tuning.")),
+    "d3d_table5": TableSpec("ava", (
+        "Table 5: Performance on AVA using different backbone networks. Frame-mAP (%) on the "
+        "evaluation set (python -m d3d_tf.evaluate --task=ava), one detector per results file; "
+        "configs/paper/ava_*.flags pre-train both backbones on Kinetics-400 and use the "
+        "records' person boxes as proposals."), "AVA"),
     "d3d_table6": TableSpec("method", (
         "Table 6: Ablation studies. Top-1 accuracy (%, video level) on the Kinetics-400 "
         "evaluation set."), "Kinetics-400"),
@@ -77,6 +86,10 @@ TABLES = {
         "Table 5: DistInit on Optical Flow. Flow students; the inflated conv_1 averages the "
         "RGB kernel over its channels and repeats it for the two flow channels. Accuracy (%) on "
         "HMDB-51 split 1."), "Initialization"),
+    "distinit_fig6": TableSpec("method", (
+        "Fig. 6 (as a table): Accuracy variation with entropy. DistInit pre-training of "
+        "R(2+1)D-18 that drops clips whose teacher entropy is above the threshold, accuracy (%) "
+        "on HMDB-51 split 1 after fine-tuning."), "HMDB-51 split 1", "Entropy threshold (nats)"),
     "distinit_table6": TableSpec("splits", (
         "Table 6: Comparison with previous work. Video top-1 accuracy (%) on split 1 and the "
         "mean over the three splits.")),
@@ -93,6 +106,8 @@ def read_results(path: str) -> dict:
             results = json.load(f)
     except ValueError as e:
         raise ValueError(f"{path} is not a results.json: {e}") from None
+    if isinstance(results, dict) and "frame_mAP" in results:  # evaluate --task=ava
+        return results
     if not isinstance(results, dict) or not results or not all(
             isinstance(m, dict) and "video" in m for m in results.values()):
         raise ValueError(f"{path} is not an evaluation's results.json ({{model name: "
@@ -213,6 +228,15 @@ def table(name: str, runs: list[dict], labels: list[str] | None = None) -> list[
     if not runs:
         raise ValueError(f"--table={name}: no results to lay out")
     spec = TABLES[name]
+    ava = ["frame_mAP" in r for r in runs]
+    if (spec.kind == "ava") != all(ava) or (spec.kind != "ava" and any(ava)):
+        raise ValueError(f"--table={name} " + ("lays out AVA evaluations (evaluate --task=ava)"
+                                               if spec.kind == "ava" else
+                                               "does not take AVA evaluations: d3d_table5 does"))
+    if spec.kind == "ava":
+        labels = labels or [f"detector {i + 1}" for i in range(len(runs))]
+        rows = [[label, _pct([r["frame_mAP"]])] for label, r in zip(labels, runs)]
+        return markdown(["Method", f"{spec.column} frame-mAP"], rows, spec.caption)
     if spec.kind == "datasets":
         labels = labels or [f"set {i + 1}" for i in range(len(runs))]
         names = []
@@ -248,7 +272,7 @@ def table(name: str, runs: list[dict], labels: list[str] | None = None) -> list[
                          f"{spec.column} top-1"], rows, spec.caption)
     if spec.kind == "method":
         rows = [[n, _pct([_get(m, "video", "top1")])] for n, m in merged.items()]
-        return markdown(["Method", f"{spec.column} top-1"], rows, spec.caption)
+        return markdown([spec.first, f"{spec.column} top-1"], rows, spec.caption)
     rows = []
     for n, m in merged.items():
         info = m.get("model") or {}
