@@ -199,7 +199,8 @@ def main(argv):
 
 # What a classifier evaluation writes beside results.json and report.md, per model or pair.
 STALE_OUTPUTS = ("per_class.csv", "per_video.csv", "per_class_*.png", "confusion_*.png",
-                 "per_class_difference.png", "report.md", "*_table[0-9].md")
+                 "per_class_difference.png", "report.md",
+                 *(f"{table}.md" for table in paper_tables.TABLES))
 
 
 def _write_outputs(out_dir, results, preds, class_names, pair):

@@ -138,6 +138,7 @@ def test_evaluate_cli_writes_metrics_for_clips_times_crops(tmp_path):
     out = tmp_path / "eval"
     out.mkdir()
     (out / "confusion_gone.png").write_bytes(b"a plot of an earlier run's model")
+    (out / "distinit_fig6.md").write_text("a table of an earlier run's models")
     env = dict(os.environ, PYTHONPATH=ROOT)
     cmd = [sys.executable, "-m", "d3d_tf.evaluate", f"--model_dir={tmp_path / 'model'}",
            "--name=tiny", f"--data={data}", "--num_clips=2", "--num_crops=3",
@@ -158,7 +159,8 @@ def test_evaluate_cli_writes_metrics_for_clips_times_crops(tmp_path):
     videos, correct = evaluation.read_per_video_correct(str(out / "per_video.csv"))
     assert len(videos) == 4 and correct["tiny"].mean() == pytest.approx(
         results["tiny"]["video"]["top1"])
-    assert not (out / "confusion_gone.png").exists()  # an earlier run's: not beside this one
+    # An earlier run's plots and tables: not beside this one's.
+    assert not (out / "confusion_gone.png").exists() and not (out / "distinit_fig6.md").exists()
     # The paper's Table 2 layout, its modality columns from the model directory's model.json.
     assert results["tiny"]["model"]["network"] == "s3dg"
     assert results["tiny"]["model"]["modality"] == "rgb"
