@@ -15,8 +15,8 @@ import os
 import statistics
 
 from d3d_tf import atomic, demo_protocol, preprocessing
-from d3d_tf.demo_report import _fmt as fmt_mean_std
 from d3d_tf.demo_report import run_suffix
+from d3d_tf.metrics import paper_tables
 
 __all__ = ["generator_seeds", "interpretation", "paired_comparisons", "run_suffix",
            "write_protocol_report", "write_report"]
@@ -353,20 +353,22 @@ def write_report(out_dir: str, *, seeds: int = 1, data_seed: int | None = None) 
     lines += ["## Teacher and pre-training", ""] + (_teacher_lines(out_dir, teacher, shapes) or
                                                      ["- n/a"]) + [""]
 
-    lines += ["## Results (cf. DistInit's Table 1)", "",
-              ("| Initialization | Network | Learned before fine-tuning from | Clip top-1 (%) | "
-               "Video top-1 (%) | Video top-5 (%) |"),
-              "| --- | --- | --- | --- | --- | --- |"]
+    rows = []
     for method, network, row, source in ROWS:
         name = f"{method}_{network}"
         if source is None:
-            lines.append(f"| {row} | {NETWORK_NAMES[network]} | no 2D counterpart (as in the "
-                         "paper) | — | — | — |")
+            rows.append((NETWORK_NAMES[network], row, [], [], [],
+                         "no 2D counterpart (as in the paper)"))
             continue
         top5 = [e[name]["video"]["top5"] if e and name in e else None for e in evals]
-        lines.append(f"| {row} | {NETWORK_NAMES[network]} | {source} | "
-                     f"{fmt_mean_std(_top1(evals, name, 'clip'))} | "
-                     f"{fmt_mean_std(_top1(evals, name))} | {fmt_mean_std(top5)} |")
+        rows.append((NETWORK_NAMES[network], row, _top1(evals, name, "clip"),
+                     _top1(evals, name), top5, source))
+    columns, cells = paper_tables.distinit_rows(rows, extra="Learned before fine-tuning from")
+    lines += ["## Results (cf. DistInit's Table 1)", ""]
+    lines += paper_tables.markdown(columns, cells, (
+        "Distillation vs Inflation, the layout of DistInit's Table 1 (python -m d3d_tf.evaluate "
+        "--table=distinit_table1) on the demo's labeled synthetic set: accuracy (%) per clip "
+        "and per video (top 1, top 5)."))
     chance = f" Chance is {100 / len(labels):.1f}%." if labels else ""
     lines += ["", ("Mean ± sample std over the fine-tuning seeds. Clip: the centre crop of one "
               "clip; video: the mean softmax of 2 clips." + chance), ""]

@@ -12,9 +12,15 @@ softmaxes). The mean over the three splits of UCF-101 / HMDB-51:
 
     python -m d3d_tf.evaluate --average=eval/s1/results.json,eval/s2/results.json,\
         eval/s3/results.json --out_dir=eval/ucf101
+
+--table=d3d_table2 (and the other tables of `d3d_tf.metrics.paper_tables`) also writes
+OUT/d3d_table2.md, the results in the paper's layout (columns, rows, caption); with
+--results=eval/results.json it lays out earlier evaluations instead of evaluating
+(docs/papers.md).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -22,6 +28,7 @@ from absl import app, flags, logging
 
 from d3d_tf import atomic, cli, config_flags, preprocessing
 from d3d_tf.data import damaged_shards, pipeline, read_errors
+from d3d_tf.metrics import paper_tables
 from d3d_tf.models import saving
 from d3d_tf.training import ava_task, evaluation
 
@@ -59,6 +66,15 @@ flags.DEFINE_multi_string("ensemble_of", None, "An ensemble to evaluate, as --na
                           "joined by '+', e.g. d3d+baseline (repeatable).")
 flags.DEFINE_list("compare", None, "Two --name values A,B: plot the per-class accuracy of B "
                   "minus A (default: the first two models).")
+flags.DEFINE_list("table", None, "Also write these papers' tables of the results in the "
+                  "paper's layout, as OUT/<table>.md: " + ", ".join(paper_tables.TABLES)
+                  + " (the rows are the --name values; docs/papers.md).")
+flags.register_validator("table", lambda v: not v or all(t in paper_tables.TABLES for t in v),
+                         "--table takes " + ", ".join(paper_tables.TABLES))
+flags.DEFINE_list("results", None, "results.json files of earlier evaluations: write the "
+                  "--table(s) of them to --out_dir instead of evaluating (LABEL=path names "
+                  "the file's column of d3d_table4, e.g. UCF-101=eval/ucf/results.json, or "
+                  "its row of d3d_table5, an --task=ava evaluation).")
 flags.DEFINE_integer("plot_top", 10, "Best/worst classes shown in the per-class plots.",
                      lower_bound=1)
 
@@ -102,6 +118,9 @@ def main(argv):
             raise app.UsageError(str(e))
         logging.info("wrote %s", os.path.join(FLAGS.out_dir, "average.md"))
         return
+    if FLAGS.results:
+        _tables_from_results()
+        return
     if not FLAGS.model_dir or not FLAGS.data or not FLAGS.out_dir:
         raise app.UsageError("--model_dir, --data and --out_dir are required")
     if FLAGS.task == "ava":
@@ -139,6 +158,7 @@ def main(argv):
             num_frames=FLAGS.num_frames or spec.input_shape[0],
             crop_size=FLAGS.crop_size or spec.input_shape[1], frame_stride=FLAGS.frame_stride,
             resize_short_side=FLAGS.resize_short_side)
+        results[name]["model"] = paper_tables.model_info(dataclasses.asdict(spec), d)
         if damage is not None:  # what could be read, in results.json and on stdout
             videos = len(set(p.video_ids))
             results[name]["data"] = {"videos_read": videos, **damage.to_json()}
@@ -181,6 +201,7 @@ def main(argv):
     # One set: a failed run leaves the previous run's files whole (docs/failures.md).
     with atomic.publish_files(FLAGS.out_dir, last="results.json", stale=STALE_OUTPUTS) as out:
         _write_outputs(out, results, preds, class_names, pair)
+        _write_tables(out, [results])
     logging.info("wrote %s", FLAGS.out_dir)
 
 
@@ -193,7 +214,8 @@ def _same_protocol(results, ensemble, members):
 
 # What a classifier evaluation writes beside results.json and report.md, per model or pair.
 STALE_OUTPUTS = ("per_class.csv", "per_video.csv", "per_class_*.png", "confusion_*.png",
-                 "per_class_difference.png", "report.md")
+                 "per_class_difference.png", "report.md",
+                 *(f"{table}.md" for table in paper_tables.TABLES))
 
 
 def _write_outputs(out_dir, results, preds, class_names, pair):
@@ -214,6 +236,31 @@ def _write_outputs(out_dir, results, preds, class_names, pair):
         evaluation.plot_per_class_difference(
             os.path.join(out_dir, "per_class_difference.png"), class_names,
             per_class[a], per_class[b], label_a=a, label_b=b, top=FLAGS.plot_top)
+
+
+def _write_tables(out_dir: str, runs: list[dict], labels=None) -> None:
+    """OUT/<table>.md for every --table, from `runs` (results.json dicts)."""
+    for name in FLAGS.table or []:
+        lines = paper_tables.table(name, runs, labels)
+        atomic.write_text(os.path.join(out_dir, f"{name}.md"), "\n".join(lines) + "\n")
+
+
+def _tables_from_results():
+    """--results: the --table(s) of earlier results.json files, nothing evaluated."""
+    if not FLAGS.table or not FLAGS.out_dir:
+        raise app.UsageError("--results needs --table and --out_dir")
+    runs, labels = [], []
+    for item in FLAGS.results:
+        label, _, path = item.rpartition("=")
+        try:
+            runs.append(paper_tables.read_results(path))
+        except (ValueError, FileNotFoundError) as e:
+            raise app.UsageError(f"--results: {e}") from None
+        labels.append(label or os.path.basename(os.path.dirname(os.path.abspath(path))))
+    os.makedirs(FLAGS.out_dir, exist_ok=True)
+    _write_tables(FLAGS.out_dir, runs, labels)
+    for name in FLAGS.table:
+        print(f"wrote {os.path.join(FLAGS.out_dir, name + '.md')}", flush=True)
 
 
 def _evaluate_ava():

@@ -263,7 +263,8 @@ def test_protocol_report_judges_every_claim_over_data_seeds(tmp_path):
         _protocol_data_seed(dirs[d], d, gaps)
     with open(demo_report.write_protocol_report(str(tmp_path), dirs, seeds=2)) as f:
         report = f.read()
-    assert "Data seeds: 3001, 3002, 3003 (development seeds, never used here: 0, 101, 102)" in report
+    assert ("Data seeds: 3001, 3002, 3003 (development seeds, never used here: 0, 101, 102)"
+            in report)
     assert "| 3001 | 50.0 | 65.0 | +15.0 |" in report
     assert "| pooled | 50.0 | 61.7 | **+11.7** |" in report
     assert "**D3D is better than S3D-G**" in report

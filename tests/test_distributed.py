@@ -160,3 +160,16 @@ def test_every_flagfile_parses():
         for split in (2, 3):
             run = f"finetune_{name}_split{split}"
             assert tasks[f"{run}.flags"] == "finetune" and dirs[f"{run}.flags"] == f"runs/{run}"
+    # No two paper flagfiles write the same run, and every fine-tuning starts from the run of
+    # another flagfile or from a converted model directory (models/..., docs/weights.md).
+    paper = [p for p in parsed if os.sep + "paper" + os.sep in p[0]]
+    assert len({p[2] for p in paper}) == len(paper)
+    runs = {p[2] + "/model" for p in parsed}
+    for path, task, _, init_from, _ in paper:
+        if task in ("finetune", "ava"):
+            assert init_from in runs or init_from.startswith("models/"), (path, init_from)
+    # DistInit's Table 5: the flow students train and fine-tune on flow.
+    modality = {os.path.basename(p[0]): p[4] for p in parsed}
+    for name in ("distinit_kinetics_r2plus1d_18_flow", "finetune_hmdb51_distinit_r2plus1d_18_flow",
+                 "scratch_hmdb51_r3d_18_flow", "finetune_hmdb51_inflated_r3d_18_flow"):
+        assert modality[f"{name}.flags"] == "flow", name

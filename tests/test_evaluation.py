@@ -150,10 +150,11 @@ def test_evaluate_cli_writes_metrics_for_clips_times_crops(tmp_path):
     out = tmp_path / "eval"
     out.mkdir()
     (out / "confusion_gone.png").write_bytes(b"a plot of an earlier run's model")
+    (out / "distinit_fig6.md").write_text("a table of an earlier run's models")
     env = dict(os.environ, PYTHONPATH=ROOT)
     cmd = [sys.executable, "-m", "d3d_tf.evaluate", f"--model_dir={tmp_path / 'model'}",
            "--name=tiny", f"--data={data}", "--num_clips=2", "--num_crops=3",
-           "--batch_size=5", f"--out_dir={out}"]
+           "--batch_size=5", "--table=d3d_table2", f"--out_dir={out}"]
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     # Progress with an ETA: after the first batch and at the end.
@@ -174,7 +175,14 @@ def test_evaluate_cli_writes_metrics_for_clips_times_crops(tmp_path):
     videos, correct = evaluation.read_per_video_correct(str(out / "per_video.csv"))
     assert len(videos) == 4 and correct["tiny"].mean() == pytest.approx(
         results["tiny"]["video"]["top1"])
-    assert not (out / "confusion_gone.png").exists()  # an earlier run's: not beside this one
+    # An earlier run's plots and tables: not beside this one's.
+    assert not (out / "confusion_gone.png").exists() and not (out / "distinit_fig6.md").exists()
+    # The paper's Table 2 layout, its modality columns from the model directory's model.json.
+    assert results["tiny"]["model"]["network"] == "s3dg"
+    assert results["tiny"]["model"]["modality"] == "rgb"
+    table = (out / "d3d_table2.md").read_text()
+    assert "| Method | Training input | Inference input | Kinetics-400 top-1 |" in table
+    assert f"| tiny | RGB | RGB | {100 * results['tiny']['video']['top1']:.1f} |" in table
 
     # A run that fails leaves the previous run's files as they were, nothing of its own.
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -196,3 +204,14 @@ def test_evaluate_cli_writes_metrics_for_clips_times_crops(tmp_path):
     saved = json.loads((tmp_path / "avg" / "average.json").read_text())
     top1 = results["tiny"]["video"]["top1"]
     assert saved["models"]["tiny"]["video_top1"] == {"mean": top1, "runs": [top1, top1]}
+
+    # Earlier results laid out in a paper's table, nothing evaluated: a column per file.
+    tables = subprocess.run(
+        [sys.executable, "-m", "d3d_tf.evaluate", "--table=d3d_table4",
+         f"--results=UCF-101={out / 'results.json'},HMDB-51={out / 'results.json'}",
+         f"--out_dir={tmp_path / 'tables'}"],
+        env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert tables.returncode == 0, tables.stderr[-3000:]
+    assert f"wrote {tmp_path / 'tables' / 'd3d_table4.md'}" in tables.stdout
+    table = (tmp_path / "tables" / "d3d_table4.md").read_text()
+    assert "| Method | UCF-101 | HMDB-51 |" in table and "*Table 4: " in table

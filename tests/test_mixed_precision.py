@@ -167,6 +167,8 @@ def test_mixed_float16_distill_trains_with_a_frozen_float16_teacher(tmp_path):
     assert all(np.isfinite(v) for v in logs.values()) and logs["distill"] > 0
     with open(tmp_path / "run" / "train_summary.json") as f:
         assert json.load(f)["step"] == 2
+    # model.json records what the training read (the papers' "training input" column).
+    assert saving.load_spec(str(tmp_path / "run")).train_inputs == ["rgb", "flow"]
     # The teacher runs in the run's policy (float16 compute), the Eq. 2 MSE in float32.
     trainer.set_precision_policy("mixed_float16")
     try:

@@ -35,6 +35,9 @@ class ModelSpec:
     rgb_range: how pixels are scaled before the network: `[-1,1]` (ours, TF-Slim's and
       the released D3D checkpoints') or `[0,1]` (torchvision's, before its mean/std).
     modality: `rgb` or `flow` (flow is `flow_px / 20` in [-1, 1], 2 channels).
+    train_inputs: the modalities its training read (`rgb`, `flow`), a teacher's input
+      included (D3D: `["rgb", "flow"]`); empty in model directories written before it was
+      recorded.
     """
 
     name: str
@@ -46,6 +49,7 @@ class ModelSpec:
     modality: str = "rgb"
     source: str = ""
     metrics: dict = dataclasses.field(default_factory=dict)
+    train_inputs: list = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         self.input_shape = tuple(self.input_shape)

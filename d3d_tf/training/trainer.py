@@ -552,7 +552,7 @@ def evaluate_network(c: TrainConfig, network, modality: str, skip_damaged=None) 
 
 
 def save_model(c: TrainConfig, directory: str, network, names, modality, metrics: dict,
-               step: int) -> None:
+               step: int, train_inputs=()) -> None:
     # A DistInit network's classes are its teachers' (heads dropped by fine-tuning).
     network = getattr(network, "saved_network", network)  # flow tasks: see flow_tasks
     if network is None:
@@ -561,7 +561,8 @@ def save_model(c: TrainConfig, directory: str, network, names, modality, metrics
                            else c.model, labels=[] if c.task == "distinit" else names,
                            modality=modality,
                            rgb_range=c.rgb_range,
-                           source=f"d3d_tf.train task={c.task} step={step}", metrics=metrics)
+                           source=f"d3d_tf.train task={c.task} step={step}", metrics=metrics,
+                           train_inputs=list(train_inputs))
     saving.save_model_dir(directory, network, spec)
 
 
@@ -743,7 +744,7 @@ def _train(config: TrainConfig) -> dict:
                 summaries.scalar(f"eval/{k}", v, step=step)
         if chief:
             save_model(c, os.path.join(c.model_dir, "model"), network, names, train_modality,
-                       s, step)
+                       s, step, modalities)
 
     step = start
     t_last, steps_last = time.time(), 0
@@ -800,7 +801,7 @@ def _train(config: TrainConfig) -> dict:
     run_eval(step)
     if chief and not c.eval_data:
         save_model(c, os.path.join(c.model_dir, "model"), network, names, train_modality, {},
-                   step)
+                   step, modalities)
     writer.flush()
     eval_writer.flush()
     summary = {"step": step, "start_step": start,
