@@ -226,15 +226,17 @@ def _check(module, args, tools, where) -> list[str]:
         path = a.split("=", 1)[1] if a.startswith("--flagfile=") else None
         if path is None or not path.startswith("configs/"):
             continue   # a user's own flagfile
-        full = os.path.join(ROOT, path)
-        if not os.path.isfile(full):
+        # A shell variable in the path (a loop over thresholds, splits): every file it can name.
+        matches = sorted(glob.glob(os.path.join(ROOT, re.sub(r"\$\{?\w+\}?", "*", path))))
+        if not matches:
             problems.append(f"{where}: no flagfile {path}")
             continue
-        with open(full) as f:
-            lines = [ln.strip() for ln in f if ln.strip().startswith("--")]
-        problems += [f"{where}: {path}: python -m {module} has no flag --{n}"
-                     for n in flag_names(lines)
-                     if n not in known and not (n.startswith("no") and n[2:] in bools)]
+        for full in matches:
+            with open(full) as f:
+                lines = [ln.strip() for ln in f if ln.strip().startswith("--")]
+            problems += [f"{where}: {os.path.relpath(full, ROOT)}: python -m {module} has no "
+                         f"flag --{n}" for n in flag_names(lines)
+                         if n not in known and not (n.startswith("no") and n[2:] in bools)]
     return problems
 
 
