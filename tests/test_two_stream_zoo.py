@@ -1,12 +1,17 @@
-"""What D3D saves over the two-stream model (`python -m d3d_tf.benchmark --parts=two_stream`).
+"""What D3D saves over the two-stream model (`python -m d3d_tf.benchmark --parts=two_stream`),
+and the model-zoo table of docs/weights.md checked against the converter.
 
 No speed is asserted: the benchmark measures, the tests check what it measures.
 """
+import ast
+import functools
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -129,3 +134,120 @@ def test_benchmark_cli_two_stream_part(tmp_path, tiny_video):
     rows = json.loads(out.read_text())["two_stream"]
     assert [r["pipeline"] for r in rows] == ["two-stream", "D3D"]
     assert rows[0]["setup"]["num_frames"] == 8 and rows[0]["setup"]["video"] == tiny_video
+
+
+# --- the model zoo of docs/weights.md ---------------------------------------------------------
+
+def _zoo_rows():
+    """The rows of docs/weights.md's model-zoo table: [{column title: cell}]."""
+    text = _read("docs", "weights.md")
+    section = text.split("## Model zoo", 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in ln.strip("|").split("|"))))
+            for ln in lines[2:]]
+
+
+def _convert_weights_flags():
+    """(a FlagValues with the flags `python -m d3d_tf.convert_weights` defines, the flags it
+    requires). Its `flags.DEFINE_*` statements run against a fresh FlagValues: parsing then
+    needs no TensorFlow and does not clash with other tools' flags in this process."""
+    from absl import flags
+
+    from d3d_tf import preprocessing
+
+    source = _read("d3d_tf", "convert_weights.py")
+    calls = [node for node in ast.parse(source).body if isinstance(node, ast.Expr)
+             and ast.unparse(node.value).startswith("flags.DEFINE_")]
+    fresh = flags.FlagValues()
+    proxy = types.SimpleNamespace(**{
+        name: functools.partial(getattr(flags, name), flag_values=fresh)
+        for name in dir(flags) if name.startswith("DEFINE_")})
+    code = compile(ast.Module(body=calls, type_ignores=[]), "convert_weights.py", "exec")
+    exec(code, {"flags": proxy, "preprocessing": preprocessing})  # noqa: S102 (the tool's own)
+    assert {"from", "source", "out_dir", "rgb_range", "ignore"} <= set(fresh)
+    required = re.search(r"mark_flags_as_required\(\[([^\]]*)\]", source).group(1)
+    return fresh, re.findall(r'"(\w+)"', required)
+
+
+def test_model_zoo_commands_parse_with_the_converters_flags():
+    rows = _zoo_rows()
+    weights = " ".join(r["weights"] for r in rows)
+    for name in ("D3D", "S3D-G", "S3D", "r3d_18", "r2plus1d_18", "resnet18"):
+        assert name in weights, name
+    documented = [r["conversion command"].strip("`") for r in rows]
+    # The code blocks of docs/weights.md and docs/distinit.md run the same tool.
+    for doc in (("docs", "weights.md"), ("docs", "distinit.md")):
+        joined = _read(*doc).replace("\\\n", " ")
+        documented += re.findall(r"python -m d3d_tf\.convert_weights +--[^\n`]*", joined)
+    for command in documented:
+        argv = shlex.split(command)
+        assert argv[:3] == ["python", "-m", "d3d_tf.convert_weights"], command
+        parsed, required = _convert_weights_flags()
+        parsed(["convert_weights", *argv[3:]])  # an unknown flag or bad value raises here
+        assert required == ["from", "source", "out_dir"]
+        for name in required:
+            assert parsed[name].present, (name, command)
+    for row in rows:
+        parsed, _ = _convert_weights_flags()
+        parsed(["convert_weights", *shlex.split(row["conversion command"].strip("`"))[3:]])
+        # The input range the table gives is the one the converter records.
+        source = parsed["from"].value
+        recorded = parsed["rgb_range"].value or ("[-1,1]" if source == "slim" else "[0,1]")
+        assert row["input"].startswith(f"RGB in `{recorded}`") or (
+            row["input"].startswith("flow") and source == "slim"), row
+
+
+def test_model_zoo_parity_cells_quote_the_tests():
+    """Each parity cell names the tests that check the import, and the tolerances it gives
+    ("within 1e-4") and exactness are what those tests assert."""
+    sources = {name: _read("tests", name) for name in
+               ("test_convert_weights.py", "test_resnet3d.py", "test_two_stream_zoo.py")}
+    for row in _zoo_rows():
+        cell = row["parity (test)"]
+        tests = re.findall(r"`(test_\w+\.py)::(test_\w+)`", cell)
+        assert tests, row
+        bodies = "".join(sources[file].split(f"def {test}(", 1)[1].split("\ndef ", 1)[0]
+                         for file, test in tests)
+        for tolerance in re.findall(r"within (\d(?:\.\d+)?e-\d+)", cell):
+            assert tolerance in bodies, (tests, tolerance)
+        if "exact" in cell:
+            assert "assert_array_equal" in bodies, tests
+
+
+def test_slim_flow_checkpoint_converts_exactly(tmp_path):
+    """A flow S3D-G (the D3D teacher) in TF-Slim's layout: a 2-channel stem. Every tensor lands
+    unchanged and the logits match an independent tf.nn forward pass."""
+    from test_convert_weights import slim_reference, slim_variables, write_slim_checkpoint
+
+    from d3d_tf.models import naming
+    from d3d_tf.weights import slim as slim_import
+
+    arrays = slim_variables()
+    stem = "InceptionV1/Conv2d_1a_7x7/weights"
+    arrays[stem] = np.ascontiguousarray(arrays[stem][:, :, :, :2])  # flow (x, y)
+    prefix = write_slim_checkpoint(tmp_path, arrays)
+    model, info = slim_import.import_checkpoint(
+        slim_import.SlimImportConfig(checkpoint=prefix, input_shape=(8, 64, 64, None)),
+        log=lambda *a: None)
+    assert model.d3d_config.in_channels == 2 and info["preset"] == "s3dg"
+    weights = {w.path: np.asarray(w) for w in model.weights}
+    for name, value in arrays.items():
+        np.testing.assert_array_equal(weights[naming.keras_path(name)], value, err_msg=name)
+    clip = np.random.default_rng(1).uniform(-1, 1, (2, 8, 64, 64, 2)).astype(np.float32)
+    want = slim_reference(arrays, clip)
+    assert np.abs(model(clip, training=False).numpy() - want).max() < 1e-4
+    assert np.std(want) > 1e-2
+
+
+def test_docs_install_extras_from_the_checkout():
+    """The package is on no index: every extra is installed from the checkout."""
+    files = [os.path.join(ROOT, "README.md")]
+    for folder in ("docs", "d3d_tf"):
+        for base, _, names in os.walk(os.path.join(ROOT, folder)):
+            files += [os.path.join(base, n) for n in names if n.endswith((".md", ".py"))]
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        assert not re.search(r"pip install '?d3d_tf", text), path
+        assert not re.search(r"pip install -e \.\[", text), path  # unquoted: zsh globs it
