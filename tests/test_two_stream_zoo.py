@@ -52,9 +52,11 @@ def test_two_stream_times_every_stage_of_both_pipelines(tiny_video):
         assert all(s > 0 for s in row["stages"].values()), row["stages"]
         # One round: the total is the sum of its stages.
         assert row["total_s"] == pytest.approx(sum(row["stages"].values()))
+        assert row["cpu_s"] > 0 and row["rounds_cpu_s"] == [row["cpu_s"]]
         assert 0 <= row["top1"] < 5
     assert two["x_d3d"] == pytest.approx(two["total_s"] / d3d["total_s"])
-    assert d3d["x_d3d"] == 1.0
+    assert two["x_d3d_cpu"] == pytest.approx(two["cpu_s"] / d3d["cpu_s"])
+    assert d3d["x_d3d"] == d3d["x_d3d_cpu"] == 1.0
     setup = two["setup"]
     assert (setup["video"], setup["video_frames"], setup["video_width"]) == (tiny_video, 10, 40)
     assert (setup["num_clips"], setup["num_frames"], setup["crop_size"]) == (2, 4, 32)
@@ -63,13 +65,16 @@ def test_two_stream_times_every_stage_of_both_pipelines(tiny_video):
 
     table = two_stream.format_table(rows).splitlines()
     assert table[1].split() == ["pipeline", "decode", "TV-L1", "flow", "flow", "S3D-G", "RGB",
-                                "S3D-G", "average", "total", "x", "D3D"]
+                                "S3D-G", "average", "total", "x", "D3D", "CPU", "s", "CPU", "x",
+                                "D3D"]
     cells = {line.split()[0]: line.split()[1:] for line in table[3:5]}
-    assert len(cells["two-stream"]) == len(cells["D3D"]) == 7
+    assert len(cells["two-stream"]) == len(cells["D3D"]) == 9
     assert "-" not in cells["two-stream"]
-    # D3D: decode, no TV-L1, no flow network, RGB S3D-G, no average, total, ratio 1.00
-    assert [c == "-" for c in cells["D3D"]] == [False, True, True, False, True, False, False]
-    assert cells["D3D"][-1] == "1.00" and cells["two-stream"][-1] == f"{two['x_d3d']:.2f}"
+    # D3D: decode, no TV-L1, no flow network, RGB S3D-G, no average, total, ratio 1.00, CPU
+    assert [c == "-" for c in cells["D3D"]] == [False, True, True, False, True] + [False] * 4
+    assert cells["D3D"][-3] == cells["D3D"][-1] == "1.00"
+    assert cells["two-stream"][-3:] == [f"{two['x_d3d']:.2f}", f"{two['cpu_s']:.3f}",
+                                        f"{two['x_d3d_cpu']:.2f}"]
     assert table[-1].startswith(f"two-stream / D3D: {two['x_d3d']:.2f}x the time per video")
 
 
@@ -128,8 +133,8 @@ def test_benchmark_cli_two_stream_part(tmp_path, tiny_video):
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "## two_stream" in done.stdout
-    assert re.search(r"^two-stream +(\d+\.\d{3} +){6}\d+\.\d\d$", done.stdout,
-                     re.MULTILINE), done.stdout
+    row = r"^two-stream +(\d+\.\d{3} +){6}\d+\.\d\d +\d+\.\d{3} +\d+\.\d\d$"
+    assert re.search(row, done.stdout, re.MULTILINE), done.stdout
     assert "two-stream / D3D: " in done.stdout
     rows = json.loads(out.read_text())["two_stream"]
     assert [r["pipeline"] for r in rows] == ["two-stream", "D3D"]

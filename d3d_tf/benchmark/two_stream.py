@@ -27,13 +27,15 @@ The two pipelines, each timed stage by stage, in seconds per video:
 
 Both pipelines run in turn in each of `repeats` rounds, after one untimed call of each network
 (graph tracing); a stage's time is its median over the rounds, a pipeline's total the median of
-its per-round totals. Models: random-weight S3D-G at `depth_multiplier` (default the paper's
-full size, 400 classes), or trained model directories (`rgb_model_dir`, `flow_model_dir`,
-`d3d_model_dir`), rebuilt at T x crop x crop.
+its per-round totals. Wall time is what a user waits; CPU time (this process's, all threads)
+is what the work costs, and moves less with other programs' load on a shared machine.
+Models: random-weight S3D-G at `depth_multiplier` (default the paper's full size, 400 classes),
+or trained model directories (`rgb_model_dir`, `flow_model_dir`, `d3d_model_dir`), rebuilt at
+T x crop x crop.
 
 Default video (`video=None`): one synthetic video of the project's generator
 (`d3d_tf.data.synthetic`), `synthetic_frames` frames (default 250: 10 s at 25 fps, a Kinetics
-clip's length) of `synthetic_size`^2 pixels (default 256), written as H.264 mp4 to a temporary
+clip's length) of `synthetic_size`^2 pixels (default 256), written as mp4 (H.264) to a temporary
 folder: so decode covers the whole 10-s file and the networks and TV-L1 one 64x224^2 clip.
 """
 from __future__ import annotations
@@ -167,12 +169,19 @@ def _model(model_dir, modality: str, config: TwoStreamConfig):
     return probabilities, what
 
 
-@contextlib.contextmanager
-def _stage(times: dict, name: str):
-    """Adds the wall seconds of the `with` block to `times[name]`."""
-    start = time.perf_counter()
-    yield
-    times[name] = time.perf_counter() - start
+class _Round:
+    """Seconds of one pipeline run, stage by stage: `wall` (elapsed) and `cpu` (this process's
+    CPU time, all threads: what the stage costs, less sensitive to other programs' load)."""
+
+    def __init__(self):
+        self.wall, self.cpu = {}, {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.wall[name] = time.perf_counter() - wall
+        self.cpu[name] = time.process_time() - cpu
 
 
 def run_two_stream_benchmark(config: TwoStreamConfig, *, repeats: int = 1,
@@ -180,8 +189,9 @@ def run_two_stream_benchmark(config: TwoStreamConfig, *, repeats: int = 1,
     """Times both pipelines (module doc) on `config.video` (or the synthetic default).
 
     Returns one row per pipeline ("two-stream", then "D3D"): {"pipeline", "stages": {stage:
-    median seconds per video}, "total_s", "rounds_total_s", "x_d3d" (total over D3D's),
-    "top1" (the predicted class), "setup": {...}}.
+    median wall seconds per video}, "total_s", "rounds_total_s", "x_d3d" (total over D3D's),
+    "cpu_s", "rounds_cpu_s", "x_d3d_cpu" (the same in CPU seconds of this process, all
+    threads), "top1" (the predicted class), "setup": {...}}.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -222,29 +232,29 @@ def _run(path, config, repeats, log):
     rounds = {name: [] for name in PIPELINES}
     top1 = {}
     for r in range(repeats):
-        t = {}
-        with _stage(t, "decode"):
+        t = _Round()
+        with t.stage("decode"):
             frames, idx = decode_with_next_frames(path, shape, predict)
-        with _stage(t, "tvl1_flow"):
+        with t.stage("tvl1_flow"):
             flow_clips = clip_flow(frames, idx)
-        with _stage(t, "flow_s3dg"):
+        with t.stage("flow_s3dg"):
             p_flow = flow_net(tf.constant(flow_clips)).numpy()
-        with _stage(t, "rgb_s3dg"):
+        with t.stage("rgb_s3dg"):
             p_rgb = rgb(tf.constant(frames[idx])).numpy()
-        with _stage(t, "average"):
+        with t.stage("average"):
             scores = ((p_rgb + p_flow) / 2).mean(axis=0)
         rounds["two-stream"].append(t)
         top1["two-stream"] = int(np.argmax(scores))
 
-        t = {}
-        with _stage(t, "decode"):
+        t = _Round()
+        with t.stage("decode"):
             clips = predictor.video_clips(path, shape, predict)
-        with _stage(t, "rgb_s3dg"):
+        with t.stage("rgb_s3dg"):
             scores = d3d(tf.constant(clips)).numpy().mean(axis=0)
         rounds["D3D"].append(t)
         top1["D3D"] = int(np.argmax(scores))
         log(f"two_stream round {r + 1}/{repeats}: " + "; ".join(
-            f"{name} {sum(rounds[name][-1].values()):.2f} s" for name in PIPELINES))
+            f"{name} {sum(rounds[name][-1].wall.values()):.2f} s" for name in PIPELINES))
 
     setup = {"video": path if config.video else "synthetic video (d3d_tf.data.synthetic)",
              "video_frames": info.num_frames, "video_width": info.width,
@@ -254,13 +264,17 @@ def _run(path, config, repeats, log):
              "repeats": repeats, "cpu_count": os.cpu_count()}
     rows = []
     for name, stages in PIPELINES.items():
-        totals = [sum(t.values()) for t in rounds[name]]
+        totals = [sum(t.wall.values()) for t in rounds[name]]
+        cpu = [sum(t.cpu.values()) for t in rounds[name]]
         rows.append({"pipeline": name,
-                     "stages": {s: statistics.median(t[s] for t in rounds[name]) for s in stages},
+                     "stages": {s: statistics.median(t.wall[s] for t in rounds[name])
+                                for s in stages},
                      "total_s": statistics.median(totals), "rounds_total_s": totals,
+                     "cpu_s": statistics.median(cpu), "rounds_cpu_s": cpu,
                      "top1": top1[name], "setup": setup})
     for row in rows:
         row["x_d3d"] = row["total_s"] / rows[-1]["total_s"]
+        row["x_d3d_cpu"] = row["cpu_s"] / rows[-1]["cpu_s"]
     return rows
 
 
@@ -271,10 +285,11 @@ def format_table(rows: list[dict]) -> str:
             f"{s['num_clips']} clip(s) of {s['num_frames']}x{s['crop_size']}^2; models: RGB "
             f"{s['rgb_model']}, flow {s['flow_model']}, D3D {s['d3d_model']}; median of "
             f"{s['repeats']} round(s); seconds per video")
-    header = ("pipeline", *(STAGE_TITLES[st] for st in STAGES), "total", "x D3D")
+    header = ("pipeline", *(STAGE_TITLES[st] for st in STAGES), "total", "x D3D", "CPU s",
+              "CPU x D3D")
     body = [(r["pipeline"], *(f"{r['stages'][st]:.3f}" if st in r["stages"] else "-"
-                              for st in STAGES), f"{r['total_s']:.3f}", f"{r['x_d3d']:.2f}")
-            for r in rows]
+                              for st in STAGES), f"{r['total_s']:.3f}", f"{r['x_d3d']:.2f}",
+             f"{r['cpu_s']:.3f}", f"{r['x_d3d_cpu']:.2f}") for r in rows]
     widths = [max(len(str(x[i])) for x in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(x, widths)).rstrip()
              for x in [header, *body]]
@@ -282,5 +297,6 @@ def format_table(rows: list[dict]) -> str:
     two, d3d = rows[0], rows[-1]
     flow_share = (two["stages"]["tvl1_flow"] + two["stages"]["flow_s3dg"]) / two["total_s"]
     return (head + "\n" + "\n".join(lines) + f"\ntwo-stream / D3D: {two['x_d3d']:.2f}x the "
-            f"time per video; TV-L1 + flow S3D-G are {flow_share:.0%} of the two-stream time "
-            f"(D3D: {d3d['total_s']:.2f} s, two-stream: {two['total_s']:.2f} s)")
+            f"time per video ({two['x_d3d_cpu']:.2f}x the CPU time); TV-L1 + flow S3D-G are "
+            f"{flow_share:.0%} of the two-stream time (D3D: {d3d['total_s']:.2f} s, two-stream: "
+            f"{two['total_s']:.2f} s)")
