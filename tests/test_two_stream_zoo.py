@@ -108,19 +108,27 @@ def test_clip_flow_is_tvl1_of_the_pairs_the_pipeline_uses():
         two_stream.clip_flow(frames[:1], np.zeros((1, 4), int))
 
 
-def test_two_stream_refuses_a_missing_video_and_a_wrong_modality(tmp_path, tiny_video):
+def test_two_stream_refuses_a_missing_video_a_wrong_modality_and_one_frame(tmp_path,
+                                                                          tiny_video):
     missing = str(tmp_path / "nope.mp4")
     with pytest.raises(FileNotFoundError, match=f"--video={re.escape(missing)}: no such file"):
         two_stream.run_two_stream_benchmark(tiny_config(missing))
     from d3d_tf import models
+    from d3d_tf.data import video
     from d3d_tf.models import saving
 
     net = models.build_classifier("s3dg", num_classes=5, input_shape=(4, 32, 32, 3),
                                   depth_multiplier=0.25)
     rgb_dir = str(tmp_path / "rgb_model")
     saving.save_model_dir(rgb_dir, net, saving.spec_for(net, name="s3dg"))
-    with pytest.raises(ValueError, match="a rgb model where the flow model is expected"):
+    with pytest.raises(ValueError, match=f"--flow_model_dir={re.escape(rgb_dir)}: its "
+                       "model.json says modality 'rgb'; --flow_model_dir needs a flow model"):
         two_stream.run_two_stream_benchmark(tiny_config(tiny_video, flow_model_dir=rgb_dir))
+    one = str(tmp_path / "one.mp4")
+    video.write_video(one, np.zeros((1, 40, 40, 3), np.uint8))
+    with pytest.raises(ValueError, match=f"{re.escape(one)}: 1 frame; the two-stream model's "
+                       "optical flow needs at least 2"):
+        two_stream.run_two_stream_benchmark(tiny_config(one))
 
 
 @pytest.mark.slow  # one CLI run (TensorFlow import)

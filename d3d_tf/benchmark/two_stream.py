@@ -137,9 +137,9 @@ def clip_flow(frames: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return scaled.reshape(*idx.shape, *frames.shape[1:3], 2).astype(np.float32)
 
 
-def _model(model_dir, modality: str, config: TwoStreamConfig):
+def _model(flag: str, modality: str, config: TwoStreamConfig):
     """(softmax function of uint8 RGB clips or flow clips [K,T,H,W,C] -> float32 [K,C],
-    description) of a trained model directory or a random-weight S3D-G."""
+    description) of the trained model directory `config.<flag>`, or a random-weight S3D-G."""
     import tensorflow as tf
 
     from d3d_tf import models, preprocessing
@@ -147,11 +147,12 @@ def _model(model_dir, modality: str, config: TwoStreamConfig):
 
     t, c = config.num_frames, config.crop_size
     channels = 3 if modality == "rgb" else 2
+    model_dir = getattr(config, flag)
     if model_dir:
         net, spec = saving.load_model_dir(model_dir, input_shape=(t, c, c), trainable=False)
         if spec.modality != modality:
-            raise ValueError(f"{model_dir}: a {spec.modality} model where the {modality} "
-                             f"model is expected")
+            raise ValueError(f"--{flag}={model_dir}: its model.json says modality "
+                             f"{spec.modality!r}; --{flag} needs a {modality} model")
         rgb_range, what = spec.rgb_range, f"{spec.name} from {model_dir}"
     else:
         net = models.build_classifier("s3dg", num_classes=config.num_classes,
@@ -213,15 +214,18 @@ def _run(path, config, repeats, log):
 
     shape = predictor.ClipShape(config.num_frames, config.crop_size, config.crop_size)
     predict = predictor.PredictConfig(num_clips=config.num_clips)
-    rgb, rgb_what = _model(config.rgb_model_dir, "rgb", config)
-    flow_net, flow_what = _model(config.flow_model_dir, "flow", config)
+    info = video.probe_video(path)
+    frames, idx = decode_with_next_frames(path, shape, predict)
+    if len(frames) < 2:
+        raise ValueError(f"{path}: {len(frames)} frame; the two-stream model's optical flow "
+                         "needs at least 2")
+    rgb, rgb_what = _model("rgb_model_dir", "rgb", config)
+    flow_net, flow_what = _model("flow_model_dir", "flow", config)
     d3d, d3d_what = rgb, rgb_what
     if config.d3d_model_dir:
-        d3d, d3d_what = _model(config.d3d_model_dir, "rgb", config)
-    info = video.probe_video(path)
+        d3d, d3d_what = _model("d3d_model_dir", "rgb", config)
 
     # Untimed: one call of each network (tf.function tracing, allocation).
-    frames, idx = decode_with_next_frames(path, shape, predict)
     for fn, x in ((rgb, frames[idx]), (flow_net, np.zeros((*idx.shape, *frames.shape[1:3], 2),
                                                           np.float32)), (d3d, frames[idx])):
         fn(tf.constant(x)).numpy()
