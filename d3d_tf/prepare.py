@@ -50,7 +50,7 @@ config_flags.define_flags(prepare_hosts.HostConfig)
 @dataclasses.dataclass
 class EngineConfig:
     beam_options: str | None = field(None, "Run as an Apache Beam pipeline (pip install "
-                                     "'d3d_tf[beam]'), one element per shard, writing the same "
+                                     "-e '.[beam]'), one element per shard, writing the same "
                                      "shards, with these Beam pipeline options, e.g. "
                                      "'--runner=DirectRunner --direct_num_workers=2 "
                                      "--direct_running_mode=multi_processing' ('' = the "
@@ -112,7 +112,7 @@ def _prepare_beam():
         from d3d_tf.data import prepare_beam
     except ImportError as e:
         raise app.UsageError(f"--beam_options needs Apache Beam ({e}): pip install "
-                             f"'d3d_tf[beam]'") from None
+                             f"-e '.[beam]' in the checkout") from None
     return prepare_beam
 
 

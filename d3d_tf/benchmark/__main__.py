@@ -26,6 +26,9 @@ Parts:
            GFLOP/s of each against a float32 matmul timed in turn (this CPU's ceiling), and
            what the 4x / 3x targets would need of it.
            Needs the [torchvision] extra; skipped with a line without it
+  two_stream  seconds per video of the two-stream model end to end (decode, TV-L1 flow, flow
+           S3D-G, RGB S3D-G, average) against D3D (decode, RGB S3D-G) on one video file
+           (--video; default a synthetic 10-s 256x256 one), --iters rounds; the ratio
 Timings are medians after a warm-up call; numbers depend on the machine and its load.
 """
 from __future__ import annotations
@@ -38,10 +41,11 @@ import tempfile
 
 from absl import app, flags
 
-from d3d_tf import cli
+from d3d_tf import cli, config_flags
+from d3d_tf.benchmark import two_stream
 
 FLAGS = flags.FLAGS
-PARTS = ("model", "distill", "data", "flow", "export", "profile", "torchvision")
+PARTS = ("model", "distill", "data", "flow", "export", "profile", "torchvision", "two_stream")
 flags.DEFINE_list("parts", list(PARTS), f"Which parts to run, from {PARTS}.")
 flags.DEFINE_bool("smoke", False, "Tiny sizes and few iterations: checks that it runs.")
 flags.DEFINE_list("modes", ["eager", "function", "xla"], "model: execution modes.")
@@ -65,6 +69,7 @@ flags.DEFINE_integer("accelerator_batch", None, "data: clips of one accelerator'
 flags.DEFINE_integer("threads", 2, "torchvision: threads of each framework's process.")
 flags.DEFINE_integer("rounds", 2, "torchvision: alternating rounds (each case once a round).")
 flags.DEFINE_string("json", None, "Also write every result as JSON to this file ('-' = stdout).")
+config_flags.define_flags(two_stream.TwoStreamConfig)
 
 
 def _table(header, rows) -> str:
@@ -304,6 +309,14 @@ def torchvision_table(results) -> str:
             + table + "".join(f"\n{line}" for line in needs))
 
 
+def two_stream_part(log) -> list[dict]:
+    config = config_flags.from_flags(two_stream.TwoStreamConfig)
+    if FLAGS.smoke:
+        config = two_stream.smoke_config(config)
+    return two_stream.run_two_stream_benchmark(config, repeats=1 if FLAGS.smoke else FLAGS.iters,
+                                               log=log)
+
+
 def main(argv):
     del argv
     from d3d_tf.benchmark import data as throughput
@@ -325,6 +338,7 @@ def main(argv):
         "export": (export_part, export_table),
         "profile": (profile_part, profile_table),
         "torchvision": (torchvision_part, torchvision_table),
+        "two_stream": (two_stream_part, two_stream.format_table),
     }
     everything = {"smoke": FLAGS.smoke, "cpu_count": os.cpu_count()}
     tables = []

@@ -1,4 +1,4 @@
-"""`prepare` as an Apache Beam pipeline: one element per output shard (`pip install d3d_tf[beam]`).
+"""`prepare` as an Apache Beam pipeline: one element per output shard (`pip install -e '.[beam]'`).
 
     python -m d3d_tf.prepare ... --beam_options="--runner=DirectRunner --direct_num_workers=2 \
         --direct_running_mode=multi_processing"

@@ -117,12 +117,12 @@ def keras_variable(torch_key: str, table=None) -> tuple[str, bool] | None:
 
 def read_state_dict(path: str) -> dict:
     """`{key: np.ndarray}` from a `torch.save`d state dict (or a dict holding one under
-    `state_dict` / `model`). Needs torch (`pip install d3d_tf[torch]`)."""
+    `state_dict` / `model`). Needs torch (`pip install -e '.[torch]'` in the checkout)."""
     try:
         import torch
     except ImportError as e:
         raise ImportError(
-            "Reading a PyTorch .pth file needs torch: pip install 'd3d_tf[torch]' "
+            "Reading a PyTorch .pth file needs torch: pip install -e '.[torch]' "
             "(or any CPU build of torch)."
         ) from e
     try:
