@@ -8,8 +8,8 @@ import sys
 import warnings
 
 # TensorFlow turns its oneDNN CPU kernels on by default only on CPUs with AVX-512 VNNI/BF16 or
-# AMX; elsewhere (AVX2-only Intel and AMD CPUs) it falls back to slower Eigen kernels (README
-# "Performance" has the figures).
+# AMX; elsewhere (AVX2-only Intel and AMD CPUs) it falls back to slower Eigen kernels
+# (docs/performance.md has the figures).
 # The flag is read when TensorFlow is imported, so it only helps when d3d_tf is imported
 # first, as every `python -m d3d_tf.<tool>` does; an explicit TF_ENABLE_ONEDNN_OPTS=0 wins.
 # Imported after a TensorFlow that left oneDNN off, it warns (`onednn_off_warning`).
@@ -26,7 +26,7 @@ def onednn_off_warning(tf_imported_first: bool, onednn_enabled: bool, machine: s
     if not tf_imported_first or onednn_enabled or machine not in ("x86_64", "AMD64"):
         return None
     return ("TensorFlow was imported before d3d_tf, so its oneDNN CPU kernels are off on this "
-            "CPU (a train step runs ~4x slower, README \"Performance\"): import d3d_tf before "
+            "CPU (a train step runs ~4x slower, docs/performance.md): import d3d_tf before "
             "tensorflow, or set TF_ENABLE_ONEDNN_OPTS=1")
 
 

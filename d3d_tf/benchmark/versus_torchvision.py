@@ -37,7 +37,7 @@ BF16_CASES = (("d3d_tf", "s3dg", "bfloat16"), ("torchvision", "s3d", "bfloat16")
 WHATS = ("inference", "train_step")
 MATMUL_CASE = ("machine", "matmul", "float32")
 MATMUL_N = 2048
-# Times faster than torchvision that the project aims at (README "Performance").
+# Times faster than torchvision that the project aims at (docs/performance.md).
 TARGETS = {"inference": 4.0, "train_step": 3.0}
 
 

@@ -3,8 +3,8 @@ computes in bfloat16 or float16 (`precision="auto"`).
 
 Both choices leave the variables and the function unchanged; they only change speed (and,
 for bfloat16, rounding). They are taken from the CPU's feature flags (`/proc/cpuinfo`) by
-rules that follow the benchmark's measurements on each CPU type the project has met (README
-"Performance" has the tables):
+rules that follow the benchmark's measurements on each CPU type the project has met
+(docs/performance.md has the tables):
 
 * conv lowering: on x86 CPUs with AVX2 but no AVX-512 `2d_spatial` (the `[1,k,k]` convs as 2D
   convs, the `[t,1,1]` ones as `conv3d`); the full 2D lowering on AVX-512 CPUs and on unknown

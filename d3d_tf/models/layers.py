@@ -63,7 +63,7 @@ class Conv3D(keras.layers.Conv3D):
     With `impl="2d"` a `[1,kh,kw]` conv with temporal stride 1 runs as a `CONV_2D` over
     `[B*T,H,W,C]`, and a `[kt,1,1]` conv with spatial stride 1 as a `(kt,1)` `CONV_2D` over
     `[B,T,H*W,C]` — the same result (SAME padding is per axis), and TFLite builtins that
-    XNNPACK accelerates and int8 quantizes (speed per CPU: README "Performance"). A full
+    XNNPACK accelerates and int8 quantizes (speed per CPU: docs/performance.md). A full
     `[kt,kh,kw]` kernel (the stem, I3D) stays `conv3d` (faster on CPU), unless
     `impl="2d_all"`: then it is a sum of `kt` 2D convs over temporally shifted frames (needs a
     static T), so that a TFLite model has no `CONV_3D` at all. `impl="2d_spatial"` lowers only
@@ -146,7 +146,7 @@ def _temporal_conv3d_matmul_grad(x, kernel, stride, padding):
     `[B*T'*H*W, C]`.
 
     oneDNN's AVX2 conv3d kernel gradient is far slower than these products for strided temporal
-    convs such as the `[7,1,1]` stride-2 stem of torchvision's S3D (README "Performance" has the
+    convs such as the `[7,1,1]` stride-2 stem of torchvision's S3D (docs/performance.md has the
     figures). The forward pass and the input gradient stay oneDNN's.
     """
     import tensorflow as tf  # the gradient needs TF's own ops; Keras runs on TF here
@@ -173,7 +173,7 @@ def _temporal_conv3d_matmul_grad(x, kernel, stride, padding):
 
 
 # TensorFlow's Eigen conv3d (what TF runs when oneDNN is off) has a far slower backward pass for
-# 1 or 2 input channels than for 3 (README "Performance" has the figures). Zero channels bring
+# 1 or 2 input channels than for 3 (docs/performance.md has the figures). Zero channels bring
 # the input to 3: the same output and the same gradient for the real kernel.
 MIN_CONV3D_CHANNELS = 3
 
@@ -241,7 +241,7 @@ class BatchNorm(keras.layers.BatchNormalization):
 
     Keras 3 normalizes 5D tensors with separate mean / variance / scale ops; TF's
     `FusedBatchNormV3` over `[B*T,H,W,C]` does the same in one pass (much faster when training
-    on CPU: README "Performance"). The moving averages follow Keras: `m = m * momentum + batch *
+    on CPU: docs/performance.md). The moving averages follow Keras: `m = m * momentum + batch *
     (1 - momentum)`, with the fused kernel's batch variance (Bessel-corrected, as TF's own Keras 2
     BN did). Synchronized BN, masks and non-last axes fall back to the Keras implementation.
     """

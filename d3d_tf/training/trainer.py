@@ -77,8 +77,8 @@ class TrainConfig:
     conv_impl: str = field("auto", "How convolutions run (same variables and numbers): 2d lowers "
                            "[1,k,k] and [t,1,1] convs to 2D convs, 2d_spatial only the [1,k,k] "
                            "ones, 2d_all also the stem, 3d uses conv3d, auto picks 3d on "
-                           "a machine with a GPU, else 2d or 2d_spatial for this CPU (README "
-                           "'Performance').",
+                           "a machine with a GPU, else 2d or 2d_spatial for this CPU "
+                           "(docs/performance.md).",
                            choices=layers.CONV_IMPLS)
     num_frames: int = field(64, "Frames per clip (T).", min=1)
     frame_stride: int = field(1, "Take every n-th stored frame.", min=1)
@@ -187,7 +187,7 @@ class TrainConfig:
                            "mixed_float16 on a machine with a GPU; on a CPU bfloat16 where it "
                            "is native and one replica's step is at least "
                            f"{cpu_choices.BF16_MIN_GFLOPS_PER_STEP:g} forward GFLOPs, else "
-                           "float32 (README 'Performance').", choices=cpu_choices.PRECISIONS)
+                           "float32 (docs/performance.md).", choices=cpu_choices.PRECISIONS)
     jit_compile: bool = field(False, "Compile each replica's train step with XLA "
                               "(tf.function(jit_compile=True)); the first step then takes "
                               "longer (compilation), the others usually less on a GPU.")
