@@ -396,8 +396,8 @@ def write_report(out_dir: str, *, seeds: int = 1, data_seed: int | None = None) 
         rep = _load(os.path.join(rep_dir, "representation.json"))
         if not rep:
             continue
-        lines += [f"### {caption}", "",
-                  f"Temporal variation of conv1: {rep['temporal_variation']:.3f}.", ""]
+        variation = ", ".join(f"{m['temporal_variation']:.3f}" for m in rep.get("models", [rep]))
+        lines += [f"### {caption}", "", f"Temporal variation of conv1: {variation}.", ""]
         for png in ("filters.png", "embedding.png"):
             if os.path.exists(os.path.join(rep_dir, png)):
                 lines.append(f"![{folder} {png[:-4]}]({os.path.relpath(rep_dir, out_dir)}/{png})")

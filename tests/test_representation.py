@@ -68,9 +68,42 @@ def test_report_writes_filters_and_embedding(tmp_path):
     saving.save_model_dir(str(tmp_path / "m"), net, saving.spec_for(net, name="r3d_18"))
     data = train_fixtures.write_dataset(str(tmp_path / "d"), videos=8, frames=6, size=16)
     out = representation_report.write_report(representation_report.ReportConfig(
-        model_dir=str(tmp_path / "m"), out_dir=str(tmp_path / "r"), data=data,
+        model_dir=(str(tmp_path / "m"),), out_dir=str(tmp_path / "r"), data=data,
         embedding="pca"))
-    assert out["videos"] == 8 and out["conv1_kernel"] == [3, 7, 7, 3, 8]
-    assert out["temporal_variation"] > 0.1  # random init varies over time
+    (only,) = out["models"]
+    assert only["videos"] == 8 and only["conv1_kernel"] == [3, 7, 7, 3, 8]
+    assert only["temporal_variation"] > 0.1  # random init varies over time
     for name in ("filters.png", "embedding.png", "representation.json"):
         assert (tmp_path / "r" / name).stat().st_size > 100
+    # Two models side by side (the paper's DistInit vs inflation): an inflated copy of the
+    # first's filters repeats over time; one row and one panel each, named by folder.
+    inflated = models.build_classifier("r3d_18", num_classes=4, input_shape=(4, 16, 16, 3),
+                                       depth_multiplier=0.125)
+    kernel = np.asarray(net.get_layer("conv1").kernel)
+    inflated.get_layer("conv1").kernel.assign(np.repeat(kernel.mean(0, keepdims=True), 3, 0))
+    saving.save_model_dir(str(tmp_path / "inflated" / "model"), inflated,
+                          saving.spec_for(inflated, name="r3d_18"))
+    import matplotlib.figure
+
+    drawn = []
+    real_savefig = matplotlib.figure.Figure.savefig
+    matplotlib.figure.Figure.savefig = lambda fig, *a, **k: (drawn.append(fig),
+                                                              real_savefig(fig, *a, **k))[1]
+    try:
+        out = representation_report.write_report(representation_report.ReportConfig(
+            model_dir=(str(tmp_path / "m"), str(tmp_path / "inflated" / "model")),
+            out_dir=str(tmp_path / "r2"), data=data, embedding="pca"))
+    finally:
+        matplotlib.figure.Figure.savefig = real_savefig
+    names = [m["name"] for m in out["models"]]
+    assert names == ["r3d_18 (m)", "r3d_18 (inflated)"]
+    assert out["models"][1]["temporal_variation"] == pytest.approx(0.0, abs=1e-6)
+    assert out["models"][0]["temporal_variation"] > 0.1
+    filters, embedding = drawn
+    titles = [t.get_text() for ax in filters.axes for t in [ax.title] if t.get_text()]
+    assert sum(n in t for t in titles for n in names) >= 2  # a labelled row per model
+    assert [ax.get_title().split(" pooled")[0] for ax in embedding.axes] == names
+    with pytest.raises(ValueError, match="--name has 1 values for 2 --model_dir"):
+        representation_report.write_report(representation_report.ReportConfig(
+            model_dir=(str(tmp_path / "m"), str(tmp_path / "m")), name=("a",),
+            out_dir=str(tmp_path / "r3")))

@@ -192,26 +192,37 @@ def tsne_2d(features: np.ndarray, *, perplexity: float = 20.0, iterations: int =
 
 def scatter_png(points: np.ndarray, labels, path: str, *, title: str, names=None) -> None:
     """Writes a scatter plot of `points` `[N,2]` coloured by integer `labels` to `path`."""
+    scatter_panels_png([(title, points, labels)], path, names=names)
+
+
+def scatter_panels_png(panels, path: str, *, names=None) -> None:
+    """Writes one scatter plot per panel side by side (several models' embeddings of the same
+    videos, DistInit's Fig. 5), coloured by class, with one legend.
+
+    `panels`: [(title, points [N,2], integer labels [N])]; `names`: class names by label."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = np.asarray(labels)
-    classes = np.unique(labels)
+    classes = np.unique(np.concatenate([np.asarray(lab) for _, _, lab in panels]))
     columns = 1 + len(classes) // 25
-    fig, ax = plt.subplots(figsize=(6 + 2.2 * columns, 6))
-    for k in classes:
-        m = labels == k
-        ax.scatter(points[m, 0], points[m, 1], s=16,
-                   label=names[k] if names is not None and 0 <= k < len(names) else str(k))
-    ax.set_title(title, fontsize=11)
-    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0,
-              ncol=columns, title="class", title_fontsize=9)
-    ax.set_xlabel("embedding dimension 1", fontsize=10)
-    ax.set_ylabel("embedding dimension 2", fontsize=10)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels) + 2.2 * columns, 6),
+                             squeeze=False)
+    colors = {k: plt.cm.tab20(i % 20) for i, k in enumerate(classes)}
+    for ax, (title, points, labels) in zip(axes[0], panels):
+        labels = np.asarray(labels)
+        for k in classes:
+            m = labels == k
+            ax.scatter(points[m, 0], points[m, 1], s=16, color=colors[k],
+                       label=names[k] if names is not None and 0 <= k < len(names) else str(k))
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel("embedding dimension 1", fontsize=10)
+        ax.set_ylabel("embedding dimension 2", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][-1].legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0,
+                       ncol=columns, title="class", title_fontsize=9)
     fig.tight_layout()
     atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)

@@ -26,8 +26,13 @@ EMBEDDINGS = ("tsne", "pca")
 @dataclasses.dataclass
 class ReportConfig:
     """Flags of `python -m d3d_tf.representation`."""
-    model_dir: str = field(help="Model directory (or training run directory) of a video ResNet.")
+    model_dir: tuple = field(help="Model directory (or training run directory) of a video "
+                             "ResNet; several, comma separated, are drawn side by side (a row "
+                             "of filters, a panel of the embedding each), as the paper compares "
+                             "DistInit with inflation or supervision.")
     out_dir: str = field(help="Folder for filters.png, embedding.png, representation.json.")
+    name: tuple = field((), "One name per --model_dir for the pictures (default: the model's "
+                        "preset, with the folder's name when two share one).")
     data: str | None = field(None, "Glob of labeled TFRecord shards for the embedding (none: "
                              "filters only).")
     labels: str | None = field(None, "labels.txt (default: next to the shards).")
@@ -52,26 +57,53 @@ def pooled_features(model, spec, pattern: str, max_videos: int, batch: int):
     return np.concatenate(feats)[:max_videos], np.concatenate(labels)[:max_videos]
 
 
+def _names(config: ReportConfig, specs) -> list[str]:
+    if config.name:
+        if len(config.name) != len(config.model_dir):
+            raise ValueError(f"--name has {len(config.name)} values for "
+                             f"{len(config.model_dir)} --model_dir values")
+        return list(config.name)
+    names = [spec.name for spec in specs]
+    if len(set(names)) < len(names):  # the same preset twice: tell them apart by folder
+        names = [f"{spec.name} ({_run_name(d)})" for spec, d in zip(specs, config.model_dir)]
+    return names
+
+
+def _run_name(directory: str) -> str:
+    path = os.path.normpath(directory)
+    base = os.path.basename(path)
+    return os.path.basename(os.path.dirname(path)) if base == "model" else base
+
+
 def write_report(config: ReportConfig) -> dict:
-    """Writes the pictures and `representation.json`; returns the JSON's content."""
+    """Writes the pictures and `representation.json`; returns the JSON's content (one entry
+    per model under `models`, in --model_dir order)."""
     config_flags.check(config)
-    model, spec = saving.load_model_dir(config.model_dir, endpoints=("pooled",),
-                                        trainable=False)
+    if not config.model_dir:
+        raise ValueError("--model_dir is required")
+    loaded = [saving.load_model_dir(d, endpoints=("pooled",), trainable=False)
+              for d in config.model_dir]
+    names = _names(config, [spec for _, spec in loaded])
     os.makedirs(config.out_dir, exist_ok=True)
-    kernel = np.asarray(model.get_layer("conv1").kernel)
-    R.filters_png([(spec.name, kernel)], os.path.join(config.out_dir, "filters.png"))
-    out = {"model": spec.name, "conv1_kernel": list(kernel.shape),
-           "temporal_variation": R.temporal_variation(kernel)}
+    kernels = [np.asarray(model.get_layer("conv1").kernel) for model, _ in loaded]
+    R.filters_png(list(zip(names, kernels)), os.path.join(config.out_dir, "filters.png"))
+    out = {"models": [{"name": n, "model_dir": d, "conv1_kernel": list(k.shape),
+                       "temporal_variation": R.temporal_variation(k)}
+                      for n, d, k in zip(names, config.model_dir, kernels)]}
     if config.data:
-        feats, labels = pooled_features(model, spec, config.data, config.max_videos,
-                                        config.batch_size)
+        label = "t-SNE (numpy, exact)" if config.embedding == "tsne" else "PCA (linear)"
+        panels = []
+        for name, (model, spec), entry in zip(names, loaded, out["models"]):
+            feats, labels = pooled_features(model, spec, config.data, config.max_videos,
+                                            config.batch_size)
+            points = R.tsne_2d(feats) if config.embedding == "tsne" else R.pca_2d(feats)
+            panels.append((f"{name} pooled features, {label}", points, labels))
+            entry["videos"] = len(feats)
         names_path = config.labels or os.path.join(
             os.path.dirname(pipeline.list_files(config.data)[0]), "labels.txt")
-        names = preprocessing.read_labels(names_path) if os.path.isfile(names_path) else None
-        points = R.tsne_2d(feats) if config.embedding == "tsne" else R.pca_2d(feats)
-        label = "t-SNE (numpy, exact)" if config.embedding == "tsne" else "PCA (linear)"
-        R.scatter_png(points, labels, os.path.join(config.out_dir, "embedding.png"),
-                      title=f"{spec.name} pooled features, {label}", names=names)
-        out.update({"embedding": label, "videos": len(feats)})
+        classes = preprocessing.read_labels(names_path) if os.path.isfile(names_path) else None
+        R.scatter_panels_png(panels, os.path.join(config.out_dir, "embedding.png"),
+                             names=classes)
+        out["embedding"] = label
     atomic.write_json(os.path.join(config.out_dir, "representation.json"), out)
     return out
