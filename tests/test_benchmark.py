@@ -65,8 +65,8 @@ def test_benchmark_smoke_runs_every_part(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run(
-        [sys.executable, "-m", "d3d_tf.benchmark", "--smoke", "--modes=eager,function",
-         "--precisions=float32,bfloat16", "--conv_impls=2d,2d_spatial", f"--json={out}"],
+        [sys.executable, "-m", "d3d_tf.benchmark", "--smoke", "--modes=function",
+         "--precisions=float32", "--conv_impls=2d", f"--json={out}"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     for part in ("## model", "## distill", "## data", "## flow", "## export", "## profile",
@@ -74,13 +74,11 @@ def test_benchmark_smoke_runs_every_part(tmp_path):
         assert part in done.stdout
     results = json.loads(out.read_text())
     model = results["model"]
-    auto = cpu_choices.resolve_conv_impl("auto")
-    # tf.function compares the lowerings side by side; eager runs this CPU's auto choice
-    assert sorted((r["what"], r["mode"], r["precision"], r["conv_impl"]) for r in model) == sorted(
-        [(w, "function", p, c) for w in ("inference", "train_step")
-         for p in ("float32", "bfloat16") for c in ("2d", "2d_spatial")]
-        + [(w, "eager", p, auto) for w in ("inference", "train_step")
-           for p in ("float32", "bfloat16")])
+    # One combination here; the matrix of modes, precisions and lowerings is
+    # test_model_part_times_every_mode_precision_and_lowering's, bfloat16 and eager
+    # test_measure_runs_eager_bfloat16_with_this_cpus_lowering's.
+    assert [(r["what"], r["mode"], r["precision"], r["conv_impl"]) for r in model] == [
+        (w, "function", "float32", "2d") for w in ("inference", "train_step")]
     assert cpu_choices.describe(cpu_choices.cpu_flags()) in done.stdout
     for r in model:  # the smoke model: s3dg 8x32x32, depth 0.25, 400 classes
         assert r["clips_per_second"] > 0 and r["batch"] == 1
@@ -104,7 +102,7 @@ def test_benchmark_smoke_runs_every_part(tmp_path):
         assert f32["over_float32"] == 1.0 and i8["over_float32"] == pytest.approx(
             i8["ms"] / f32["ms"])
     profiles = results["profile"]
-    assert [r["conv_impl"] for r in profiles] == ["2d", "2d_spatial"]
+    assert [r["conv_impl"] for r in profiles] == ["2d"]
     for r in profiles:  # a train step: convolutions both ways, BN, and the shares add up
         cats = r["categories"]
         assert cats["conv forward"] > 0 and cats["conv backward"] > 0 and cats["batch norm"] > 0
@@ -124,6 +122,62 @@ def test_benchmark_smoke_runs_every_part(tmp_path):
         assert "of the matmul's" in done.stdout
     else:  # the optional extra is missing: the part says so instead of failing
         assert versus == [] and "torch / torchvision are not installed" in done.stdout
+
+
+def test_model_part_times_every_mode_precision_and_lowering(monkeypatch):
+    """The smoke model's matrix, with a fake timer: tf.function compares the lowerings side by
+    side, eager runs this CPU's auto choice, every precision both ways."""
+    from absl.testing import flagsaver
+
+    from d3d_tf.benchmark import __main__ as bench
+    from d3d_tf.benchmark import model as speed
+
+    auto = cpu_choices.resolve_conv_impl("auto")
+    calls = []
+
+    def measure(what, **kw):
+        calls.append((what, kw))
+        impl = cpu_choices.resolve_conv_impl(kw["conv_impl"])
+        return speed.SpeedResult(what, "s3dg", kw["frames"], kw["size"], kw["batch"], kw["mode"],
+                                 kw["precision"], impl, kw["depth_multiplier"], 0.5, 2.0, 0.25,
+                                 0.5)
+
+    monkeypatch.setattr(speed, "measure", measure)
+    logged = []
+    with flagsaver.as_parsed(smoke="true", modes="eager,function",
+                             precisions="float32,bfloat16", conv_impls="2d,2d_spatial"):
+        model = bench.model_part(logged.append)
+    assert sorted((r["what"], r["mode"], r["precision"], r["conv_impl"]) for r in model) == sorted(
+        [(w, "function", p, c) for w in ("inference", "train_step")
+         for p in ("float32", "bfloat16") for c in ("2d", "2d_spatial")]
+        + [(w, "eager", p, auto) for w in ("inference", "train_step")
+           for p in ("float32", "bfloat16")])
+    # the smoke model: s3dg 8x32x32, depth 0.25, batch 1, one timed call
+    assert {(kw["frames"], kw["size"], kw["depth_multiplier"], kw["batch"], kw["iters"])
+            for _, kw in calls} == {(8, 32, 0.25, 1, 1)}
+    assert {kw["conv_impl"] for _, kw in calls if kw["mode"] == "eager"} == {"auto"}
+    assert all(r["case"] == "tiny" and r["clips_per_second"] == 2.0 for r in model)
+    assert len(logged) == len(model) == 12
+    table = bench.model_table(model).splitlines()
+    assert table[0] == cpu_choices.describe(cpu_choices.cpu_flags())
+    assert ["tiny", "train_step", "1", "eager", "bfloat16", auto, "0.500", "2.00", "0.25",
+            "0.5"] in [line.split() for line in table[3:]]
+
+
+def test_measure_runs_eager_bfloat16_with_this_cpus_lowering():
+    """What the smoke test's one combination leaves out, measured for real once: an eager
+    bfloat16 train step on this CPU's auto lowering, the global policy left as it was."""
+    import keras
+
+    from d3d_tf.benchmark import model as speed
+
+    r = speed.measure("train_step", frames=8, size=32, batch=1, mode="eager",
+                      precision="bfloat16", conv_impl="auto", depth_multiplier=0.25, iters=1)
+    assert (r.mode, r.precision) == ("eager", "bfloat16")
+    assert r.conv_impl == cpu_choices.resolve_conv_impl("auto")
+    assert r.clips_per_second > 0 and r.batch == 1
+    assert r.gflops_per_clip == pytest.approx(s3dg_flops(8, 32, 0.25, 400) / 1e9)
+    assert keras.mixed_precision.global_policy().name == "float32"
 
 
 def test_versus_torchvision_alternates_cases_and_divides_by_torchvision():

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from model_fixtures import SLIM_BLOCKS
+from process_helpers import run_side_by_side
 
 from d3d_tf.models import naming, saving
 from d3d_tf.weights import slim as slim_import
@@ -217,8 +218,12 @@ def test_cli_writes_model_directory(tmp_path):
     clip = tmp_path / "clip.mp4"
     video.write_video(str(clip), np.random.default_rng(3).integers(0, 256, (12, 64, 80, 3),
                                                                    dtype=np.uint8))
-    result = subprocess.run(cmd + [f"--check_clip={clip}"], capture_output=True, text=True,
-                            env=env, check=False)
+    # A checkpoint that is not S3D-G is refused when --model says s3dg: converted side by
+    # side with the good one (each process spends its time importing TensorFlow).
+    i3d = write_slim_checkpoint(tmp_path / "i3d", slim_variables(gating=False, separable=False))
+    bad = [f"--out_dir={tmp_path / 'i3d_model'}" if c.startswith("--out_dir=")
+           else c.replace(str(prefix), i3d) for c in cmd]
+    result, refused = run_side_by_side([cmd + [f"--check_clip={clip}"], bad], env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     # --check_clip: the top-1 class and its probability under each range.
     for input_range in ("[-1,1]", "[0,1]"):
@@ -231,11 +236,7 @@ def test_cli_writes_model_directory(tmp_path):
     clip = np.random.default_rng(2).uniform(0, 1, (1, *SHAPE)).astype(np.float32)
     np.testing.assert_allclose(model(clip).numpy(), slim_reference(arrays, clip), atol=1e-4)
 
-    # A checkpoint that is not S3D-G is refused when --model says s3dg.
-    i3d = write_slim_checkpoint(tmp_path / "i3d", slim_variables(gating=False, separable=False))
-    bad = [c.replace(str(prefix), i3d) for c in cmd]
-    result = subprocess.run(bad, capture_output=True, text=True, env=env, check=False)
-    assert result.returncode != 0 and "separable" in result.stderr
+    assert refused.returncode != 0 and "separable" in refused.stderr
 
 
 def test_use_ema_loads_shadows(tmp_path):
@@ -308,10 +309,20 @@ def test_depth_multiplier_given_is_checked():
 
 @pytest.mark.parametrize(
     "m", [pytest.param(m, marks=() if m == 0.3 else pytest.mark.slow) for m in MULTIPLIERS])
-def test_full_network_round_trips_at_every_multiplier(tmp_path, m):
-    """A whole S3D-G checkpoint at depth m converts and every weight lands unchanged."""
+def test_full_network_round_trips_at_every_multiplier(tmp_path, monkeypatch, m):
+    """A whole S3D-G checkpoint at depth m converts and every weight lands unchanged.
+
+    The checkpoint file is written and read at m = 0.3; at the other depths the reader hands
+    back the same arrays without the file (writing one takes seconds, and nothing in it
+    depends on m)."""
     arrays = slim_variables(m=m, blocks=tuple(SLIM_BLOCKS))
-    model, info = _import(write_slim_checkpoint(tmp_path, arrays))
+    if m == 0.3:
+        prefix = write_slim_checkpoint(tmp_path, arrays)
+    else:
+        prefix = str(tmp_path / "model.ckpt-7")
+        monkeypatch.setattr(slim_import, "read_checkpoint",
+                            lambda path: dict(sorted(arrays.items())) if path == prefix else None)
+    model, info = _import(prefix)
     assert model.d3d_config.depth_multiplier == m and info["loaded"] == len(arrays)
     weights = {w.path: np.asarray(w) for w in model.weights}
     assert len(weights) == len(arrays)
@@ -319,10 +330,11 @@ def test_full_network_round_trips_at_every_multiplier(tmp_path, m):
         np.testing.assert_array_equal(weights[naming.keras_path(name)], value, err_msg=name)
 
 
-def _run_cli(args):
-    cmd = [sys.executable, "-m", "d3d_tf.convert_weights", *args]
+def _run_clis(*arg_lists):
+    """`python -m d3d_tf.convert_weights args` per list, side by side; in order."""
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    return run_side_by_side([[sys.executable, "-m", "d3d_tf.convert_weights", *args]
+                             for args in arg_lists], env=env)
 
 
 def test_unreadable_checkpoint_is_a_one_line_error(tmp_path):
@@ -337,14 +349,16 @@ def test_unreadable_checkpoint_is_a_one_line_error(tmp_path):
 @pytest.mark.slow  # two CLI processes
 def test_cli_errors_are_one_line(tmp_path):
     missing = tmp_path / "nothing" / "model.ckpt-1"
-    result = _run_cli(["--from=slim", f"--source={missing}", f"--out_dir={tmp_path / 'o'}"])
+    prefix = write_slim_checkpoint(tmp_path, slim_variables(m=0.3))
+    result, wrong_depth = _run_clis(
+        ["--from=slim", f"--source={missing}", f"--out_dir={tmp_path / 'o'}"],
+        ["--from=slim", f"--source={prefix}", "--depth_multiplier=0.5",
+         f"--out_dir={tmp_path / 'o'}"])
     assert result.returncode != 0 and "Traceback" not in result.stderr
     (line,) = [x for x in result.stderr.splitlines() if str(missing) in x]
     assert "Cannot read TF checkpoint" in line
 
-    prefix = write_slim_checkpoint(tmp_path, slim_variables(m=0.3))
-    result = _run_cli(["--from=slim", f"--source={prefix}", "--depth_multiplier=0.5",
-                       f"--out_dir={tmp_path / 'o'}"])
+    result = wrong_depth
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "--depth_multiplier=0.5 gives InceptionV1/Conv2d_1a_7x7/weights 32" in result.stderr
     assert not (tmp_path / "o").exists()

@@ -7,7 +7,7 @@ import numpy as np
 from d3d_tf import demo_probes, demo_report
 
 
-def test_probe_stages_cover_teacher_baseline_and_d3d_with_their_modalities():
+def test_probe_stages_cover_teacher_and_every_seeds_baseline_and_d3d():
     stages = dict(demo_probes.stage_args("out", "configs/demo", "out/records"))
     assert list(stages) == ["probe_teacher", "probe_baseline", "probe_d3d"]
     assert "--modality=flow" in stages["probe_teacher"]
@@ -16,15 +16,13 @@ def test_probe_stages_cover_teacher_baseline_and_d3d_with_their_modalities():
     assert "--out_dir=out/probes/baseline" in stages["probe_baseline"]
     assert "--flagfile=configs/demo/probe.flags" in stages["probe_baseline"]
     assert "--eval_data=out/records/test-*.tfrecord" in stages["probe_teacher"]
-
-
-def test_every_seed_gets_baseline_and_d3d_probes_and_seed_0_the_teacher_too():
-    stages = dict(demo_probes.stage_args("out", "configs/demo", "out/records", seeds=3))
-    assert list(stages) == ["probe_teacher", "probe_baseline", "probe_d3d",
-                            "probe_baseline_seed1", "probe_d3d_seed1",
-                            "probe_baseline_seed2", "probe_d3d_seed2"]
-    assert "--model_dir=out/runs/d3d_seed2/model" in stages["probe_d3d_seed2"]
-    assert "--out_dir=out/probes/baseline_seed1" in stages["probe_baseline_seed1"]
+    # Every seed gets baseline and D3D probes, seed 0 the teacher too.
+    seeds = dict(demo_probes.stage_args("out", "configs/demo", "out/records", seeds=3))
+    assert list(seeds) == ["probe_teacher", "probe_baseline", "probe_d3d",
+                           "probe_baseline_seed1", "probe_d3d_seed1",
+                           "probe_baseline_seed2", "probe_d3d_seed2"]
+    assert "--model_dir=out/runs/d3d_seed2/model" in seeds["probe_d3d_seed2"]
+    assert "--out_dir=out/probes/baseline_seed1" in seeds["probe_baseline_seed1"]
 
 
 def test_seed_table_says_whether_every_seed_agrees(tmp_path):

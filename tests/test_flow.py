@@ -19,28 +19,34 @@ def textured_pair(dx, dy, size=64, seed=0):
             np.clip(moved[crop], 0, 255).round().astype(np.uint8))
 
 
-def test_tvl1_recovers_translation():
-    dx, dy = 2.5, -1.5
-    a, b = textured_pair(dx, dy)
-    f = flow.tvl1_flow(a, b)
-    assert f.shape == (64, 64, 2) and f.dtype == np.float32
-    interior = f[12:-12, 12:-12]
-    target = np.broadcast_to(np.float32([dx, dy]), interior.shape)
-    assert flow.endpoint_error(interior, target) < 0.5
+@pytest.mark.parametrize("method", ["tvl1", "dis"])
+def test_flow_recovers_a_translation_with_its_sign_and_size(method):
+    """DIS (OpenCV's, not the papers') has TV-L1's conventions: (x, y) pixels, prev to next."""
+    fn = {"tvl1": flow.tvl1_flow, "dis": flow.dis_flow}[method]
+    for dx, dy in ((2.5, -1.5), (-3.0, 2.0)):
+        a, b = textured_pair(dx, dy)
+        f = fn(a, b)
+        assert f.shape == (64, 64, 2) and f.dtype == np.float32
+        interior = f[12:-12, 12:-12]
+        target = np.broadcast_to(np.float32([dx, dy]), interior.shape)
+        assert flow.endpoint_error(interior, target) < 0.5, (dx, dy)
+        if method == "dis":
+            # Float input on the [0, 255] scale gives the same flow as uint8.
+            np.testing.assert_allclose(fn(a.astype(np.float32), b), f, atol=1e-5)
 
 
-def test_compute_flow_on_rgb_video_both_methods():
+@pytest.mark.parametrize("method, tol", [("tvl1", 0.5), ("farneback", 1.0), ("dis", 0.5)])
+def test_compute_flow_on_rgb_video(method, tol):
     rgb = []
     for i in range(3):
         a, _ = textured_pair(0, 0, size=48)
         rgb.append(np.roll(np.repeat(a[..., None], 3, -1), 2 * i, axis=1))  # 2 px/frame right
     frames = np.stack(rgb)
-    for method, tol in (("tvl1", 0.5), ("farneback", 1.0)):
-        f = flow.compute_flow(frames, method=method)
-        assert f.shape == (2, 48, 48, 2) and f.dtype == np.float32
-        interior = f[:, 10:-10, 10:-10]
-        target = np.broadcast_to(np.float32([2, 0]), interior.shape)
-        assert flow.endpoint_error(interior, target) < tol, method
+    f = flow.compute_flow(frames, method=method)
+    assert f.shape == (2, 48, 48, 2) and f.dtype == np.float32
+    interior = f[:, 10:-10, 10:-10]
+    target = np.broadcast_to(np.float32([2, 0]), interior.shape)
+    assert flow.endpoint_error(interior, target) < tol
 
 
 def test_compute_flow_rejects_bad_input():

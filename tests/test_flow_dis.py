@@ -1,35 +1,14 @@
-"""--flow=dis: OpenCV's DIS flow (not the papers') has TV-L1's conventions and its records
-train like TV-L1's."""
+"""--flow=dis: records of OpenCV's DIS flow (not the papers') train like TV-L1's; its
+conventions are test_flow.py's."""
 import json
 import os
 
 import numpy as np
-from test_flow import textured_pair
-from test_prepare import make_tree, moving_square
+from test_prepare import make_tree
 
 from d3d_tf.data import datasets, pipeline, prepare_lib, records, video
 from d3d_tf.data import flow as flow_lib
 from d3d_tf.training import trainer
-
-
-def test_dis_recovers_a_translation_with_tvl1s_sign_and_size():
-    for dx, dy in ((2.5, -1.5), (-3.0, 2.0)):
-        a, b = textured_pair(dx, dy)
-        f = flow_lib.dis_flow(a, b)
-        assert f.shape == (64, 64, 2) and f.dtype == np.float32
-        interior = f[12:-12, 12:-12]
-        target = np.broadcast_to(np.float32([dx, dy]), interior.shape)
-        assert flow_lib.endpoint_error(interior, target) < 0.5
-        # Float input on the [0, 255] scale gives the same flow as uint8.
-        np.testing.assert_allclose(flow_lib.dis_flow(a.astype(np.float32), b), f, atol=1e-5)
-
-
-def test_compute_flow_dis_on_rgb_frames():
-    frames = moving_square(4, 48, seed=3)  # a square moving 1 px right per frame
-    f = flow_lib.compute_flow(frames, method="dis")
-    assert f.shape == (3, 48, 48, 2)
-    moving = frames[1:, ..., 0] == 230
-    assert np.median(f[..., 0][moving]) > 0.5 and abs(np.median(f[..., 1][moving])) < 0.3
 
 
 def test_dis_records_load_in_training(tmp_path):

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 from model_fixtures import informative_weights, spread
+from process_helpers import run_side_by_side
 
 import d3d_tf
 from d3d_tf import models
@@ -523,18 +524,21 @@ def test_conv3d_on_few_channels_is_padded_and_exact(channels, padding):
     assert [op.inputs[0].shape[-1] for op in convs] == [L.MIN_CONV3D_CHANNELS]
 
 
-def _python_without_onednn_flag(code, **env):
-    """`python -c code` with TF_ENABLE_ONEDNN_OPTS unset unless given in `env`."""
+def _pythons_without_onednn_flag(code, *envs):
+    """`python -c code` once per dict of `envs`, side by side, with TF_ENABLE_ONEDNN_OPTS
+    unset unless an env gives it; their CompletedProcess in the order of `envs`."""
     base = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    return subprocess.run([sys.executable, "-c", code], env={**base, **env},
-                          capture_output=True, text=True, check=True)
+    done = run_side_by_side([[sys.executable, "-c", code]] * len(envs),
+                            envs=[{**base, **env} for env in envs])
+    for proc in done:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return done
 
 
 def test_importing_d3d_tf_turns_onednn_on_unless_told_otherwise():
     code = ("import d3d_tf, tensorflow; from tensorflow.python.util import _pywrap_util_port "
             "as p; print('ONEDNN', p.IsMklEnabled())")
-    on = _python_without_onednn_flag(code)
-    off = _python_without_onednn_flag(code, TF_ENABLE_ONEDNN_OPTS="0")
+    on, off = _pythons_without_onednn_flag(code, {}, {"TF_ENABLE_ONEDNN_OPTS": "0"})
     assert "ONEDNN False" in off.stdout
     if platform.machine() in ("x86_64", "AMD64"):  # oneDNN kernels are built for x86 only
         assert "ONEDNN True" in on.stdout
@@ -550,13 +554,12 @@ def test_onednn_off_warning_only_for_tensorflow_first_without_onednn_on_x86():
 def test_importing_tensorflow_first_warns_exactly_when_onednn_stayed_off():
     code = ("import tensorflow; from tensorflow.python.util import _pywrap_util_port as p; "
             "print('ONEDNN', p.IsMklEnabled()); import d3d_tf")
-    run = _python_without_onednn_flag(code)
+    run, explicit = _pythons_without_onednn_flag(code, {}, {"TF_ENABLE_ONEDNN_OPTS": "0"})
     off = "ONEDNN False" in run.stdout
     warned = "RuntimeWarning: TensorFlow was imported before d3d_tf" in run.stderr
     assert warned == (off and platform.machine() in ("x86_64", "AMD64"))
     # An explicit choice is the user's: no warning.
-    run = _python_without_onednn_flag(code, TF_ENABLE_ONEDNN_OPTS="0")
-    assert "RuntimeWarning" not in run.stderr
+    assert "RuntimeWarning" not in explicit.stderr
 
 
 def test_builders_take_the_channels_from_the_input_shape():

@@ -1,11 +1,11 @@
 import json
 import os
-import subprocess
 import sys
 
 import export_helpers as H
 import numpy as np
 import pytest
+from process_helpers import run_side_by_side
 
 from d3d_tf.data import video
 from d3d_tf.export import predictor as predict
@@ -79,16 +79,14 @@ def test_cli_json_and_errors(tmp_path):
     good = _video(tmp_path / "good.mp4")
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00garbage" * 50)
-    proc = subprocess.run(
-        [sys.executable, "-m", "d3d_tf.predict", good, str(bad),
-         f"--export_path={H.tflite_file('float32')}", "--json", "--num_clips=2"],
-        cwd=H.REPO, env=H.env(), capture_output=True, text=True, check=False)
+    proc, missing = run_side_by_side(
+        [[sys.executable, "-m", "d3d_tf.predict", good, str(bad),
+          f"--export_path={H.tflite_file('float32')}", "--json", "--num_clips=2"],
+         [sys.executable, "-m", "d3d_tf.predict", good, f"--export_path={tmp_path / 'missing'}"]],
+        cwd=H.REPO, env=H.env())
     assert proc.returncode == 1  # one video failed
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1 and lines[0]["video"] == good and len(lines[0]["top_k"]) == 4
     assert sorted(r["label"] for r in lines[0]["top_k"]) == sorted(H.LABELS)
     assert f"error: {bad}" in proc.stderr
-    proc = subprocess.run(
-        [sys.executable, "-m", "d3d_tf.predict", good, f"--export_path={tmp_path / 'missing'}"],
-        cwd=H.REPO, env=H.env(), capture_output=True, text=True, check=False)
-    assert proc.returncode == 2 and "no such file" in proc.stderr
+    assert missing.returncode == 2 and "no such file" in missing.stderr
