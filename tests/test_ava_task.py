@@ -1,17 +1,21 @@
 """--task=ava end to end on tiny synthetic multi-actor data: train, evaluate, export."""
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from d3d_tf import preprocessing
-from d3d_tf.data import ava, ava_pipeline, prepare_lib, synthetic_ava
+from d3d_tf.data import ava, ava_pipeline, synthetic_ava
 from d3d_tf.export import ava_saved_model
 from d3d_tf.metrics import ava_map
 from d3d_tf.models import ava_head
 from d3d_tf.training import ava_task, trainer
+
+sys.path.insert(0, os.path.dirname(__file__))
+import train_fixtures
 
 DATA = synthetic_ava.MultiActorConfig(num_videos=6, num_actors=2, num_classes=4, duration_s=3,
                                       fps=6.0, size=32, val_fraction=0.34, seed=2)
@@ -20,15 +24,7 @@ DATA = synthetic_ava.MultiActorConfig(num_videos=6, num_actors=2, num_classes=4,
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ava")
-    paths = synthetic_ava.generate_dataset(DATA, str(root / "data"), num_workers=1)
-    for split in ("train", "val"):
-        ava.prepare(paths[f"{split}_annotations"], paths["video_dir"],
-                    ava.AvaPrepareConfig(label_map=paths["label_map"],
-                                         excluded=paths[f"{split}_excluded"],
-                                         person_boxes=paths[f"{split}_proposals"],
-                                         clip_frames=4),
-                    prepare_lib.PrepareConfig(out_dir=str(root / "rec"), split=split,
-                                              num_shards=1, workers=1))
+    paths = train_fixtures.write_ava_records(str(root), DATA)
     config = trainer.TrainConfig(
         model_dir=str(root / "run"), train_data=str(root / "rec" / "train-*.tfrecord"),
         task="ava", depth_multiplier=0.1,
@@ -78,6 +74,24 @@ def test_pipeline_feeds_jittered_truth_in_training_and_proposals_at_eval(run):
     n = len(scores)  # 2 actors + 1 false proposal, best first
     np.testing.assert_allclose(batch["scores"][0, :n], scores, atol=1e-6)
     assert batch["box_mask"][0].numpy().tolist() == [1.0] * n + [0.0] * (4 - n)
+
+
+def test_input_pipelines_of_two_hosts_read_disjoint_keyframes(run):
+    """One shard, two hosts' pipelines (MultiWorkerMirroredStrategy's InputContext): each reads
+    every other keyframe record, so no keyframe is read twice per epoch across them."""
+    root, _, config, _ = run
+    pattern = str(root / "rec" / "val-*.tfrecord")
+    assert len(tf.io.gfile.glob(pattern)) == 1
+
+    def keys(context=None):
+        cfg = ava_task.pipeline_config(config, training=False, batch=2, pattern=pattern)
+        return [(v.decode(), int(t)) for b in ava_pipeline.make_dataset(cfg, context)
+                for v, t in zip(b["video_id"].numpy(), b["timestamp"].numpy())]
+
+    everything = keys()
+    shares = [keys(tf.distribute.InputContext(2, pid, 2)) for pid in range(2)]
+    assert all(shares) and sorted(shares[0] + shares[1]) == sorted(everything)
+    assert shares[0] == everything[0::2] and shares[1] == everything[1::2]
 
 
 def test_evaluate_scores_the_official_csv_like_the_records(run, tmp_path):

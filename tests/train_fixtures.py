@@ -49,3 +49,24 @@ def write_dataset(out_dir: str, *, videos: int = 8, frames: int = 8, size: int =
     for w in writers:
         w.close()
     return os.path.join(out_dir, f"{prefix}-*.tfrecord")
+
+
+def write_ava_records(root: str, data, *, clip_frames: int = 4,
+                      splits: tuple = ("train", "val")) -> dict:
+    """Tiny AVA keyframe records: `data` (a synthetic_ava.MultiActorConfig) generated under
+    root/data and prepared (`prepare --format=ava`, one shard per split) into root/rec, label
+    map and labels.txt beside them. Returns generate_dataset's paths plus `<split>_records`
+    (the shard glob of each split)."""
+    from d3d_tf.data import ava, prepare_lib, synthetic_ava
+
+    paths = synthetic_ava.generate_dataset(data, os.path.join(root, "data"), num_workers=1)
+    rec = os.path.join(root, "rec")
+    for split in splits:
+        ava.prepare(paths[f"{split}_annotations"], paths["video_dir"],
+                    ava.AvaPrepareConfig(label_map=paths["label_map"],
+                                         excluded=paths[f"{split}_excluded"],
+                                         person_boxes=paths[f"{split}_proposals"],
+                                         clip_frames=clip_frames),
+                    prepare_lib.PrepareConfig(out_dir=rec, split=split, num_shards=1, workers=1))
+        paths[f"{split}_records"] = os.path.join(rec, f"{split}-*.tfrecord")
+    return paths

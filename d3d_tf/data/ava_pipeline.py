@@ -135,16 +135,24 @@ def _make_fn(config: AvaPipelineConfig):
 
 def make_dataset(config: AvaPipelineConfig,
                  input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
-    """Training: shuffled, repeated, random crops; eval: one pass in file order."""
+    """Training: shuffled, repeated, random crops; eval: one pass in file order.
+
+    With `input_context`, this pipeline reads its share of the keyframes as
+    `pipeline.make_dataset` does (files split by `input_pipeline_id`; fewer files than
+    pipelines: every pipeline reads all files and keeps every num_input_pipelines-th record)."""
     config.validate()
     files = list_files(config.file_pattern)
-    batch, pipeline_id = config.batch_size, 0
+    batch, pipeline_id, num_pipelines = config.batch_size, 0, 1
     if input_context is not None:
         batch = input_context.get_per_replica_batch_size(config.batch_size)
         pipeline_id = input_context.input_pipeline_id
-        if input_context.num_input_pipelines > 1:
-            files = files[pipeline_id::input_context.num_input_pipelines] or files
+        num_pipelines = input_context.num_input_pipelines
+    shard_records = num_pipelines > 1 and len(files) < num_pipelines
+    if num_pipelines > 1 and not shard_records:
+        files = files[pipeline_id::num_pipelines]
     ds = tf.data.TFRecordDataset(files)
+    if shard_records:
+        ds = ds.shard(num_pipelines, pipeline_id)
     if config.training:
         ds = ds.shuffle(config.shuffle_buffer, seed=config.seed,
                         reshuffle_each_iteration=True).repeat()

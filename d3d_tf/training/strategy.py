@@ -21,11 +21,16 @@ import os
 import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
+_multi_worker: list = []  # this process's MultiWorkerMirroredStrategy, once made
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """`default` (one device, no replication), `mirrored` (one process, all local devices)
-    or `multi_worker` (one process per worker, `TF_CONFIG`)."""
+    or `multi_worker` (one process per worker, `TF_CONFIG`).
+
+    `multi_worker` configures TensorFlow's collective ops, which must happen before the
+    process runs its first TensorFlow op (anything eager: reading a record, a tf.constant);
+    so make it first, and every later call returns that same strategy."""
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -34,7 +39,9 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable "
                              "(cluster and task), see d3d_tf/training/strategy.py")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        if not _multi_worker:
+            _multi_worker.append(tf.distribute.MultiWorkerMirroredStrategy())
+        return _multi_worker[0]
     raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
 
 

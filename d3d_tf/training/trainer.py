@@ -288,9 +288,12 @@ def _require_model_dir(path, flag: str, task: str, hint: str = "") -> None:
 
 def validate(config: TrainConfig) -> None:
     """Checks the configuration before anything is built; ValueError/FileNotFoundError with a
-    message naming the flag and the file."""
+    message naming the flag and the file. With `--strategy=multi_worker` it first makes the
+    process's strategy (`strategy.make_strategy`): its checks read records, a TF op."""
     c = config
     config_flags.check(c)  # choices and lower bounds declared on the fields
+    if c.strategy == "multi_worker":  # before the first TF op of the process (record reads)
+        strategy_lib.make_strategy(c.strategy)
     if c.model not in models.PRESETS:
         raise ValueError(f"--model={c.model!r} unknown; choose one of {', '.join(models.PRESETS)}")
     if c.depth_multiplier <= 0:

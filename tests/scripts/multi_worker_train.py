@@ -1,6 +1,7 @@
 """One worker of a 2-worker MultiWorkerMirroredStrategy run (TF_CONFIG set by the caller).
 
-argv[1]: JSON of TrainConfig fields. Runs d3d_tf.training.trainer.train.
+argv[1]: JSON of TrainConfig fields, any task (classify, distill, ava, ...). Runs
+d3d_tf.training.trainer.train and prints its summary as `RESULT <json>`.
 """
 import json
 import sys
