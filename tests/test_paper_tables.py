@@ -112,9 +112,15 @@ def test_tables_over_several_results_files():
     with pytest.raises(ValueError, match="the name 'S3D-G' is in two results files"):
         paper_tables.table("d3d_table6", [{"S3D-G": ucf["S3D-G"]}, ucf])
     # AVA: a row per detector's results file, frame-mAP in percent.
-    ava = [{"frame_mAP": 0.22, "keyframes": 9}, {"frame_mAP": 0.23, "keyframes": 9}]
-    header, rows = _rows(paper_tables.table("d3d_table5", ava, ["S3D-G", "D3D"]))
-    assert header == ["Method", "AVA frame-mAP"] and rows == {"S3D-G": ["22.0"], "D3D": ["23.0"]}
+    # Pretraining: what each detector recorded of its backbone's --init_from.
+    k400 = {"init_from": "runs/k/model", "classes": 400, "source": "d3d_tf.train task=distill",
+            "train_data": "data/kinetics400/train-*.tfrecord"}
+    ava = [{"frame_mAP": 0.22, "keyframes": 9, "pretraining": k400},
+           {"frame_mAP": 0.23, "keyframes": 9, "pretraining": {}}, {"frame_mAP": 0.2}]
+    header, rows = _rows(paper_tables.table("d3d_table5", ava, ["S3D-G", "D3D", "old"]))
+    assert header == ["Method", "Pretraining", "AVA frame-mAP"]
+    assert rows == {"S3D-G": ["kinetics400 (400 classes)", "22.0"],
+                    "D3D": ["none (scratch)", "23.0"], "old": ["n/a", "20.0"]}
     with pytest.raises(ValueError, match="d3d_table4 does not take AVA evaluations"):
         paper_tables.table("d3d_table4", ava)
     with pytest.raises(ValueError, match="d3d_table5 lays out AVA evaluations"):
