@@ -21,7 +21,8 @@ members' inputs). The table's row is the result's name (`--name`); the other col
   the entropy thresholds.
 - distinit_table1 / 2 / 3 / 4 / 5 (DistInit, HMDB-51 split 1): Model | Initialization (Pick
   strategy, Loss function, Unlabeled set) | Per clip | Top 1 | Top 5 (Table 3 without the
-  model column, Table 4 without the set's size). The row's name is the middle column; a
+  model column; Table 4 with Size after the set: the videos of the --init_from run's
+  --train_data, model.json's `pretrain_videos`). The row's name is the middle column; a
   leading network name in it ("R(2+1)D-18 Scratch", "r3d_18 Scratch") is dropped, so that two
   networks' rows can share an initialization's name.
 - distinit_table6 (DistInit, HMDB-51 or UCF-101): Model | Architecture | #frames |
@@ -124,7 +125,8 @@ def model_info(spec: dict, directory: str = "") -> dict:
     return {"dir": directory, "network": spec.get("name", ""),
             "frames": (spec.get("input_shape") or [None])[0],
             "modality": spec.get("modality", "rgb"), "task": task,
-            "train_inputs": list(spec.get("train_inputs") or [])}
+            "train_inputs": list(spec.get("train_inputs") or []),
+            "pretrain_videos": spec.get("pretrain_videos")}
 
 
 def pretraining_name(info: dict | None) -> str:
@@ -140,6 +142,14 @@ def pretraining_name(info: dict | None) -> str:
     name = os.path.basename(os.path.dirname(data)) if data else ""
     name = name or data or info.get("source") or info.get("init_from") or "n/a"
     return f"{name} ({info['classes']} classes)" if info.get("classes") else name
+
+
+def size_name(videos) -> str:
+    """DistInit Table 4's Size of a pre-training set of `videos` videos: "0.3M" from 100k on
+    (the paper's style), the count below it, "n/a" for None (not recorded)."""
+    if videos is None:
+        return "n/a"
+    return f"{videos / 1e6:.1f}M" if videos >= 100_000 else str(videos)
 
 
 def _modalities(names) -> str:
@@ -298,6 +308,10 @@ def table(name: str, runs: list[dict], labels: list[str] | None = None) -> list[
                      [_get(m, "video", "top1")], [_get(m, "video", "top5")]))
     columns, cells = distinit_rows(rows)
     columns[1] = spec.column
+    if name == "distinit_table4":  # Size: videos of the set the fine-tuned model started from
+        columns.insert(2, "Size")
+        for cell, metrics in zip(cells, merged.values()):
+            cell.insert(2, size_name((metrics.get("model") or {}).get("pretrain_videos")))
     if name == "distinit_table3":  # the paper's Table 3 has no model column
         columns, cells = columns[1:], [c[1:] for c in cells]
     return markdown(columns, cells, spec.caption)
