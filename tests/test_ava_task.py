@@ -162,3 +162,17 @@ def test_export_signature_takes_frames_and_boxes(run, tmp_path):
         assert f.read().split() == list(DATA.class_names)
     with pytest.raises(Exception, match="(?i)shape"):
         serve(frames=tf.constant(frames[:, :2]), boxes=tf.constant(boxes))
+
+
+def test_pretraining_is_what_the_backbone_run_recorded(tmp_path):
+    assert ava_task.pretraining(None) == {}  # no --init_from: a backbone from scratch
+    backbone = tmp_path / "k400"
+    (backbone / "model").mkdir(parents=True)
+    with open(backbone / "model" / "model.json", "w") as f:
+        json.dump({"name": "s3dg", "num_classes": 400, "input_shape": [8, 32, 32, 3],
+                   "config": {}, "source": "d3d_tf.train task=distill step=9"}, f)
+    with open(backbone / "train_summary.json", "w") as f:
+        json.dump({"config": {"train_data": "data/kinetics400/train-*.tfrecord"}}, f)
+    assert ava_task.pretraining(str(backbone)) == {
+        "init_from": str(backbone), "classes": 400, "source": "d3d_tf.train task=distill step=9",
+        "train_data": "data/kinetics400/train-*.tfrecord"}

@@ -61,6 +61,7 @@ def test_distinit_tables_have_the_papers_columns_and_rows():
     results = {
         "Res3D-18 Scratch": _metrics(0.246, 0.254, 0.552, network="r3d_18", frames=8),
         "Res3D-18 ImageNet inflated": _metrics(0.325, 0.358, 0.662, network="r3d_18"),
+        "Res3D-18 PlaceNet inflated": _metrics(0.325, 0.356, 0.662, network="r3d_18"),
         "r2plus1d_18 Scratch": _metrics(0.22, 0.241, 0.531, network="r2plus1d_18"),
         "DistInit (ours)": _metrics(0.378, 0.403, 0.744, network="r2plus1d_18"),
     }
@@ -70,11 +71,23 @@ def test_distinit_tables_have_the_papers_columns_and_rows():
     assert header == ["Model", "Initialization", "Per clip", "Top 1", "Top 5"]
     assert body == ["| Res3D-18 | Scratch | 24.6 | 25.4 | 55.2 |",
                     "| Res3D-18 | ImageNet inflated | 32.5 | 35.8 | 66.2 |",
+                    "| Res3D-18 | PlaceNet inflated | 32.5 | 35.6 | 66.2 |",
                     "| R(2+1)D-18 | Scratch | 22.0 | 24.1 | 53.1 |",
                     "| R(2+1)D-18 | DistInit (ours) | 37.8 | 40.3 | 74.4 |"]
     assert lines[-1].startswith("*Table 1: Distillation vs Inflation.")
     assert _rows(paper_tables.table("distinit_table2", [results]))[0][1] == "Pick strategy"
     assert _rows(paper_tables.table("distinit_table4", [results]))[0][1] == "Unlabeled set"
+    # Table 4's Size: the videos of the set each fine-tuned model was pre-trained on.
+    sets = {"Kinetics": _metrics(0.378, 0.403, 0.744, network="r2plus1d_18"),
+            "own videos": _metrics(0.382, 0.412, 0.72, network="r2plus1d_18"),
+            "old": _metrics(0.3, 0.3, 0.7, network="r2plus1d_18")}
+    sets["Kinetics"]["model"]["pretrain_videos"] = 300_000
+    sets["own videos"]["model"]["pretrain_videos"] = 1234
+    lines = paper_tables.table("distinit_table4", [sets])
+    assert _rows(lines)[0] == ["Model", "Unlabeled set", "Size", "Per clip", "Top 1", "Top 5"]
+    assert "| R(2+1)D-18 | Kinetics | 0.3M | 37.8 | 40.3 | 74.4 |" in lines
+    assert "| R(2+1)D-18 | own videos | 1234 | 38.2 | 41.2 | 72.0 |" in lines
+    assert "| R(2+1)D-18 | old | n/a | 30.0 | 30.0 | 70.0 |" in lines
     # Table 3 has no model column.
     header, rows = _rows(paper_tables.table("distinit_table3", [
         {"cross-entropy (over softmax)": results["DistInit (ours)"]}]))
@@ -112,9 +125,15 @@ def test_tables_over_several_results_files():
     with pytest.raises(ValueError, match="the name 'S3D-G' is in two results files"):
         paper_tables.table("d3d_table6", [{"S3D-G": ucf["S3D-G"]}, ucf])
     # AVA: a row per detector's results file, frame-mAP in percent.
-    ava = [{"frame_mAP": 0.22, "keyframes": 9}, {"frame_mAP": 0.23, "keyframes": 9}]
-    header, rows = _rows(paper_tables.table("d3d_table5", ava, ["S3D-G", "D3D"]))
-    assert header == ["Method", "AVA frame-mAP"] and rows == {"S3D-G": ["22.0"], "D3D": ["23.0"]}
+    # Pretraining: what each detector recorded of its backbone's --init_from.
+    k400 = {"init_from": "runs/k/model", "classes": 400, "source": "d3d_tf.train task=distill",
+            "train_data": "data/kinetics400/train-*.tfrecord"}
+    ava = [{"frame_mAP": 0.22, "keyframes": 9, "pretraining": k400},
+           {"frame_mAP": 0.23, "keyframes": 9, "pretraining": {}}, {"frame_mAP": 0.2}]
+    header, rows = _rows(paper_tables.table("d3d_table5", ava, ["S3D-G", "D3D", "old"]))
+    assert header == ["Method", "Pretraining", "AVA frame-mAP"]
+    assert rows == {"S3D-G": ["kinetics400 (400 classes)", "22.0"],
+                    "D3D": ["none (scratch)", "23.0"], "old": ["n/a", "20.0"]}
     with pytest.raises(ValueError, match="d3d_table4 does not take AVA evaluations"):
         paper_tables.table("d3d_table4", ava)
     with pytest.raises(ValueError, match="d3d_table5 lays out AVA evaluations"):
@@ -128,10 +147,11 @@ def test_tables_over_several_results_files():
 
 def test_model_info_and_read_results(tmp_path):
     spec = {"name": "s3dg", "input_shape": [64, 224, 224, 3], "modality": "rgb",
-            "source": "d3d_tf.train task=distill step=140000", "train_inputs": ["rgb", "flow"]}
+            "source": "d3d_tf.train task=distill step=140000", "train_inputs": ["rgb", "flow"],
+            "train_videos": 5, "pretrain_videos": 300_000}
     assert paper_tables.model_info(spec, "runs/d3d/model") == {
         "dir": "runs/d3d/model", "network": "s3dg", "frames": 64, "modality": "rgb",
-        "task": "distill", "train_inputs": ["rgb", "flow"]}
+        "task": "distill", "train_inputs": ["rgb", "flow"], "pretrain_videos": 300_000}
     good = tmp_path / "results.json"
     good.write_text(json.dumps({"d3d": _metrics(0.5, 0.5, 0.9)}))
     assert paper_tables.read_results(str(good))["d3d"]["video"]["top1"] == 0.5
@@ -173,3 +193,23 @@ def test_docs_papers_lists_every_flagfile_table_and_figure():
     # Every table the evaluate tool writes is named in the checklist.
     for name in paper_tables.TABLES:
         assert f"--table={name}" in text, name
+
+
+def test_model_json_records_the_videos_of_the_run_and_of_its_init_from(tmp_path):
+    import tensorflow as tf
+
+    from d3d_tf.training import trainer
+
+    for shard, n in (("train-0.tfrecord", 3), ("train-1.tfrecord", 4)):
+        with tf.io.TFRecordWriter(str(tmp_path / shard)) as w:
+            for i in range(n):
+                w.write(b"x" * (10 + i))
+    init = tmp_path / "distinit" / "model"
+    init.mkdir(parents=True)
+    (init / "model.json").write_text(json.dumps({
+        "name": "r2plus1d_18", "num_classes": 5, "input_shape": [8, 112, 112, 3], "config": {},
+        "train_videos": 300_000}))
+    config = trainer.TrainConfig(model_dir=str(tmp_path / "ft"), task="finetune",
+                                 train_data=str(tmp_path / "train-*.tfrecord"),
+                                 init_from=str(tmp_path / "distinit"))
+    assert trainer.video_counts(config) == {"train_videos": 7, "pretrain_videos": 300_000}

@@ -108,7 +108,7 @@ def test_difference_title_counts_improved_and_degraded(figures, tmp_path):
 
 
 def _probe_run(root, name, label, decoder, *, layers, zeros, finetune=False, eval_data="d/*",
-               frames=True):
+               frames=True, pred_scale=0.5):
     """A probe folder like `d3d_tf.training.probe` writes: probe.json and 3A/examples.npz."""
     import json
     import os
@@ -121,7 +121,7 @@ def _probe_run(root, name, label, decoder, *, layers, zeros, finetune=False, eva
         json.dump({"label": label, "decoder": decoder, "finetune": finetune, "modality": "rgb",
                    "eval_data": eval_data, "results": results}, f)
     flow = np.ones((2, 2, 4, 4, 2), np.float32)
-    kept = {"target": flow, "pred": flow * 0.5, "video_ids": np.array(["walk_1", "jump_2"])}
+    kept = {"target": flow, "pred": flow * pred_scale, "video_ids": np.array(["walk_1", "jump_2"])}
     if frames:
         kept["frame"] = np.full((2, 16, 16, 3), 128, np.uint8)
     np.savez(os.path.join(d, "3A", "examples.npz"), **kept)
@@ -174,12 +174,31 @@ def test_fig5_has_the_rgb_frame_row(figures, tmp_path):
     a, b = probe_tables.load_runs([
         _probe_run(tmp_path, "a", "s3dg", "pwc", layers=["3A"], zeros=zeros),
         _probe_run(tmp_path, "b", "d3d", "pwc", layers=["3A"], zeros=zeros)])
-    probe_tables.fig5(a, b, str(tmp_path / "fig5.png"))
+    probe_tables.fig5([a, b], str(tmp_path / "fig5.png"))
     rows = [ax.get_ylabel() for ax in figures[0].axes if ax.get_ylabel()]
     assert rows == ["RGB frame", "TV-L1 (pooled)", "s3dg (pwc, frozen)\npredicted",
                     "d3d (pwc, frozen)\npredicted"]
     assert figures[0].axes[0].get_images()[0].get_array().shape == (16, 16, 3)
     assert [ax.get_title() for ax in figures[0].axes[:2]] == ["walk_1", "jump_2"]
+
+
+def test_fig6_has_a_row_per_run_with_the_finetuned_d3d_last(figures, tmp_path):
+    from d3d_tf.metrics import probe_tables
+
+    zeros = {"3A": 1.0}
+    runs = probe_tables.load_runs([
+        _probe_run(tmp_path, "a", "s3dg", "pwc", layers=["3A"], zeros=zeros),
+        _probe_run(tmp_path, "b", "d3d", "pwc", layers=["3A"], zeros=zeros),
+        _probe_run(tmp_path, "c", "d3d", "pwc", layers=["3A"], zeros=zeros, finetune=True,
+                   pred_scale=-0.5)])
+    probe_tables.fig5(runs, str(tmp_path / "fig6.png"), count=2)
+    rows = [ax.get_ylabel() for ax in figures[0].axes if ax.get_ylabel()]
+    assert rows == ["RGB frame", "TV-L1 (pooled)", "s3dg (pwc, frozen)\npredicted",
+                    "d3d (pwc, frozen)\npredicted", "d3d (pwc, ft)\npredicted"]
+    assert len(figures[0].axes) == 5 * 2
+    # each row draws its own run's prediction (axes row by row, two clips a row)
+    assert not np.array_equal(figures[0].axes[4].get_images()[0].get_array(),
+                              figures[0].axes[8].get_images()[0].get_array())
 
 
 def test_fig5_without_kept_frames_says_so(figures, tmp_path):
@@ -188,7 +207,7 @@ def test_fig5_without_kept_frames_says_so(figures, tmp_path):
     a, b = probe_tables.load_runs([
         _probe_run(tmp_path, n, n, "pwc", layers=["3A"], zeros={"3A": 1.0}, frames=False)
         for n in ("a", "b")])
-    probe_tables.fig5(a, b, str(tmp_path / "fig5.png"))
+    probe_tables.fig5([a, b], str(tmp_path / "fig5.png"))
     rows = [ax.get_ylabel() for ax in figures[0].axes if ax.get_ylabel()]
     assert rows[0] == "TV-L1 (pooled)"
     assert "no RGB frames kept" in figures[0]._suptitle.get_text()

@@ -198,6 +198,33 @@ def test_torchvision_resnet18_imports_as_r2d_18():
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
 
 
+def test_places365_resnet18_imports_and_inflates_with_its_365_classes(tmp_path):
+    # Places365's public ResNet-18 is torchvision's resnet18 with a 365-way fc: "PlaceNet
+    # inflated" of DistInit's Table 1. A random state dict of that shape, made here.
+    from d3d_tf.weights import inflate
+
+    script = _fixture_script()
+    with np.load(FIXTURE) as data:
+        shapes = json.loads(str(data["resnet18/shapes"]))
+    shapes.update({"fc.weight": [365, 512], "fc.bias": [365]})
+    state = script.synthetic_state(shapes)
+    net2d = torch_resnet3d.import_state_dict(state, num_classes=365, input_shape=(1, 32, 32, 3),
+                                             log=lambda m: None)
+    assert net2d.name == "r2d_18"
+    kernel, bias = net2d.get_layer("Logits.fc").weights[:2]
+    np.testing.assert_array_equal(bias.numpy(), state["fc.bias"])
+    np.testing.assert_array_equal(np.reshape(kernel.numpy(), (512, 365)), state["fc.weight"].T)
+    with pytest.raises(ValueError, match="--num_classes=1000 but places has 365 classes"):
+        torch_resnet3d.import_state_dict(state, num_classes=1000, source="places",
+                                         input_shape=(1, 32, 32, 3), log=lambda m: None)
+    saving.save_model_dir(str(tmp_path), net2d, saving.spec_for(net2d, name="r2d_18"))
+    net3d, spec = inflate.inflate_model_dir(str(tmp_path), input_shape=(8, 32, 32))
+    assert net3d.name == "r3d_18" and spec.num_classes == 365
+    k2d = net2d.get_layer("conv1").kernel.numpy()
+    np.testing.assert_allclose(net3d.get_layer("conv1").kernel.numpy()[1], k2d[0] / 3,
+                               rtol=1e-6)
+
+
 def _randomize(model, seed):
     """Random kernels and batch-norm statistics, so that every variable matters."""
     rng = np.random.default_rng(seed)

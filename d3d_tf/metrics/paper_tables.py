@@ -14,13 +14,15 @@ members' inputs). The table's row is the result's name (`--name`); the other col
   input | top-1.
 - d3d_table4 (D3D, fine-tuning): Method | one top-1 column per results file (`LABEL=path`,
   e.g. UCF-101=..., HMDB-51=...).
-- d3d_table5 (D3D, AVA): Method | AVA frame-mAP, a row per `evaluate --task=ava`
-  results file (`LABEL=path`).
+- d3d_table5 (D3D, AVA): Method | Pretraining | AVA frame-mAP, a row per `evaluate
+  --task=ava` results file (`LABEL=path`); Pretraining from what the detector recorded of its
+  backbone's `--init_from` (`results["pretraining"]`, see `pretraining_name`).
 - d3d_table6 (D3D ablations): Method | Kinetics-400 top-1; distinit_fig6 the same, its rows
   the entropy thresholds.
 - distinit_table1 / 2 / 3 / 4 / 5 (DistInit, HMDB-51 split 1): Model | Initialization (Pick
   strategy, Loss function, Unlabeled set) | Per clip | Top 1 | Top 5 (Table 3 without the
-  model column, Table 4 without the set's size). The row's name is the middle column; a
+  model column; Table 4 with Size after the set: the videos of the --init_from run's
+  --train_data, model.json's `pretrain_videos`). The row's name is the middle column; a
   leading network name in it ("R(2+1)D-18 Scratch", "r3d_18 Scratch") is dropped, so that two
   networks' rows can share an initialization's name.
 - distinit_table6 (DistInit, HMDB-51 or UCF-101): Model | Architecture | #frames |
@@ -64,8 +66,8 @@ TABLES = {
     "d3d_table5": TableSpec("ava", (
         "Table 5: Performance on AVA using different backbone networks. Frame-mAP (%) on the "
         "evaluation set (python -m d3d_tf.evaluate --task=ava), one detector per results file; "
-        "configs/paper/ava_*.flags pre-train both backbones on Kinetics-400 and use the "
-        "records' person boxes as proposals."), "AVA"),
+        "Pretraining: the backbone's training set (--init_from's --train_data) and classes; "
+        "configs/paper/ava_*.flags use the records' person boxes as proposals."), "AVA"),
     "d3d_table6": TableSpec("method", (
         "Table 6: Ablation studies. Top-1 accuracy (%, video level) on the Kinetics-400 "
         "evaluation set."), "Kinetics-400"),
@@ -123,7 +125,31 @@ def model_info(spec: dict, directory: str = "") -> dict:
     return {"dir": directory, "network": spec.get("name", ""),
             "frames": (spec.get("input_shape") or [None])[0],
             "modality": spec.get("modality", "rgb"), "task": task,
-            "train_inputs": list(spec.get("train_inputs") or [])}
+            "train_inputs": list(spec.get("train_inputs") or []),
+            "pretrain_videos": spec.get("pretrain_videos")}
+
+
+def pretraining_name(info: dict | None) -> str:
+    """D3D Table 5's Pretraining cell of a detector's recorded pretraining (`info`, as
+    `d3d_tf.training.ava_task.pretraining` returns it): the folder of its backbone's training
+    records and its classes ("kinetics400 (400 classes)"), else its source; "none (scratch)"
+    for `{}`; "n/a" for None (a detector saved before it was recorded)."""
+    if info is None:
+        return "n/a"
+    if not info:
+        return "none (scratch)"
+    data = info.get("train_data") or ""
+    name = os.path.basename(os.path.dirname(data)) if data else ""
+    name = name or data or info.get("source") or info.get("init_from") or "n/a"
+    return f"{name} ({info['classes']} classes)" if info.get("classes") else name
+
+
+def size_name(videos) -> str:
+    """DistInit Table 4's Size of a pre-training set of `videos` videos: "0.3M" from 100k on
+    (the paper's style), the count below it, "n/a" for None (not recorded)."""
+    if videos is None:
+        return "n/a"
+    return f"{videos / 1e6:.1f}M" if videos >= 100_000 else str(videos)
 
 
 def _modalities(names) -> str:
@@ -235,8 +261,10 @@ def table(name: str, runs: list[dict], labels: list[str] | None = None) -> list[
                                                "does not take AVA evaluations: d3d_table5 does"))
     if spec.kind == "ava":
         labels = labels or [f"detector {i + 1}" for i in range(len(runs))]
-        rows = [[label, _pct([r["frame_mAP"]])] for label, r in zip(labels, runs)]
-        return markdown(["Method", f"{spec.column} frame-mAP"], rows, spec.caption)
+        rows = [[label, pretraining_name(r.get("pretraining")), _pct([r["frame_mAP"]])]
+                for label, r in zip(labels, runs)]
+        return markdown(["Method", "Pretraining", f"{spec.column} frame-mAP"], rows,
+                        spec.caption)
     if spec.kind == "datasets":
         labels = labels or [f"set {i + 1}" for i in range(len(runs))]
         names = []
@@ -280,6 +308,10 @@ def table(name: str, runs: list[dict], labels: list[str] | None = None) -> list[
                      [_get(m, "video", "top1")], [_get(m, "video", "top5")]))
     columns, cells = distinit_rows(rows)
     columns[1] = spec.column
+    if name == "distinit_table4":  # Size: videos of the set the fine-tuned model started from
+        columns.insert(2, "Size")
+        for cell, metrics in zip(cells, merged.values()):
+            cell.insert(2, size_name((metrics.get("model") or {}).get("pretrain_videos")))
     if name == "distinit_table3":  # the paper's Table 3 has no model column
         columns, cells = columns[1:], [c[1:] for c in cells]
     return markdown(columns, cells, spec.caption)

@@ -3,7 +3,7 @@
     runs = load_runs(["probes/s3dg_pwc", "probes/d3d_pwc", "probes/teacher_pwc"])
     table1(runs)                          # markdown: decoder x modality at 3A
     fig4(runs, "fig4.png")                # EPE vs layer, one line per model (frozen / ft)
-    fig5(runs[0], runs[1], "fig5.png")    # RGB frame, pooled TV-L1, two models' predicted flow
+    fig5(runs[:2], "fig5.png")            # RGB frame, pooled TV-L1, each model's predicted flow
 
 All EPEs are in pixels of the network's input frame (see `d3d_tf.metrics.flow_probe`).
 """
@@ -164,14 +164,16 @@ def fig4(runs, path: str) -> str:
     return path
 
 
-def fig5(run_a: dict, run_b: dict, path: str, *, alias: str = "3A", count: int = 3) -> str:
-    """D3D's Fig. 5 for `count` clips (columns): the RGB input frame, pooled TV-L1, and the
-    flow predicted by two runs at `alias` (rows), middle time step, as `flow_to_color`
-    pictures (one colour scale per clip). The RGB row needs a run that kept its frames
-    (examples.npz `frame`, written by probes of RGB models); without one it is left out and
-    the title says so. Writes the PNG.
+def fig5(runs, path: str, *, alias: str = "3A", count: int = 3) -> str:
+    """D3D's Fig. 5 (two runs) and appendix Fig. 6 (more, e.g. S3D-G, D3D, D3D ft) for `count`
+    clips (columns): the RGB input frame, pooled TV-L1, and the flow predicted by each of
+    `runs` (probe.json dicts, two or more) at `alias` (rows, in the order given), middle time
+    step, as `flow_to_color` pictures (one colour scale per clip). The RGB row needs a run that
+    kept its frames (examples.npz `frame`, written by probes of RGB models); without one it is
+    left out and the title says so. Writes the PNG.
 
-    Raises ValueError when the runs did not keep examples of the same clips at `alias`.
+    Raises ValueError for fewer than two runs or when the runs did not keep examples of the
+    same clips at `alias`.
     """
     import matplotlib
 
@@ -180,28 +182,32 @@ def fig5(run_a: dict, run_b: dict, path: str, *, alias: str = "3A", count: int =
 
     from d3d_tf.data.flow import flow_to_color
 
+    runs = list(runs)
+    if len(runs) < 2:
+        raise ValueError(f"Fig. 5 compares two or more probe runs, got {len(runs)}")
     ex = []
-    for run in (run_a, run_b):
+    for run in runs:
         f = os.path.join(run["dir"], alias, EXAMPLES_FILE)
         if not os.path.isfile(f):
             raise ValueError(f"{run['dir']}: no {alias}/{EXAMPLES_FILE} (probe {alias} with "
                              "--examples > 0)")
         with np.load(f) as data:
             ex.append({k: data[k] for k in data.files})
-    n = min(count, len(ex[0]["pred"]), len(ex[1]["pred"]))
-    if n == 0 or list(ex[0]["video_ids"][:n]) != list(ex[1]["video_ids"][:n]):
-        raise ValueError(f"{run_a['dir']} and {run_b['dir']} kept no common example clips: "
-                         "probe both on the same --eval_data")
+    n = min([count] + [len(e["pred"]) for e in ex])
+    for run, e in zip(runs[1:], ex[1:]):
+        if n == 0 or list(ex[0]["video_ids"][:n]) != list(e["video_ids"][:n]):
+            raise ValueError(f"{runs[0]['dir']} and {run['dir']} kept no common example clips:"
+                             " probe both on the same --eval_data")
     frames = next((e["frame"] for e in ex if len(e.get("frame", ())) >= n), None)
-    a, b = legend_names([run_a, run_b])
     rows = ([("RGB frame", None)] if frames is not None else []) + [
-        ("TV-L1 (pooled)", "target"), (f"{a}\npredicted", 0), (f"{b}\npredicted", 1)]
+        ("TV-L1 (pooled)", "target")] + [
+        (f"{name}\npredicted", k) for k, name in enumerate(legend_names(runs))]
     fig, axes = plt.subplots(len(rows), n, figsize=(2.6 * n + 1.2, 2.4 * len(rows) + 0.8),
                              squeeze=False)
     t = ex[0]["target"].shape[1] // 2
     for i in range(n):
-        fields = {"target": ex[0]["target"][i, t], 0: ex[0]["pred"][i, t],
-                  1: ex[1]["pred"][i, t]}
+        fields = {"target": ex[0]["target"][i, t],
+                  **{k: e["pred"][i, t] for k, e in enumerate(ex)}}
         vmax = max(float(np.hypot(f[..., 0], f[..., 1]).max()) for f in fields.values())
         for j, (row, key) in enumerate(rows):
             ax = axes[j, i]
@@ -227,20 +233,22 @@ def fig5(run_a: dict, run_b: dict, path: str, *, alias: str = "3A", count: int =
 
 
 def write_report(probes, out_dir: str, *, endpoint: str = "3A", fig5_runs=(),
-                 heading: str = "#") -> str:
+                 heading: str = "#", fig5_clips: int = 3) -> str:
     """OUT/report.md with Table 1 at `endpoint`, Fig. 4 and (given two frozen RGB runs, or
-    `fig5_runs`) Fig. 5, next to their PNGs; returns the path of report.md."""
+    `fig5_runs`: two or more, a row each) Fig. 5 of `fig5_clips` clips, next to their PNGs;
+    returns the path of report.md."""
     runs = load_runs(probes)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "report.md")
     with atomic.open_for_write(path, "w") as f:
         f.write("\n".join(report_lines(runs, out_dir, endpoint=endpoint, heading=heading,
-                                        fig5_runs=load_runs(fig5_runs) if fig5_runs else ())))
+                                        fig5_runs=load_runs(fig5_runs) if fig5_runs else (),
+                                        fig5_clips=fig5_clips)))
     return path
 
 
 def report_lines(runs, out_dir: str, *, endpoint: str = "3A", heading: str = "#",
-                 fig5_runs=()) -> list[str]:
+                 fig5_runs=(), fig5_clips: int = 3) -> list[str]:
     """Markdown lines of the probe report; the PNGs are written into `out_dir` and linked
     relative to it."""
     h = heading
@@ -253,10 +261,10 @@ def report_lines(runs, out_dir: str, *, endpoint: str = "3A", heading: str = "#"
                   ""]
     pair = list(fig5_runs) or [r for r in runs
                                if r["modality"] == "rgb" and not r.get("finetune")][:2]
-    if len(pair) == 2:
+    if len(pair) >= 2:
         name = f"fig5_flow_{endpoint.lower()}.png"
         try:
-            fig5(pair[0], pair[1], os.path.join(out_dir, name), alias=endpoint)
+            fig5(pair, os.path.join(out_dir, name), alias=endpoint, count=fig5_clips)
         except ValueError as e:
             if fig5_runs:  # asked for: an error; the default pair: a note
                 raise

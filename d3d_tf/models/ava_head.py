@@ -201,15 +201,18 @@ def init_backbone(detector: keras.Model, directory: str) -> list:
 
 
 def save_detector_dir(directory: str, detector: keras.Model, *, name: str, labels, ids,
-                      rgb_range: str, source: str = "", metrics: dict | None = None) -> None:
-    """Writes `detector.json` and `weights.npz` (module doc)."""
+                      rgb_range: str, source: str = "", metrics: dict | None = None,
+                      pretraining: dict | None = None) -> None:
+    """Writes `detector.json` and `weights.npz` (module doc); `pretraining`: what the
+    backbone was pre-trained on (`d3d_tf.training.ava_task.pretraining`)."""
     os.makedirs(directory, exist_ok=True)
     saving.save_weights(detector, os.path.join(directory, saving.WEIGHTS_FILE))
     info = {"name": name, "backbone": dataclasses.asdict(detector.d3d_config),
             "detector": dataclasses.asdict(detector.detector_config),
             "input_shape": list(detector.input["rgb"].shape[1:]),
             "labels": list(labels), "action_ids": [int(i) for i in ids],
-            "rgb_range": rgb_range, "source": source, "metrics": metrics or {}}
+            "rgb_range": rgb_range, "source": source, "metrics": metrics or {},
+            "pretraining": pretraining or {}}
     atomic.write_json(os.path.join(directory, DETECTOR_FILE), info)
 
 

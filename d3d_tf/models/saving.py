@@ -38,6 +38,10 @@ class ModelSpec:
     train_inputs: the modalities its training read (`rgb`, `flow`), a teacher's input
       included (D3D: `["rgb", "flow"]`); empty in model directories written before it was
       recorded.
+    train_videos: videos (records) in its run's --train_data shards, counted from the record
+      headers; None where not recorded (converted weights, older directories).
+    pretrain_videos: the `train_videos` of the --init_from model it was fine-tuned from
+      (DistInit's Table 4 "Size": the unlabeled set's videos); None where not recorded.
     """
 
     name: str
@@ -50,6 +54,8 @@ class ModelSpec:
     source: str = ""
     metrics: dict = dataclasses.field(default_factory=dict)
     train_inputs: list = dataclasses.field(default_factory=list)
+    train_videos: int | None = None
+    pretrain_videos: int | None = None
 
     def __post_init__(self):
         self.input_shape = tuple(self.input_shape)

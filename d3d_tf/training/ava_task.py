@@ -16,6 +16,7 @@ Outputs under `model_dir`: `ckpt/`, `train/` and `eval/` summaries as for every 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 
@@ -262,7 +263,8 @@ def train(c) -> dict:
             ava_head.save_detector_dir(
                 os.path.join(c.model_dir, "model"), detector, name=c.model,
                 labels=label_map.names, ids=label_map.ids, rgb_range=c.rgb_range,
-                source=f"d3d_tf.train task=ava step={step}", metrics=metrics)
+                source=f"d3d_tf.train task=ava step={step}", metrics=metrics,
+                pretraining=pretraining(c.init_from))
 
     def run_eval(step):
         nonlocal result
@@ -328,6 +330,27 @@ class AvaEvalConfig:
                                min=1)
 
 
+def pretraining(init_from: str | None) -> dict:
+    """What a detector's backbone was pre-trained on (D3D Table 5's Pretraining column), from
+    what `init_from` (a model or run directory) records: `{"init_from": init_from, "classes":
+    its number of classes, "train_data": the --train_data glob of its run (its
+    train_summary.json's "config"; "" where not recorded, e.g. converted weights), "source":
+    its model.json source}`; `{}` without `init_from` (a backbone trained from scratch)."""
+    if not init_from:
+        return {}
+    directory = saving.resolve_model_dir(init_from)
+    spec = saving.load_spec(directory)
+    config = {}
+    for run in (directory, os.path.dirname(os.path.normpath(directory))):
+        path = os.path.join(run, "train_summary.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                config = json.load(f).get("config") or {}
+            break
+    return {"init_from": init_from, "classes": spec.num_classes,
+            "train_data": config.get("train_data") or "", "source": spec.source}
+
+
 def random_scores(detections: dict, seed: int = 0) -> dict:
     """The same detection rows with uniform random scores: the chance baseline of frame-mAP."""
     rng = np.random.default_rng(seed)
@@ -371,6 +394,7 @@ def evaluate_detector(directory: str, data: str, config: AvaEvalConfig, out_dir:
            "keyframes": len(dets), "per_class": dict(zip(result["names"], result["per_class"])),
            "num_gt": dict(zip(result["names"], result["num_gt"])),
            "groundtruth": config.ava_groundtruth or "records", "detector": directory,
+           "pretraining": info.get("pretraining"),  # None: a detector saved before it was kept
            "groundtruth_match": match}
     # One set, results.json last: a failed run leaves the previous run's files whole.
     with atomic.publish_files(out_dir, last="results.json") as stage:

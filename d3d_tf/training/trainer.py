@@ -565,8 +565,21 @@ def save_model(c: TrainConfig, directory: str, network, names, modality, metrics
                            modality=modality,
                            rgb_range=c.rgb_range,
                            source=f"d3d_tf.train task={c.task} step={step}", metrics=metrics,
-                           train_inputs=list(train_inputs))
+                           train_inputs=list(train_inputs), **video_counts(c))
     saving.save_model_dir(directory, network, spec)
+
+
+def video_counts(c: TrainConfig) -> dict:
+    """model.json's `train_videos` (records in --train_data, from the shards' record headers:
+    no record is parsed) and `pretrain_videos` (the --init_from model's `train_videos`)."""
+    if c.train_data not in _VIDEO_COUNTS:  # once per run: a save at every evaluation
+        _VIDEO_COUNTS[c.train_data] = sum(records.count_framed(f)[0] for f in
+                                          sorted(tf.io.gfile.glob(c.train_data)))
+    pretrain = saving.load_spec(c.init_from).train_videos if c.init_from else None
+    return {"train_videos": _VIDEO_COUNTS[c.train_data], "pretrain_videos": pretrain}
+
+
+_VIDEO_COUNTS: dict = {}
 
 
 def resolve_precision(c: TrainConfig, num_classes: int, per_replica: int,
