@@ -1,6 +1,8 @@
 """d3d_tf.metrics.representation: filter pictures, temporal variation, PCA and t-SNE."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -107,3 +109,38 @@ def test_report_writes_filters_and_embedding(tmp_path):
         representation_report.write_report(representation_report.ReportConfig(
             model_dir=(str(tmp_path / "m"), str(tmp_path / "m")), name=("a",),
             out_dir=str(tmp_path / "r3")))
+
+
+def test_report_embeds_a_seeded_subset_of_classes(tmp_path, monkeypatch):
+    from d3d_tf import models
+    from d3d_tf.models import saving
+    from d3d_tf.training import representation_report as rr
+    from tests import train_fixtures
+
+    for folder in ("a", "b"):
+        net = models.build_classifier("r3d_18", num_classes=4, input_shape=(4, 16, 16, 3),
+                                      depth_multiplier=0.125)
+        saving.save_model_dir(str(tmp_path / folder), net, saving.spec_for(net, name="r3d_18"))
+    data = train_fixtures.write_dataset(str(tmp_path / "d"), videos=8, frames=6, size=16)
+    assert rr.present_classes(data) == [0, 1, 2, 3]
+    drawn = []
+    monkeypatch.setattr(R, "scatter_panels_png", lambda panels, path, names=None:
+                        drawn.append((panels, names)))
+    config = rr.ReportConfig(model_dir=(str(tmp_path / "a"), str(tmp_path / "b")),
+                             out_dir=str(tmp_path / "r"), data=data, embedding="pca",
+                             classes=2, class_seed=3)
+    out = rr.write_report(config)
+    chosen = rr.choose_classes([0, 1, 2, 3], 2, 3)
+    assert len(chosen) == 2
+    assert out["classes"] == [{"id": c, "name": train_fixtures.CLASSES[c]} for c in chosen]
+    (panels, _names), = drawn
+    for _, points, labels in panels:  # the same classes, 2 videos each, in both panels
+        assert sorted(set(labels.tolist())) == chosen and len(points) == 4
+    assert [m["videos"] for m in out["models"]] == [4, 4]
+    assert rr.write_report(config)["classes"] == out["classes"]  # seeded: the same again
+    drawn.clear()
+    out = rr.write_report(dataclasses.replace(config, classes=0))  # 0: every class
+    assert [c["id"] for c in out["classes"]] == [0, 1, 2, 3]
+    assert sorted(set(drawn[0][0][0][2].tolist())) == [0, 1, 2, 3]
+    others = [rr.choose_classes(list(range(50)), 10, s) for s in range(3)]
+    assert len({tuple(o) for o in others}) == 3 and all(len(set(o)) == 10 for o in others)

@@ -5,7 +5,8 @@
 
 writes `filters.png` (first-layer filters over time), `embedding.png` (t-SNE, or PCA, of the
 pooled features of the centre clip of each video, coloured by class) and `representation.json`
-(the filters' temporal variation, the embedding method, the number of videos).
+(the filters' temporal variation, the embedding method, the number of videos, the classes
+drawn: all, or `classes` of them chosen at random).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import dataclasses
 import os
 
 import numpy as np
+import tensorflow as tf
 
 from d3d_tf import atomic, config_flags, preprocessing
 from d3d_tf.config_flags import field
@@ -40,20 +42,54 @@ class ReportConfig:
                            choices=EMBEDDINGS)
     max_videos: int = field(300, "Videos embedded at most (t-SNE is O(N^2)).", min=5)
     batch_size: int = field(8, "Clips per forward pass.", min=1)
+    classes: int = field(0, "Classes embedded: 0 = every class present in --data; N = a "
+                         "random subset of N of them (seeded by --class_seed, the same "
+                         "subset for every --model_dir; other classes' videos are left out), "
+                         "as the paper draws 10 random classes.", min=0)
+    class_seed: int = field(0, "Seed of the random class subset of --classes.")
 
 
-def pooled_features(model, spec, pattern: str, max_videos: int, batch: int):
-    """Pooled features `[N,C]` and labels `[N]` of the centre clip of up to `max_videos`."""
+def present_classes(pattern: str) -> list[int]:
+    """Sorted class ids (labels >= 0) of the records matching `pattern`, read from each
+    record's context without decoding frames."""
+    from d3d_tf.data import records
+    found = set()
+    for path in pipeline.list_files(pattern):
+        for raw in records.read_records(path):
+            value = tf.train.SequenceExample.FromString(raw).context.feature["label"]
+            found.update(v for v in value.int64_list.value if v >= 0)
+    return sorted(int(v) for v in found)
+
+
+def choose_classes(present: list[int], n: int, seed: int) -> list[int]:
+    """`n` of the `present` class ids drawn at random with `seed` (sorted); all when `n` is 0
+    or not below their number."""
+    if n <= 0 or n >= len(present):
+        return list(present)
+    picked = np.random.default_rng(seed).choice(np.asarray(present), n, replace=False)
+    return sorted(int(c) for c in picked)
+
+
+def pooled_features(model, spec, pattern: str, max_videos: int, batch: int, keep=None):
+    """Pooled features `[N,C]` and labels `[N]` of the centre clip of up to `max_videos`
+    videos, only those whose label is in `keep` when given."""
     t, h, _, _ = spec.input_shape
     cfg = pipeline.PipelineConfig(file_pattern=pattern, num_frames=t, crop_size=h,
                                   training=False, batch_size=batch, num_clips=1,
                                   modalities=(spec.modality,), rgb_range=spec.rgb_range)
     feats, labels = [], []
     for element in pipeline.make_dataset(cfg):
-        feats.append(np.asarray(model(element[spec.modality], training=False)["pooled"]))
-        labels.append(element["label"].numpy())
+        label = element["label"].numpy()
+        mask = np.ones(len(label), bool) if keep is None else np.isin(label, list(keep))
+        if not mask.any():
+            continue
+        pooled = np.asarray(model(element[spec.modality], training=False)["pooled"])
+        feats.append(pooled[mask])
+        labels.append(label[mask])
         if sum(len(f) for f in feats) >= max_videos:
             break
+    if not feats:
+        raise ValueError(f"no videos of the chosen classes in {pattern}")
     return np.concatenate(feats)[:max_videos], np.concatenate(labels)[:max_videos]
 
 
@@ -92,10 +128,15 @@ def write_report(config: ReportConfig) -> dict:
                       for n, d, k in zip(names, config.model_dir, kernels)]}
     if config.data:
         label = "t-SNE (numpy, exact)" if config.embedding == "tsne" else "PCA (linear)"
+        present = present_classes(config.data)
+        if not present:
+            raise ValueError(f"--data={config.data}: no labeled videos to embed")
+        chosen = choose_classes(present, config.classes, config.class_seed)
+        keep = None if len(chosen) == len(present) else chosen
         panels = []
         for name, (model, spec), entry in zip(names, loaded, out["models"]):
             feats, labels = pooled_features(model, spec, config.data, config.max_videos,
-                                            config.batch_size)
+                                            config.batch_size, keep=keep)
             points = R.tsne_2d(feats) if config.embedding == "tsne" else R.pca_2d(feats)
             panels.append((f"{name} pooled features, {label}", points, labels))
             entry["videos"] = len(feats)
@@ -105,5 +146,7 @@ def write_report(config: ReportConfig) -> dict:
         R.scatter_panels_png(panels, os.path.join(config.out_dir, "embedding.png"),
                              names=classes)
         out["embedding"] = label
+        out["classes"] = [{"id": c, "name": classes[c] if classes and c < len(classes)
+                           else str(c)} for c in chosen]
     atomic.write_json(os.path.join(config.out_dir, "representation.json"), out)
     return out
