@@ -27,8 +27,8 @@ import os
 from absl import app, flags, logging
 
 from d3d_tf import atomic, cli, config_flags, preprocessing
-from d3d_tf.data import damaged_shards, pipeline, read_errors
-from d3d_tf.metrics import paper_tables
+from d3d_tf.data import damaged_shards, pipeline, read_errors, teacher_logits
+from d3d_tf.metrics import entropy_figure, paper_tables
 from d3d_tf.models import saving
 from d3d_tf.training import ava_task, evaluation
 
@@ -75,6 +75,10 @@ flags.DEFINE_list("results", None, "results.json files of earlier evaluations: w
                   "--table(s) of them to --out_dir instead of evaluating (LABEL=path names "
                   "the file's column of d3d_table4, e.g. UCF-101=eval/ucf/results.json, or "
                   "its row of d3d_table5, an --task=ava evaluation).")
+flags.DEFINE_string("teacher_targets", None, "With --table=distinit_fig6: glob of DistInit "
+                    "target records (python -m d3d_tf.distinit_targets) whose stored teacher "
+                    "logits give distinit_fig6.png its density of the teacher's entropy per "
+                    "frame (the first teacher's, when several).")
 flags.DEFINE_integer("plot_top", 10, "Best/worst classes shown in the per-class plots.",
                      lower_bound=1)
 
@@ -118,6 +122,14 @@ def main(argv):
             raise app.UsageError(str(e))
         logging.info("wrote %s", os.path.join(FLAGS.out_dir, "average.md"))
         return
+    if FLAGS.teacher_targets:  # checked before evaluating: the figure is drawn at the end
+        if "distinit_fig6" not in (FLAGS.table or []):
+            raise app.UsageError("--teacher_targets draws distinit_fig6.png: it needs "
+                                 "--table=distinit_fig6")
+        try:
+            pipeline.list_files(FLAGS.teacher_targets)
+        except FileNotFoundError as e:
+            raise app.UsageError(f"--teacher_targets: {e}") from None
     if FLAGS.results:
         _tables_from_results()
         return
@@ -212,10 +224,12 @@ def _same_protocol(results, ensemble, members):
         results[ensemble]["protocol"] = results[members[0]]["protocol"]
 
 
+FIG6_PNG = "distinit_fig6.png"  # written with distinit_fig6.md
+
 # What a classifier evaluation writes beside results.json and report.md, per model or pair.
 STALE_OUTPUTS = ("per_class.csv", "per_video.csv", "per_class_*.png", "confusion_*.png",
                  "per_class_difference.png", "report.md",
-                 *(f"{table}.md" for table in paper_tables.TABLES))
+                 *(f"{table}.md" for table in paper_tables.TABLES), FIG6_PNG)
 
 
 def _write_outputs(out_dir, results, preds, class_names, pair):
@@ -243,6 +257,25 @@ def _write_tables(out_dir: str, runs: list[dict], labels=None) -> None:
     for name in FLAGS.table or []:
         lines = paper_tables.table(name, runs, labels)
         atomic.write_text(os.path.join(out_dir, f"{name}.md"), "\n".join(lines) + "\n")
+        if name == "distinit_fig6":
+            _write_fig6(out_dir, runs)
+
+
+def _write_fig6(out_dir: str, runs: list[dict]) -> None:
+    """OUT/distinit_fig6.png: the accuracy line and, with --teacher_targets, the density of the
+    teacher's entropy per stored frame."""
+    entropies, teacher = None, ""
+    try:
+        if FLAGS.teacher_targets:
+            entropies, name, count = teacher_logits.first_teacher_entropies(
+                pipeline.list_files(FLAGS.teacher_targets))
+            teacher = name if count == 1 else f"{name}, the first of {count} teachers"
+        merged = {n: m for r in runs for n, m in r.items()}
+        entropy_figure.write_png(merged, os.path.join(out_dir, FIG6_PNG),
+                                 entropies=entropies, teacher=teacher)
+    except (ValueError, FileNotFoundError) as e:
+        raise app.UsageError(f"--teacher_targets={FLAGS.teacher_targets}: {e}"
+                             if FLAGS.teacher_targets else str(e)) from None
 
 
 def _tables_from_results():
@@ -261,6 +294,8 @@ def _tables_from_results():
     _write_tables(FLAGS.out_dir, runs, labels)
     for name in FLAGS.table:
         print(f"wrote {os.path.join(FLAGS.out_dir, name + '.md')}", flush=True)
+        if name == "distinit_fig6":
+            print(f"wrote {os.path.join(FLAGS.out_dir, FIG6_PNG)}", flush=True)
 
 
 def _evaluate_ava():

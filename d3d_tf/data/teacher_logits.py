@@ -63,3 +63,37 @@ def gather(serialized, frame_indices, k, t):
     with tf.control_dependencies([check]):
         table = tf.reshape(tf.sparse.to_dense(ctx[LOGITS_KEY]), [-1, dim])
     return tf.reshape(tf.gather(table, frame_indices), [k, t, dim])
+
+
+def read_logits(serialized: bytes) -> tuple[np.ndarray, list[str], list[int]]:
+    """A record's stored logits float32 `[N frames, D]`, the teachers' names and classes per
+    teacher; an empty `[0,0]` array when the record has none."""
+    names, classes = read_info(serialized)
+    if not classes:
+        return np.zeros((0, 0), np.float32), [], []
+    feature = tf.train.SequenceExample.FromString(serialized).context.feature
+    values = np.asarray(feature[LOGITS_KEY].float_list.value, np.float32)
+    return values.reshape(-1, sum(classes)), names, classes
+
+
+def first_teacher_entropies(paths) -> tuple[np.ndarray, str, int]:
+    """Entropy (nats, natural log) of the first teacher's softmax over its own classes, per
+    stored frame of every record in the shards `paths`: float64 `[F]`, with that teacher's
+    name and number of teachers. Raises ValueError naming the shards when none has logits."""
+    from d3d_tf.data import records
+
+    out, name, teachers = [], "", 0
+    for path in paths:
+        for raw in records.read_records(path):
+            logits, names, classes = read_logits(raw)
+            if not classes:
+                continue
+            name, teachers = (names[0] if names else "teacher 1"), len(classes)
+            z = logits[:, :classes[0]].astype(np.float64)
+            z -= z.max(-1, keepdims=True)
+            log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))
+            out.append(-(np.exp(log_p) * log_p).sum(-1))
+    if not out:
+        raise ValueError(f"no stored teacher logits (teacher/logits) in {', '.join(paths)}: "
+                         "give the records python -m d3d_tf.distinit_targets wrote")
+    return np.concatenate(out), name, teachers
