@@ -144,3 +144,29 @@ def test_report_embeds_a_seeded_subset_of_classes(tmp_path, monkeypatch):
     assert sorted(set(drawn[0][0][0][2].tolist())) == [0, 1, 2, 3]
     others = [rr.choose_classes(list(range(50)), 10, s) for s in range(3)]
     assert len({tuple(o) for o in others}) == 3 and all(len(set(o)) == 10 for o in others)
+
+
+def test_report_draws_the_first_layer_of_i3d_and_s3dg(tmp_path):
+    # S3D-G / I3D name their first conv Conv2d_1a_7x7 and have no `pooled` endpoint: the
+    # filters come from Conv2d_1a_7x7, the embedding from Mixed_5c averaged over T, H, W.
+    from d3d_tf import models
+    from d3d_tf.models import saving
+    from d3d_tf.training import representation_report as rr
+    from tests import train_fixtures
+
+    shapes = {}
+    for preset in ("i3d", "s3dg"):
+        net = models.build_classifier(preset, num_classes=4, input_shape=(4, 32, 32, 3),
+                                      depth_multiplier=0.25)
+        saving.save_model_dir(str(tmp_path / preset), net, saving.spec_for(net, name=preset))
+        shapes[preset] = list(net.get_layer("Conv2d_1a_7x7").kernel.shape)
+    data = train_fixtures.write_dataset(str(tmp_path / "d"), videos=6, frames=6, size=32)
+    out = rr.write_report(rr.ReportConfig(
+        model_dir=(str(tmp_path / "i3d"), str(tmp_path / "s3dg")), out_dir=str(tmp_path / "r"),
+        data=data, embedding="pca"))
+    i3d, s3dg = out["models"]
+    assert i3d["conv1_kernel"] == shapes["i3d"] == [7, 7, 7, 3, 16]
+    assert s3dg["conv1_kernel"] == shapes["s3dg"] == [3, 7, 7, 3, 16]
+    assert i3d["videos"] == s3dg["videos"] == 6 and i3d["temporal_variation"] > 0.1
+    for name in ("filters.png", "embedding.png"):
+        assert (tmp_path / "r" / name).stat().st_size > 100

@@ -20,16 +20,20 @@ from d3d_tf import atomic, config_flags, preprocessing
 from d3d_tf.config_flags import field
 from d3d_tf.data import pipeline
 from d3d_tf.metrics import representation as R
-from d3d_tf.models import saving
+from d3d_tf.models import registry, saving
 
 EMBEDDINGS = ("tsne", "pca")
+# The first convolution of each registered family (`registry.family_of(preset).name`): its
+# kernel `[T,H,W,Cin,Cout]` is the filters picture (R(2+1)D: the [1,7,7] spatial part).
+FIRST_CONV = {"resnet3d": "conv1", "s3dg": "Conv2d_1a_7x7"}
 
 
 @dataclasses.dataclass
 class ReportConfig:
     """Flags of `python -m d3d_tf.representation`."""
     model_dir: tuple = field(help="Model directory (or training run directory) of a video "
-                             "ResNet; several, comma separated, are drawn side by side (a row "
+                             "network (ResNet, S3D-G, I3D); several, comma separated, are drawn "
+                             "side by side (a row "
                              "of filters, a panel of the embedding each), as the paper compares "
                              "DistInit with inflation or supervision.")
     out_dir: str = field(help="Folder for filters.png, embedding.png, representation.json.")
@@ -70,9 +74,32 @@ def choose_classes(present: list[int], n: int, seed: int) -> list[int]:
     return sorted(int(c) for c in picked)
 
 
+def feature_endpoint(spec) -> str:
+    """The endpoint whose features are embedded: ResNets' `pooled` `[B,C]`; S3D-G / I3D have
+    none, so their last feature map (`final_endpoint`, Mixed_5c) `[B,T,H,W,C]`, averaged over
+    T, H, W by `pooled_features`."""
+    if registry.family_of(spec.name).name == "s3dg":
+        return (spec.config or {}).get("final_endpoint") or "Mixed_5c"
+    return "pooled"
+
+
+def load(directory: str):
+    """(model with its feature endpoint, spec, first-layer kernel `[T,H,W,Cin,Cout]`) of a
+    model directory of any registered family."""
+    spec = saving.load_spec(saving.resolve_model_dir(directory))
+    family = registry.family_of(spec.name).name
+    if family not in FIRST_CONV:
+        raise ValueError(f"{directory}: no first-layer filters known for the {family} family "
+                         f"({spec.name}); known: {', '.join(FIRST_CONV)}")
+    model, spec = saving.load_model_dir(directory, endpoints=(feature_endpoint(spec),),
+                                        trainable=False)
+    return model, spec, np.asarray(model.get_layer(FIRST_CONV[family]).kernel)
+
+
 def pooled_features(model, spec, pattern: str, max_videos: int, batch: int, keep=None):
-    """Pooled features `[N,C]` and labels `[N]` of the centre clip of up to `max_videos`
-    videos, only those whose label is in `keep` when given."""
+    """Pooled features `[N,C]` (the feature endpoint's mean over T, H, W where it has them)
+    and labels `[N]` of the centre clip of up to `max_videos` videos, only those whose label
+    is in `keep` when given."""
     t, h, _, _ = spec.input_shape
     cfg = pipeline.PipelineConfig(file_pattern=pattern, num_frames=t, crop_size=h,
                                   training=False, batch_size=batch, num_clips=1,
@@ -83,7 +110,10 @@ def pooled_features(model, spec, pattern: str, max_videos: int, batch: int, keep
         mask = np.ones(len(label), bool) if keep is None else np.isin(label, list(keep))
         if not mask.any():
             continue
-        pooled = np.asarray(model(element[spec.modality], training=False)["pooled"])
+        pooled = np.asarray(model(element[spec.modality], training=False)[
+            feature_endpoint(spec)])
+        if pooled.ndim == 5:  # [B,T,H,W,C] -> [B,C]
+            pooled = pooled.mean(axis=(1, 2, 3))
         feats.append(pooled[mask])
         labels.append(label[mask])
         if sum(len(f) for f in feats) >= max_videos:
@@ -117,11 +147,11 @@ def write_report(config: ReportConfig) -> dict:
     config_flags.check(config)
     if not config.model_dir:
         raise ValueError("--model_dir is required")
-    loaded = [saving.load_model_dir(d, endpoints=("pooled",), trainable=False)
-              for d in config.model_dir]
+    triples = [load(d) for d in config.model_dir]
+    loaded = [(model, spec) for model, spec, _ in triples]
+    kernels = [kernel for _, _, kernel in triples]
     names = _names(config, [spec for _, spec in loaded])
     os.makedirs(config.out_dir, exist_ok=True)
-    kernels = [np.asarray(model.get_layer("conv1").kernel) for model, _ in loaded]
     R.filters_png(list(zip(names, kernels)), os.path.join(config.out_dir, "filters.png"))
     out = {"models": [{"name": n, "model_dir": d, "conv1_kernel": list(k.shape),
                        "temporal_variation": R.temporal_variation(k)}
