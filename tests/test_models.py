@@ -452,8 +452,8 @@ def test_each_lowering_runs_the_ops_it_names(impl, spatial_op, temporal_op):
     (4, 3, "same")])
 def test_strided_temporal_conv_has_the_gradients_of_conv3d(frames, kt, stride, padding):
     """Under `2d_spatial` a strided [kt,1,1] conv computes its kernel gradient as matrix
-    products: the same output, input gradient and kernel gradient as conv3d (SAME's front
-    padding, VALID's dropped frames), and no Conv3DBackpropFilter op in the graph."""
+    products: the same output, input gradient and kernel gradient as conv3d in float64 (SAME's
+    front padding, VALID's dropped frames), and no Conv3DBackpropFilter op in the graph."""
     import tensorflow as tf
 
     rng = np.random.default_rng(11)
@@ -474,8 +474,21 @@ def test_strided_temporal_conv_has_the_gradients_of_conv3d(frames, kt, stride, p
         dx, dk, db = tape.gradient(y, [x, layer.kernel, layer.bias], output_gradients=dy)
         return [np.asarray(t) for t in (y, dx, dk, db)]
 
-    want = forward_and_grads(layers["3d"])
+    def reference():
+        # conv3d in float64 (TensorFlow's Eigen kernels): oneDNN's float32 Conv3DBackpropFilter
+        # returned wrong kernel gradients (entries of 1e15 and more) for kt=7, stride 2, SAME,
+        # 7 frames on an AMX Xeon with TensorFlow 2.21, so it cannot be the reference.
+        x64, dy64 = tf.cast(x, tf.float64), tf.cast(dy, tf.float64)
+        k, b = (tf.Variable(np.asarray(w, np.float64)) for w in layers["3d"].get_weights())
+        with tf.GradientTape() as tape:
+            tape.watch(x64)
+            y = tf.nn.conv3d(x64, k, strides=(1, stride, 1, 1, 1), padding=padding.upper()) + b
+        dx, dk, db = tape.gradient(y, [x64, k, b], output_gradients=dy64)
+        return [np.asarray(t) for t in (y, dx, dk, db)]
+
+    want = reference()
     assert np.abs(want[2]).max() > 1.0  # a kernel gradient worth comparing
+    np.testing.assert_allclose(np.asarray(layers["3d"](x)), want[0], rtol=1e-4, atol=1e-4)
     for got, ref in zip(forward_and_grads(layers["2d_spatial"]), want):
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
 

@@ -88,7 +88,7 @@ def test_bad_input_fails_before_training_with_a_clear_message(setup):
         probe.validate(_config(setup, endpoints=("Mixed_9z",)))
     with pytest.raises(ValueError, match="--endpoints=4F: the network ends at Mixed_3b"):
         probe.validate(_config(setup, endpoints=("4F",)))
-    with pytest.raises(ValueError, match="--train_data=.*no optical flow"):
+    with pytest.raises(ValueError, match="--train_data=.*none of its shards holds optical flow"):
         probe.validate(_config(setup, train_data=setup["no_flow"]))
     with pytest.raises(ValueError, match="is a flow model but --modality=rgb"):
         probe.validate(_config(setup, model_dir=setup["flow"]))
