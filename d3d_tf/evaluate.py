@@ -148,9 +148,7 @@ def main(argv):
     except FileNotFoundError as e:
         raise app.UsageError(f"--data: {e}") from None
     skip = config_flags.from_flags(damaged_shards.ReadConfig).skip_corrupt_records
-    names = FLAGS.name or [os.path.basename(os.path.normpath(d)) if os.path.basename(
-        os.path.normpath(d)) != "model" else os.path.basename(os.path.dirname(
-            os.path.normpath(d))) for d in FLAGS.model_dir]
+    names = FLAGS.name or [saving.run_name(d) for d in FLAGS.model_dir]
     if len(names) != len(FLAGS.model_dir):
         raise app.UsageError("give one --name per --model_dir")
     os.makedirs(FLAGS.out_dir, exist_ok=True)

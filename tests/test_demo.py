@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from eval_fixtures import write_eval as _write_eval
 
 from d3d_tf import demo, demo_report
 
@@ -53,21 +54,6 @@ def _write(path, obj):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(obj, f)
-
-
-def _write_eval(out, suffix, top1, top5=None, count=40):
-    """results.json and per_video.csv of one evaluation: `count` videos of class 0; each
-    network right on its first round(top1 * count) videos (so the networks' right videos are
-    nested, as paired networks that agree on the easy videos)."""
-    results = {n: {"video": {"top1": a, "top5": (top5 or {}).get(n, 1.0), "count": count}}
-               for n, a in top1.items()}
-    _write(os.path.join(out, "eval" + suffix, "results.json"), results)
-    rows = ["video_id,label," + ",".join(top1)]
-    for v in range(count):
-        rows.append(f"v{v},0," + ",".join("0" if v < round(a * count) else "1"
-                                          for a in top1.values()))
-    with open(os.path.join(out, "eval" + suffix, "per_video.csv"), "w") as f:
-        f.write("\n".join(rows) + "\n")
 
 
 def test_report_table_holds_the_measured_numbers(tmp_path, monkeypatch):

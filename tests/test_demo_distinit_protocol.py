@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from eval_fixtures import write_eval as _write_eval
 
 from d3d_tf import demo_distinit, demo_distinit_report, demo_protocol
 
@@ -133,30 +134,13 @@ def test_both_demos_refuse_both_data_seed_flags_in_one_line(tmp_path, tool):
     assert not os.path.exists(tmp_path / "data_seeds.json")
 
 
-def _write_eval(out, suffix, top1, count):
-    """results.json and per_video.csv of one evaluation: `count` videos of class 0; each run
-    right on its first round(top1 * count) videos (nested, as runs that agree on the easy
-    videos)."""
-    folder = os.path.join(out, "eval" + suffix)
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "results.json"), "w") as f:
-        json.dump({n: {"clip": {"top1": a}, "video": {"top1": a, "top5": 1.0, "count": count}}
-                   for n, a in top1.items()}, f)
-    rows = ["video_id,label," + ",".join(top1)]
-    for v in range(count):
-        rows.append(f"v{v},0," + ",".join("0" if v < round(a * count) else "1"
-                                          for a in top1.values()))
-    with open(os.path.join(folder, "per_video.csv"), "w") as f:
-        f.write("\n".join(rows) + "\n")
-
-
 def _data_seed_folder(out, r2plus1d_gap, count=40, seeds=2):
     """One data seed's evaluations over `seeds` training seeds: Res3D-18 scratch 30 %,
     inflated 50 %, DistInit 70 %; R(2+1)D-18 scratch 30 %, DistInit 30 % + `r2plus1d_gap`;
     an image teacher at 90 % per video and 8 labeled classes."""
     for seed in range(seeds):
         _write_eval(out, demo_distinit_report.run_suffix(seed), dict(zip(
-            RUNS, (0.3, 0.5, 0.7, 0.3, 0.3 + r2plus1d_gap))), count)
+            RUNS, (0.3, 0.5, 0.7, 0.3, 0.3 + r2plus1d_gap))), count=count)
     teacher = os.path.join(out, "runs", "image_teacher")
     os.makedirs(teacher)
     with open(os.path.join(teacher, "train_summary.json"), "w") as f:
@@ -204,7 +188,7 @@ def test_protocol_report_judges_table_1s_order_over_data_seeds(tmp_path):
     for folder in dirs.values():
         for seed in range(2):
             _write_eval(folder, demo_distinit_report.run_suffix(seed),
-                        dict(zip(RUNS, (0.5, 0.3, 0.7, 0.3, 0.45))), 40)
+                        dict(zip(RUNS, (0.5, 0.3, 0.7, 0.3, 0.45))), count=40)
     with open(demo_distinit_report.write_protocol_report(str(tmp_path), dirs, seeds=2)) as f:
         report = f.read()
     assert "**Inflated Res3D-18 is worse than Scratch Res3D-18**" in report
@@ -218,7 +202,7 @@ def test_the_single_data_seed_report_states_the_paired_verdicts(tmp_path):
     out = str(tmp_path)
     for seed in range(2):
         _write_eval(out, demo_distinit_report.run_suffix(seed), dict(zip(
-            RUNS, (8 / 32, 16 / 32, 19 / 32, 8 / 32, 20 / 32))), 32)
+            RUNS, (8 / 32, 16 / 32, 19 / 32, 8 / 32, 20 / 32))), count=32)
     with open(demo_distinit_report.write_report(out, seeds=2, data_seed=7)) as f:
         report = f.read()
     assert "DistInit Res3D-18 (59.4%) and Inflated Res3D-18 (50.0%) show **no reliable " \

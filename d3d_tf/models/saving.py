@@ -171,6 +171,14 @@ def load_spec(path: str) -> ModelSpec:
     return ModelSpec(**fields)
 
 
+def run_name(directory: str) -> str:
+    """A short name for a model or run directory: its folder's name, or the run's when the
+    folder is a run's `model/` (`runs/d3d/model` -> `d3d`)."""
+    path = os.path.normpath(directory)
+    base = os.path.basename(path)
+    return os.path.basename(os.path.dirname(path)) if base == "model" else base
+
+
 def resolve_model_dir(path: str) -> str:
     """`path` itself if it is a model directory, else `path/model` (a training run directory).
 

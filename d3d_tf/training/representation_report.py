@@ -131,14 +131,8 @@ def _names(config: ReportConfig, specs) -> list[str]:
         return list(config.name)
     names = [spec.name for spec in specs]
     if len(set(names)) < len(names):  # the same preset twice: tell them apart by folder
-        names = [f"{spec.name} ({_run_name(d)})" for spec, d in zip(specs, config.model_dir)]
+        names = [f"{spec.name} ({saving.run_name(d)})" for spec, d in zip(specs, config.model_dir)]
     return names
-
-
-def _run_name(directory: str) -> str:
-    path = os.path.normpath(directory)
-    base = os.path.basename(path)
-    return os.path.basename(os.path.dirname(path)) if base == "model" else base
 
 
 def write_report(config: ReportConfig) -> dict:
