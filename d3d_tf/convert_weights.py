@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from absl import app, flags, logging
 
-from d3d_tf import cli, preprocessing
+from d3d_tf.core import cli
+from d3d_tf.data import preprocessing
 from d3d_tf.models import saving
 from d3d_tf.weights import slim as slim_import
 

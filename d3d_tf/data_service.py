@@ -13,7 +13,7 @@ import sys
 
 from absl import app, flags
 
-from d3d_tf import cli
+from d3d_tf.core import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("dispatcher", False, "Run the dispatcher (one per cluster).")

@@ -25,7 +25,8 @@ import time
 
 from absl import app, flags
 
-from d3d_tf import cli, demo_probes, demo_report
+from d3d_tf import demo_probes, demo_report
+from d3d_tf.core import cli
 from d3d_tf.demo_stages import Stage, run_stage
 from d3d_tf.demo_stages import python_module as _python_module
 
@@ -200,4 +201,4 @@ def _held_out_video(videos_dir: str) -> str:
 
 
 if __name__ == "__main__":
-    cli.run(main)  # user errors in one line (d3d_tf.cli)
+    cli.run(main)  # user errors in one line (d3d_tf.core.cli)

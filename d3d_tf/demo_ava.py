@@ -31,7 +31,7 @@ AVA_DIR = "ava"
 # run name (its classification run gives the backbone), label in the report
 DETECTORS = (("baseline", "S3D-G backbone"), ("d3d", "D3D backbone"))
 CONFIGS = ("ava_synthetic.flags", "ava_prepare.flags", "ava.flags")
-# File names the multi-actor generator writes (d3d_tf.data.synthetic_ava).
+# File names the multi-actor generator writes (d3d_tf.ava.synthetic_ava).
 LABEL_MAP = "ava_action_list_v2.2.pbtxt"
 
 
@@ -117,8 +117,8 @@ def cells(dirs: dict[int, str], train_seeds: int, a: str = "baseline",
     and `b` on the val ground truth, as functions of the val videos' bootstrap weights (the
     videos of every ground-truth or detection keyframe, sorted, the same for every training
     seed of a data seed). FileNotFoundError naming the file while one is missing."""
-    from d3d_tf.data import ava
-    from d3d_tf.metrics import ava_map, paired
+    from d3d_tf.ava import ava, ava_map
+    from d3d_tf.metrics import paired
 
     out = []
     for data_seed, out_dir in dirs.items():

@@ -31,8 +31,9 @@ import os
 import shlex
 import time
 
-from d3d_tf import cli, config_flags, demo_distinit_report, demo_protocol
-from d3d_tf.config_flags import field
+from d3d_tf import demo_distinit_report, demo_protocol
+from d3d_tf.core import cli, config_flags
+from d3d_tf.core.config_flags import field
 from d3d_tf.data import synthetic
 from d3d_tf.demo_stages import Stage, marker_path, python_module, run_stage
 

@@ -14,7 +14,9 @@ import json
 import os
 import statistics
 
-from d3d_tf import atomic, demo_protocol, preprocessing
+from d3d_tf import demo_protocol
+from d3d_tf.core import atomic
+from d3d_tf.data import preprocessing
 from d3d_tf.demo_report import run_suffix
 from d3d_tf.metrics import paper_tables
 

@@ -59,7 +59,7 @@ def _paired(base: dict, d3d: dict) -> tuple[int, int] | None:
 
 def interpretation(runs: dict) -> list[str]:
     """What the 3A numbers say, written from them (runs: name -> probe.json content)."""
-    from d3d_tf.metrics import probe_tables
+    from d3d_tf.probes import probe_tables
 
     res = {n: probe_tables.result_at(r, "3A") for n, r in runs.items()}
     if not all(res.get(n) for n in ("baseline", "d3d")):
@@ -97,7 +97,7 @@ def interpretation(runs: dict) -> list[str]:
 
 def _seed_results(out_dir: str) -> list[tuple[int, dict, dict]]:
     """(seed, baseline 3A result, D3D 3A result) of every seed whose two probes both ran."""
-    from d3d_tf.metrics import probe_tables
+    from d3d_tf.probes import probe_tables
 
     found, seed = [], 0
     while True:
@@ -164,7 +164,7 @@ def seed_lines(out_dir: str) -> list[str]:
 
 def report_section(out_dir: str) -> list[str]:
     """Markdown lines of the probe section of the demo report (empty if no probe ran)."""
-    from d3d_tf.metrics import probe_tables
+    from d3d_tf.probes import probe_tables
 
     runs = {n: probe_tables.load_runs([probe_dir(out_dir, n)])[0] for n, _, _ in PROBED
             if os.path.isfile(os.path.join(probe_dir(out_dir, n), probe_tables.PROBE_FILE))}

@@ -64,7 +64,7 @@ def resolve_data_seeds(out_dir: str, data_seeds, fresh: int) -> list[int]:
     an earlier run of `out_dir` drew (`<out_dir>/data_seeds.json`, so a rerun resumes them);
     or `fresh` new ones (`draw_fresh_data_seeds`), written there; [] when neither is set (the
     demo's one built-in draw). ValueError naming the flag or file for a bad combination."""
-    from d3d_tf import atomic
+    from d3d_tf.core import atomic
 
     if data_seeds and fresh:
         raise ValueError("give --data_seeds or --fresh_data_seeds, not both")

@@ -13,7 +13,9 @@ import statistics
 
 import numpy as np
 
-from d3d_tf import atomic, demo_protocol, preprocessing
+from d3d_tf import demo_protocol
+from d3d_tf.core import atomic
+from d3d_tf.data import preprocessing
 
 METHODS = (  # run name, method, training input, inference input
     ("teacher", "Temporal stream (S3D-G on TV-L1 flow, the teacher)", "flow", "flow"),

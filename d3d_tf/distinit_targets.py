@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from absl import app
 
-from d3d_tf import cli, config_flags
-from d3d_tf.training import distinit_targets
+from d3d_tf.core import cli, config_flags
+from d3d_tf.distinit import distinit_targets
 
 config_flags.define_flags(distinit_targets.TargetsConfig)
 

@@ -26,11 +26,13 @@ import os
 
 from absl import app, flags, logging
 
-from d3d_tf import atomic, cli, config_flags, preprocessing
-from d3d_tf.data import damaged_shards, pipeline, read_errors, teacher_logits
-from d3d_tf.metrics import entropy_figure, paper_tables
+from d3d_tf.ava import ava_task
+from d3d_tf.core import atomic, cli, config_flags
+from d3d_tf.data import damaged_shards, pipeline, preprocessing, read_errors
+from d3d_tf.distinit import entropy_figure, teacher_logits
+from d3d_tf.metrics import paper_tables
 from d3d_tf.models import saving
-from d3d_tf.training import ava_task, evaluation
+from d3d_tf.training import evaluation
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("task", "classify", ["classify", "ava"], "classify: clip/video accuracy of "

@@ -12,7 +12,7 @@ import sys
 
 from absl import app, flags
 
-from d3d_tf import cli, config_flags
+from d3d_tf.core import cli, config_flags
 from d3d_tf.export.predictor import PredictConfig, Predictor, predict_video
 
 FLAGS = flags.FLAGS

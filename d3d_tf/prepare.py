@@ -15,9 +15,10 @@ import sys
 
 from absl import app, flags
 
-from d3d_tf import cli, config_flags
-from d3d_tf.config_flags import field
-from d3d_tf.data import ava, datasets, prepare_hosts, prepare_lib
+from d3d_tf.ava import ava
+from d3d_tf.core import cli, config_flags
+from d3d_tf.core.config_flags import field
+from d3d_tf.data import datasets, prepare_hosts, prepare_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("format", "manifest", [*datasets.FORMATS, "ava"],

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from absl import app, logging
 
-from d3d_tf import cli, config_flags
-from d3d_tf.training import probe
+from d3d_tf.core import cli, config_flags
+from d3d_tf.probes import probe
 
 config_flags.define_flags(probe.ProbeConfig)
 

@@ -13,14 +13,14 @@ import dataclasses
 
 from absl import app
 
-from d3d_tf import cli, config_flags
-from d3d_tf.config_flags import field
-from d3d_tf.metrics import probe_tables
+from d3d_tf.core import cli, config_flags
+from d3d_tf.core.config_flags import field
+from d3d_tf.probes import probe_tables
 
 
 @dataclasses.dataclass
 class ReportConfig:
-    """Flags of `python -m d3d_tf.probe_report` (`d3d_tf.config_flags`)."""
+    """Flags of `python -m d3d_tf.probe_report` (`d3d_tf.core.config_flags`)."""
     probes: tuple = field(help="probe.json files or the --out_dir folders of "
                           "python -m d3d_tf.probe runs, comma-separated.")
     out_dir: str = field(help="Where report.md and the PNGs go (created).")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from absl import app
 
-from d3d_tf import cli, config_flags
-from d3d_tf.training import representation_report
+from d3d_tf.core import cli, config_flags
+from d3d_tf.distinit import representation_report
 
 config_flags.define_flags(representation_report.ReportConfig)
 

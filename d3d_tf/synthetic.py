@@ -14,8 +14,9 @@ import os
 
 from absl import app, flags, logging
 
-from d3d_tf import cli
-from d3d_tf.data import synthetic, synthetic_ava
+from d3d_tf.ava import synthetic_ava
+from d3d_tf.core import cli
+from d3d_tf.data import synthetic
 
 D = synthetic.SyntheticConfig()
 FLAGS = flags.FLAGS

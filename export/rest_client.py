@@ -197,7 +197,7 @@ def main(argv):
 if __name__ == "__main__":
     from absl import flags
 
-    from d3d_tf import cli
+    from d3d_tf.core import cli
 
     flags.DEFINE_string("server", "http://localhost:8501", "TF Serving REST address.")
     flags.DEFINE_string("model_name", "s3dg", "Served model name (models.config `name`).")

@@ -37,7 +37,8 @@ def model_dir() -> str:
 
 def detector_dir(folder, name="s3dg") -> str:
     """A tiny untrained AVA detector directory `folder/det` (2 frames, 32 px, 2 classes)."""
-    from d3d_tf.models import ava_head, s3dg
+    from d3d_tf.ava import ava_head
+    from d3d_tf.models import s3dg
 
     det = ava_head.build_detector(s3dg.S3DGConfig(depth_multiplier=0.1),
                                   ava_head.DetectorConfig(num_classes=2, roi_size=2),

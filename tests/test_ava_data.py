@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from d3d_tf.data import ava, prepare_lib, records, synthetic_ava, video
+from d3d_tf.ava import ava, synthetic_ava
+from d3d_tf.data import prepare_lib, records, video
 from d3d_tf.data.datasets import AnnotationError
 
 TINY = synthetic_ava.MultiActorConfig(num_videos=3, num_actors=2, num_classes=4, duration_s=3,

@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from d3d_tf.data.ava import Boxes, LabelMap
-from d3d_tf.metrics import ava_map
+from d3d_tf.ava import ava_map
+from d3d_tf.ava.ava import Boxes, LabelMap
 
 LABELS = LabelMap((1, 5), ("walk", "sit"))
 A, B, C = [0.1, 0.1, 0.4, 0.9], [0.5, 0.1, 0.9, 0.9], [0.0, 0.0, 0.3, 0.3]
@@ -123,7 +123,7 @@ def test_official_csv_and_per_class_outputs(tmp_path):
                (tmp_path / "close.csv").read_text().splitlines()]
     assert written[0] != written[1]
     assert [np.float32(w) for w in written] == [np.float32(c) for c in close]  # exact
-    from d3d_tf.data import ava
+    from d3d_tf.ava import ava
     back = ava.read_boxes(str(path), scores=True)
     assert back[("v", 902)].labels == [12] and back[("v", 902)].scores == [0.5]
     r = ava_map.frame_map(_gt(), {}, LABELS)

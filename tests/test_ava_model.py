@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from d3d_tf.models import ava_head, s3dg, saving
+from d3d_tf.ava import ava_head
+from d3d_tf.models import s3dg, saving
 
 
 def _bilinear(fmap, y, x):

@@ -7,12 +7,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from d3d_tf import preprocessing
-from d3d_tf.data import ava, ava_pipeline, synthetic_ava
-from d3d_tf.export import ava_saved_model
-from d3d_tf.metrics import ava_map
-from d3d_tf.models import ava_head
-from d3d_tf.training import ava_task, trainer
+from d3d_tf.ava import (
+    ava,
+    ava_head,
+    ava_map,
+    ava_pipeline,
+    ava_saved_model,
+    ava_task,
+    synthetic_ava,
+)
+from d3d_tf.data import preprocessing
+from d3d_tf.training import trainer
 
 sys.path.insert(0, os.path.dirname(__file__))
 import train_fixtures

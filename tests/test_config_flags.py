@@ -1,4 +1,4 @@
-"""Flags derived from config dataclasses (`d3d_tf.config_flags`)."""
+"""Flags derived from config dataclasses (`d3d_tf.core.config_flags`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 from absl import flags
 
-from d3d_tf import config_flags
-from d3d_tf.config_flags import field
+from d3d_tf.core import config_flags
+from d3d_tf.core.config_flags import field
 
 
 @dataclasses.dataclass

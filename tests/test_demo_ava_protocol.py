@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from d3d_tf import demo_ava, demo_report
-from d3d_tf.data import ava
-from d3d_tf.metrics import ava_map, paired
+from d3d_tf.ava import ava, ava_map
+from d3d_tf.metrics import paired
 
 LABELS = ava.LabelMap((1, 2), ("left", "right"))
 
@@ -101,8 +101,9 @@ def test_demo_refuses_ava_without_its_flagfiles(tmp_path):
 def test_a_16_frame_classifier_initialises_an_8_frame_detector(tmp_path):
     # The demo's classifiers see 16x64^2 clips, its detectors 8x64^2: the backbone's
     # weights do not depend on the number of frames.
-    from d3d_tf.models import ava_head, s3dg, saving
-    from d3d_tf.training import ava_task, trainer
+    from d3d_tf.ava import ava_head, ava_task
+    from d3d_tf.models import s3dg, saving
+    from d3d_tf.training import trainer
 
     cfg = s3dg.make_config("s3dg", depth_multiplier=0.1)
     classifier = s3dg.build_classifier("s3dg", num_classes=4, input_shape=(16, 32, 32, 3),

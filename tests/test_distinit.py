@@ -1,4 +1,4 @@
-"""DistInit (d3d_tf.training.distinit): Eq. 1-3, the entropy filter, frozen teachers, the task."""
+"""DistInit (d3d_tf.distinit.distinit): Eq. 1-3, the entropy filter, frozen teachers, the task."""
 from __future__ import annotations
 
 import os
@@ -11,8 +11,9 @@ import tensorflow as tf
 
 from d3d_tf import models
 from d3d_tf.data import pipeline, records
+from d3d_tf.distinit import distinit, distinit_targets
 from d3d_tf.models import saving
-from d3d_tf.training import distinit, distinit_targets, trainer
+from d3d_tf.training import trainer
 
 T, S = 4, 16
 TINY = {"depth_multiplier": 0.125}

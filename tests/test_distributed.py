@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import train_fixtures
 
 from d3d_tf import models
-from d3d_tf.data import synthetic_ava
+from d3d_tf.ava import synthetic_ava
 from d3d_tf.models import saving
 from d3d_tf.training import trainer
 

@@ -156,7 +156,7 @@ import importlib.util, json, runpy, sys
 from absl import app, flags
 import absl.logging  # noqa: F401  (its flags are every tool's)
 import tensorflow  # noqa: F401  (its own flags: not a tool's)
-from d3d_tf import cli
+from d3d_tf.core import cli
 FLAGS = flags.FLAGS
 app.run = cli.run = lambda *a, **k: None
 tools = sys.argv[1:]

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from d3d_tf.data import records, teacher_logits
-from d3d_tf.metrics import entropy_figure
+from d3d_tf.data import records
+from d3d_tf.distinit import entropy_figure, teacher_logits
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = {"2.7": {"video": {"top1": 0.55}}, "1.5": {"video": {"top1": 0.50}},

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from d3d_tf import preprocessing
 from d3d_tf.benchmark import latency
+from d3d_tf.data import preprocessing
 from d3d_tf.export import common, saved_model, tflite
 from d3d_tf.models import saving
 

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from test_prepare import ROOT, make_tree
 
-from d3d_tf import atomic, cli
+from d3d_tf.core import atomic, cli
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 

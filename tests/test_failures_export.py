@@ -9,7 +9,8 @@ import export_helpers as H
 import numpy as np
 import pytest
 
-from d3d_tf import atomic, preprocessing
+from d3d_tf.core import atomic
+from d3d_tf.data import preprocessing
 from d3d_tf.export import common, saved_model, tflite
 from d3d_tf.models import saving
 
@@ -174,7 +175,7 @@ def test_damaged_calibration_shard_is_named(tmp_path):
 
 def test_ava_export_overwrite_keeps_the_served_version_until_the_new_one_is_complete(
         tmp_path, monkeypatch):
-    from d3d_tf.export import ava_saved_model
+    from d3d_tf.ava import ava_saved_model
 
     def write(tag, fail=False):  # a stand-in for the SavedModel writer, as above
         def writer(model, fn, signature, path):
@@ -204,7 +205,7 @@ def test_ava_export_overwrite_keeps_the_served_version_until_the_new_one_is_comp
 
 
 def test_ava_export_names_outside_the_output_folder_are_refused(tmp_path):
-    from d3d_tf.export import ava_saved_model
+    from d3d_tf.ava import ava_saved_model
 
     out = tmp_path / "a" / "out"
     with pytest.raises(ValueError, match="--model_name='../escaped' must be a plain name"):

@@ -61,7 +61,7 @@ def test_evaluate_with_every_shard_damaged_says_how_many(tmp_path):
 
 
 def test_flow_is_checked_in_every_shard(tmp_path):
-    from d3d_tf.training import probe
+    from d3d_tf.probes import probe
 
     # Shard 0 empty, shard 1 with flow, shard 2 without (prepared with --flow=none).
     data = tmp_path / "data"
@@ -107,8 +107,8 @@ def test_a_truncated_slim_checkpoint_names_its_data_file(tmp_path):
 def test_ava_records_of_another_label_map_are_refused_before_training(tmp_path):
     import numpy as np
 
-    from d3d_tf.data import ava, codec
-    from d3d_tf.training import ava_task
+    from d3d_tf.ava import ava, ava_task
+    from d3d_tf.data import codec
 
     frames = codec.encode_jpeg_frames(np.zeros((2, 16, 16, 3), np.uint8), 90)
     with records.ShardWriter(str(tmp_path / "train-00000-of-00001.tfrecord")) as w:
@@ -140,7 +140,7 @@ def test_probe_endpoints_follow_the_models_family():
     import types
 
     from d3d_tf.models import s3dg
-    from d3d_tf.training import probe
+    from d3d_tf.probes import probe
 
     resnet = types.SimpleNamespace(name="r3d_18", config={"final_endpoint": "pooled"})
     assert probe.resolve_endpoints(("all",), resnet) == ["conv1", "layer1", "layer2", "layer3",

@@ -11,10 +11,11 @@ import matplotlib.figure
 import numpy as np
 import pytest
 
-from d3d_tf import atomic, preprocessing
-from d3d_tf.data.ava import Boxes
-from d3d_tf.metrics import ava_map
-from d3d_tf.training import ava_task, evaluation
+from d3d_tf.ava import ava_map, ava_task
+from d3d_tf.ava.ava import Boxes
+from d3d_tf.core import atomic
+from d3d_tf.data import preprocessing
+from d3d_tf.training import evaluation
 
 
 def _dead_pid() -> int:

@@ -133,7 +133,7 @@ def test_killed_prepare_stops_its_workers(tmp_path, sig):
 
 
 def test_second_prepare_of_one_split_is_refused(tmp_path):
-    from d3d_tf import run_lock
+    from d3d_tf.core import run_lock
 
     entries, labels = datasets.read_folder_tree(str(make_tree(tmp_path / "v", n=4, size=16)))
     out = tmp_path / "out"

@@ -9,8 +9,9 @@ import os
 import pytest
 from test_prepare import make_tree
 
-from d3d_tf import fingerprint
-from d3d_tf.data import ava, datasets, prepare_lib, records, synthetic_ava
+from d3d_tf.ava import ava, synthetic_ava
+from d3d_tf.core import fingerprint
+from d3d_tf.data import datasets, prepare_lib, records
 
 
 def _config(out, **kw):
@@ -167,7 +168,7 @@ def _two_shards(folder):
 
 
 def _stored_teachers(path):
-    from d3d_tf.data import teacher_logits
+    from d3d_tf.distinit import teacher_logits
 
     return {tuple(teacher_logits.read_info(r)[0]) for r in records.read_records(path)}
 
@@ -175,7 +176,8 @@ def _stored_teachers(path):
 def test_distinit_targets_of_another_teacher_are_refused_not_mixed(tmp_path):
     from test_distinit import _image_teacher
 
-    from d3d_tf.training import distinit_targets, trainer
+    from d3d_tf.distinit import distinit_targets
+    from d3d_tf.training import trainer
 
     a = _image_teacher(3, 0, str(tmp_path / "a.keras"))
     b = _image_teacher(3, 1, str(tmp_path / "b.keras"))
@@ -220,7 +222,8 @@ def test_distinit_targets_of_another_teacher_are_refused_not_mixed(tmp_path):
 def test_train_checks_every_precomputed_shard(tmp_path):
     from test_distinit import _image_teacher
 
-    from d3d_tf.training import distinit_targets, trainer
+    from d3d_tf.distinit import distinit_targets
+    from d3d_tf.training import trainer
 
     a = _image_teacher(3, 0, str(tmp_path / "a.keras"))
     b = _image_teacher(3, 1, str(tmp_path / "b.keras"))
@@ -243,8 +246,8 @@ def test_stored_logits_of_another_width_stop_train_before_the_graph(tmp_path):
 
     from test_distinit import _image_teacher
 
-    from d3d_tf.data import teacher_logits
-    from d3d_tf.training import distinit_targets, trainer
+    from d3d_tf.distinit import distinit_targets, teacher_logits
+    from d3d_tf.training import trainer
 
     a = _image_teacher(3, 0, str(tmp_path / "a.keras"))
     pattern = _two_shards(tmp_path / "u")
@@ -264,7 +267,7 @@ def test_stored_logits_of_another_width_stop_train_before_the_graph(tmp_path):
 def test_teacher_sources_that_are_no_teacher_are_one_line_errors(tmp_path):
     import keras
 
-    from d3d_tf.training import distinit
+    from d3d_tf.distinit import distinit
 
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.GlobalAveragePooling2D()(inputs)
@@ -284,7 +287,7 @@ def test_distinit_targets_cli_refusals_are_one_line(tmp_path):
     from test_distinit import _image_teacher
     from test_prepare import ROOT
 
-    from d3d_tf.training import distinit_targets
+    from d3d_tf.distinit import distinit_targets
 
     a = _image_teacher(3, 0, str(tmp_path / "a.keras"))
     pattern = _two_shards(tmp_path / "u")

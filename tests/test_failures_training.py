@@ -164,7 +164,7 @@ def test_second_process_on_a_model_dir_is_refused_naming_the_first(tmp_path):
     import socket
     import subprocess
 
-    from d3d_tf import run_lock
+    from d3d_tf.core import run_lock
 
     folder = str(tmp_path / "run")
     mine = rf"in use by another training: pid {os.getpid()} on host {socket.gethostname()}"
@@ -195,7 +195,7 @@ def test_second_process_on_a_model_dir_is_refused_naming_the_first(tmp_path):
 def test_trainer_refuses_a_model_dir_in_use(tmp_path):
     import subprocess
 
-    from d3d_tf import run_lock
+    from d3d_tf.core import run_lock
 
     cfg = _config(tmp_path)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])

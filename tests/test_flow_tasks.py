@@ -13,9 +13,9 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(__file__))
 import probe_fixtures
 
-from d3d_tf import config_flags
-from d3d_tf.models import decoders
-from d3d_tf.training import flow_tasks, probe, trainer
+from d3d_tf.core import config_flags
+from d3d_tf.probes import decoders, flow_tasks, probe
+from d3d_tf.training import trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = (4, 32, 32, 3)

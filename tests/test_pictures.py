@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from d3d_tf import atomic
+from d3d_tf.core import atomic
 from d3d_tf.training import evaluation
 
 MIN_PT = 9
@@ -109,7 +109,7 @@ def test_difference_title_counts_improved_and_degraded(figures, tmp_path):
 
 def _probe_run(root, name, label, decoder, *, layers, zeros, finetune=False, eval_data="d/*",
                frames=True, pred_scale=0.5):
-    """A probe folder like `d3d_tf.training.probe` writes: probe.json and 3A/examples.npz."""
+    """A probe folder like `d3d_tf.probes.probe` writes: probe.json and 3A/examples.npz."""
     import json
     import os
 
@@ -129,7 +129,7 @@ def _probe_run(root, name, label, decoder, *, layers, zeros, finetune=False, eva
 
 
 def test_fig4_tells_runs_apart_and_takes_the_zeros_of_each_layer(figures, tmp_path):
-    from d3d_tf.metrics import probe_tables
+    from d3d_tf.probes import probe_tables
 
     zeros = {"2C": 3.0, "3A": 2.0, "4F": 1.0}
     dirs = [_probe_run(tmp_path, "a", "s3dg", "simple", layers=["3A"], zeros=zeros),
@@ -150,7 +150,7 @@ def test_fig4_tells_runs_apart_and_takes_the_zeros_of_each_layer(figures, tmp_pa
 
 
 def test_fig4_draws_one_zeros_line_per_evaluation_set(figures, tmp_path):
-    from d3d_tf.metrics import probe_tables
+    from d3d_tf.probes import probe_tables
 
     dirs = [_probe_run(tmp_path, "a", "s3dg", "pwc", layers=["3A", "4F"],
                        zeros={"3A": 2.0, "4F": 1.0}, eval_data="ucf/*"),
@@ -168,7 +168,7 @@ def test_fig4_draws_one_zeros_line_per_evaluation_set(figures, tmp_path):
 
 
 def test_fig5_has_the_rgb_frame_row(figures, tmp_path):
-    from d3d_tf.metrics import probe_tables
+    from d3d_tf.probes import probe_tables
 
     zeros = {"3A": 1.0}
     a, b = probe_tables.load_runs([
@@ -183,7 +183,7 @@ def test_fig5_has_the_rgb_frame_row(figures, tmp_path):
 
 
 def test_fig6_has_a_row_per_run_with_the_finetuned_d3d_last(figures, tmp_path):
-    from d3d_tf.metrics import probe_tables
+    from d3d_tf.probes import probe_tables
 
     zeros = {"3A": 1.0}
     runs = probe_tables.load_runs([
@@ -202,7 +202,7 @@ def test_fig6_has_a_row_per_run_with_the_finetuned_d3d_last(figures, tmp_path):
 
 
 def test_fig5_without_kept_frames_says_so(figures, tmp_path):
-    from d3d_tf.metrics import probe_tables
+    from d3d_tf.probes import probe_tables
 
     a, b = probe_tables.load_runs([
         _probe_run(tmp_path, n, n, "pwc", layers=["3A"], zeros={"3A": 1.0}, frames=False)
@@ -214,7 +214,7 @@ def test_fig5_without_kept_frames_says_so(figures, tmp_path):
 
 
 def test_display_frame_is_the_frame_under_the_middle_flow_step():
-    from d3d_tf.training.probe import _display_frame
+    from d3d_tf.probes.probe import _display_frame
 
     clip = np.arange(8, dtype=np.float32)[:, None, None, None] * np.ones((8, 4, 4, 3))
     clip[5, 0, 0] = 100.0                       # 4 flow steps over 8 frames: step 2 = frame 5
@@ -227,7 +227,7 @@ def test_display_frame_is_the_frame_under_the_middle_flow_step():
 
 
 def test_filters_picture_has_a_labelled_row_per_model(figures, tmp_path):
-    from d3d_tf.metrics import representation
+    from d3d_tf.distinit import representation
 
     rng = np.random.default_rng(0)
     inflated = np.repeat(rng.normal(size=(1, 7, 7, 3, 64)), 3, axis=0)
@@ -249,7 +249,7 @@ def test_filters_picture_has_a_labelled_row_per_model(figures, tmp_path):
 
 
 def test_embedding_legend_is_readable(figures, tmp_path):
-    from d3d_tf.metrics import representation
+    from d3d_tf.distinit import representation
 
     points = np.random.default_rng(0).normal(size=(40, 2))
     representation.scatter_png(points, np.arange(40) % 4, str(tmp_path / "e.png"),

@@ -1,11 +1,10 @@
-"""One preprocessing for training, evaluation and serving (`d3d_tf.preprocessing`)."""
+"""One preprocessing for training, evaluation and serving (`d3d_tf.data.preprocessing`)."""
 import export_helpers as H
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from d3d_tf import preprocessing
-from d3d_tf.data import pipeline, records, video
+from d3d_tf.data import pipeline, preprocessing, records, video
 from d3d_tf.export import predictor as predict
 from d3d_tf.models import saving
 
@@ -88,7 +87,7 @@ def test_flow_module_imports_no_tensorflow():
     import subprocess
     import sys
 
-    code = ("import sys; from d3d_tf import preprocessing; from d3d_tf.data import flow; "
+    code = ("import sys; from d3d_tf.data import preprocessing; from d3d_tf.data import flow; "
             "assert flow.FLOW_BOUND == preprocessing.FLOW_BOUND == 20.0; "
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from d3d_tf import models
-from d3d_tf.metrics import flow_probe
-from d3d_tf.models import decoders
+from d3d_tf.probes import decoders, flow_probe
 
 C = 24
 

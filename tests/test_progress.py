@@ -1,6 +1,6 @@
-"""d3d_tf.progress: rate and ETA from the end of the first unit (compile time left out), on a
+"""d3d_tf.core.progress: rate and ETA from the end of the first unit (compile time left out), on a
 fake clock."""
-from d3d_tf import progress
+from d3d_tf.core import progress
 
 
 class Clock:

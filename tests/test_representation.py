@@ -1,4 +1,4 @@
-"""d3d_tf.metrics.representation: filter pictures, temporal variation, PCA and t-SNE."""
+"""d3d_tf.distinit.representation: filter pictures, temporal variation, PCA and t-SNE."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from d3d_tf.metrics import representation as R
+from d3d_tf.distinit import representation as R
 from d3d_tf.weights import inflate
 
 
@@ -61,8 +61,8 @@ def test_pca_matches_svd_and_tsne_keeps_clusters():
 
 def test_report_writes_filters_and_embedding(tmp_path):
     from d3d_tf import models
+    from d3d_tf.distinit import representation_report
     from d3d_tf.models import saving
-    from d3d_tf.training import representation_report
     from tests import train_fixtures
 
     net = models.build_classifier("r3d_18", num_classes=4, input_shape=(4, 16, 16, 3),
@@ -113,8 +113,8 @@ def test_report_writes_filters_and_embedding(tmp_path):
 
 def test_report_embeds_a_seeded_subset_of_classes(tmp_path, monkeypatch):
     from d3d_tf import models
+    from d3d_tf.distinit import representation_report as rr
     from d3d_tf.models import saving
-    from d3d_tf.training import representation_report as rr
     from tests import train_fixtures
 
     for folder in ("a", "b"):
@@ -150,8 +150,8 @@ def test_report_draws_the_first_layer_of_i3d_and_s3dg(tmp_path):
     # S3D-G / I3D name their first conv Conv2d_1a_7x7 and have no `pooled` endpoint: the
     # filters come from Conv2d_1a_7x7, the embedding from Mixed_5c averaged over T, H, W.
     from d3d_tf import models
+    from d3d_tf.distinit import representation_report as rr
     from d3d_tf.models import saving
-    from d3d_tf.training import representation_report as rr
     from tests import train_fixtures
 
     shapes = {}

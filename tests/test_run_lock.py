@@ -1,4 +1,4 @@
-"""The run lock (d3d_tf.run_lock): atomic take-over, pid reuse, other hosts and containers."""
+"""The run lock (d3d_tf.core.run_lock): atomic take-over, pid reuse, other hosts and containers."""
 import json
 import multiprocessing
 import os
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from d3d_tf import run_lock
+from d3d_tf.core import run_lock
 
 
 def _contender(folders, barrier, results):

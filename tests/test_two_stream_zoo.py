@@ -167,7 +167,7 @@ def _convert_weights_flags():
     needs no TensorFlow and does not clash with other tools' flags in this process."""
     from absl import flags
 
-    from d3d_tf import preprocessing
+    from d3d_tf.data import preprocessing
 
     source = _read("d3d_tf", "convert_weights.py")
     calls = [node for node in ast.parse(source).body if isinstance(node, ast.Expr)

@@ -57,7 +57,8 @@ def write_ava_records(root: str, data, *, clip_frames: int = 4,
     root/data and prepared (`prepare --format=ava`, one shard per split) into root/rec, label
     map and labels.txt beside them. Returns generate_dataset's paths plus `<split>_records`
     (the shard glob of each split)."""
-    from d3d_tf.data import ava, prepare_lib, synthetic_ava
+    from d3d_tf.ava import ava, synthetic_ava
+    from d3d_tf.data import prepare_lib
 
     paths = synthetic_ava.generate_dataset(data, os.path.join(root, "data"), num_workers=1)
     rec = os.path.join(root, "rec")

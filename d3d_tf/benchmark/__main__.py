@@ -41,8 +41,8 @@ import tempfile
 
 from absl import app, flags
 
-from d3d_tf import cli, config_flags
 from d3d_tf.benchmark import two_stream
+from d3d_tf.core import cli, config_flags
 
 FLAGS = flags.FLAGS
 PARTS = ("model", "distill", "data", "flow", "export", "profile", "torchvision", "two_stream")

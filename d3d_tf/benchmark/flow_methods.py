@@ -15,8 +15,8 @@ import time
 import numpy as np
 from absl import app
 
-from d3d_tf import cli, config_flags
-from d3d_tf.config_flags import field
+from d3d_tf.core import cli, config_flags
+from d3d_tf.core.config_flags import field
 from d3d_tf.data import flow, synthetic
 
 

@@ -31,9 +31,10 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from d3d_tf import cli, models
+from d3d_tf import models
 from d3d_tf.benchmark import data as throughput
 from d3d_tf.benchmark import latency
+from d3d_tf.core import cli
 from d3d_tf.models import cpu_choices
 from d3d_tf.training import tasks, trainer
 

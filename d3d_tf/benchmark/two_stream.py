@@ -13,7 +13,7 @@ The two pipelines, each timed stage by stage, in seconds per video:
 
 * decode: the predictor's own preprocessing (`d3d_tf.export.predictor`: PyAV decode of every
   frame, resize so the short side is the crop size, centre crop, K = `num_clips` evenly spaced
-  clips of T frames, short videos looped; `d3d_tf.preprocessing`'s clip rule). D3D's decode is
+  clips of T frames, short videos looped; `d3d_tf.data.preprocessing`'s clip rule). D3D's decode is
   `predictor.video_clips` itself; the two-stream decode is the same steps, keeping the frames
   after each clip frame for the flow.
 * TV-L1 flow (`d3d_tf.data.flow`, the papers' flow, OpenCV defaults): only the frame pairs the
@@ -21,7 +21,7 @@ The two pipelines, each timed stage by stage, in seconds per video:
   takes the flow from frame min(f, N-2) to the next), clipped to +-20 px and quantized to uint8
   as `prepare` stores it, fed as flow / 20 in [-1, 1].
 * flow / RGB S3D-G: one `tf.function` call on the K clips (RGB normalised by the model's
-  `rgb_range`, `d3d_tf.preprocessing.normalize_rgb`), softmax included.
+  `rgb_range`, `d3d_tf.data.preprocessing.normalize_rgb`), softmax included.
 * average: the mean of the two streams' softmaxes, then over the K clips (D3D's clip average is
   in its RGB stage).
 
@@ -49,7 +49,7 @@ import time
 
 import numpy as np
 
-from d3d_tf.config_flags import field
+from d3d_tf.core.config_flags import field
 
 STAGES = ("decode", "tvl1_flow", "flow_s3dg", "rgb_s3dg", "average")
 STAGE_TITLES = {"decode": "decode", "tvl1_flow": "TV-L1 flow", "flow_s3dg": "flow S3D-G",
@@ -120,8 +120,7 @@ def clip_flow(frames: np.ndarray, idx: np.ndarray) -> np.ndarray:
     distinct pair is computed once."""
     import cv2
 
-    from d3d_tf import preprocessing
-    from d3d_tf.data import flow
+    from d3d_tf.data import flow, preprocessing
 
     n = len(frames)
     if n < 2:
@@ -142,7 +141,8 @@ def _model(flag: str, modality: str, config: TwoStreamConfig):
     description) of the trained model directory `config.<flag>`, or a random-weight S3D-G."""
     import tensorflow as tf
 
-    from d3d_tf import models, preprocessing
+    from d3d_tf import models
+    from d3d_tf.data import preprocessing
     from d3d_tf.models import saving
 
     t, c = config.num_frames, config.crop_size

@@ -25,7 +25,7 @@ import threading
 import tensorflow as tf
 from tensorflow.python.util import deprecation
 
-from d3d_tf.config_flags import field
+from d3d_tf.core.config_flags import field
 from d3d_tf.data import records
 
 SKIP_HELP = ("Skip the rest of a truncated or corrupt TFRecord shard instead of stopping: the "

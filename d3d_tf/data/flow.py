@@ -22,7 +22,7 @@ import os
 import cv2
 import numpy as np
 
-from d3d_tf.preprocessing import FLOW_BOUND
+from d3d_tf.data.preprocessing import FLOW_BOUND
 
 FLOW_METHODS = ("tvl1", "farneback", "dis")
 

@@ -45,9 +45,9 @@ import dataclasses
 
 import tensorflow as tf
 
-from d3d_tf import preprocessing
-from d3d_tf.data import damaged_shards, records, teacher_logits
-from d3d_tf.preprocessing import FLOW_BOUND, RGB_RANGES  # noqa: F401 (re-exported)
+from d3d_tf.data import damaged_shards, preprocessing, records
+from d3d_tf.data.preprocessing import RGB_RANGES
+from d3d_tf.distinit import teacher_logits
 
 MODALITIES = ("rgb", "flow")
 LABEL_CHECK = "label outside the labels file:"
@@ -74,7 +74,7 @@ class PipelineConfig:
     repeat: bool | None = None   # default: repeat in training, single pass in eval
     drop_remainder: bool | None = None  # default True in training, False in eval
     seed: int | None = None      # deterministic when set
-    teacher_logits: bool = False  # also `teacher_logits` [B,T,D] (d3d_tf.data.teacher_logits)
+    teacher_logits: bool = False  # also `teacher_logits` [B,T,D] (d3d_tf.distinit.teacher_logits)
     num_classes: int | None = None  # labels must lie in [-1, num_classes): checked per record
 
     def validate(self) -> None:

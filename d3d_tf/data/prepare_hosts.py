@@ -20,8 +20,8 @@ import os
 
 from absl import logging
 
-from d3d_tf import run_lock
-from d3d_tf.config_flags import field
+from d3d_tf.core import run_lock
+from d3d_tf.core.config_flags import field
 
 
 @dataclasses.dataclass

@@ -11,7 +11,7 @@ to `S-0000k-of-0000n.tfrecord` only when complete, after its sidecar
 rerun skips shards that have both, so an interrupted run (even SIGKILL) never leaves a
 truncated shard that looks finished, and the rerun writes each video exactly once. Which
 videos go to which shard is a deterministic function of the inputs and settings. The sidecar
-also holds the shard's fingerprint (`d3d_tf.fingerprint`): per video its label and what else
+also holds the shard's fingerprint (`d3d_tf.core.fingerprint`): per video its label and what else
 goes into its records (AVA: the keyframes' boxes), and for a skipped video its file's size and
 time. A rerun rewrites a finished shard whose fingerprint differs (a label changed, a skipped
 video was fixed) instead of reusing it.
@@ -34,8 +34,9 @@ import random
 import sys
 import time
 
-from d3d_tf import atomic, fingerprint, preprocessing, run_lock
-from d3d_tf import progress as progress_lib
+from d3d_tf.core import atomic, fingerprint, run_lock
+from d3d_tf.core import progress as progress_lib
+from d3d_tf.data import preprocessing
 from d3d_tf.data.datasets import VideoEntry
 from d3d_tf.data.prepare_hosts import HostConfig
 
@@ -193,7 +194,7 @@ def _process_video(task: tuple) -> dict:
 # ---- parent side ----------------------------------------------------------------------------
 
 class _Progress:
-    """Progress line with rate and ETA (`d3d_tf.progress`) on stderr; redraws in place on a
+    """Progress line with rate and ETA (`d3d_tf.core.progress`) on stderr; redraws in place on a
     TTY, else prints a line every `interval` seconds (so logs of non-interactive runs stay
     short)."""
 

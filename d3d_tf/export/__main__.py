@@ -12,8 +12,9 @@ import json
 
 from absl import app, flags, logging
 
-from d3d_tf import cli, config_flags
-from d3d_tf.export import ava_saved_model, common, saved_model, tflite
+from d3d_tf.ava import ava_saved_model
+from d3d_tf.core import cli, config_flags
+from d3d_tf.export import common, saved_model, tflite
 
 FLAGS = flags.FLAGS
 config_flags.define_flags(common.ExportConfig)

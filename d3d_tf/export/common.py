@@ -12,9 +12,9 @@ import shutil
 
 import keras
 
-from d3d_tf import atomic, preprocessing
-from d3d_tf.config_flags import field
-from d3d_tf.data import damaged_shards
+from d3d_tf.core import atomic
+from d3d_tf.core.config_flags import field
+from d3d_tf.data import damaged_shards, preprocessing
 from d3d_tf.models import saving
 
 FORMATS = ("saved_model", "tflite", "ava_saved_model")

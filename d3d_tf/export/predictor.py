@@ -22,7 +22,7 @@ import os
 
 import numpy as np
 
-from d3d_tf.config_flags import field
+from d3d_tf.core.config_flags import field
 
 SHORT_VIDEO_MODES = ("loop", "error")
 
@@ -130,8 +130,8 @@ class Predictor:
 def clip_indices(num_video_frames: int, num_frames: int, num_clips: int, stride: int = 1,
                  short_videos: str = "loop") -> np.ndarray:
     """Frame indices int [K,T] of K evenly spaced clips: the eval pipeline's own rule
-    (`d3d_tf.preprocessing`)."""
-    from d3d_tf import preprocessing
+    (`d3d_tf.data.preprocessing`)."""
+    from d3d_tf.data import preprocessing
 
     span = (num_frames - 1) * stride + 1
     if num_video_frames < span and short_videos == "error":

@@ -39,7 +39,7 @@ import shutil
 import keras
 import tensorflow as tf
 
-from d3d_tf import preprocessing
+from d3d_tf.data import preprocessing
 from d3d_tf.export import common
 from d3d_tf.models import saving
 

@@ -41,8 +41,8 @@ import tensorflow as tf
 from absl import logging
 from ai_edge_litert import schema_py_generated as schema
 
-from d3d_tf import atomic, preprocessing
-from d3d_tf.data import damaged_shards, pipeline, read_errors
+from d3d_tf.core import atomic
+from d3d_tf.data import damaged_shards, pipeline, preprocessing, read_errors
 from d3d_tf.export import common
 
 QUANTIZE_MODES = common.QUANTIZE_MODES

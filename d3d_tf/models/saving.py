@@ -18,9 +18,9 @@ import zipfile
 import keras
 import numpy as np
 
-from d3d_tf import atomic
+from d3d_tf.core import atomic
+from d3d_tf.data.preprocessing import RGB_RANGES
 from d3d_tf.models import registry
-from d3d_tf.preprocessing import RGB_RANGES
 
 SPEC_FILE = "model.json"
 WEIGHTS_FILE = "weights.npz"

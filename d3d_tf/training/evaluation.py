@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from d3d_tf import atomic
-from d3d_tf import progress as progress_lib
+from d3d_tf.core import atomic
+from d3d_tf.core import progress as progress_lib
 
 
 @dataclasses.dataclass
@@ -41,7 +41,7 @@ def predict(network, dataset: tf.data.Dataset, *, modality: str = "rgb",
     (`modality` [B,T,H,W,C], `label` [B], `video_id` [B]) with training=False.
 
     `progress_every_s` > 0: logs `evaluated N/total_clips clips, rate, elapsed, ETA` after
-    the first batch, then every that many seconds, and at the end (`d3d_tf.progress`)."""
+    the first batch, then every that many seconds, and at the end (`d3d_tf.core.progress`)."""
 
     @tf.function(reduce_retracing=True)
     def logits_fn(x):

@@ -26,16 +26,19 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from d3d_tf import atomic, config_flags, models, preprocessing, run_lock
-from d3d_tf import progress as progress_lib
-from d3d_tf.config_flags import field
-from d3d_tf.data import damaged_shards, pipeline, read_errors, records
+from d3d_tf import models
+from d3d_tf.core import atomic, config_flags, run_lock
+from d3d_tf.core import progress as progress_lib
+from d3d_tf.core.config_flags import field
+from d3d_tf.data import damaged_shards, pipeline, preprocessing, read_errors, records
 from d3d_tf.data import service as data_service
 from d3d_tf.data.pipeline import MODALITIES
-from d3d_tf.models import cpu_choices, decoders, layers, s3dg, saving
+from d3d_tf.data.preprocessing import RGB_RANGES
+from d3d_tf.distinit import distinit
+from d3d_tf.models import cpu_choices, layers, s3dg, saving
 from d3d_tf.models import summary as model_summary
-from d3d_tf.preprocessing import RGB_RANGES
-from d3d_tf.training import checkpoints, distinit, evaluation, flow_tasks, summaries, tasks
+from d3d_tf.probes import decoders, flow_tasks
+from d3d_tf.training import checkpoints, evaluation, summaries, tasks
 from d3d_tf.training import strategy as strategy_lib
 
 TASKS = ("classify", "distill", "finetune", "distinit", "ava") + flow_tasks.TASKS
@@ -48,7 +51,7 @@ class TrainConfig:
     """Everything a training run needs. Sizes in frames / pixels; steps are optimizer steps.
 
     Each field is also a flag of `python -m d3d_tf.train` (same name, default and help text,
-    `d3d_tf.config_flags`): a new option is one field here.
+    `d3d_tf.core.config_flags`): a new option is one field here.
     """
     model_dir: str = field(help="Output directory: checkpoints (ckpt/), TensorBoard summaries "
                            "(train/, eval/) and the final model directory (model/).")
@@ -111,7 +114,7 @@ class TrainConfig:
                                    aliases=("distill_weight",))
     action_loss_weight: float = field(1.0, "distill: weight of the CE loss; 0 = 'D3D without "
                                       "action loss'.")
-    # DistInit (d3d_tf.training.distinit; docs/distinit.md)
+    # DistInit (d3d_tf.distinit.distinit; docs/distinit.md)
     distinit_teachers: tuple = field((), "distinit: frozen image teachers, keras.applications "
                                      "names (ResNet50), .keras files or model directories of "
                                      "1-frame networks (r2d_18); one head each (Eq. 3).")
@@ -137,7 +140,7 @@ class TrainConfig:
                                   "initializes the network (the head is re-initialized).")
     freeze_until: str | None = field(None, "Freeze all blocks up to this endpoint (e.g. 4F; "
                                      "layer3 for a video ResNet).")
-    # AVA detection (d3d_tf.training.ava_task; --init_from gives the backbone)
+    # AVA detection (d3d_tf.ava.ava_task; --init_from gives the backbone)
     ava_endpoint: str = field("Mixed_4f", "ava: backbone endpoint whose time-averaged features "
                               "are cropped per person box (RoIAlign).")
     ava_roi_size: int = field(14, "ava: RoIAlign output side, feature pixels (MaxPool_5a "
@@ -149,7 +152,7 @@ class TrainConfig:
                                   "exp(+-this).", min=0)
     ava_box_loss_weight: float = field(1.0, "ava: weight of the box-offset (Huber) loss.",
                                        min=0)
-    # flow alternatives (d3d_tf.training.flow_tasks)
+    # flow alternatives (d3d_tf.probes.flow_tasks)
     flow_endpoint: str = field("3A", "flow_loss, cnn_flow: endpoint read by the flow decoder.")
     flow_decoder: str = field("pwc", "flow_loss, cnn_flow: flow decoder (simple, spatial, pwc).",
                               choices=decoders.DECODERS)
@@ -671,7 +674,7 @@ def train(config: TrainConfig) -> dict:
 def _train(config: TrainConfig) -> dict:
     c = config
     if c.task == "ava":
-        from d3d_tf.training import ava_task  # its own loop: boxes in, per-box scores out
+        from d3d_tf.ava import ava_task
         return ava_task.train(c)
     names = label_names(c)
     strategy = strategy_lib.make_strategy(c.strategy)

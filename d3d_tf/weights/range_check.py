@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from d3d_tf import preprocessing
+from d3d_tf.data import preprocessing
 
 
 def centre_clip(frames: np.ndarray, num_frames: int, size: int) -> np.ndarray:
     """uint8 `[N,H,W,3]` (short side >= size) -> the centre clip uint8 `[T,size,size,3]`,
-    sampled and cropped as evaluation does (`d3d_tf.preprocessing`; short videos loop)."""
+    sampled and cropped as evaluation does (`d3d_tf.data.preprocessing`; short videos loop)."""
     n, h, w = frames.shape[:3]
     if min(h, w) < size:
         raise ValueError(f"frames of {h}x{w} are smaller than the {size}x{size} crop")

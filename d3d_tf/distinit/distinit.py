@@ -35,8 +35,9 @@ import zlib
 import keras
 import tensorflow as tf
 
-from d3d_tf import fingerprint
-from d3d_tf.data import records, teacher_logits
+from d3d_tf.core import fingerprint
+from d3d_tf.data import records
+from d3d_tf.distinit import teacher_logits
 from d3d_tf.models import saving
 from d3d_tf.training import tasks
 
@@ -197,7 +198,7 @@ def load_teachers(sources, weights=("imagenet",), *, rgb_range: str = "[-1,1]") 
 
 
 def teachers_made_from(sources, weights=("imagenet",)) -> list[dict]:
-    """What decides the logits each teacher gives a frame, for `d3d_tf.fingerprint`: its
+    """What decides the logits each teacher gives a frame, for `d3d_tf.core.fingerprint`: its
     source, and the content of its `.keras` file, of its model directory's files, or of its
     weights file (`imagenet` and `none` by name)."""
     out = []

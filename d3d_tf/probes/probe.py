@@ -14,7 +14,7 @@ flow model (the temporal stream) gets the TV-L1 flow — the "decoder on the flo
 features" baseline of Table 1. `modality` says which of the two the caller means to probe and
 a model directory of the other modality is refused before anything is built ("wrong
 modality"), so that a teacher is never probed by mistake where a student was meant (its EPE
-would look excellent). Targets, loss and EPE: `d3d_tf.metrics.flow_probe` (EPE in pixels of
+would look excellent). Targets, loss and EPE: `d3d_tf.probes.flow_probe` (EPE in pixels of
 the network's input frame).
 
 probe.json: the run's settings and one entry per endpoint with `epe` and `zeros_epe` (the
@@ -37,13 +37,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from d3d_tf import atomic, config_flags
-from d3d_tf import progress as progress_lib
-from d3d_tf.config_flags import field
+from d3d_tf.core import atomic, config_flags
+from d3d_tf.core import progress as progress_lib
+from d3d_tf.core.config_flags import field
 from d3d_tf.data import pipeline
-from d3d_tf.metrics import flow_probe
-from d3d_tf.metrics.probe_tables import EXAMPLES_FILE, PROBE_FILE
-from d3d_tf.models import decoders, registry, s3dg, saving
+from d3d_tf.models import registry, s3dg, saving
+from d3d_tf.probes import decoders, flow_probe
+from d3d_tf.probes.probe_tables import EXAMPLES_FILE, PROBE_FILE
 from d3d_tf.training import strategy as strategy_lib
 from d3d_tf.training import summaries, tasks, trainer
 
@@ -54,7 +54,7 @@ SHORT_NAMES = {v: k for k, v in s3dg.ALIASES.items()}
 class ProbeConfig:
     """A probe run: one model directory, one decoder, one or more endpoints.
 
-    Each field is also a flag of `python -m d3d_tf.probe` (`d3d_tf.config_flags`).
+    Each field is also a flag of `python -m d3d_tf.probe` (`d3d_tf.core.config_flags`).
     """
     model_dir: str = field(help="Run or model directory of the network to probe.")
     train_data: str = field(help="Glob of training TFRecord shards (with flow/encoded).")
@@ -242,7 +242,7 @@ def evaluate_probe(model: keras.Model, dataset, modality: str, *, max_clips: int
                    examples: int = 0, progress_every_s: float = 0.0,
                    total_clips: int | None = None):
     """Per-clip EPE of `model` and of all zeros over `dataset`; `progress_every_s` > 0 logs
-    clips done, rate and ETA (`d3d_tf.progress`) that often.
+    clips done, rate and ETA (`d3d_tf.core.progress`) that often.
 
     Returns (clips [{video_id, epe, zeros_epe}], examples {target, pred} [N,T',H',W',2] px,
     plus, when the batches hold an RGB clip, frame [N,H,W,3] uint8: the input frame at the

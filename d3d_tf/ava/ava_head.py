@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from d3d_tf import atomic
+from d3d_tf.core import atomic
 from d3d_tf.models import layers as L
 from d3d_tf.models import s3dg, saving
 from d3d_tf.models.video_model import VideoModel
@@ -204,7 +204,7 @@ def save_detector_dir(directory: str, detector: keras.Model, *, name: str, label
                       rgb_range: str, source: str = "", metrics: dict | None = None,
                       pretraining: dict | None = None) -> None:
     """Writes `detector.json` and `weights.npz` (module doc); `pretraining`: what the
-    backbone was pre-trained on (`d3d_tf.training.ava_task.pretraining`)."""
+    backbone was pre-trained on (`d3d_tf.ava.ava_task.pretraining`)."""
     os.makedirs(directory, exist_ok=True)
     saving.save_weights(detector, os.path.join(directory, saving.WEIGHTS_FILE))
     info = {"name": name, "backbone": dataclasses.asdict(detector.d3d_config),

@@ -5,7 +5,7 @@
 
 No kernel has a temporal extent (every kernel is `1×k×k`), so a decoder cannot compute motion
 of its own: whatever flow it predicts was already in the endpoint's features. The output is
-`(mag, sin θ, cos θ)` (Im2Flow's representation, `d3d_tf.metrics.flow_probe`) at the
+`(mag, sin θ, cos θ)` (Im2Flow's representation, `d3d_tf.probes.flow_probe`) at the
 endpoint's T'×H'×W', linear (no activation). Convolutions have a bias and no batch norm.
 
 * `simple`: one 3×(1×1×1) conv.

@@ -15,7 +15,7 @@ when the key it would write now is the stored one, and otherwise names what diff
 
 The sidecar is written before the artifact is renamed to its final name, so a final-named
 artifact always has its sidecar; `discard` removes a stale pair before it is rewritten. Imports
-only `d3d_tf.atomic` (every layer may use it).
+only `d3d_tf.core.atomic` (every layer may use it).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 
-from d3d_tf import atomic
+from d3d_tf.core import atomic
 
 
 def key(made_from) -> str:

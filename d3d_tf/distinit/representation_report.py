@@ -16,10 +16,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from d3d_tf import atomic, config_flags, preprocessing
-from d3d_tf.config_flags import field
-from d3d_tf.data import pipeline
-from d3d_tf.metrics import representation as R
+from d3d_tf.core import atomic, config_flags
+from d3d_tf.core.config_flags import field
+from d3d_tf.data import pipeline, preprocessing
+from d3d_tf.distinit import representation as R
 from d3d_tf.models import registry, saving
 
 EMBEDDINGS = ("tsne", "pca")

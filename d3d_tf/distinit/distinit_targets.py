@@ -1,5 +1,5 @@
 """Precomputes DistInit's teacher logits for every stored frame and writes them into a copy of
-the shards (`d3d_tf.data.teacher_logits`), so that a training step costs only the student.
+the shards (`d3d_tf.distinit.teacher_logits`), so that a training step costs only the student.
 
     precompute(TargetsConfig(records="data/u/train-*.tfrecord", out_dir="data/u_t",
                              teachers=("ResNet50",)))
@@ -8,7 +8,7 @@ Each frame goes to the teachers whole (resized to the teacher's input size), whi
 targets see the clip's crop (and flip): on uncropped, unflipped clips both give the same logits.
 
 Beside each written shard, `out_dir/.distinit_targets/<shard>.json` records what made it
-(`d3d_tf.fingerprint`: the teachers' sources and file contents, their weights, the RGB range,
+(`d3d_tf.core.fingerprint`: the teachers' sources and file contents, their weights, the RGB range,
 the input shard's size and time). A rerun reuses a shard only when that record is what it would
 write now; one whose input shard changed is recomputed; one made by other teachers or settings
 is refused before anything is written (its targets would mix with the new ones).
@@ -21,12 +21,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from d3d_tf import atomic, config_flags, fingerprint
-from d3d_tf import progress as progress_lib
-from d3d_tf.config_flags import field
-from d3d_tf.data import records, teacher_logits
+from d3d_tf.core import atomic, config_flags, fingerprint
+from d3d_tf.core import progress as progress_lib
+from d3d_tf.core.config_flags import field
+from d3d_tf.data import records
 from d3d_tf.data.pipeline import RGB_RANGES
-from d3d_tf.training import distinit
+from d3d_tf.distinit import distinit, teacher_logits
 
 
 @dataclasses.dataclass
@@ -57,7 +57,7 @@ def frame_logits(teachers, frames_uint8: np.ndarray, rgb_range: str, batch: int)
 
 
 def made_from(config: TargetsConfig, source_shard: str) -> dict:
-    """What makes the labelled copy of `source_shard` (`d3d_tf.fingerprint`)."""
+    """What makes the labelled copy of `source_shard` (`d3d_tf.core.fingerprint`)."""
     return {"teachers": distinit.teachers_made_from(config.teachers, config.teacher_weights),
             "rgb_range": config.rgb_range,
             "input": {"name": os.path.basename(source_shard),
@@ -99,7 +99,7 @@ def precompute(config: TargetsConfig, *, log=print, progress_every_s: float = 30
                ) -> list[str]:
     """Writes `out_dir/<shard name>` with teacher logits for every frame; returns the paths.
     A shard already in `out_dir` is reused when its fingerprint matches (reruns resume).
-    Logs videos done, rate and ETA (`d3d_tf.progress`) after the first video, then every
+    Logs videos done, rate and ETA (`d3d_tf.core.progress`) after the first video, then every
     `progress_every_s` seconds, and at the end."""
     config_flags.check(config)
     files = sorted(tf.io.gfile.glob(config.records)) if config.records else []

@@ -34,7 +34,8 @@ import cv2
 import numpy as np
 from absl import logging
 
-from d3d_tf.data import ava, synthetic, video
+from d3d_tf.ava import ava
+from d3d_tf.data import synthetic, video
 
 LABEL_MAP_FILE = "ava_action_list_v2.2.pbtxt"
 SPLITS = ("train", "val")

@@ -1,4 +1,4 @@
-"""tf.data pipeline for AVA keyframe records (`d3d_tf.data.ava`): clips + person boxes.
+"""tf.data pipeline for AVA keyframe records (`d3d_tf.ava.ava`): clips + person boxes.
 
 Elements (batched; N = max_boxes, K = classes):
   rgb        float32 [B,T,S,S,3]  the clip centred on the keyframe, [-1,1] or [0,1]
@@ -26,9 +26,9 @@ import dataclasses
 
 import tensorflow as tf
 
-from d3d_tf.data import ava, records
+from d3d_tf.ava import ava, ava_head
+from d3d_tf.data import records
 from d3d_tf.data.pipeline import RGB_RANGES, list_files
-from d3d_tf.models import ava_head
 
 
 @dataclasses.dataclass

@@ -4,7 +4,7 @@ object-detection API's PASCAL VOC evaluator), reimplemented in numpy.
     result = frame_map(groundtruth, detections, label_map, excluded)
     result["mAP"], result["per_class"]            # AP per label-map class (NaN: no ground truth)
 
-Inputs are `{(video_id, timestamp): ava.Boxes}` as `d3d_tf.data.ava.read_boxes` returns them
+Inputs are `{(video_id, timestamp): ava.Boxes}` as `d3d_tf.ava.ava.read_boxes` returns them
 (boxes x1, y1, x2, y2 normalized; labels are action ids). The rules:
 
 * Classes are those of the label map; rows of other action ids are dropped (ground truth and
@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-from d3d_tf import atomic
+from d3d_tf.core import atomic
 
 IOU_THRESHOLD = 0.5
 MAX_DETECTIONS = 50

@@ -40,7 +40,7 @@ import re
 
 import numpy as np
 
-from d3d_tf.config_flags import field
+from d3d_tf.core.config_flags import field
 from d3d_tf.data import prepare_lib
 from d3d_tf.data.datasets import VIDEO_EXTENSIONS, AnnotationError, VideoEntry
 

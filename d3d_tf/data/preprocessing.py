@@ -82,7 +82,7 @@ def read_labels(path: str) -> list[str]:
 
 
 def write_labels(path: str, labels) -> None:
-    """Writes `labels` one a line (`d3d_tf.atomic`: readers never see half a file)."""
-    from d3d_tf import atomic
+    """Writes `labels` one a line (`d3d_tf.core.atomic`: readers never see half a file)."""
+    from d3d_tf.core import atomic
 
     atomic.write_text(path, "".join(f"{name}\n" for name in labels))

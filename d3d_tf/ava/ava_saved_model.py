@@ -18,9 +18,9 @@ import os
 
 import tensorflow as tf
 
-from d3d_tf import preprocessing
+from d3d_tf.ava import ava_head
+from d3d_tf.data import preprocessing
 from d3d_tf.export import common, saved_model
-from d3d_tf.models import ava_head
 
 
 def serving_function(detector, rgb_range: str):

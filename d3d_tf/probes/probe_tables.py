@@ -1,11 +1,11 @@
-"""probe.json files (`d3d_tf.training.probe`) -> D3D's Table 1, Fig. 4 and Fig. 5.
+"""probe.json files (`d3d_tf.probes.probe`) -> D3D's Table 1, Fig. 4 and Fig. 5.
 
     runs = load_runs(["probes/s3dg_pwc", "probes/d3d_pwc", "probes/teacher_pwc"])
     table1(runs)                          # markdown: decoder x modality at 3A
     fig4(runs, "fig4.png")                # EPE vs layer, one line per model (frozen / ft)
     fig5(runs[:2], "fig5.png")            # RGB frame, pooled TV-L1, each model's predicted flow
 
-All EPEs are in pixels of the network's input frame (see `d3d_tf.metrics.flow_probe`).
+All EPEs are in pixels of the network's input frame (see `d3d_tf.probes.flow_probe`).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from d3d_tf import atomic
+from d3d_tf.core import atomic
 
 PROBE_FILE = "probe.json"
 EXAMPLES_FILE = "examples.npz"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from d3d_tf import atomic
+from d3d_tf.core import atomic
 
 
 def points(results: dict) -> tuple[list[tuple[float, float]], list[tuple[str, float]]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from d3d_tf import atomic
+from d3d_tf.core import atomic
 
 
 def filter_grid(kernel: np.ndarray, *, max_filters: int = 64, pad: int = 1) -> np.ndarray:

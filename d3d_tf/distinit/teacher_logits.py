@@ -11,7 +11,7 @@ The pipeline (`PipelineConfig.teacher_logits`) gathers the rows of the clip's fr
 `teacher_logits` float32 `[B,T,D]`, so a training step runs no teacher.
 
 Beside each labelled shard, `STATE_DIR/<shard name>.json` records what made it (the teachers'
-sources, file contents and weights, the RGB range, the input shard; `d3d_tf.fingerprint`).
+sources, file contents and weights, the RGB range, the input shard; `d3d_tf.core.fingerprint`).
 """
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from d3d_tf.preprocessing import FLOW_BOUND  # px: pipeline flow is flow_px / FLOW_BOUND
+from d3d_tf.data.preprocessing import FLOW_BOUND
 
 
 def pool_matrix(n_in: int, n_out: int) -> np.ndarray:

@@ -1,11 +1,11 @@
-"""`--task=ava`: training and evaluating the AVA action detector (`d3d_tf.models.ava_head`).
+"""`--task=ava`: training and evaluating the AVA action detector (`d3d_tf.ava.ava_head`).
 
     python -m d3d_tf.train --task=ava --train_data='records/train-*.tfrecord' \
         --eval_data='records/val-*.tfrecord' --init_from=runs/d3d --model_dir=runs/ava
 
 Training feeds the ground-truth person boxes with jitter (`--ava_box_jitter`); evaluation
 feeds the keyframe records' proposals (a person detector's boxes) and scores frame-mAP
-(`d3d_tf.metrics.ava_map`) against the ground truth stored in the records. The loss per clip:
+(`d3d_tf.ava.ava_map`) against the ground truth stored in the records. The loss per clip:
 sigmoid cross-entropy summed over classes and averaged over its boxes, plus
 `--ava_box_loss_weight` x the Huber loss of the box offsets (summed over the 4, averaged over
 boxes). The step logic (replica scaling, clipping, L2) is `tasks.Task`'s.
@@ -25,13 +25,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from d3d_tf import atomic
-from d3d_tf import progress as progress_lib
-from d3d_tf.config_flags import field
-from d3d_tf.data import ava, ava_pipeline, read_errors, records
+from d3d_tf.ava import ava, ava_head, ava_map, ava_pipeline
+from d3d_tf.core import atomic
+from d3d_tf.core import progress as progress_lib
+from d3d_tf.core.config_flags import field
+from d3d_tf.data import read_errors, records
 from d3d_tf.data import service as data_service
-from d3d_tf.metrics import ava_map
-from d3d_tf.models import ava_head, cpu_choices, s3dg, saving
+from d3d_tf.models import cpu_choices, s3dg, saving
 from d3d_tf.training import checkpoints, summaries, tasks
 from d3d_tf.training import strategy as strategy_lib
 
@@ -103,7 +103,7 @@ def predict(detector, dataset, label_map: ava.LabelMap, progress_every_s: float 
     """Runs the detector on eval elements; returns (detections, ground truth) as
     {(video_id, timestamp): ava.Boxes} with one detection row per (proposal, class): the
     proposal refined by its offsets, the class's sigmoid score. `progress_every_s` > 0: logs
-    keyframes done, rate and ETA (`d3d_tf.progress`) after the first batch, then every that
+    keyframes done, rate and ETA (`d3d_tf.core.progress`) after the first batch, then every that
     many seconds, and at the end."""
 
     @tf.function(reduce_retracing=True)

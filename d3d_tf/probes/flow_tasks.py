@@ -7,7 +7,7 @@
 * `flow_loss` (flow as supervision): an RGB S3D-G with a flow decoder (default PWC) on its
   `flow_endpoint` (default 3A), trained on `CE + flow_weight * flow loss`, the flow loss being
   the probes' §3.1 loss against the pooled TV-L1 flow of the clip
-  (`d3d_tf.metrics.flow_probe`). Needs records with flow. The saved model/ is the S3D-G
+  (`d3d_tf.probes.flow_probe`). Needs records with flow. The saved model/ is the S3D-G
   classifier alone (the decoder is training-only; it lives in the checkpoints).
 * `cnn_flow` (flow as a learnable input): the RGB S3D-G up to `flow_endpoint` with its
   decoder, initialized from a probe that learnt to reproduce TV-L1 (`flow_net_init`: the
@@ -31,8 +31,8 @@ import keras
 import tensorflow as tf
 
 from d3d_tf import models
-from d3d_tf.metrics import flow_probe
-from d3d_tf.models import decoders, saving
+from d3d_tf.models import saving
+from d3d_tf.probes import decoders, flow_probe
 from d3d_tf.training import losses, tasks
 
 TASKS = ("flow_loss", "cnn_flow")
