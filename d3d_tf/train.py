@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from absl import app, flags, logging
 
+from d3d_tf import methods  # noqa: F401  every --task
 from d3d_tf.core import cli, config_flags
 from d3d_tf.training import trainer
 

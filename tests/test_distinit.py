@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from d3d_tf import models
 from d3d_tf.data import pipeline, records
-from d3d_tf.distinit import distinit, distinit_targets
+from d3d_tf.distinit import distinit, distinit_targets, teacher_logits
 from d3d_tf.models import saving
 from d3d_tf.training import trainer
 
@@ -213,7 +213,8 @@ def test_precomputed_and_on_the_fly_targets_agree_on_uncropped_frames(tmp_path):
         teachers=tuple(teachers)), log=lambda m: None)
     assert os.path.isfile(str(tmp_path / "t" / "labels.txt"))
     cfg = pipeline.PipelineConfig(file_pattern=written[0], num_frames=T, crop_size=S,
-                                  batch_size=4, random_flip=False, teacher_logits=True, seed=0)
+                                  batch_size=4, random_flip=False, seed=0,
+                                  frame_features=(teacher_logits.FRAME_FEATURE,))
     batch = next(iter(pipeline.make_dataset(cfg)))
     assert tuple(batch["teacher_logits"].shape) == (4, T, 7)
     loaded = distinit.load_teachers(teachers, ["none"])

@@ -124,14 +124,14 @@ def test_ava_records_of_another_label_map_are_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match=rf"--train_data={re.escape(pattern)}: .*train-00000-of-"
                        rf"00001.tfrecord holds keyframes of 3 classes but {map_path} lists 4: "
                        r"the records were prepared with another label map"):
-        ava_task.train(cfg)
+        trainer.train(cfg)
     assert not (tmp_path / "run").exists()
     # The same number of classes, but labels.txt (written with the records) names others.
     ava.write_label_map(str(map_path), [1, 2, 3], ["a", "b", "c"])
     (tmp_path / "labels.txt").write_text("sit\nstand\nwalk\n")
     with pytest.raises(ValueError, match=rf"{map_path} lists 3 classes \(a, b, c, \.\.\.\) but "
                        r"the records beside it were prepared with 3 \(.*labels.txt: sit, stand"):
-        ava_task.train(cfg)
+        trainer.train(cfg)
     (tmp_path / "labels.txt").write_text("a\nb\nc\n")
     ava_task.validate(cfg)
 

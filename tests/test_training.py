@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import train_fixtures
 
 from d3d_tf import models
+from d3d_tf.distill.task import Distiller
 from d3d_tf.models import saving
 from d3d_tf.training import losses, tasks, trainer
 
@@ -68,7 +69,7 @@ def test_distiller_trains_student_and_never_touches_teacher():
                                       endpoints=("2C",), **SHORT)
     student = models.build_classifier("s3dg", input_shape=(T, S, S, 3), endpoints=("2C",),
                                       **SHORT)
-    task = tasks.Distiller(student, teacher, teacher_modality="flow", endpoints=("logits", "2C"),
+    task = Distiller(student, teacher, teacher_modality="flow", endpoints=("logits", "2C"),
                            distill_weights=(1.0, 100.0), action_loss_weight=0.5)
     task.compile(optimizer=keras.optimizers.SGD(0.003, momentum=0.9))
     before = [w.numpy().copy() for w in teacher.weights]
@@ -93,7 +94,7 @@ def test_distiller_without_action_loss_ignores_labels():
     keras.utils.set_random_seed(0)
     teacher = models.build_classifier("s3dg", input_shape=(T, S, S, 3), **SHORT)
     student = models.build_classifier("s3dg", input_shape=(T, S, S, 3), **SHORT)
-    task = tasks.Distiller(student, teacher, teacher_modality="rgb", action_loss_weight=0.0)
+    task = Distiller(student, teacher, teacher_modality="rgb", action_loss_weight=0.0)
 
     def grads(labels):
         batch = {**_batch(), "label": tf.constant(labels, tf.int32)}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 
 import keras
 import numpy as np
@@ -29,11 +28,10 @@ from d3d_tf.ava import ava, ava_head, ava_map, ava_pipeline
 from d3d_tf.core import atomic
 from d3d_tf.core import progress as progress_lib
 from d3d_tf.core.config_flags import field
-from d3d_tf.data import read_errors, records
-from d3d_tf.data import service as data_service
+from d3d_tf.data import records
 from d3d_tf.models import cpu_choices, s3dg, saving
-from d3d_tf.training import checkpoints, summaries, tasks
-from d3d_tf.training import strategy as strategy_lib
+from d3d_tf.training import network, tasks
+from d3d_tf.training import task as task_lib
 
 LABEL_MAP_FILE = ava.LABEL_MAP_FILE
 
@@ -85,13 +83,12 @@ def pipeline_config(c, *, training: bool, pattern: str | None = None, batch=None
 
 def build_detector(c, num_classes: int) -> keras.Model:
     """The detector of run config `c`: its backbone options, or those of `--init_from`."""
-    from d3d_tf.training import trainer  # the shared option handling of every task
     if c.init_from:
         spec = saving.load_spec(c.init_from)
         backbone = s3dg.S3DGConfig(**{**spec.config, **{k: getattr(c, k) for k in (
             "dropout_keep_prob", "weight_decay", "sync_batch_norm", "batch_norm_decay")}})
     else:
-        backbone = s3dg.make_config(c.model, **trainer._model_options(c, 3))
+        backbone = s3dg.make_config(c.model, **network.model_options(c, 3))
     head = ava_head.DetectorConfig(num_classes=num_classes, endpoint=c.ava_endpoint,
                                    roi_size=c.ava_roi_size)
     return ava_head.build_detector(backbone, head,
@@ -201,118 +198,67 @@ def check_label_map(c, label_map: ava.LabelMap, map_path: str) -> None:
                                  f"records were prepared with another label map")
 
 
-def train(c) -> dict:
-    """The training loop of `trainer.train` for the detector (resumable, any strategy)."""
-    from d3d_tf.training import trainer
-    validate(c)
-    label_map = read_label_map(c)
-    strategy = strategy_lib.make_strategy(c.strategy)
-    # auto: mixed_float16 on a GPU; float32 on CPUs (the detector's bfloat16 is unmeasured).
-    precision = c.precision if c.precision != "auto" else cpu_choices.auto_choices(
-        cpu_choices.local_devices(), None).precision
-    trainer.check_loss_scaling(c, precision, strategy.num_replicas_in_sync)
-    trainer.set_precision_policy(precision)   # `trainer.train` restores the caller's policy
-    logging.info("ava: precision %s, jit_compile %s", precision, c.jit_compile)
-    chief = strategy_lib.is_chief(strategy)
-    out_dir = strategy_lib.worker_dir(c.model_dir, strategy)
-    os.makedirs(out_dir, exist_ok=True)
-    tf.random.set_seed(c.seed)
-    keras.utils.set_random_seed(c.seed)
-    with strategy.scope():
-        detector = build_detector(c, len(label_map.ids))
-        task = Detection(detector, box_loss_weight=c.ava_box_loss_weight,
-                         global_batch_size=c.batch_size, clip_norm=c.clip_norm)
-        task.compile(optimizer=trainer.make_optimizer(
-            c, loss_scale=precision == "mixed_float16"))
-        optimizer = task.optimizer
-        optimizer.build(detector.trainable_variables)
-        ckpt = tf.train.Checkpoint(network=detector, optimizer=optimizer)
-    # Resumed as `trainer.train` resumes: from the newest intact checkpoint, damaged ones skipped.
-    checkpoints.remove_temp_dirs(os.path.join(out_dir, "ckpt"))
-    latest = checkpoints.restore_newest_intact(ckpt, os.path.join(c.model_dir, "ckpt"),
-                                               update_state=chief)
-    manager = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, "ckpt"),
-                                         max_to_keep=c.max_checkpoints)
-    if latest:
-        logging.info("resumed from %s", latest)
-    elif c.init_from:
-        loaded = ava_head.init_backbone(detector, c.init_from)
-        logging.info("ava: %d backbone variables from %s", len(loaded), c.init_from)
-    if c.freeze_until:
-        tasks.freeze_until(detector, c.freeze_until)
-    start = int(optimizer.iterations.numpy())
-    seed = c.seed + start
-    def dataset_fn(ctx):
-        ds = ava_pipeline.make_dataset(pipeline_config(c, training=True, seed=seed), ctx)
-        return data_service.distribute(ds, c.data_service) if c.data_service else ds
+@task_lib.register("ava")
+class AvaTask(task_lib.TrainingTask):
+    """The detector run: keyframe records of `prepare --format=ava` with their label map,
+    the backbone of --init_from (or a new --model), frame-mAP at evaluation, a detector
+    directory as model/ (`ava_head.save_detector_dir`)."""
 
-    dist = strategy.distribute_datasets_from_function(dataset_fn)
-    iterator = iter(dist)
+    uses_init_from = True
+    supports_skip_corrupt = False
 
-    train_fn = trainer.make_train_function(strategy, task, jit_compile=c.jit_compile)
+    def label_names(self):
+        folder = os.path.dirname(min(tf.io.gfile.glob(self.config.train_data)))
+        if not os.path.isfile(os.path.join(folder, LABEL_MAP_FILE)):
+            raise FileNotFoundError(f"{folder}/{LABEL_MAP_FILE} not found: --train_data must be "
+                                    f"keyframe records of `prepare --format=ava`")
+        return list(read_label_map(self.config).names)
 
-    writer = tf.summary.create_file_writer(os.path.join(out_dir, "train")) if chief \
-        else tf.summary.create_noop_writer()
-    eval_writer = tf.summary.create_file_writer(os.path.join(out_dir, "eval")) if chief \
-        else tf.summary.create_noop_writer()
-    result, logs, history = {}, {}, []
+    def validate(self, train_files):
+        validate(self.config)
 
-    def save(step):
-        if chief:
-            metrics = {"frame_mAP": result["mAP"]} if result else {}
-            ava_head.save_detector_dir(
-                os.path.join(c.model_dir, "model"), detector, name=c.model,
-                labels=label_map.names, ids=label_map.ids, rgb_range=c.rgb_range,
-                source=f"d3d_tf.train task=ava step={step}", metrics=metrics,
-                pretraining=pretraining(c.init_from))
+    def precision(self, num_classes, per_replica):
+        # auto: mixed_float16 on a GPU; float32 on CPUs (the detector's bfloat16 is unmeasured).
+        c = self.config
+        return c.precision if c.precision != "auto" else cpu_choices.auto_choices(
+            cpu_choices.local_devices(), None).precision
 
-    def run_eval(step):
-        nonlocal result
-        if not c.eval_data:
-            return
-        result = evaluate(c, detector, label_map)
-        logging.info("eval step %d: frame-mAP %.4f", step, result["mAP"])
-        with eval_writer.as_default():
-            summaries.scalar("eval/frame_mAP", result["mAP"], step=step)
-        save(step)
+    def build(self, num_classes, global_batch):
+        c = self.config
+        self.label_map = read_label_map(c)
+        detector = build_detector(c, len(self.label_map.ids))
+        step = Detection(detector, box_loss_weight=c.ava_box_loss_weight,
+                         global_batch_size=global_batch, clip_norm=c.clip_norm)
+        return step, detector
 
-    step, t0 = start, time.time()
-    progress = progress_lib.Progress(c.train_steps - start)  # rate from the end of step 1
-    while step < c.train_steps:
-        try:
-            batch = next(iterator)
-        except StopIteration:  # the training data repeats: it holds no record at all
-            raise read_errors.nothing_read("--train_data", c.train_data) from None
-        logs = train_fn(batch)
-        step += 1
-        progress.update()
-        if step == start + 1 or step % c.log_every == 0 or step == c.train_steps:
-            values = {k: float(v) for k, v in logs.items()}
-            if not all(np.isfinite(v) for v in values.values()):
-                raise FloatingPointError(f"non-finite loss at step {step}: {values}")
-            history.append({"step": step, **values})
-            logging.info("step %d/%d  %s  ETA %s", step, c.train_steps,
-                         "  ".join(f"{k} {v:.4g}" for k, v in values.items()),
-                         progress_lib.hms(progress.eta()))
-            with writer.as_default():
-                for k, v in values.items():
-                    summaries.scalar(f"train/{k}", v, step=step)
-        if step % c.checkpoint_every == 0 or step == c.train_steps:
-            manager.save(checkpoint_number=step)
-        if c.eval_every and step % c.eval_every == 0 and step != c.train_steps:
-            run_eval(step)
-    run_eval(step)
-    if not c.eval_data:
-        save(step)
-    summary = {"step": step, "start_step": start, "train_seconds": time.time() - t0,
-               "loss_history": history,
-               "final_train_logs": {k: float(v) for k, v in logs.items()},
-               "frame_mAP": result.get("mAP") if result else None}
-    if chief:
-        atomic.write_json(os.path.join(c.model_dir, "train_summary.json"), summary)
-    logging.info("done: step %d, frame-mAP %s", step, summary["frame_mAP"])
-    return summary
+    def init_weights(self, net):
+        if self.config.init_from:
+            loaded = ava_head.init_backbone(net, self.config.init_from)
+            logging.info("ava: %d backbone variables from %s", len(loaded),
+                         self.config.init_from)
 
+    def modalities(self):
+        return ["rgb"]
+
+    def train_dataset(self, seed, modalities, ctx, damage):
+        return ava_pipeline.make_dataset(pipeline_config(self.config, training=True,
+                                                         seed=seed), ctx)
+
+    def evaluate(self, net, damage):
+        return {"frame_mAP": evaluate(self.config, net, self.label_map)["mAP"]}
+
+    def eval_line(self, step, metrics, seconds):
+        return f"eval step {step}: frame-mAP {metrics['frame_mAP']:.4f} ({seconds:.0f}s)"
+
+    def summary_metrics(self, metrics):
+        return {"frame_mAP": metrics.get("frame_mAP")}
+
+    def save(self, directory, net, names, metrics, step, train_inputs):
+        c = self.config
+        ava_head.save_detector_dir(
+            directory, net, name=c.model, labels=self.label_map.names, ids=self.label_map.ids,
+            rgb_range=c.rgb_range, source=f"d3d_tf.train task=ava step={step}",
+            metrics=metrics, pretraining=pretraining(c.init_from))
 
 
 # ---- evaluation of a saved detector (python -m d3d_tf.evaluate --task=ava) -------------------

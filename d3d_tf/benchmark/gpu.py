@@ -7,8 +7,8 @@
 Rows (each for --precisions x --modes, i.e. float32 / mixed_float16, without / with XLA):
   train  S3D-G   the training code's own step (`tasks.Classifier` through
                  `trainer.make_train_function`, loss scaling for mixed_float16), batch --batch
-  train  D3D     the same for `tasks.Distiller`: the RGB student plus the frozen flow teacher's
-                 forward pass
+  train  D3D     the same for `Distiller` (d3d_tf.distill): the RGB student plus the frozen
+                 flow teacher's forward pass
   infer  S3D-G   forward pass, batch 1: latency per clip (a D3D network at inference is an
                  S3D-G: its teacher is gone)
   data   RGB, RGB+flow  the training input pipeline (`benchmark.data`) at the same clip size:
@@ -35,6 +35,7 @@ from d3d_tf import models
 from d3d_tf.benchmark import data as throughput
 from d3d_tf.benchmark import latency
 from d3d_tf.core import cli
+from d3d_tf.distill.task import Distiller
 from d3d_tf.models import cpu_choices
 from d3d_tf.training import tasks, trainer
 
@@ -94,7 +95,7 @@ def train_step_seconds(model: str, size: Size, *, precision: str, xla: bool,
     def build():
         student = _network(size, 3)
         if model == "D3D":
-            return tasks.Distiller(student, _network(size, 2), teacher_modality="flow",
+            return Distiller(student, _network(size, 2), teacher_modality="flow",
                                    global_batch_size=size.batch)
         return tasks.Classifier(student, global_batch_size=size.batch)
 

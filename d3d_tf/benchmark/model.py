@@ -190,6 +190,7 @@ def measure_distillation(
     """Seconds per train step of the RGB baseline (`Classifier`), of D3D (`Distiller`, which
     adds the frozen flow teacher's forward pass) and of the flow teacher's own training (a
     `Classifier` on 2-channel flow), all with `tf.function`."""
+    from d3d_tf.distill.task import Distiller
     from d3d_tf.training import tasks
 
     rng = np.random.default_rng(0)
@@ -208,7 +209,7 @@ def measure_distillation(
     out = {}
     for name, task in (
         ("baseline", tasks.Classifier(net(3), modality="rgb")),
-        ("d3d", tasks.Distiller(net(3), net(2), teacher_modality="flow")),
+        ("d3d", Distiller(net(3), net(2), teacher_modality="flow")),
         ("teacher", tasks.Classifier(net(2), modality="flow")),
     ):
         task.optimizer = keras.optimizers.SGD(0.01, momentum=0.9)

@@ -47,7 +47,6 @@ import tensorflow as tf
 
 from d3d_tf.data import damaged_shards, preprocessing, records
 from d3d_tf.data.preprocessing import RGB_RANGES
-from d3d_tf.distinit import teacher_logits
 
 MODALITIES = ("rgb", "flow")
 LABEL_CHECK = "label outside the labels file:"
@@ -74,7 +73,10 @@ class PipelineConfig:
     repeat: bool | None = None   # default: repeat in training, single pass in eval
     drop_remainder: bool | None = None  # default True in training, False in eval
     seed: int | None = None      # deterministic when set
-    teacher_logits: bool = False  # also `teacher_logits` [B,T,D] (d3d_tf.distinit.teacher_logits)
+    # Per-frame features a method stores with each record: (key, fn) pairs, fn(serialized
+    # record, frame indices int32 [K*T], K, T) -> a tensor [K,T,...] added to the element as
+    # `key` (DistInit's stored teacher logits: d3d_tf.distinit.teacher_logits.FRAME_FEATURE).
+    frame_features: tuple = ()
     num_classes: int | None = None  # labels must lie in [-1, num_classes): checked per record
 
     def validate(self) -> None:
@@ -223,8 +225,8 @@ def _make_clip_fn(config: PipelineConfig):
                 flow = tf.cond(flip, lambda: tf.reverse(flow, axis=[2]) * [-1.0, 1.0],
                                lambda: flow)
             out["flow"] = tf.reshape(tf.clip_by_value(flow, -1.0, 1.0), [k, t, c, c, 2])
-        if config.teacher_logits:
-            out["teacher_logits"] = teacher_logits.gather(serialized, flat, k, t)
+        for key, read in config.frame_features:
+            out[key] = read(serialized, flat, k, t)
         label = tf.cast(ex["label"], tf.int32)
         if config.num_classes is not None:
             # An out-of-range label would train with CE = 0 (one_hot gives zeros).

@@ -35,11 +35,13 @@ import zlib
 import keras
 import tensorflow as tf
 
+from d3d_tf import models
 from d3d_tf.core import fingerprint
 from d3d_tf.data import records
 from d3d_tf.distinit import teacher_logits
 from d3d_tf.models import saving
-from d3d_tf.training import tasks
+from d3d_tf.training import inputs, network, tasks
+from d3d_tf.training import task as task_lib
 
 FRAME_PICKS = ("center", "random")
 LOSSES = ("ce", "mse")
@@ -406,3 +408,64 @@ def check_precomputed(precomputed: bool, shards, teachers, teacher_weights=None)
                                  f"--distinit_teacher_weights={list(teacher_weights)} (they "
                                  "changed since python -m d3d_tf.distinit_targets ran): rerun it "
                                  "into a new --out_dir")
+
+
+# --- the training task (`python -m d3d_tf.train --task=distinit`) -------------------------
+
+
+@task_lib.register("distinit")
+class DistInitTask(task_lib.TrainingTask):
+    """A video student of `--model` learning the frozen `--distinit_teachers`' soft labels on
+    (unlabeled) videos. Its records need no labels; it has no evaluation (fine-tune, then
+    evaluate); model/ lists no class names (its classes are the teachers')."""
+
+    teachers = None
+
+    def label_names(self):
+        return inputs.label_names(self.config, optional=True)
+
+    def validate(self, train_files):
+        c = self.config
+        if not c.distinit_teachers:
+            raise ValueError("--task=distinit needs --distinit_teachers")
+        if c.eval_data:
+            raise ValueError("--task=distinit has no labels to evaluate: drop --eval_data and "
+                             "evaluate after --task=finetune")
+        check_precomputed(c.distinit_precomputed, train_files, c.distinit_teachers,
+                          c.distinit_teacher_weights)
+        if c.distinit_temperature <= 0:
+            raise ValueError(f"--distinit_temperature must be > 0, got {c.distinit_temperature}")
+
+    def build(self, num_classes, global_batch):
+        c = self.config
+        shape = network.clip_shape(c)
+        self.teachers = load_teachers(c.distinit_teachers, c.distinit_teacher_weights,
+                                      rgb_range=c.rgb_range)
+        # The stored logits' width, before a graph would fail on it.
+        check_precomputed(c.distinit_precomputed,
+                          inputs.require_data(c.train_data, "--train_data"), self.teachers)
+        student = models.build_classifier(
+            c.model, num_classes=sum(t.num_classes for t in self.teachers), input_shape=shape,
+            **network.model_options(c, shape[-1]))
+        step = DistInit(student, self.teachers, pick=c.distinit_frames,
+                        num_frames=c.distinit_num_frames, temperature=c.distinit_temperature,
+                        loss=c.distinit_loss, entropy_threshold=c.distinit_entropy_threshold,
+                        teacher_weights=c.distinit_loss_weights, modality=c.modality,
+                        **self.step_options(global_batch))
+        return step, student
+
+    def modalities(self):
+        mods = [self.config.modality]
+        if "rgb" not in mods and not self.config.distinit_precomputed:
+            mods.append("rgb")  # on-the-fly image teachers see the clip's RGB frames
+        return mods
+
+    def pipeline_config(self, *, training, batch, seed, modalities):
+        precomputed = training and self.config.distinit_precomputed
+        return inputs.pipeline_config(
+            self.config, training=training, batch=batch, seed=seed, modalities=modalities,
+            num_classes=len(self.label_names()) or None,
+            frame_features=(teacher_logits.FRAME_FEATURE,) if precomputed else ())
+
+    def saved_labels(self, names):
+        return []  # the classes are the teachers' (heads dropped by fine-tuning)

@@ -7,8 +7,8 @@ Context features added to the SequenceExample (`d3d_tf.data.records`):
     teacher/names     bytes [M]     the teachers, in order
     teacher/classes   int   [M]     classes per teacher (sums to D)
 
-The pipeline (`PipelineConfig.teacher_logits`) gathers the rows of the clip's frames into
-`teacher_logits` float32 `[B,T,D]`, so a training step runs no teacher.
+The pipeline, given `FRAME_FEATURE` in `PipelineConfig.frame_features`, gathers the rows of
+the clip's frames into `teacher_logits` float32 `[B,T,D]`, so a training step runs no teacher.
 
 Beside each labelled shard, `STATE_DIR/<shard name>.json` records what made it (the teachers'
 sources, file contents and weights, the RGB range, the input shard; `d3d_tf.core.fingerprint`).
@@ -97,3 +97,7 @@ def first_teacher_entropies(paths) -> tuple[np.ndarray, str, int]:
         raise ValueError(f"no stored teacher logits (teacher/logits) in {', '.join(paths)}: "
                          "give the records python -m d3d_tf.distinit_targets wrote")
     return np.concatenate(out), name, teachers
+
+
+# The pipeline's per-frame feature (`d3d_tf.data.pipeline.PipelineConfig.frame_features`).
+FRAME_FEATURE = ("teacher_logits", gather)

@@ -33,7 +33,7 @@ import tensorflow as tf
 from d3d_tf import models
 from d3d_tf.models import saving
 from d3d_tf.probes import decoders, flow_probe
-from d3d_tf.training import losses, tasks
+from d3d_tf.training import losses, network, task, tasks
 
 TASKS = ("flow_loss", "cnn_flow")
 
@@ -83,7 +83,7 @@ def validate(c) -> None:
     """Checks of the flow tasks' flags (`c` a TrainConfig); ValueError / FileNotFoundError."""
     if c.task not in TASKS:
         return
-    models.resolve_endpoint(c.flow_endpoint)
+    models.family_of(c.model).resolve_endpoint(c.flow_endpoint)
     if c.modality != "rgb":
         raise ValueError(f"--task={c.task} trains on RGB clips: use --modality=rgb")
     if c.task == "cnn_flow":
@@ -118,7 +118,7 @@ def build_task(c, num_classes: int, shape, options: dict, **common):
                                           keep_outputs=True)
         network.saved_network = classifier
         return FlowLossClassifier(network, flow_weight=c.flow_weight, **common), network
-    endpoint = models.resolve_endpoint(c.flow_endpoint)
+    endpoint = models.family_of(c.model).resolve_endpoint(c.flow_endpoint)
     backbone = models.build_backbone(c.model, input_shape=shape,
                                      **{**options, "final_endpoint": endpoint})
     polar = decoders.decode(backbone.output[endpoint], c.flow_decoder,
@@ -134,3 +134,31 @@ def build_task(c, num_classes: int, shape, options: dict, **common):
                           name="s3dg_cnn_flow")
     network.saved_network = None
     return tasks.Classifier(network, modality="rgb", **common), network
+
+
+class _FlowTask(task.TrainingTask):
+    """The shared hooks of the two flow tasks (`build_task`, `validate`, `modalities`)."""
+
+    def validate(self, train_files):
+        validate(self.config)
+
+    def build(self, num_classes, global_batch):
+        c = self.config
+        return build_task(c, num_classes, network.clip_shape(c), network.model_options(c, 3),
+                          **self.step_options(global_batch))
+
+    def modalities(self):
+        return modalities(self.config)
+
+
+@task.register("flow_loss")
+class FlowLossTask(_FlowTask):
+    """`--task=flow_loss`: CE + --flow_weight x the decoder's flow loss (needs flow records)."""
+
+    def flow_reason(self):
+        return "flow loss"
+
+
+@task.register("cnn_flow")
+class CnnFlowTask(_FlowTask):
+    """`--task=cnn_flow`: predicted flow fed to --temporal_stream, trained end to end on CE."""

@@ -44,8 +44,9 @@ from d3d_tf.data import pipeline
 from d3d_tf.models import registry, s3dg, saving
 from d3d_tf.probes import decoders, flow_probe
 from d3d_tf.probes.probe_tables import EXAMPLES_FILE, PROBE_FILE
+from d3d_tf.training import inputs, optimization, summaries, tasks
 from d3d_tf.training import strategy as strategy_lib
-from d3d_tf.training import summaries, tasks, trainer
+from d3d_tf.training.config import OPTIMIZERS, SCHEDULES, OptimizerConfig, ScheduleConfig
 
 SHORT_NAMES = {v: k for k, v in s3dg.ALIASES.items()}
 
@@ -85,9 +86,9 @@ class ProbeConfig:
     eval_batch_size: int | None = field(None, "Evaluation batch (default --batch_size).")
     max_eval_clips: int = field(0, "Evaluate on at most this many clips (0 = all).", min=0)
     train_steps: int = field(1000, "Optimizer steps per endpoint.", min=1)
-    optimizer: str = field("adamw", "sgd (momentum 0.9) or adamw.", choices=trainer.OPTIMIZERS)
+    optimizer: str = field("adamw", "sgd (momentum 0.9) or adamw.", choices=OPTIMIZERS)
     learning_rate: float = field(1e-3, "Peak learning rate.", min=0)
-    schedule: str = field("cosine", "Learning-rate schedule.", choices=trainer.SCHEDULES)
+    schedule: str = field("cosine", "Learning-rate schedule.", choices=SCHEDULES)
     warmup_steps: int = field(0, "Linear warmup steps.", min=0)
     clip_norm: float | None = field(None, "Clip gradients to this global L2 norm.")
     strategy: str = field("default", "Distribution strategy.", choices=strategy_lib.STRATEGIES)
@@ -167,10 +168,10 @@ def check_modality(spec: saving.ModelSpec, modality: str, model_dir: str) -> Non
 
 def require_flow_records(pattern: str, flag: str) -> None:
     """FileNotFoundError if nothing matches, ValueError if the records hold no flow."""
-    files = trainer._require_data(pattern, flag)
-    missing = trainer._shards_without_flow(files)
+    files = inputs.require_data(pattern, flag)
+    missing = inputs.shards_without_flow(files)
     if missing:
-        raise ValueError(f"{flag}={pattern}: {trainer.no_flow_text(files, missing)} "
+        raise ValueError(f"{flag}={pattern}: {inputs.no_flow_text(files, missing)} "
                          "(flow/encoded), which the probe's targets are: prepare them with "
                          "`python -m d3d_tf.prepare --flow=tvl1`")
 
@@ -202,11 +203,11 @@ def _pipeline_config(c: ProbeConfig, spec, *, training: bool) -> pipeline.Pipeli
 
 
 def _optimizer(c: ProbeConfig):
-    """The trainer's optimizer and schedule for this probe's settings."""
-    return trainer.make_optimizer(trainer.TrainConfig(
-        model_dir=c.out_dir, train_data=c.train_data, optimizer=c.optimizer,
-        learning_rate=c.learning_rate, schedule=c.schedule, warmup_steps=c.warmup_steps,
-        train_steps=c.train_steps))
+    """The training optimizer and schedule (`d3d_tf.training.optimization`) of this probe's
+    settings (SGD with momentum 0.9)."""
+    return optimization.make_optimizer(
+        OptimizerConfig(optimizer=c.optimizer, learning_rate=c.learning_rate),
+        ScheduleConfig(schedule=c.schedule, warmup_steps=c.warmup_steps), c.train_steps)
 
 
 def build_probe(model_dir: str, endpoint: str, decoder: str, *, input_shape, finetune: bool,
@@ -304,11 +305,7 @@ def probe_endpoint(c: ProbeConfig, spec: saving.ModelSpec, endpoint: str) -> dic
     dist = strategy.distribute_datasets_from_function(
         lambda ctx: pipeline.make_dataset(train_cfg, ctx))
 
-    @tf.function
-    def train_fn(batch):
-        logs = strategy.run(task.train_step, args=(batch,))
-        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-                for k, v in logs.items()}
+    train_fn = optimization.make_train_function(strategy, task)
 
     writer = tf.summary.create_file_writer(os.path.join(out, "train"))
     t0 = time.time()

@@ -1,7 +1,6 @@
 """Training tasks: keras.Model subclasses with their own `train_step` / `test_step`.
 
     task = Classifier(network, modality="rgb")                  # RGB or flow S3D-G
-    task = Distiller(student, teacher, teacher_modality="flow")  # D3D (paper Sec. 4)
     task.compile(optimizer=...)
     logs = task.train_step(batch)   # batch: dict from d3d_tf.data.pipeline.make_dataset
 
@@ -21,7 +20,8 @@ multiplies the loss by the optimizer's dynamic loss scale, divides the gradients
 optimizer the scaled gradients it expects: on non-finite gradients it skips the update and
 halves the scale (such a step logs `grad_norm` 0); `loss_scale` is then also logged.
 
-Logged keys: `ce` (cross-entropy, nats), `distill` (Eq. 2, unweighted), `l2` (weight decay),
+Methods subclass `Task` (D3D's `d3d_tf.distill.task.Distiller`, DistInit's, AVA's, the
+probes'). Logged keys: `ce` (cross-entropy, nats), `l2` (weight decay),
 `total` (the weighted objective), `top1`, `top5` (fractions), `grad_norm` (global L2 norm of
 the gradient before clipping).
 """
@@ -32,7 +32,7 @@ import os
 import keras
 import tensorflow as tf
 
-from d3d_tf.models import registry, s3dg, saving
+from d3d_tf.models import registry, saving
 from d3d_tf.training import losses
 
 
@@ -152,74 +152,7 @@ class Classifier(Task):
         return {"ce": ce}, {"ce": 1.0}, logits
 
 
-class Distiller(Task):
-    """D3D: an RGB student distilled from a frozen teacher (paper Eq. 1):
-
-        L = action_loss_weight * CE + sum_e distill_weight_e * MSE(student_e, teacher_e)
-
-    student: RGB classifier. If `endpoints` names intermediate endpoints (slim names or
-      aliases), it must be built with them (`build_classifier(..., endpoints=...)`).
-    teacher: classifier of the same family, fed `batch[teacher_modality]` (`flow`: the temporal
-      stream; `rgb`: "distilled from the spatial stream"), always with training=False; it is
-      frozen (trainable=False) and its outputs pass through stop_gradient.
-    endpoints: where to distil: `logits` (the paper's D3D) and/or endpoints such as `4F`.
-    distill_weights: lambda per endpoint (paper: 1 at logits and 2C/4C, 100 at 4F).
-    action_loss_weight: 0 = "D3D without action loss" (CE still logged).
-    """
-
-    def __init__(self, student: keras.Model, teacher: keras.Model, *,
-                 teacher_modality: str = "flow", endpoints=("logits",),
-                 distill_weights=(1.0,), action_loss_weight: float = 1.0, **kwargs):
-        super().__init__(student, modality="rgb", **kwargs)
-        if teacher_modality not in ("rgb", "flow"):
-            raise ValueError(f"teacher_modality must be 'rgb' or 'flow', got {teacher_modality!r}")
-        endpoints = tuple("logits" if e == "logits" else s3dg.resolve_endpoint(e)
-                          for e in endpoints)
-        distill_weights = tuple(float(w) for w in distill_weights)
-        if len(distill_weights) == 1 and len(endpoints) > 1:
-            distill_weights = distill_weights * len(endpoints)
-        if len(distill_weights) != len(endpoints):
-            raise ValueError(f"{len(distill_weights)} distillation weights for "
-                             f"{len(endpoints)} endpoints {endpoints}")
-        for net, who in ((student, "student"), (teacher, "teacher")):
-            for e in endpoints:
-                if e != "logits" and not (isinstance(net.output, dict) and e in net.output):
-                    raise ValueError(f"the {who} network does not output endpoint {e!r}; build "
-                                     f"it with build_classifier(..., endpoints=({e!r},))")
-        self.teacher = teacher
-        self.teacher.trainable = False
-        self.teacher_modality = teacher_modality
-        self.endpoints = endpoints
-        self.distill_weights = distill_weights
-        self.action_loss_weight = float(action_loss_weight)
-
-    @staticmethod
-    def _outputs(out):
-        return out if isinstance(out, dict) else {"logits": out}
-
-    def loss_terms(self, batch, training):
-        student = self._outputs(self.network(batch["rgb"], training=training))
-        teacher = self._outputs(self.teacher(batch[self.teacher_modality], training=False))
-        logits = student["logits"]
-        terms = {"ce": losses.cross_entropy(batch["label"], logits,
-                                            label_smoothing=self.label_smoothing)}
-        weights = {"ce": self.action_loss_weight}
-        for e, w in zip(self.endpoints, self.distill_weights):
-            name = "distill" if len(self.endpoints) == 1 else f"distill_{e}"
-            terms[name] = losses.distillation_mse(student[e], tf.stop_gradient(teacher[e]))
-            weights[name] = w
-        return terms, weights, logits
-
-
 # --- building blocks for the tasks -------------------------------------------------------
-
-
-def load_teacher(directory: str, *, input_shape, endpoints=()) -> tuple[keras.Model, object]:
-    """The frozen teacher of a model directory, rebuilt for `input_shape` (T,H,W,C) and with
-    `endpoints` as extra outputs. Dropout is off (keep 1.0): the teacher only ever infers."""
-    return saving.load_model_dir(directory, input_shape=tuple(input_shape)[:3],
-                                 endpoints=tuple(e for e in endpoints if e != "logits"),
-                                 trainable=False, dropout_keep_prob=1.0)
 
 
 def init_from_model_dir(network: keras.Model, directory: str) -> list:

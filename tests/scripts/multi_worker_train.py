@@ -8,6 +8,7 @@ import sys
 
 from absl import logging
 
+from d3d_tf import methods  # noqa: F401  every --task
 from d3d_tf.training import trainer
 
 logging.set_verbosity(logging.INFO)
