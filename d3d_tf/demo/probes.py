@@ -3,12 +3,14 @@
 A PWC decoder is trained on the frozen 3A features of every seed's RGB baseline and D3D and
 of seed 0's flow teacher (`configs/demo/probe.flags`), and `demo_out/report.md` gets a small
 Table 1 of seed 0 (with the all-zeros row), Fig. 5's pictures, the 3A EPE of every seed and
-what the numbers say. Used by `d3d_tf.demo` and `d3d_tf.demo_report`; this module defines no
-flags.
+what the numbers say. Used by `d3d_tf.demo.run` and `d3d_tf.demo.report`; this module defines
+no flags.
 """
 from __future__ import annotations
 
 import os
+
+from d3d_tf.demo.protocol import run_suffix
 
 # run name, label in the tables, modality of the network's input
 PROBED = (
@@ -24,9 +26,7 @@ def probe_dir(out_dir: str, name: str) -> str:
 
 def seed_name(name: str, seed: int) -> str:
     """Run (and probe folder) name of `name` for seed `seed`: `baseline`, `baseline_seed1`..."""
-    from d3d_tf import demo_report
-
-    return name + demo_report.run_suffix(seed)
+    return name + run_suffix(seed)
 
 
 def stage_args(out_dir: str, configs: str, records: str,
