@@ -1,6 +1,5 @@
 """The demo's flagfiles: the shared settings live once (configs/demo/common/), and the runs
 the demo compares differ only in what the comparison is about."""
-import glob
 import os
 
 from absl import flags
@@ -66,3 +65,26 @@ def test_no_demo_training_flagfile_repeats_a_shared_line():
         shared = settings(includes[0])
         repeated = [name for name, _, v in own if name != "flagfile" and shared.get(name) == v]
         assert not repeated, (run, repeated)
+
+
+DISTINIT = os.path.join(DEMO, "distinit")
+
+
+def test_distinit_trainings_share_width_crop_and_optimizer_and_repeat_none_of_it():
+    """The image teacher, the DistInit pre-training and the fine-tunings of every start share
+    configs/demo/distinit/common/training.flags (same width, so the inflated teacher fits the
+    students; one optimizer for all), and the students' clip is the inflation's."""
+    runs = {run: settings(os.path.join(DISTINIT, f"{run}.flags"))
+            for run in ("teacher", "distinit", "finetune")}
+    common = settings(os.path.join(DISTINIT, "common", "training.flags"))
+    for run, s in runs.items():
+        assert {k: s[k] for k in common} == common, run
+        with open(os.path.join(REPO, DISTINIT, f"{run}.flags")) as f:
+            own = [ln.strip()[2:].partition("=") for ln in f if ln.startswith("--")]
+        assert own[0][::2] == ("flagfile", os.path.join(DISTINIT, "common", "training.flags"))
+        repeated = [name for name, _, v in own[1:] if common.get(name) == v]
+        assert not repeated, (run, repeated)
+    inflate = settings(os.path.join(DISTINIT, "inflate.flags"))
+    assert runs["distinit"]["num_frames"] == runs["finetune"]["num_frames"] \
+        == inflate["num_frames"]
+    assert runs["finetune"]["crop_size"] == inflate["crop_size"]
