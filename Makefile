@@ -40,13 +40,13 @@ protocol: $(STAMP)
 	@if [ -z "$(DATA_SEEDS)" ] && [ ! -e protocol_out/distinit/data_seeds.json ]; then \
 	  mkdir -p protocol_out/distinit && \
 	  cp protocol_out/data_seeds.json protocol_out/distinit/data_seeds.json; fi
-	$(PY) -m d3d_tf.demo_distinit --out_dir=protocol_out/distinit --seeds=2 \
+	$(PY) -m d3d_tf.demo.distinit --out_dir=protocol_out/distinit --seeds=2 \
 	  $(if $(DATA_SEEDS),--data_seeds=$(DATA_SEEDS),--fresh_data_seeds=3)
 
 # DistInit on the built-in data: image teacher, DistInit, fine-tuning from scratch / inflation /
 # DistInit, Table 1 in demo_out/distinit/report.md (docs/distinit.md); stages reused on rerun.
 demo-distinit: $(STAMP)
-	$(PY) -m d3d_tf.demo_distinit --out_dir=demo_out/distinit --seeds=$(SEEDS)
+	$(PY) -m d3d_tf.demo.distinit --out_dir=demo_out/distinit --seeds=$(SEEDS)
 
 # AVA action detection on the built-in multi-actor data: prepare -> train -> evaluate -> export
 # (not part of `demo`; docs/ava.md).

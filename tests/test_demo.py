@@ -7,47 +7,81 @@ import sys
 import pytest
 from eval_fixtures import write_eval as _write_eval
 
-from d3d_tf import demo, demo_report
+from d3d_tf.demo import report as demo_report
+from d3d_tf.demo import run as demo_run
+from d3d_tf.demo import stages as demo_stages
 
 
 def test_finished_stages_are_reused(tmp_path):
     log = tmp_path / "log.txt"
     cmd = [sys.executable, "-c", f"open({str(log)!r}, 'a').write('ran\\n')"]
-    stage = demo.Stage("append", cmd)
-    assert demo.run_stage(str(tmp_path), stage) > 0
-    assert demo.run_stage(str(tmp_path), stage) == 0.0  # marker found: not run again
+    stage = demo_stages.Stage("append", cmd)
+    assert demo_stages.run_stage(str(tmp_path), stage) > 0
+    assert demo_stages.run_stage(str(tmp_path), stage) == 0.0  # marker found: not run again
     assert log.read_text() == "ran\n"
     marker = json.loads((tmp_path / "stages" / "append.done").read_text())
     assert "append" not in marker["command"] and marker["seconds"] > 0
 
 
 def test_failed_stage_stops_with_its_name_and_leaves_no_marker(tmp_path):
-    stage = demo.Stage("broken", [sys.executable, "-c", "raise SystemExit(3)"])
+    stage = demo_stages.Stage("broken", [sys.executable, "-c", "raise SystemExit(3)"])
     with pytest.raises(SystemExit, match="stage 'broken' failed \\(exit 3\\)"):
-        demo.run_stage(str(tmp_path), stage)
+        demo_stages.run_stage(str(tmp_path), stage)
     assert not (tmp_path / "stages" / "broken.done").exists()
 
 
 def test_seed_zero_runs_keep_their_names_so_more_seeds_reuse_them(tmp_path):
-    names = {seed: [s.name for s in demo.seed_stages("out", "configs/demo", "out/records", seed)]
+    names = {seed: [s.name for s in demo_run.seed_stages("out", "configs/demo", "out/records",
+                                                         seed)]
              for seed in (0, 2)}
     assert names[0] == ["train_teacher", "train_baseline", "train_d3d", "evaluate"]
     assert names[2] == ["train_teacher_seed2", "train_baseline_seed2", "train_d3d_seed2",
                         "evaluate_seed2"]
-    d3d = demo.seed_stages("out", "configs/demo", "out/records", 2)[2].command
+    d3d = demo_run.seed_stages("out", "configs/demo", "out/records", 2)[2].command
     assert "--seed=2" in d3d and "--model_dir=out/runs/d3d_seed2" in d3d
     assert "--teacher=out/runs/teacher_seed2/model" in d3d  # its own seed's teacher
-    evaluate = demo.seed_stages("out", "configs/demo", "out/records", 0)[3].command
+    evaluate = demo_run.seed_stages("out", "configs/demo", "out/records", 0)[3].command
     assert "--model_dir=out/runs/d3d/model" in evaluate and "--out_dir=out/eval" in evaluate
 
 
-def test_report_module_does_not_import_the_demo_cli():
-    # `python -m d3d_tf.demo` runs as __main__; if the report imported d3d_tf.demo, its flags
-    # would be defined a second time (DuplicateFlagError) when the report is written.
-    code = ("import sys; from d3d_tf import demo_report; "
+def test_demo_library_modules_define_no_flags_and_no_module_imports_tensorflow():
+    # `python -m d3d_tf.demo` defines its flags in d3d_tf.demo.run; if a report or stage module
+    # imported it, a tool importing them next to the DistInit demo (same flag names) would hit
+    # DuplicateFlagError. And no demo module imports TensorFlow before its stages run, so
+    # `--help` and usage errors answer without TensorFlow's start-up.
+    libraries = ("stages", "protocol", "probes", "ava", "report", "distinit_report",
+                 "distinit")
+    code = ("import sys, importlib; "
+            f"[importlib.import_module('d3d_tf.demo.' + m) for m in {libraries!r}]; "
+            "from d3d_tf.demo import report as demo_report; "
             "assert demo_report._suffixes(3) == ['', '_seed1', '_seed2']; "
-            "assert 'd3d_tf.demo' not in sys.modules, 'demo_report imported d3d_tf.demo'")
+            "assert 'd3d_tf.demo.run' not in sys.modules, 'a library imported d3d_tf.demo.run'; "
+            "import d3d_tf.demo.run; "
+            "assert 'tensorflow' not in sys.modules, 'a demo module imported tensorflow'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_no_module_outside_the_demo_package_imports_it():
+    import ast
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(demo_run.__file__)))
+    offenders = []
+    for folder, _, files in os.walk(package):
+        if os.path.join(package, "demo") in (folder, os.path.dirname(folder)):
+            continue
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            with open(path) as f:
+                tree = ast.parse(f.read())
+            for node in ast.walk(tree):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                         if isinstance(node, ast.ImportFrom) else [])
+                if any(n == "d3d_tf.demo" or n.startswith("d3d_tf.demo.") for n in names):
+                    offenders.append(os.path.relpath(path, package))
+    assert offenders == []
 
 
 def _write(path, obj):
@@ -165,7 +199,7 @@ def test_report_says_when_the_baseline_stayed_at_chance(tmp_path, monkeypatch):
 
 
 def test_report_line_reads_the_tflite_accuracy_from_the_model_card(tmp_path):
-    from d3d_tf import demo_report
+    from d3d_tf.demo import report as demo_report
 
     assert demo_report.tflite_accuracy_lines(str(tmp_path)) == []   # no export yet
     card = {"quantize": "int8", "int8_worst_layers": "Mixed_4b CONV_2D 2.10 steps",
@@ -183,36 +217,31 @@ def test_report_line_reads_the_tflite_accuracy_from_the_model_card(tmp_path):
 
 
 def test_data_seeds_given_drawn_fresh_and_kept_for_a_rerun(tmp_path):
-    from absl import app
-    from absl.testing import flagsaver
-
-    from d3d_tf import demo_protocol
+    from d3d_tf.demo import protocol as demo_protocol
 
     out = str(tmp_path)
-    if not demo.FLAGS.is_parsed():
-        demo.FLAGS.mark_as_parsed()  # the defaults; each block below sets what it needs
-    with flagsaver.flagsaver(data_seeds=["7", "9"]):
-        assert demo._data_seeds(out) == [7, 9]
-    with flagsaver.flagsaver():
-        assert demo._data_seeds(out) == []  # the flagfile's one seed, in out_dir itself
-    with flagsaver.flagsaver(fresh_data_seeds=3):
-        drawn = demo._data_seeds(out)
-        assert len(set(drawn)) == 3
-        assert not set(drawn) & set(demo_protocol.DEVELOPMENT_DATA_SEEDS)
-        assert demo._data_seeds(out) == drawn  # a rerun resumes the same draw
-    with flagsaver.flagsaver(fresh_data_seeds=2), pytest.raises(app.UsageError, match="3 data"):
-        demo._data_seeds(out)
-    with flagsaver.flagsaver(fresh_data_seeds=2, data_seeds=["1"]), \
-            pytest.raises(app.UsageError, match="not both"):
-        demo._data_seeds(out)
-    with flagsaver.flagsaver(data_seeds=["x"]), pytest.raises(app.UsageError, match="integers"):
-        demo._data_seeds(out)
+
+    def resolve(**flags):  # the demo's flags as parsed (a list flag gives strings)
+        return demo_run.resolve_data_seeds(demo_run.DemoConfig(out_dir=out, **flags))
+
+    assert resolve(data_seeds=("7", "9")) == [7, 9]
+    assert resolve() == []  # the flagfile's one seed, in out_dir itself
+    drawn = resolve(fresh_data_seeds=3)
+    assert len(set(drawn)) == 3
+    assert not set(drawn) & set(demo_protocol.DEVELOPMENT_DATA_SEEDS)
+    assert resolve(fresh_data_seeds=3) == drawn  # a rerun resumes the same draw
+    with pytest.raises(ValueError, match="3 data"):
+        resolve(fresh_data_seeds=2)
+    with pytest.raises(ValueError, match="not both"):
+        resolve(fresh_data_seeds=2, data_seeds=("1",))
+    with pytest.raises(ValueError, match="integers"):
+        resolve(data_seeds=("x",))
 
 
 def test_fresh_data_seeds_never_repeat_or_hit_development_seeds():
     import random
 
-    from d3d_tf import demo_protocol
+    from d3d_tf.demo import protocol as demo_protocol
 
     class Stuck(random.Random):  # draws a development seed and a repeat before new ones
         values = iter([101, 5000, 5000, 102, 6000])
@@ -269,7 +298,7 @@ def test_protocol_report_judges_every_claim_over_data_seeds(tmp_path):
 
 
 def test_a_report_over_development_seeds_says_it_is_no_evidence():
-    from d3d_tf import demo_protocol
+    from d3d_tf.demo import protocol as demo_protocol
 
     assert "never used here: 0, 101, 102" in demo_protocol.data_seeds_note([5000, 6000])
     note = demo_protocol.data_seeds_note([101, 5000])

@@ -1,12 +1,14 @@
 """The demo's AVA comparison (D3D vs S3D-G backbone, frame-mAP) under the evidence protocol:
 its stages, the video-resampled frame-mAP, the paired statistic bootstrap and the reports."""
+import dataclasses
 import os
 
 import numpy as np
 import pytest
 
-from d3d_tf import demo_ava, demo_report
 from d3d_tf.ava import ava, ava_map
+from d3d_tf.demo import ava as demo_ava
+from d3d_tf.demo import report as demo_report
 from d3d_tf.metrics import paired
 
 LABELS = ava.LabelMap((1, 2), ("left", "right"))
@@ -61,20 +63,15 @@ def test_stages_train_both_detectors_per_training_seed_from_that_seeds_runs(tmp_
 
 
 def test_demo_runs_the_ava_stages_only_with_the_option(tmp_path, monkeypatch):
-    from absl.testing import flagsaver
+    from d3d_tf.demo import run as demo_run
 
-    from d3d_tf import demo
-
-    if not demo.FLAGS.is_parsed():
-        demo.FLAGS.mark_as_parsed()  # the defaults; the blocks below set what they need
     ran = []
-    monkeypatch.setattr(demo, "run_stage", lambda out, stage: ran.append(stage))
-    with flagsaver.flagsaver(seeds=2, export=False, configs="configs/demo"):
-        demo.run_data_seed(str(tmp_path / "a"), 77)
-        assert not [s for s in ran if s.name.startswith("ava_")]
-        ran.clear()
-        with flagsaver.flagsaver(ava=True):
-            demo.run_data_seed(str(tmp_path / "b"), 77)
+    monkeypatch.setattr(demo_run, "run_stage", lambda out, stage: ran.append(stage))
+    c = demo_run.DemoConfig(seeds=2, export=False, configs="configs/demo")
+    demo_run.run_data_seed(c, str(tmp_path / "a"), 77)
+    assert not [s for s in ran if s.name.startswith("ava_")]
+    ran.clear()
+    demo_run.run_data_seed(dataclasses.replace(c, ava=True), str(tmp_path / "b"), 77)
     names = [s.name for s in ran]
     ava_names = [n for n in names if n.startswith("ava_")]
     assert len(ava_names) == 11
@@ -85,17 +82,13 @@ def test_demo_runs_the_ava_stages_only_with_the_option(tmp_path, monkeypatch):
 
 
 def test_demo_refuses_ava_without_its_flagfiles(tmp_path):
-    from absl import app
-    from absl.testing import flagsaver
-
-    from d3d_tf import demo
+    from d3d_tf.demo import run as demo_run
 
     (tmp_path / "synthetic.flags").write_text("--seed=0\n")
-    if not demo.FLAGS.is_parsed():
-        demo.FLAGS.mark_as_parsed()
-    with flagsaver.flagsaver(ava=True, configs=str(tmp_path)), \
-            pytest.raises(app.UsageError, match="ava_synthetic.flags"):
-        demo._check_ava_configs()
+    with pytest.raises(ValueError, match="ava_synthetic.flags"):
+        demo_run.run(demo_run.DemoConfig(ava=True, configs=str(tmp_path),
+                                         out_dir=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()  # refused before anything is written
 
 
 def test_a_16_frame_classifier_initialises_an_8_frame_detector(tmp_path):

@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from d3d_tf import demo_distinit, demo_distinit_report
 from d3d_tf.data import datasets
+from d3d_tf.demo import distinit as demo_distinit
+from d3d_tf.demo import distinit_report as demo_distinit_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs", "demo", "distinit")
@@ -218,7 +219,7 @@ def _tiny_configs(tmp_path):
 @pytest.mark.slow
 def test_tiny_demo_runs_end_to_end_and_reuses_its_stages(tmp_path):
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "d3d_tf.demo_distinit", f"--out_dir={out}",
+    command = [sys.executable, "-m", "d3d_tf.demo.distinit", f"--out_dir={out}",
                f"--configs={_tiny_configs(tmp_path)}", "--workers=1"]
     env = {**os.environ, "PYTHONPATH": REPO}
     first = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path,
@@ -251,7 +252,7 @@ def test_tiny_demo_runs_end_to_end_and_reuses_its_stages(tmp_path):
 
 
 def test_teacher_lines_report_the_mean_of_the_last_steps_not_the_last_batch(tmp_path):
-    from d3d_tf import demo_distinit_report as report
+    from d3d_tf.demo import distinit_report as report
 
     run = tmp_path / "runs" / "distinit_r3d_18"
     run.mkdir(parents=True)

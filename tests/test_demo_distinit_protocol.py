@@ -9,7 +9,9 @@ import sys
 import pytest
 from eval_fixtures import write_eval as _write_eval
 
-from d3d_tf import demo_distinit, demo_distinit_report, demo_protocol
+from d3d_tf.demo import distinit as demo_distinit
+from d3d_tf.demo import distinit_report as demo_distinit_report
+from d3d_tf.demo import protocol as demo_protocol
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs", "demo", "distinit")
@@ -120,7 +122,7 @@ def test_each_data_seed_runs_the_whole_demo_in_its_folder(tmp_path, monkeypatch)
     assert "- missing per-video predictions: rerun the demo." in report
 
 
-@pytest.mark.parametrize("tool", ["d3d_tf.demo_distinit", "d3d_tf.demo"])
+@pytest.mark.parametrize("tool", ["d3d_tf.demo.distinit", "d3d_tf.demo"])
 def test_both_demos_refuse_both_data_seed_flags_in_one_line(tmp_path, tool):
     result = subprocess.run(
         [sys.executable, "-m", tool, f"--out_dir={tmp_path}", "--data_seeds=5",

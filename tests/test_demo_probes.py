@@ -4,7 +4,8 @@ import os
 
 import numpy as np
 
-from d3d_tf import demo_probes, demo_report
+from d3d_tf.demo import probes as demo_probes
+from d3d_tf.demo import report as demo_report
 
 
 def test_probe_stages_cover_teacher_and_every_seeds_baseline_and_d3d():

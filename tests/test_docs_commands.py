@@ -206,6 +206,20 @@ def _in_help(name, info) -> bool:
     return f"--{name}:" in info["help"] or f"--[no]{name}:" in info["help"]
 
 
+def _flagfile_lines(path: str, seen=()) -> list[str]:
+    """The `--flag` lines of a flagfile with its `--flagfile=` includes (paths from the
+    repository root) expanded in place, as the tools read them."""
+    with open(path) as f:
+        lines = [ln.strip() for ln in f if ln.strip().startswith("--")]
+    out = []
+    for line in lines:
+        if line.startswith("--flagfile=") and path not in seen:
+            out += _flagfile_lines(os.path.join(ROOT, line.split("=", 1)[1]), (*seen, path))
+        else:
+            out.append(line)
+    return out
+
+
 def _check(module, args, tools, where) -> list[str]:
     """Problems of one call: unknown tool, flags it does not define or does not show in its
     --help, flagfiles missing or with such flags."""
@@ -232,8 +246,7 @@ def _check(module, args, tools, where) -> list[str]:
             problems.append(f"{where}: no flagfile {path}")
             continue
         for full in matches:
-            with open(full) as f:
-                lines = [ln.strip() for ln in f if ln.strip().startswith("--")]
+            lines = _flagfile_lines(full)
             problems += [f"{where}: {os.path.relpath(full, ROOT)}: python -m {module} has no "
                          f"flag --{n}" for n in flag_names(lines)
                          if n not in known and not (n.startswith("no") and n[2:] in bools)]

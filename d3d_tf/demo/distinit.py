@@ -1,6 +1,6 @@
 """DistInit end to end on the built-in synthetic data: `make demo-distinit`.
 
-    python -m d3d_tf.demo_distinit --out_dir=demo_out/distinit [--seeds=3] [--data_seeds=a,b]
+    python -m d3d_tf.demo.distinit --out_dir=demo_out/distinit [--seeds=3] [--data_seeds=a,b]
 
 Stages (each a `python -m d3d_tf.<tool>` command, printed before it runs; flagfiles in
 `configs/demo/distinit/`): synthetic videos (an unlabeled pool, a small labeled action set
@@ -20,7 +20,7 @@ With `--data_seeds=a,b` (or `--fresh_data_seeds=N`) the whole demo runs once per
 10·d+1 and 10·d+2, and `<out_dir>/protocol.md` judges Table 1's order over all of them by the
 evidence protocol (docs/protocol.md).
 A finished stage leaves `<out_dir>/stages/<stage>.done`; rerunning skips it (see
-`d3d_tf.demo_stages`). Details: docs/distinit.md.
+`d3d_tf.demo.stages`). Details: docs/distinit.md.
 """
 from __future__ import annotations
 
@@ -31,26 +31,26 @@ import os
 import shlex
 import time
 
-from d3d_tf import demo_distinit_report, demo_protocol
 from d3d_tf.core import cli, config_flags
 from d3d_tf.core.config_flags import field
 from d3d_tf.data import synthetic
-from d3d_tf.demo_stages import Stage, marker_path, python_module, run_stage
+from d3d_tf.demo import distinit_report, protocol
+from d3d_tf.demo.stages import Stage, marker_path, python_module, run_stage
 
 NETWORKS = ("r3d_18", "r2plus1d_18")
 # (method, network) of Table 1's rows; R(2+1)D-18 has no 2D counterpart to inflate.
 FINETUNE_RUNS = (("scratch", "r3d_18"), ("inflated", "r3d_18"), ("distinit", "r3d_18"),
                  ("scratch", "r2plus1d_18"), ("distinit", "r2plus1d_18"))
-SHAPES_DIR = demo_distinit_report.SHAPES_DIR  # the pool labelled by shape (videos, records)
+SHAPES_DIR = distinit_report.SHAPES_DIR  # the pool labelled by shape (videos, records)
 IMAGES_DIR = "image_shapes"  # the image set labelled by shape (videos, records)
 FLAGFILES = ("pool", "labeled", "images", "prepare", "teacher", "distinit", "inflate",
              "finetune")
-SYNTHETIC = tuple(demo_distinit_report.generator_seeds(0))  # pool, labeled, images
+SYNTHETIC = tuple(distinit_report.generator_seeds(0))  # pool, labeled, images
 
 
 @dataclasses.dataclass
 class DemoConfig:
-    """Flags of `python -m d3d_tf.demo_distinit`."""
+    """Flags of `python -m d3d_tf.demo.distinit`."""
     out_dir: str = field("demo_out/distinit", "Where every artifact of the demo goes.")
     seeds: int = field(1, "Training seeds 0..N-1: each pre-trains its own DistInit students "
                        "and fine-tunes every network; the report gives mean ± std.", min=1)
@@ -75,7 +75,7 @@ class DemoConfig:
 def run_name(method: str, network: str, seed: int = 0) -> str:
     """Fine-tuning run / evaluation name, e.g. `distinit_r3d_18`; `_seed<N>` from seed 1 on,
     so that `--seeds=3` after `--seeds=1` reuses the first seed's runs."""
-    return f"{method}_{network}" + demo_distinit_report.run_suffix(seed)
+    return f"{method}_{network}" + distinit_report.run_suffix(seed)
 
 
 def write_shape_manifest(pool_dir: str, out_dir: str) -> str:
@@ -112,7 +112,7 @@ def pretraining_stages(c: DemoConfig) -> list[Stage]:
         os.path.join(c.out_dir, "records")
     runs = os.path.join(out, "runs")
     generator = ({} if c.data_seed is None
-                 else demo_distinit_report.generator_seeds(c.data_seed))
+                 else distinit_report.generator_seeds(c.data_seed))
     stages = [Stage(f"synthetic_{name}", python_module(
         "synthetic", _flagfile(c.configs, name), f"--out_dir={os.path.join(videos, name)}",
         f"--workers={c.workers}", *([f"--seed={generator[name]}"] if generator else [])))
@@ -150,7 +150,7 @@ def distinit_stages(c: DemoConfig, seed: int) -> list[Stage]:
     and clip sampling), from the one image teacher's stored logits of the pool."""
     targets = os.path.join(c.out_dir, "records", "pool_targets")
     teacher = os.path.join(c.out_dir, "runs", "image_teacher", "model")
-    suffix = demo_distinit_report.run_suffix(seed)
+    suffix = distinit_report.run_suffix(seed)
     return [Stage(f"distinit_{network}{suffix}", python_module(
         "train", _flagfile(c.configs, "distinit"), f"--model={network}",
         f"--distinit_teachers={teacher}", "--distinit_precomputed",
@@ -167,7 +167,7 @@ def init_dir(out: str, method: str, network: str, seed: int = 0) -> str | None:
         return None
     if method == "inflated":
         return os.path.join(out, "runs", f"inflated_{network}", "model")
-    return os.path.join(out, "runs", f"distinit_{network}{demo_distinit_report.run_suffix(seed)}",
+    return os.path.join(out, "runs", f"distinit_{network}{distinit_report.run_suffix(seed)}",
                         "model")
 
 
@@ -187,7 +187,7 @@ def seed_stages(c: DemoConfig, seed: int) -> list[Stage]:
             f"--labels={os.path.join(labeled, 'labels.txt')}")))
         names.append(run_name(method, network))
         model_dirs.append(os.path.join(run_dir, "model"))
-    suffix = demo_distinit_report.run_suffix(seed)
+    suffix = distinit_report.run_suffix(seed)
     stages.append(Stage(f"evaluate{suffix}", python_module(
         "evaluate", f"--data={os.path.join(labeled, 'test-*.tfrecord')}",
         f"--out_dir={os.path.join(c.out_dir, 'eval' + suffix)}",
@@ -221,7 +221,7 @@ def run(c: DemoConfig) -> str:
     # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) hides the progress lines.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     start = time.time()
-    data_seeds = demo_protocol.resolve_data_seeds(c.out_dir, c.data_seeds, c.fresh_data_seeds)
+    data_seeds = protocol.resolve_data_seeds(c.out_dir, c.data_seeds, c.fresh_data_seeds)
     if not data_seeds:
         path = run_data_seed(c)
     else:
@@ -229,7 +229,7 @@ def run(c: DemoConfig) -> str:
         for i, (d, folder) in enumerate(dirs.items()):
             print(f"\n[demo] data seed {d} ({i + 1} of {len(dirs)}) in {folder}", flush=True)
             run_data_seed(dataclasses.replace(c, out_dir=folder, data_seed=d))
-        path = demo_distinit_report.write_protocol_report(c.out_dir, dirs, seeds=c.seeds)
+        path = distinit_report.write_protocol_report(c.out_dir, dirs, seeds=c.seeds)
     print(f"\n[demo] finished in {time.time() - start:.0f} s (stages reused from earlier runs "
           f"are not counted); report: {path}")
     return path
@@ -259,7 +259,7 @@ def check_finetune_starts(c: DemoConfig) -> None:
                     f"{marker} records a fine-tuning from {was[0]}, not {init[0]} (an older "
                     "demo's, whose training seeds shared seed 0's DistInit): delete "
                     f"{run_dir}, that marker and {marker_path(c.out_dir, 'evaluate')[:-5]}"
-                    f"{demo_distinit_report.run_suffix(seed)}.done, or use a new --out_dir")
+                    f"{distinit_report.run_suffix(seed)}.done, or use a new --out_dir")
 
 
 def _flag_value(command: list, name: str) -> str:
@@ -286,7 +286,7 @@ def run_data_seed(c: DemoConfig) -> str:
             run_stage(c.out_dir, stage)
     for stage in representation_stages(c):
         run_stage(c.out_dir, stage)
-    return demo_distinit_report.write_report(c.out_dir, seeds=c.seeds, data_seed=c.data_seed)
+    return distinit_report.write_report(c.out_dir, seeds=c.seeds, data_seed=c.data_seed)
 
 
 def main(argv):

@@ -1,6 +1,6 @@
 """`demo_out/distinit/report.md`: the DistInit demo's results laid out like the paper's Table 1.
 
-Reads what `d3d_tf.demo_distinit`'s stages wrote (the evaluation's results.json and
+Reads what `d3d_tf.demo.distinit`'s stages wrote (the evaluation's results.json and
 per_video.csv per seed, train_summary.json of the teacher and the DistInit runs,
 representation.json and its pictures, the stage markers' times). `write_report(out_dir,
 seeds=N)` can be rerun on its own; `write_protocol_report(out_dir, dirs, seeds=N)` writes
@@ -14,16 +14,16 @@ import json
 import os
 import statistics
 
-from d3d_tf import demo_protocol
 from d3d_tf.core import atomic
 from d3d_tf.data import preprocessing
-from d3d_tf.demo_report import run_suffix
+from d3d_tf.demo import protocol
+from d3d_tf.demo.protocol import run_suffix
 from d3d_tf.metrics import paper_tables
 
 __all__ = ["generator_seeds", "interpretation", "paired_comparisons", "run_suffix",
            "write_protocol_report", "write_report"]
 
-SHAPES_DIR = "pool_shapes"  # records of the pool labelled by shape (d3d_tf.demo_distinit)
+SHAPES_DIR = "pool_shapes"  # records of the pool labelled by shape (d3d_tf.demo.distinit)
 
 
 def generator_seeds(data_seed: int) -> dict[str, int]:
@@ -86,7 +86,7 @@ def paired_comparisons(dirs: dict, seeds: int) -> dict:
     out = {}
     for a, b, network in COMPARISONS:
         try:
-            out[(a, b, network)] = demo_protocol.compare_runs(dirs, seeds, f"{b}_{network}",
+            out[(a, b, network)] = protocol.compare_runs(dirs, seeds, f"{b}_{network}",
                                                               f"{a}_{network}")
         except (FileNotFoundError, KeyError):
             out[(a, b, network)] = None
@@ -217,7 +217,7 @@ def _comparison_sections(comparisons: dict, level: str = "##") -> list[str]:
         result = comparisons.get((a, b, network))
         lines += [(f"{level} {METHOD_NAMES[a]} against {METHOD_NAMES[b].lower()} "
                    f"({NETWORK_NAMES[network]})"), ""]
-        lines += (demo_protocol.comparison_lines(result, a=_label(b, network),
+        lines += (protocol.comparison_lines(result, a=_label(b, network),
                                                  b=_label(a, network)) if result
                   else ["- missing per-video predictions: rerun the demo."])
         lines.append("")
@@ -248,7 +248,7 @@ def write_protocol_report(out_dir: str, dirs: dict[int, str], *, seeds: int) -> 
     rows = [(m, n) for m, n, _, source in ROWS if source]
     lines = ["# The DistInit demo judged by the evidence protocol", "",
              (f"Data seeds: {', '.join(str(d) for d in dirs)} "
-              f"({demo_protocol.data_seeds_note(dirs)}); "
+              f"({protocol.data_seeds_note(dirs)}); "
               f"training seeds per data seed: {seeds}. Data seed d draws the unlabeled pool, "
               "the labeled set and the image set with the generator's seeds 10·d, 10·d+1 and "
               "10·d+2. Training seed s pre-trains both DistInit students and fine-tunes every "

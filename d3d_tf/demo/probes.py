@@ -3,12 +3,14 @@
 A PWC decoder is trained on the frozen 3A features of every seed's RGB baseline and D3D and
 of seed 0's flow teacher (`configs/demo/probe.flags`), and `demo_out/report.md` gets a small
 Table 1 of seed 0 (with the all-zeros row), Fig. 5's pictures, the 3A EPE of every seed and
-what the numbers say. Used by `d3d_tf.demo` and `d3d_tf.demo_report`; this module defines no
-flags.
+what the numbers say. Used by `d3d_tf.demo.run` and `d3d_tf.demo.report`; this module defines
+no flags.
 """
 from __future__ import annotations
 
 import os
+
+from d3d_tf.demo import protocol
 
 # run name, label in the tables, modality of the network's input
 PROBED = (
@@ -24,9 +26,7 @@ def probe_dir(out_dir: str, name: str) -> str:
 
 def seed_name(name: str, seed: int) -> str:
     """Run (and probe folder) name of `name` for seed `seed`: `baseline`, `baseline_seed1`..."""
-    from d3d_tf import demo_report
-
-    return name + demo_report.run_suffix(seed)
+    return name + protocol.run_suffix(seed)
 
 
 def stage_args(out_dir: str, configs: str, records: str,
@@ -51,8 +51,7 @@ def stage_args(out_dir: str, configs: str, records: str,
 
 def _paired(base: dict, d3d: dict) -> tuple[int, int] | None:
     """(clips where D3D's EPE is lower, clips compared) on the clips both runs evaluated."""
-    a = {c["video_id"]: c["epe"] for c in base["clips"]}
-    b = {c["video_id"]: c["epe"] for c in d3d["clips"]}
+    a, b = protocol.clip_epe(base), protocol.clip_epe(d3d)
     common = sorted(set(a) & set(b))
     return (sum(b[v] < a[v] for v in common), len(common)) if common else None
 
@@ -114,16 +113,10 @@ def _seed_results(out_dir: str) -> list[tuple[int, dict, dict]]:
 def _comparison(found):
     """D3D minus S3D-G EPE over `found` ((seed, baseline result, D3D result), one data seed),
     paired clip by clip on the clips every seed's probes share (`d3d_tf.metrics.paired`)."""
-    import numpy as np
-
     from d3d_tf.metrics import paired
 
-    maps = [({c["video_id"]: c["epe"] for c in b["clips"]},
-             {c["video_id"]: c["epe"] for c in d["clips"]}) for _, b, d in found]
-    common = sorted(set.intersection(*(set(a) & set(b) for a, b in maps)))
-    return paired.compare([paired.Cell(0, seed, np.array([a[v] for v in common]),
-                                       np.array([b[v] for v in common]))
-                           for (seed, _, _), (a, b) in zip(found, maps)])
+    return paired.compare(protocol.paired_cells(
+        0, [(seed, protocol.clip_epe(b), protocol.clip_epe(d)) for seed, b, d in found]))
 
 
 def seed_lines(out_dir: str) -> list[str]:

@@ -112,12 +112,26 @@ def accuracy_cells(dirs: dict[int, str], train_seeds: int, a: str, b: str) -> li
     return cells
 
 
+def clip_epe(result: dict) -> dict[str, float]:
+    """video id -> EPE (px) of a probe's evaluation clips (`probe.json`, or its result at one
+    endpoint)."""
+    return {c["video_id"]: c["epe"] for c in result["clips"]}
+
+
+def paired_cells(data_seed: int, runs) -> list[paired.Cell]:
+    """One cell per (training seed, a's values, b's values) of `runs` (values: id -> number),
+    on the ids every run of this data seed shares, in one order."""
+    common = sorted(set.intersection(*(set(x) & set(y) for _, x, y in runs)))
+    return [paired.Cell(data_seed, seed, np.array([x[v] for v in common]),
+                        np.array([y[v] for v in common])) for seed, x, y in runs]
+
+
 def _probe_epe(out_dir: str, run: str) -> dict[str, float] | None:
     path = os.path.join(out_dir, "probes", run, "probe.json")
     if not os.path.isfile(path):
         return None
     with open(path) as f:
-        return {c["video_id"]: c["epe"] for c in json.load(f)["clips"]}
+        return clip_epe(json.load(f))
 
 
 def probe_cells(dirs: dict[int, str], train_seeds: int, a: str = "baseline",
@@ -129,12 +143,8 @@ def probe_cells(dirs: dict[int, str], train_seeds: int, a: str = "baseline",
         runs = [(seed, _probe_epe(out_dir, a + run_suffix(seed)),
                  _probe_epe(out_dir, b + run_suffix(seed))) for seed in range(train_seeds)]
         runs = [r for r in runs if r[1] and r[2]]
-        if not runs:
-            continue
-        common = sorted(set.intersection(*(set(x) & set(y) for _, x, y in runs)))
-        for seed, x, y in runs:
-            cells.append(paired.Cell(data_seed, seed, np.array([x[v] for v in common]),
-                                     np.array([y[v] for v in common])))
+        if runs:
+            cells += paired_cells(data_seed, runs)
     return cells
 
 

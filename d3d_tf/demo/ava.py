@@ -16,16 +16,16 @@ The comparison reads back both detectors' `detections.csv` with the val ground t
 recomputes frame-mAP on every bootstrap resample of the val videos
 (`ava_map.VideoResampledMap`, `paired.compare_statistic`): frame-mAP is not a mean over videos,
 so the protocol's paired bootstrap recomputes it, for both detectors on the same resample.
-Used by `d3d_tf.demo` and `d3d_tf.demo_report`; this module defines no flags.
+Used by `d3d_tf.demo.run` and `d3d_tf.demo.report`; this module defines no flags.
 """
 from __future__ import annotations
 
 import json
 import os
 
-from d3d_tf import demo_protocol
-from d3d_tf.demo_stages import Stage
-from d3d_tf.demo_stages import python_module as _python_module
+from d3d_tf.demo import protocol
+from d3d_tf.demo.stages import Stage
+from d3d_tf.demo.stages import python_module as _python_module
 
 AVA_DIR = "ava"
 # run name (its classification run gives the backbone), label in the report
@@ -58,11 +58,11 @@ def _paths(out_dir: str) -> dict[str, str]:
 
 
 def run_dir(out_dir: str, name: str, seed: int) -> str:
-    return os.path.join(out_dir, AVA_DIR, "runs", name + demo_protocol.run_suffix(seed))
+    return os.path.join(out_dir, AVA_DIR, "runs", name + protocol.run_suffix(seed))
 
 
 def eval_dir(out_dir: str, name: str, seed: int) -> str:
-    return os.path.join(out_dir, AVA_DIR, "eval", name + demo_protocol.run_suffix(seed))
+    return os.path.join(out_dir, AVA_DIR, "eval", name + protocol.run_suffix(seed))
 
 
 def stages(out_dir: str, configs: str, train_seeds: int, data_seed: int,
@@ -85,7 +85,7 @@ def stages(out_dir: str, configs: str, train_seeds: int, data_seed: int,
             f"--out_dir={records}", f"--workers={workers}")))
     val = os.path.join(records, "val-*.tfrecord")
     for seed in range(train_seeds):
-        suffix = demo_protocol.run_suffix(seed)
+        suffix = protocol.run_suffix(seed)
         for name, _ in DETECTORS:
             out.append(Stage(f"ava_train_{name}{suffix}", _python_module(
                 "train", f"--flagfile={os.path.join(configs, 'ava.flags')}",
@@ -179,7 +179,7 @@ def section_lines(dirs: dict[int, str], train_seeds: int, *, draws: int | None =
               "interval resamples the val videos and recomputes both detectors' frame-mAP on "
               "each resample (docs/protocol.md). The protocol reports this comparison either "
               "way: it seeks no claim here."), ""]
-    lines += demo_protocol.comparison_lines(result, a=la, b=lb)
+    lines += protocol.comparison_lines(result, a=la, b=lb)
     per_cell = ", ".join(f"data seed {d} / training seed {s}: {100 * g:+.1f}"
                          for (d, s), g in result.cells.items())
     lines.append(f"- Per cell, {lb} − {la} (points): {per_cell}.")

@@ -13,9 +13,10 @@ import statistics
 
 import numpy as np
 
-from d3d_tf import demo_protocol
 from d3d_tf.core import atomic
 from d3d_tf.data import preprocessing
+from d3d_tf.demo import protocol
+from d3d_tf.demo.protocol import run_suffix
 
 METHODS = (  # run name, method, training input, inference input
     ("teacher", "Temporal stream (S3D-G on TV-L1 flow, the teacher)", "flow", "flow"),
@@ -40,12 +41,6 @@ def _fmt(values, scale=100.0, digits=1):
     if len(values) == 1:
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
-
-
-# Seed 0's runs have no suffix, so that `make demo SEEDS=3` after `make demo` reuses them. It
-# lives below `d3d_tf.demo`: importing that module defines its flags, which fails inside
-# `python -m d3d_tf.demo` (the module runs as __main__ and would be imported again).
-run_suffix = demo_protocol.run_suffix
 
 
 def _suffixes(seeds: int):
@@ -194,7 +189,7 @@ def _interpretation(evals, seeds: int, num_classes: int = 0, comparison=None) ->
                      f"{100 * p.high:+.1f}] points (docs/protocol.md).")
     if num_classes:
         chance = 1.0 / num_classes
-        near = [b for _, b in pairs if b - chance <= demo_protocol.ABOVE_CHANCE + 1e-9]
+        near = [b for _, b in pairs if b - chance <= protocol.ABOVE_CHANCE + 1e-9]
         if pairs and len(near) == len(pairs):
             lines.append(f"- The RGB baseline stayed near chance ({base:.1%}; chance "
                          f"{chance:.1%}) in every seed: with cross-entropy alone it did not find "
@@ -244,7 +239,7 @@ def _try_compare(dirs: dict[int, str], seeds: int, a: str = "baseline", b: str =
     """D3D minus the baseline (`d3d_tf.metrics.paired`), or None while a per-video file is
     missing."""
     try:
-        return demo_protocol.compare_runs(dirs, seeds, a, b)
+        return protocol.compare_runs(dirs, seeds, a, b)
     except (FileNotFoundError, KeyError):
         return None
 
@@ -322,8 +317,8 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None,
     if comparison is not None:
         lines += [("Video top-1 of D3D against the RGB baseline, paired video by video "
                   "(docs/protocol.md):"), ""]
-        lines += demo_protocol.comparison_lines(comparison, a="S3D-G", b="D3D") + [""]
-        lines += demo_protocol.regime_checks({data_seed: out_dir}, seeds, len(labels)) + [""]
+        lines += protocol.comparison_lines(comparison, a="S3D-G", b="D3D") + [""]
+        lines += protocol.regime_checks({data_seed: out_dir}, seeds, len(labels)) + [""]
 
     eval_dir = os.path.join(out_dir, "eval" + suffixes[0])
     lines += ["## Per-class accuracy", ""]
@@ -336,13 +331,13 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None,
             lines.append(f"*{caption}*")
             lines.append("")
 
-    from d3d_tf import demo_probes
+    from d3d_tf.demo import probes
 
-    lines += demo_probes.report_section(out_dir)
+    lines += probes.report_section(out_dir)
 
-    from d3d_tf import demo_ava
+    from d3d_tf.demo import ava
 
-    lines += demo_ava.report_section(out_dir, seeds, data_seed)
+    lines += ava.report_section(out_dir, seeds, data_seed)
 
     videos_dir = os.path.join(out_dir, "videos")
     if os.path.exists(os.path.join(videos_dir, "manifest.csv")):
@@ -398,13 +393,13 @@ def write_protocol_report(out_dir: str, dirs: dict[int, str], *, seeds: int) -> 
     labels = _labels(os.path.join(next(iter(dirs.values())), "records", "labels.txt"))
     lines = ["# The demo judged by the evidence protocol", "",
              (f"Data seeds: {', '.join(str(d) for d in dirs)} "
-              f"({demo_protocol.data_seeds_note(dirs)}); "
+              f"({protocol.data_seeds_note(dirs)}); "
              f"training seeds per data seed: {seeds}. Every gap is paired: the same test "
              "videos, the same training seed; intervals are the hierarchical bootstrap of "
              "docs/protocol.md, and a claim needs the pooled interval off 0 and the same sign "
              "in every data seed."), "",
              "## Conditions on the regime", ""]
-    lines += demo_protocol.regime_checks(dirs, seeds, len(labels)) or ["- no results yet"]
+    lines += protocol.regime_checks(dirs, seeds, len(labels)) or ["- no results yet"]
     for title, a, b, la, lb in (
             ("D3D against the RGB baseline (video top-1)", "baseline", "d3d", "S3D-G", "D3D"),
             ("The D3D + S3D-G ensemble against D3D (video top-1)", "d3d", "d3d+baseline",
@@ -413,21 +408,21 @@ def write_protocol_report(out_dir: str, dirs: dict[int, str], *, seeds: int) -> 
              "S3D-G", "teacher")):
         comparison = _try_compare(dirs, seeds, a, b)
         lines += ["", f"## {title}", ""]
-        lines += (demo_protocol.comparison_lines(comparison, a=la, b=lb) if comparison
+        lines += (protocol.comparison_lines(comparison, a=la, b=lb) if comparison
                   else ["- missing per-video predictions: rerun the demo."])
-    cells = demo_protocol.probe_cells(dirs, seeds)
+    cells = protocol.probe_cells(dirs, seeds)
     lines += ["", ("## Motion probe at 3A: EPE of D3D against the RGB baseline (px, lower is "
               "better)"), ""]
     if cells:
         from d3d_tf.metrics import paired
 
-        lines += demo_protocol.comparison_lines(paired.compare(cells), a="S3D-G", b="D3D",
+        lines += protocol.comparison_lines(paired.compare(cells), a="S3D-G", b="D3D",
                                                 unit="px", lower_is_better=True)
     else:
         lines.append("- no probe results yet")
-    from d3d_tf import demo_ava
+    from d3d_tf.demo import ava
 
-    lines += demo_ava.protocol_section(dirs, seeds)
+    lines += ava.protocol_section(dirs, seeds)
     path = os.path.join(out_dir, "protocol.md")
     atomic.write_text(path, "\n".join(lines) + "\n")
     return path

@@ -2,7 +2,7 @@
 
 A finished stage leaves `<out_dir>/stages/<stage>.done` holding its command and wall time;
 `run_stage` skips a stage whose marker exists, so a rerun reuses the finished work. Used by
-`d3d_tf.demo` and `d3d_tf.demo_distinit`; it defines no flags, so both can import it.
+`d3d_tf.demo.run` and `d3d_tf.demo.distinit`; it defines no flags, so both can import it.
 """
 from __future__ import annotations
 

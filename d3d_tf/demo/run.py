@@ -6,7 +6,7 @@ Stages (each a `python -m d3d_tf.<tool>` command, printed before it runs):
 synthetic videos -> TFRecords with TV-L1 flow -> flow teacher, RGB S3D-G baseline, D3D student
 -> evaluation of all three and the D3D+S3D-G ensemble -> flow probes at 3A (seed 0's teacher,
 every seed's baseline and D3D) -> with `--ava`, AVA detectors initialised from every seed's
-baseline and D3D (`d3d_tf.demo_ava`, in `<out_dir>/ava/`) ->
+baseline and D3D (`d3d_tf.demo.ava`, in `<out_dir>/ava/`) ->
 SavedModel and TFLite export of D3D -> `predict` on a held-out video -> `demo_out/report.md`.
 
 With `--data_seeds=a,b,c` (or `--fresh_data_seeds=N`, seeds drawn at random) the whole demo
@@ -20,35 +20,40 @@ shards).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
-from absl import app, flags
+from d3d_tf.core.config_flags import field
+from d3d_tf.demo import probes, protocol, report
+from d3d_tf.demo.stages import Stage, run_stage
+from d3d_tf.demo.stages import python_module as _python_module
 
-from d3d_tf import demo_probes, demo_report
-from d3d_tf.core import cli
-from d3d_tf.demo_stages import Stage, run_stage
-from d3d_tf.demo_stages import python_module as _python_module
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("out_dir", "demo_out", "Where every artifact of the demo goes.")
-flags.DEFINE_integer("seeds", 1, "Train the three networks this many times (seeds 0..N-1) and "
-                     "report mean ± std.")
-flags.DEFINE_string("configs", "configs/demo", "Folder of the demo flagfiles "
-                    "(synthetic.flags, teacher.flags, baseline.flags, d3d.flags).")
-flags.DEFINE_integer("workers", 0, "Worker processes for flow extraction (0 = all cores).")
-flags.DEFINE_bool("tflite_int8", True, "Also export a full-integer int8 TFLite model.")
-flags.DEFINE_list("data_seeds", [], "Data seeds (the generator's --seed) to run the whole demo "
-                  "on, each in <out_dir>/data_<seed>/, judged together in <out_dir>/protocol.md "
-                  "(docs/protocol.md); empty = the one seed of synthetic.flags, in <out_dir>.")
-flags.DEFINE_integer("fresh_data_seeds", 0, "Draw this many data seeds at random (never the "
-                     "development seeds), remember them in <out_dir>/data_seeds.json so a rerun "
-                     "resumes them, and run as with --data_seeds.", lower_bound=0)
-flags.DEFINE_bool("export", True, "Export seed 0's D3D (SavedModel, TFLite) and run predict.")
-flags.DEFINE_bool("ava", False, "Also run the AVA comparison (the paper's Table 5) per data "
-                  "seed: detectors initialised from the D3D and from the S3D-G run of every "
-                  "training seed, on multi-actor data drawn with the data seed "
-                  "(d3d_tf.demo_ava; docs/protocol.md).")
+@dataclasses.dataclass
+class DemoConfig:
+    """Flags of `python -m d3d_tf.demo` (defined by d3d_tf/demo/__main__.py)."""
+    out_dir: str = field("demo_out", "Where every artifact of the demo goes.")
+    seeds: int = field(1, "Train the three networks this many times (seeds 0..N-1) and "
+                       "report mean ± std.", min=1)
+    configs: str = field("configs/demo", "Folder of the demo flagfiles (synthetic.flags, "
+                         "teacher.flags, baseline.flags, d3d.flags).")
+    workers: int = field(0, "Worker processes for flow extraction (0 = all cores).", min=0)
+    tflite_int8: bool = field(True, "Also export a full-integer int8 TFLite model.")
+    data_seeds: tuple = field((), "Data seeds (the generator's --seed) to run the whole demo "
+                              "on, each in <out_dir>/data_<seed>/, judged together in "
+                              "<out_dir>/protocol.md (docs/protocol.md); empty = the one seed "
+                              "of synthetic.flags, in <out_dir>.")
+    fresh_data_seeds: int = field(0, "Draw this many data seeds at random (never the "
+                                  "development seeds), remember them in "
+                                  "<out_dir>/data_seeds.json so a rerun resumes them, and run "
+                                  "as with --data_seeds.", min=0)
+    export: bool = field(True, "Export seed 0's D3D (SavedModel, TFLite) and run predict.")
+    ava: bool = field(False, "Also run the AVA comparison (the paper's Table 5) per data "
+                      "seed: detectors initialised from the D3D and from the S3D-G run of "
+                      "every training seed, on multi-actor data drawn with the data seed "
+                      "(d3d_tf.demo.ava; docs/protocol.md).")
+
 
 RUNS = (  # name, flagfile, method label, modality, is run at inference on RGB only
     ("teacher", "teacher.flags", "Temporal stream (flow teacher)", "flow"),
@@ -57,71 +62,69 @@ RUNS = (  # name, flagfile, method label, modality, is run at inference on RGB o
 )
 
 
-def main(argv):
-    del argv
-    out = FLAGS.out_dir
+def run(c: DemoConfig) -> str:
+    """The whole demo (once per data seed with `c.data_seeds` / `c.fresh_data_seeds`); returns
+    the path of its report (`report.md`, or `protocol.md` over several data seeds)."""
+    _check_ava_configs(c)
+    out = c.out_dir
     os.makedirs(out, exist_ok=True)
     # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) hides the progress lines.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     start = time.time()
-    _check_ava_configs()
-    data_seeds = _data_seeds(out)
+    data_seeds = resolve_data_seeds(c)
     if not data_seeds:
-        path = run_data_seed(out, None)
+        path = run_data_seed(c, out, None)
     else:
         dirs = {d: os.path.join(out, f"data_{d}") for d in data_seeds}
         for i, (d, folder) in enumerate(dirs.items()):
             print(f"\n[demo] data seed {d} ({i + 1} of {len(dirs)}) in {folder}", flush=True)
-            run_data_seed(folder, d)
-        path = demo_report.write_protocol_report(out, dirs, seeds=FLAGS.seeds)
+            run_data_seed(c, folder, d)
+        path = report.write_protocol_report(out, dirs, seeds=c.seeds)
     print(f"\n[demo] finished in {time.time() - start:.0f} s (stages reused from earlier runs "
           f"are not counted); report: {path}")
+    return path
 
 
-def _data_seeds(out: str) -> list[int]:
-    """--data_seeds, or the fresh seeds drawn by an earlier run of this out_dir, or new ones."""
-    from d3d_tf import demo_protocol
-
-    try:
-        return demo_protocol.resolve_data_seeds(out, FLAGS.data_seeds, FLAGS.fresh_data_seeds)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
+def resolve_data_seeds(c: DemoConfig) -> list[int]:
+    """--data_seeds, or the fresh seeds drawn by an earlier run of this out_dir, or new ones
+    (ValueError naming the flag for a bad combination)."""
+    return protocol.resolve_data_seeds(c.out_dir, c.data_seeds, c.fresh_data_seeds)
 
 
-def run_data_seed(out: str, data_seed: int | None) -> str:
+def run_data_seed(c: DemoConfig, out: str, data_seed: int | None) -> str:
     """Every stage of the demo on one draw of the data (`data_seed`: the generator's --seed;
     None = synthetic.flags' own) in `out`; returns the path of its report."""
     os.makedirs(out, exist_ok=True)
     videos = os.path.join(out, "videos")
     records = os.path.join(out, "records")
-    synthetic_flags = os.path.join(FLAGS.configs, "synthetic.flags")
+    synthetic_flags = os.path.join(c.configs, "synthetic.flags")
     if data_seed is None:
         data_seed = _flagfile_seed(synthetic_flags)
     run_stage(out, Stage("synthetic", _python_module(
         "synthetic", f"--flagfile={synthetic_flags}", f"--out_dir={videos}",
-        f"--workers={FLAGS.workers}", f"--seed={data_seed}")))
+        f"--workers={c.workers}", f"--seed={data_seed}")))
     for split, shards in (("train", 4), ("test", 2)):
         run_stage(out, Stage(f"prepare_{split}", _python_module(
             "prepare", "--format=manifest", f"--annotations={videos}/manifest.csv",
             f"--split={split}", f"--out_dir={records}", "--flow=tvl1",
-            f"--workers={FLAGS.workers}", f"--num_shards={shards}")))
-    for seed in range(FLAGS.seeds):
-        for stage in seed_stages(out, FLAGS.configs, records, seed):
+            f"--workers={c.workers}", f"--num_shards={shards}")))
+    for seed in range(c.seeds):
+        for stage in seed_stages(out, c.configs, records, seed):
             run_stage(out, stage)
     # Motion probes at 3A (PWC, frozen): seed 0's teacher, every seed's baseline and D3D.
-    for name, args in demo_probes.stage_args(out, FLAGS.configs, records, FLAGS.seeds):
+    for name, args in probes.stage_args(out, c.configs, records, c.seeds):
         run_stage(out, Stage(name, _python_module("probe", *args)))
-    if FLAGS.ava:
-        run_ava(out, data_seed)
-    if not FLAGS.export:
-        return demo_report.write_report(out, seeds=FLAGS.seeds, data_seed=data_seed)
+    if c.ava:
+        run_ava(c, out, data_seed)
+    if not c.export:
+        return report.write_report(out, seeds=c.seeds, data_seed=data_seed)
     # Seed 0's student is the one exported.
-    d3d_model = os.path.join(out, "runs", "d3d" + demo_report.run_suffix(0), "model")
+    d3d_model = os.path.join(out, "runs", "d3d" + protocol.run_suffix(0), "model")
     export_dir = os.path.join(out, "export")
     run_stage(out, Stage("export_saved_model", _python_module(
         "export", f"--model_dir={d3d_model}", "--format=saved_model", f"--out_dir={export_dir}",
         "--model_name=d3d", "--overwrite")))
-    for q in ["float32"] + (["int8"] if FLAGS.tflite_int8 else []):
+    for q in ["float32"] + (["int8"] if c.tflite_int8 else []):
         run_stage(out, Stage(f"export_tflite_{q}", _python_module(
             "export", f"--model_dir={d3d_model}", "--format=tflite", f"--out_dir={export_dir}",
             "--model_name=d3d", f"--quantize={q}",
@@ -133,33 +136,33 @@ def run_data_seed(out: str, data_seed: int | None) -> str:
         run_stage(out, Stage(f"predict_{tag}", _python_module(
             "predict", held_out, f"--export_path={model}", "--json", "--num_clips=2"),
             stdout=os.path.join(out, f"predict_{tag}.json")))
-    return demo_report.write_report(out, seeds=FLAGS.seeds, held_out=held_out,
+    return report.write_report(out, seeds=c.seeds, held_out=held_out,
                                     data_seed=data_seed)
 
 
-def _check_ava_configs() -> None:
+def _check_ava_configs(c: DemoConfig) -> None:
     """With --ava, the AVA flagfiles must be in --configs (checked before any stage runs)."""
-    from d3d_tf import demo_ava
+    from d3d_tf.demo import ava
 
-    missing = demo_ava.missing_configs(FLAGS.configs) if FLAGS.ava else []
+    missing = ava.missing_configs(c.configs) if c.ava else []
     if missing:
-        raise app.UsageError(f"--ava needs {', '.join(missing)} (--configs={FLAGS.configs}); "
+        raise ValueError(f"--ava needs {', '.join(missing)} (--configs={c.configs}); "
                              "configs/demo has them")
 
 
-def run_ava(out: str, data_seed: int) -> None:
-    """The AVA comparison's stages (d3d_tf.demo_ava) on this data seed, after its
+def run_ava(c: DemoConfig, out: str, data_seed: int) -> None:
+    """The AVA comparison's stages (d3d_tf.demo.ava) on this data seed, after its
     classification runs: multi-actor data drawn with the data seed, then per training seed
     the S3D-G- and the D3D-initialised detector and their evaluation."""
-    from d3d_tf import demo_ava
+    from d3d_tf.demo import ava
 
-    for stage in demo_ava.stages(out, FLAGS.configs, FLAGS.seeds, data_seed, FLAGS.workers):
+    for stage in ava.stages(out, c.configs, c.seeds, data_seed, c.workers):
         run_stage(out, stage)
 
 
 def seed_stages(out: str, configs: str, records: str, seed: int) -> list[Stage]:
     """The teacher, baseline and D3D trainings of one seed, then their evaluation."""
-    suffix = demo_report.run_suffix(seed)
+    suffix = protocol.run_suffix(seed)
     test_data = os.path.join(records, "test-*.tfrecord")
     stages, model_dirs = [], {}
     for name, flagfile, _, _ in RUNS:
@@ -199,6 +202,3 @@ def _held_out_video(videos_dir: str) -> str:
                 return os.path.join(videos_dir, row["path"])
     raise SystemExit(f"{videos_dir}/manifest.csv has no test video")
 
-
-if __name__ == "__main__":
-    cli.run(main)  # user errors in one line (d3d_tf.core.cli)
