@@ -1,12 +1,34 @@
-"""The methods d3d_tf trains: importing this module registers every `--task`.
+"""The methods d3d_tf trains, one entry each: their config sections and their `--task`s.
 
-Each line imports one method's module that registers its tasks
-(`d3d_tf.training.task.register`); the core (`training/`, `models/`, `data/`, `export/`)
-imports none of them. Adding a method is a folder plus one line here.
+    from d3d_tf import methods
+    config = methods.TrainConfig(model_dir=..., train_data=..., task="distill", teacher=...)
+    methods.register_tasks()      # imports TensorFlow: every method's TrainingTask
+
+Each method is a package whose `__init__` (no TensorFlow) gives `SECTION`, its part of the
+training config, and `register_tasks()`. The core (`training/`, `models/`, `data/`,
+`export/`) imports none of them: adding a method is its folder plus its entry in `METHODS`.
 """
-# isort: skip_file  (the order is that of `--task`'s list of choices)
-from d3d_tf.ava import ava_task  # noqa: F401  ava
-from d3d_tf.distill import task as distill_task  # noqa: F401  distill
-from d3d_tf.distinit import distinit  # noqa: F401  distinit
-from d3d_tf.probes import flow_tasks  # noqa: F401  flow_loss, cnn_flow
-from d3d_tf.training import classify  # noqa: F401  classify, finetune
+from __future__ import annotations
+
+from d3d_tf import ava, distill, distinit, probes
+from d3d_tf.training import config
+
+METHODS = (distill, distinit, ava, probes)
+
+# The training config: the core's sections and one section per method.
+TrainConfig = config.assemble([m.SECTION for m in METHODS])
+
+
+def register_tasks() -> None:
+    """Registers every `--task`: the core's (classify, finetune) and each method's."""
+    from d3d_tf.training import classify  # noqa: F401
+    for method in METHODS:
+        method.register_tasks()
+
+
+def section_of(task: str) -> str | None:
+    """The help title of the method section of `--task=task` (None: a core task)."""
+    for method in METHODS:
+        if task in method.TASKS:
+            return method.SECTION[2]
+    return None

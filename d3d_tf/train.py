@@ -5,28 +5,53 @@ r"""Train a classifier, a D3D student, or fine-tune: `python -m d3d_tf.train --f
         --model_dir=runs/d3d
 
 Rerunning with the same --model_dir resumes from its latest checkpoint. See docs/training.md.
+`--help` lists the common flags and those of the chosen `--task`, by section; `--helpfull`
+every flag. TensorFlow is imported once the flags are parsed.
 """
 from __future__ import annotations
 
+import inspect
+import sys
+
 from absl import app, flags, logging
 
-from d3d_tf import methods  # noqa: F401  every --task
+from d3d_tf import methods
 from d3d_tf.core import cli, config_flags
-from d3d_tf.training import trainer
 
 FLAGS = flags.FLAGS
-# Every field of TrainConfig is a flag of the same name, default and help text.
-config_flags.define_flags(trainer.TrainConfig)
+# Every setting of the TrainConfig (each method's section too) is a flag of the same name,
+# default and help text.
+config_flags.define_flags(methods.TrainConfig)
 
 
-def config_from_flags() -> trainer.TrainConfig:
+def config_from_flags():
     """The TrainConfig of the parsed flags; ValueError for a missing required flag."""
-    return config_flags.from_flags(trainer.TrainConfig)
+    return config_flags.from_flags(methods.TrainConfig)
+
+
+def task_in(argv) -> str:
+    """The --task of a command line (`classify` when not given on it)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--task="):
+            return arg.split("=", 1)[1]
+        if arg == "--task" and i + 1 < len(argv):
+            return argv[i + 1]
+    return "classify"
+
+
+def help_groups(argv) -> list[tuple[str, list[str]]]:
+    """`--help`'s sections: the common ones and the chosen --task's own (if it has one)."""
+    chosen = methods.section_of(task_in(argv))
+    others = {m.SECTION[2] for m in methods.METHODS} - {chosen}
+    return [(t, names) for t, names in config_flags.flag_groups(methods.TrainConfig)
+            if t not in others]
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
+    from d3d_tf.training import trainer  # TensorFlow, once the flags are parsed
+    methods.register_tasks()
     try:
         config = config_from_flags()
         trainer.validate(config)
@@ -36,4 +61,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    if "groups" in inspect.signature(cli.run).parameters:  # grouped --help
+        cli.run(main, groups=help_groups(sys.argv))
+    else:
+        cli.run(main)

@@ -6,4 +6,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 # Every method's --task registered, as the CLIs do (`d3d_tf.methods`).
-import d3d_tf.methods  # noqa: F401
+import d3d_tf.methods
+
+d3d_tf.methods.register_tasks()

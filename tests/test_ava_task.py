@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from d3d_tf import methods
 from d3d_tf.ava import (
     ava,
     ava_head,
@@ -30,7 +31,7 @@ DATA = synthetic_ava.MultiActorConfig(num_videos=6, num_actors=2, num_classes=4,
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ava")
     paths = train_fixtures.write_ava_records(str(root), DATA)
-    config = trainer.TrainConfig(
+    config = methods.TrainConfig(
         model_dir=str(root / "run"), train_data=str(root / "rec" / "train-*.tfrecord"),
         task="ava", depth_multiplier=0.1,
         num_frames=4, crop_size=32, ava_roi_size=2, ava_max_boxes=4, batch_size=4,

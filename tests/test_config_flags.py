@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 from absl import flags
 
+from d3d_tf import methods
 from d3d_tf.core import config_flags
 from d3d_tf.core.config_flags import field
 
@@ -63,7 +64,7 @@ def test_train_flags_are_the_train_config_fields():
     from d3d_tf import train
     from d3d_tf.training import trainer
 
-    names = {f.name for f in dataclasses.fields(trainer.TrainConfig)}
+    names = {f.name for f, _ in config_flags.flag_fields(methods.TrainConfig)}  # sections' leaves
     assert names <= set(train.FLAGS)
     assert {"head", "conv_impl", "gating_startat", "temporal_conv_startat"} <= names
     train.FLAGS.unparse_flags()

@@ -10,6 +10,7 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(__file__))
 import train_fixtures
 
+from d3d_tf import methods
 from d3d_tf.data import pipeline, service
 from d3d_tf.training import trainer
 
@@ -74,7 +75,7 @@ def test_service_address_is_checked_before_the_run(tmp_path):
         with pytest.raises(ValueError, match="expected the dispatcher as grpc://host:port"):
             service.parse_address(bad)
     data = train_fixtures.write_dataset(str(tmp_path / "data"), videos=2, frames=4, size=16)
-    config = trainer.TrainConfig(model_dir=str(tmp_path / "run"), train_data=data,
+    config = methods.TrainConfig(model_dir=str(tmp_path / "run"), train_data=data,
                                  data_service="dispatcher")
     with pytest.raises(ValueError, match="--data_service='dispatcher'"):
         trainer.validate(config)
@@ -89,7 +90,7 @@ def test_train_reads_its_batches_from_the_service(tmp_path, local_service):
     dispatcher, workers = local_service
     before = sum(w._num_tasks() for w in workers)
     data = train_fixtures.write_dataset(str(tmp_path / "data"), videos=4)
-    summary = trainer.train(trainer.TrainConfig(
+    summary = trainer.train(methods.TrainConfig(
         model_dir=str(tmp_path / "run"), train_data=data, depth_multiplier=0.25, num_frames=4,
         crop_size=32, batch_size=2, train_steps=2, data_service=dispatcher.target))
     assert summary["step"] == 2

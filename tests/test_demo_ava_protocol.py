@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from d3d_tf import methods
 from d3d_tf.ava import ava, ava_map
 from d3d_tf.demo import ava as demo_ava
 from d3d_tf.demo import report as demo_report
@@ -96,7 +97,6 @@ def test_a_16_frame_classifier_initialises_an_8_frame_detector(tmp_path):
     # weights do not depend on the number of frames.
     from d3d_tf.ava import ava_head, ava_task
     from d3d_tf.models import s3dg, saving
-    from d3d_tf.training import trainer
 
     cfg = s3dg.make_config("s3dg", depth_multiplier=0.1)
     classifier = s3dg.build_classifier("s3dg", num_classes=4, input_shape=(16, 32, 32, 3),
@@ -108,7 +108,7 @@ def test_a_16_frame_classifier_initialises_an_8_frame_detector(tmp_path):
     model = str(tmp_path / "run" / "model")
     saving.save_model_dir(model, classifier, saving.spec_for(
         classifier, name="s3dg", labels=list("abcd")))
-    c = trainer.TrainConfig(model_dir=str(tmp_path / "ava"), train_data="unused", task="ava",
+    c = methods.TrainConfig(model_dir=str(tmp_path / "ava"), train_data="unused", task="ava",
                             model="s3dg", init_from=model, num_frames=8, crop_size=32,
                             ava_roi_size=2, batch_norm_decay=0.9)
     detector = ava_task.build_detector(c, 2)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from d3d_tf import models
+from d3d_tf import methods, models
 from d3d_tf.data import pipeline, records
 from d3d_tf.distinit import distinit, distinit_targets, teacher_logits
 from d3d_tf.models import saving
@@ -241,7 +241,7 @@ def test_train_distinit_then_finetune_drops_teacher_heads(tmp_path):
             "batch_size": 2, "train_steps": 2, "weight_decay": 1e-4}
     unlabeled = _unlabeled_records(str(tmp_path / "u"))
     with pytest.raises(ValueError, match="has no teacher logits"):
-        trainer.validate(trainer.TrainConfig(
+        trainer.validate(methods.TrainConfig(
             model_dir=str(tmp_path / "x"), train_data=unlabeled, task="distinit",
             distinit_teachers=(teacher,), distinit_precomputed=True, **base))
     lines = []
@@ -252,7 +252,7 @@ def test_train_distinit_then_finetune_drops_teacher_heads(tmp_path):
         "[distinit_targets] 4/4 videos") and lines[-2].endswith("ETA 0:00:00"), lines
     # Unlabeled records and no labels.txt (nor beside the copies): DistInit needs none.
     assert not os.path.exists(tmp_path / "t" / "labels.txt")
-    summary = trainer.train(trainer.TrainConfig(
+    summary = trainer.train(methods.TrainConfig(
         model_dir=str(tmp_path / "distinit"), train_data=precomputed[0], task="distinit",
         distinit_teachers=(teacher,), distinit_num_frames=2, distinit_precomputed=True,
         distinit_entropy_threshold=10.0, **base))
@@ -265,7 +265,7 @@ def test_train_distinit_then_finetune_drops_teacher_heads(tmp_path):
     spec = saving.load_spec(str(tmp_path / "distinit"))
     assert spec.name == "r3d_18" and spec.num_classes == 6 and spec.labels == []
     data = train_fixtures.write_dataset(str(tmp_path / "labeled"), videos=4, frames=6, size=S)
-    out = trainer.train(trainer.TrainConfig(
+    out = trainer.train(methods.TrainConfig(
         model_dir=str(tmp_path / "ft"), train_data=data, eval_data=data, task="finetune",
         init_from=str(tmp_path / "distinit" / "model"), learning_rate=0.01,
         freeze_until="layer3", **base))
@@ -283,15 +283,15 @@ def test_train_distinit_then_finetune_drops_teacher_heads(tmp_path):
     (tmp_path / "u" / "labels.txt").write_text("")
     on_the_fly = dict(model_dir=str(tmp_path / "x"), train_data=unlabeled, task="distinit",
                       distinit_teachers=(teacher,), **base)
-    trainer.validate(trainer.TrainConfig(**on_the_fly))
+    trainer.validate(methods.TrainConfig(**on_the_fly))
     with pytest.raises(FileNotFoundError, match="nowhere/labels.txt not found"):
-        trainer.validate(trainer.TrainConfig(**on_the_fly, labels=str(tmp_path / "nowhere" /
+        trainer.validate(methods.TrainConfig(**on_the_fly, labels=str(tmp_path / "nowhere" /
                                                                       "labels.txt")))
     with pytest.raises(ValueError, match=r"labels file .*u/labels.txt is empty"):
-        trainer.validate(trainer.TrainConfig(model_dir=str(tmp_path / "x"), train_data=unlabeled,
+        trainer.validate(methods.TrainConfig(model_dir=str(tmp_path / "x"), train_data=unlabeled,
                                              **base))
     with pytest.raises(ValueError, match="needs --distinit_teachers"):
-        trainer.validate(trainer.TrainConfig(model_dir=str(tmp_path / "x"), train_data=data,
+        trainer.validate(methods.TrainConfig(model_dir=str(tmp_path / "x"), train_data=data,
                                              task="distinit"))
 
 

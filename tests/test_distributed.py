@@ -17,7 +17,7 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(__file__))
 import train_fixtures
 
-from d3d_tf import models
+from d3d_tf import methods, models
 from d3d_tf.ava import synthetic_ava
 from d3d_tf.models import saving
 from d3d_tf.training import trainer
@@ -142,7 +142,7 @@ def test_multi_worker_two_processes_equal_one_device(tmp_path, task):
             text=True))
     # Meanwhile, the same run on one device (this process).
     single_dir = str(tmp_path / "single")
-    single = trainer.train(trainer.TrainConfig(**dict(cfg, model_dir=single_dir)))
+    single = trainer.train(methods.TrainConfig(**dict(cfg, model_dir=single_dir)))
     outs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]

@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import train_fixtures
 
+from d3d_tf import methods
 from d3d_tf.data import records
 from d3d_tf.training import trainer
 
@@ -69,7 +70,7 @@ def test_training_refuses_labels_outside_the_labels_file(tmp_path):
     data = train_fixtures.write_dataset(str(tmp_path / "data"), videos=4, frames=4, size=16,
                                         with_flow=False)
     (tmp_path / "data" / "labels.txt").write_text("up\ndown\n")  # the records use 0..3
-    cfg = trainer.TrainConfig(model_dir=str(tmp_path / "run"), train_data=data,
+    cfg = methods.TrainConfig(model_dir=str(tmp_path / "run"), train_data=data,
                               depth_multiplier=0.1, num_frames=2, crop_size=16, batch_size=4,
                               train_steps=1, shuffle_buffer=1)
     with pytest.raises(ValueError, match=r"video train_[23] has label [23], outside the 2 "
@@ -85,7 +86,7 @@ def test_damaged_shard_during_training_is_named(tmp_path):
     blob = bytearray(shard.read_bytes())
     blob[40:60] = b"\x00" * 20  # inside the first record: its CRC no longer matches
     shard.write_bytes(bytes(blob))
-    cfg = trainer.TrainConfig(model_dir=str(tmp_path / "run"), train_data=data,
+    cfg = methods.TrainConfig(model_dir=str(tmp_path / "run"), train_data=data,
                               depth_multiplier=0.1, num_frames=2, crop_size=16, batch_size=4,
                               train_steps=1, shuffle_buffer=1)
     with pytest.raises(records.RecordError, match=r"train-00001\.tfrecord: truncated or "

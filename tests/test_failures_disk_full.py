@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 from test_prepare import ROOT, make_tree
 
+from d3d_tf import methods
 from d3d_tf.core import atomic, cli
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
@@ -67,7 +68,7 @@ def test_training_stopped_by_a_full_disk_keeps_its_checkpoints(tmp_path, monkeyp
         return save(self, checkpoint_number=checkpoint_number, **kw)
 
     monkeypatch.setattr(tf.train.CheckpointManager, "save", save_on_a_disk_that_fills_up)
-    cfg = trainer.TrainConfig(model_dir=str(tmp_path / "run"), train_data=data,
+    cfg = methods.TrainConfig(model_dir=str(tmp_path / "run"), train_data=data,
                               depth_multiplier=0.1, num_frames=2, crop_size=16, batch_size=4,
                               train_steps=2, checkpoint_every=1, shuffle_buffer=1)
     with pytest.raises(tf.errors.ResourceExhaustedError) as info:

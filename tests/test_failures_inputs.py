@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import train_fixtures
 from test_failures_skip import _evaluate, _record_spans, _tiny_model_dir
 
+from d3d_tf import methods
 from d3d_tf.data import records
 from d3d_tf.training import trainer
 
@@ -30,7 +31,7 @@ def test_training_on_damaged_and_empty_shards_only_names_them(tmp_path):
         _flip_first_record(shard)
     empty = tmp_path / "data" / "train-00002.tfrecord"
     empty.write_bytes(b"")
-    cfg = trainer.TrainConfig(model_dir=str(tmp_path / "run"), train_data=pattern,
+    cfg = methods.TrainConfig(model_dir=str(tmp_path / "run"), train_data=pattern,
                               depth_multiplier=0.1, num_frames=2, crop_size=16, batch_size=2,
                               train_steps=1, skip_corrupt_records=True)
     with pytest.raises(ValueError) as info:
@@ -77,7 +78,7 @@ def test_flow_is_checked_in_every_shard(tmp_path):
     with pytest.raises(ValueError, match=rf"--train_data={glob_}: 1 of its 3 shards hold no "
                        rf"optical flow \({shard}\) \(flow/encoded\)"):
         probe.require_flow_records(pattern, "--train_data")
-    cfg = trainer.TrainConfig(model_dir=str(tmp_path / "run"), train_data=pattern,
+    cfg = methods.TrainConfig(model_dir=str(tmp_path / "run"), train_data=pattern,
                               modality="flow", depth_multiplier=0.1, num_frames=2, crop_size=16,
                               batch_size=2, train_steps=1)
     with pytest.raises(ValueError, match=rf"needs optical flow \(--modality=flow\) but "
@@ -118,7 +119,7 @@ def test_ava_records_of_another_label_map_are_refused_before_training(tmp_path):
     map_path = tmp_path / "label_map.pbtxt"
     ava.write_label_map(str(map_path), [1, 2, 3, 4], ["a", "b", "c", "d"])
     pattern = str(tmp_path / "train-*.tfrecord")
-    cfg = trainer.TrainConfig(task="ava", model_dir=str(tmp_path / "run"), train_data=pattern,
+    cfg = methods.TrainConfig(task="ava", model_dir=str(tmp_path / "run"), train_data=pattern,
                               depth_multiplier=0.1, num_frames=2, crop_size=16, batch_size=1,
                               train_steps=1)
     with pytest.raises(ValueError, match=rf"--train_data={re.escape(pattern)}: .*train-00000-of-"

@@ -9,6 +9,7 @@ import os
 import pytest
 from test_prepare import make_tree
 
+from d3d_tf import methods
 from d3d_tf.ava import ava, synthetic_ava
 from d3d_tf.core import fingerprint
 from d3d_tf.data import datasets, prepare_lib, records
@@ -213,7 +214,7 @@ def test_distinit_targets_of_another_teacher_are_refused_not_mixed(tmp_path):
         distinit_targets.precompute(dataclasses.replace(cfg, records=pattern), log=logs.append)
     with pytest.raises(ValueError, match=r"u-00000.tfrecord holds logits of other teacher "
                        r"files or weights"):
-        trainer.validate(trainer.TrainConfig(
+        trainer.validate(methods.TrainConfig(
             model_dir=str(tmp_path / "run"), train_data=str(out / "u-*.tfrecord"),
             task="distinit", distinit_teachers=(a,), distinit_precomputed=True, crop_size=16,
             num_frames=2))
@@ -235,7 +236,7 @@ def test_train_checks_every_precomputed_shard(tmp_path):
     assert _stored_teachers(str(tmp_path / "t" / "u-00001.tfrecord")) == {(b,)}
     with pytest.raises(ValueError, match=r"u-00001.tfrecord holds logits of \['.*b.keras'\], "
                        r"but --distinit_teachers=\['.*a.keras'\]"):
-        trainer.validate(trainer.TrainConfig(
+        trainer.validate(methods.TrainConfig(
             model_dir=str(tmp_path / "run"), train_data=str(tmp_path / "t" / "u-*.tfrecord"),
             task="distinit", distinit_teachers=(a,), distinit_precomputed=True, crop_size=16,
             num_frames=2))
@@ -257,7 +258,7 @@ def test_stored_logits_of_another_width_stop_train_before_the_graph(tmp_path):
     shutil.rmtree(tmp_path / "t" / teacher_logits.STATE_DIR)   # copies without their record
     with pytest.raises(ValueError, match=r"u-00000.tfrecord holds logits of \[3\] classes .*"
                        r"now give \[5\]"):
-        trainer.train(trainer.TrainConfig(
+        trainer.train(methods.TrainConfig(
             model_dir=str(tmp_path / "run"), train_data=str(tmp_path / "t" / "u-*.tfrecord"),
             task="distinit", distinit_teachers=(a,), distinit_precomputed=True, crop_size=16,
             num_frames=2, model="r3d_18", depth_multiplier=0.125, batch_size=2,

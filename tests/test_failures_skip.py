@@ -17,7 +17,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import train_fixtures
 
-from d3d_tf import models
+from d3d_tf import methods, models
 from d3d_tf.data import damaged_shards, pipeline, read_errors, records
 from d3d_tf.models import saving
 from d3d_tf.training import trainer
@@ -102,7 +102,7 @@ def test_pipeline_reads_up_to_the_damage_and_counts_it(tmp_path):
 
 def test_train_skips_damaged_shards_and_counts_them(tmp_path, caplog):
     pattern, cut, flipped = _damaged_dataset(str(tmp_path / "data"))
-    cfg = trainer.TrainConfig(model_dir=str(tmp_path / "run"), train_data=pattern,
+    cfg = methods.TrainConfig(model_dir=str(tmp_path / "run"), train_data=pattern,
                               depth_multiplier=0.1, num_frames=2, crop_size=16, batch_size=2,
                               train_steps=1, skip_corrupt_records=True)
     with caplog.at_level(logging.INFO, logger="absl"):

@@ -12,6 +12,7 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(__file__))
 import train_fixtures
 
+from d3d_tf import methods
 from d3d_tf.training import checkpoints, trainer
 
 
@@ -135,7 +136,7 @@ def _config(tmp_path, **kw):
     base = {"model_dir": str(tmp_path / "run"), "train_data": data, "depth_multiplier": 0.1,
             "num_frames": 2, "crop_size": 16, "batch_size": 2, "train_steps": 2,
             "checkpoint_every": 1, "log_every": 1, "shuffle_buffer": 2}
-    return trainer.TrainConfig(**{**base, **kw})
+    return methods.TrainConfig(**{**base, **kw})
 
 
 def test_trainer_resumes_from_intact_checkpoint_and_refuses_other_runs(tmp_path):

@@ -6,6 +6,7 @@ import os
 import numpy as np
 from test_prepare import make_tree
 
+from d3d_tf import methods
 from d3d_tf.data import datasets, pipeline, prepare_lib, records, video
 from d3d_tf.data import flow as flow_lib
 from d3d_tf.training import trainer
@@ -30,7 +31,7 @@ def test_dis_records_load_in_training(tmp_path):
     assert batch["flow"].shape == (2, 4, 24, 24, 2)
     assert np.abs(batch["flow"].numpy()).max() > 0.02  # the squares move (> 0.4 px)
 
-    config = trainer.TrainConfig(model_dir=str(tmp_path / "run"),
+    config = methods.TrainConfig(model_dir=str(tmp_path / "run"),
                                  train_data=str(out / "train-*.tfrecord"), modality="flow",
                                  depth_multiplier=0.1, num_frames=4, crop_size=16,
                                  batch_size=2, train_steps=2, log_every=1)

@@ -13,6 +13,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(__file__))
 import probe_fixtures
 
+from d3d_tf import methods
 from d3d_tf.core import config_flags
 from d3d_tf.probes import decoders, flow_tasks, probe
 from d3d_tf.training import trainer
@@ -58,9 +59,9 @@ def test_predicted_polar_flow_becomes_the_flow_streams_input():
 
 def _train_config(flagfile, **overrides):
     fv = flags.FlagValues()
-    config_flags.define_flags(trainer.TrainConfig, flag_values=fv)
+    config_flags.define_flags(methods.TrainConfig, flag_values=fv)
     fv(["train", f"--flagfile={os.path.join(ROOT, flagfile)}"])
-    return config_flags.from_flags(trainer.TrainConfig, flag_values=fv, **overrides)
+    return config_flags.from_flags(methods.TrainConfig, flag_values=fv, **overrides)
 
 
 def test_table6_flagfiles_train(tmp_path):

@@ -14,7 +14,7 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(__file__))
 import train_fixtures
 
-from d3d_tf import models
+from d3d_tf import methods, models
 from d3d_tf.models import cpu_choices, saving
 from d3d_tf.training import tasks, trainer
 
@@ -58,7 +58,7 @@ def test_auto_choices_per_device_list():
     assert cpu_choices.auto_choices(CPU, AMX, 1.0).precision == "float32"
     assert not cpu_choices.has_gpu(CPU) and cpu_choices.has_gpu(GPU)
     # The trainer's precision=auto follows the device list; an explicit value still wins.
-    config = trainer.TrainConfig(model_dir="unused", train_data="x", num_frames=4,
+    config = methods.TrainConfig(model_dir="unused", train_data="x", num_frames=4,
                                  crop_size=32, depth_multiplier=0.25, batch_size=2)
     assert trainer.resolve_precision(config, K, 2, devices=GPU) == "mixed_float16"
     assert trainer.resolve_precision(dataclasses.replace(config, precision="float32"), K, 2,
@@ -116,7 +116,7 @@ def test_xla_and_plain_train_steps_agree():
 
 
 def _config(tmp_path, data, **kw):
-    return trainer.TrainConfig(**{
+    return methods.TrainConfig(**{
         "model_dir": str(tmp_path / "run"), "train_data": data, "depth_multiplier": 0.25,
         "num_frames": T, "crop_size": S, "batch_size": 2, "train_steps": 2, "log_every": 1,
         "precision": "mixed_float16", **kw})
@@ -185,7 +185,7 @@ def test_mixed_float16_distill_trains_with_a_frozen_float16_teacher(tmp_path):
 
 
 def test_clip_norm_with_loss_scaling_is_refused_on_several_replicas():
-    config = trainer.TrainConfig(model_dir="unused", train_data="x", clip_norm=1.0)
+    config = methods.TrainConfig(model_dir="unused", train_data="x", clip_norm=1.0)
     trainer.check_loss_scaling(config, "mixed_float16", 1)
     trainer.check_loss_scaling(config, "float32", 2)
     trainer.check_loss_scaling(dataclasses.replace(config, clip_norm=None), "mixed_float16", 2)

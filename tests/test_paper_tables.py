@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from d3d_tf import methods
 from d3d_tf.metrics import paper_tables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -209,7 +210,7 @@ def test_model_json_records_the_videos_of_the_run_and_of_its_init_from(tmp_path)
     (init / "model.json").write_text(json.dumps({
         "name": "r2plus1d_18", "num_classes": 5, "input_shape": [8, 112, 112, 3], "config": {},
         "train_videos": 300_000}))
-    config = trainer.TrainConfig(model_dir=str(tmp_path / "ft"), task="finetune",
+    config = methods.TrainConfig(model_dir=str(tmp_path / "ft"), task="finetune",
                                  train_data=str(tmp_path / "train-*.tfrecord"),
                                  init_from=str(tmp_path / "distinit"))
     assert trainer.video_counts(config) == {"train_videos": 7, "pretrain_videos": 300_000}

@@ -6,12 +6,12 @@ import pytest
 import tensorflow as tf
 from model_fixtures import informative_weights, spread
 
-from d3d_tf import models
+from d3d_tf import methods, models
 from d3d_tf.training import losses, trainer
 
 
 def _schedule(**kw):
-    cfg = trainer.TrainConfig(model_dir="unused", train_data="unused", learning_rate=0.1, **kw)
+    cfg = methods.TrainConfig(model_dir="unused", train_data="unused", learning_rate=0.1, **kw)
     return trainer.make_schedule(cfg)
 
 

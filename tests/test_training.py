@@ -13,7 +13,7 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(__file__))
 import train_fixtures
 
-from d3d_tf import models
+from d3d_tf import methods, models
 from d3d_tf.distill.task import Distiller
 from d3d_tf.models import saving
 from d3d_tf.training import losses, tasks, trainer
@@ -134,7 +134,7 @@ def _config(tmp_path, **kw):
     data = train_fixtures.write_dataset(str(tmp_path / "data"), videos=4)
     base = {"model_dir": str(tmp_path / "run"), "train_data": data, "depth_multiplier": 0.25,
                 "num_frames": T, "crop_size": S, "batch_size": 2, "train_steps": 2}
-    return trainer.TrainConfig(**{**base, **kw})
+    return methods.TrainConfig(**{**base, **kw})
 
 
 @pytest.mark.slow
@@ -144,7 +144,7 @@ def test_flow_teacher_trains_and_evaluates_end_to_end(tmp_path):
     # 8 frames: with 4 the bug below did not show.
     cfg = _config(tmp_path, modality="flow", num_frames=8, train_steps=4, eval_every=2,
                   log_every=1)
-    cfg = trainer.TrainConfig(**{**cfg.__dict__, "eval_data": cfg.train_data})
+    cfg = methods.TrainConfig(**{**cfg.__dict__, "eval_data": cfg.train_data})
     trainer.train(cfg)
     summary_path = os.path.join(cfg.model_dir, "train_summary.json")
     with open(summary_path) as f:
@@ -223,7 +223,7 @@ def test_auto_precision_counts_the_step_and_reads_the_cpu(monkeypatch, tmp_path,
 
     bf16_cpu = frozenset({"avx2", "avx512f", "avx512_bf16"})
     monkeypatch.setattr(cpu_choices, "cpu_flags", lambda cpuinfo="": bf16_cpu)
-    small = trainer.TrainConfig(model_dir=str(tmp_path), train_data="x", num_frames=4,
+    small = methods.TrainConfig(model_dir=str(tmp_path), train_data="x", num_frames=4,
                                 crop_size=32, depth_multiplier=0.25, batch_size=2)
     assert trainer.resolve_precision(small, 4, 2) == "float32"
     # 64x224^2 S3D-G: 128 GFLOPs per clip, far above the threshold
@@ -245,7 +245,7 @@ def test_auto_precision_counts_the_step_and_reads_the_cpu(monkeypatch, tmp_path,
 
 
 def test_clip_shape_has_the_modalitys_channels(tmp_path):
-    rgb = trainer.TrainConfig(model_dir=str(tmp_path), train_data="x", num_frames=8,
+    rgb = methods.TrainConfig(model_dir=str(tmp_path), train_data="x", num_frames=8,
                               crop_size=48)
     assert trainer.clip_shape(rgb) == (8, 48, 48, 3)
     assert trainer.clip_shape(dataclasses.replace(rgb, modality="flow")) == (8, 48, 48, 2)
@@ -259,7 +259,7 @@ def test_train_restores_the_callers_dtype_policy(monkeypatch, tmp_path):
 
     monkeypatch.setattr(trainer, "validate", lambda config: None)
     monkeypatch.setattr(trainer, "_train", failing_run)
-    config = trainer.TrainConfig(model_dir=str(tmp_path / "run"),
+    config = methods.TrainConfig(model_dir=str(tmp_path / "run"),
                                  train_data=str(tmp_path / "none-*.tfrecord"))
     assert keras.mixed_precision.global_policy().name == "float32"
     with pytest.raises(RuntimeError, match="boom"):

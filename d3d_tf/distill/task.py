@@ -39,8 +39,7 @@ class Distiller(tasks.Task):
         super().__init__(student, modality="rgb", **kwargs)
         if teacher_modality not in ("rgb", "flow"):
             raise ValueError(f"teacher_modality must be 'rgb' or 'flow', got {teacher_modality!r}")
-        family = registry.family_of(student.name if student.name in registry.PRESETS
-                                    else "s3dg")
+        family = registry.family_of_network(student)
         endpoints = tuple("logits" if e == "logits" else family.resolve_endpoint(e)
                           for e in endpoints)
         distill_weights = tuple(float(w) for w in distill_weights)

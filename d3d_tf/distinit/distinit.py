@@ -39,13 +39,10 @@ from d3d_tf import models
 from d3d_tf.core import fingerprint
 from d3d_tf.data import records
 from d3d_tf.distinit import teacher_logits
+from d3d_tf.distinit.config import FRAME_PICKS, LOSSES
 from d3d_tf.models import saving
 from d3d_tf.training import inputs, network, tasks
 from d3d_tf.training import task as task_lib
-
-FRAME_PICKS = ("center", "random")
-LOSSES = ("ce", "mse")
-
 
 # --- teachers ----------------------------------------------------------------------------
 

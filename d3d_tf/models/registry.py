@@ -52,6 +52,13 @@ def family_of(name: str) -> Family:
     raise ValueError(f"Unknown model {name!r}; choose one of {', '.join(PRESETS)}.")
 
 
+def family_of_network(network) -> Family:
+    """The family of a built network: that of its preset name (`network.name`, as
+    `build_classifier` and `saving.load_model_dir` name it), else S3D-G's (a network built
+    under another name, e.g. a probe or detector)."""
+    return family_of(network.name if network.name in PRESETS else "s3dg")
+
+
 def make_config(name: str, **options):
     return family_of(name).make_config(name, **options)
 

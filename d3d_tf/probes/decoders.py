@@ -30,10 +30,10 @@ from __future__ import annotations
 import keras
 
 from d3d_tf.models import layers as L
-from d3d_tf.models import s3dg
+from d3d_tf.models import registry
 from d3d_tf.models.video_model import VideoModel
+from d3d_tf.probes.config import DECODERS
 
-DECODERS = ("simple", "spatial", "pwc")
 PWC_CHANNELS = (128, 128, 96, 64, 32, 3)
 PREFIX = "FlowDecoder"
 
@@ -81,14 +81,15 @@ def attach_decoder(network: keras.Model, endpoint: str, kind: str, *, dense: boo
                    keep_outputs: bool = False) -> keras.Model:
     """A model clip -> {"flow": (mag, sin θ, cos θ) [B,T',H',W',3]} reading `endpoint`.
 
-    network: a classifier from `s3dg.build_classifier` / `saving.load_model_dir` built with
-      `endpoint` among its `endpoints` (slim name or alias such as `3A`, `Mixed_4f`). Its
+    network: a classifier from `models.build_classifier` / `saving.load_model_dir` built with
+      `endpoint` among its `endpoints` (a name of its family, `models.registry`: a slim name
+      or alias such as `3A`, `Mixed_4f` for S3D-G, `layer2` for a video ResNet). Its
       layers (and variables) are shared, not copied: freeze it with `network.trainable = False`.
     keep_outputs: also return the network's own outputs (`logits`, endpoints); otherwise the
       model only runs the backbone up to `endpoint`.
     Raises ValueError naming the endpoint when the network does not output it.
     """
-    name = s3dg.resolve_endpoint(endpoint)
+    name = registry.family_of_network(network).resolve_endpoint(endpoint)
     outputs = network.output if isinstance(network.output, dict) else {"logits": network.output}
     if name not in outputs:
         raise ValueError(f"network {network.name!r} does not output endpoint {name!r}; build it "

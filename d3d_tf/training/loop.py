@@ -16,7 +16,6 @@ Outputs under `model_dir`:
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
 import math
 import os
@@ -32,7 +31,7 @@ from d3d_tf.core import progress as progress_lib
 from d3d_tf.data import damaged_shards, read_errors
 from d3d_tf.data import service as data_service
 from d3d_tf.models import cpu_choices
-from d3d_tf.training import checkpoints, optimization, summaries, tasks
+from d3d_tf.training import checkpoints, config, optimization, summaries, tasks
 from d3d_tf.training import strategy as strategy_lib
 
 
@@ -184,7 +183,7 @@ def run(c, task, *, make_optimizer=make_optimizer) -> dict:
                "seconds_per_step": float(np.median(step_times)) if step_times else None,
                "train_seconds": total,
                "first_train_logs": first_logs,
-               "config": dataclasses.asdict(c),  # every setting of the run, for reports
+               "config": config.flat_dict(c),  # every setting of the run, for reports
                "final_train_logs": {k: float(v) for k, v in logs.items()},
                "mean_train_logs": {k: float(np.mean([float(r[k]) for r in recent]))
                                    for k in logs} if recent else {},

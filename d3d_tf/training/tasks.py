@@ -176,7 +176,7 @@ def freeze_until(network: keras.Model, endpoint: str) -> list[str]:
 
     Frozen BatchNorm layers run in inference mode (Keras 3). Returns the frozen layer names.
     """
-    family = registry.family_of(network.name if network.name in registry.PRESETS else "s3dg")
+    family = registry.family_of_network(network)
     valid = family.valid_endpoints
     last = valid.index(family.resolve_endpoint(endpoint))
     frozen_blocks = set(valid[:last + 1])

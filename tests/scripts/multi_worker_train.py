@@ -8,9 +8,10 @@ import sys
 
 from absl import logging
 
-from d3d_tf import methods  # noqa: F401  every --task
+from d3d_tf import methods
 from d3d_tf.training import trainer
 
 logging.set_verbosity(logging.INFO)
-print("RESULT", json.dumps(trainer.train(trainer.TrainConfig(**json.loads(sys.argv[1])))),
+methods.register_tasks()
+print("RESULT", json.dumps(trainer.train(methods.TrainConfig(**json.loads(sys.argv[1])))),
       flush=True)
