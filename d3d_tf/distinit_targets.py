@@ -11,7 +11,7 @@ from __future__ import annotations
 from absl import app
 
 from d3d_tf.core import cli, config_flags
-from d3d_tf.distinit import distinit_targets
+from d3d_tf.distinit import precompute_targets as distinit_targets
 
 config_flags.define_flags(distinit_targets.TargetsConfig)
 

@@ -26,7 +26,7 @@ import os
 
 from absl import app, flags, logging
 
-from d3d_tf.ava import ava_task
+from d3d_tf.ava import task as ava_task
 from d3d_tf.core import atomic, cli, config_flags
 from d3d_tf.data import damaged_shards, pipeline, preprocessing, read_errors
 from d3d_tf.distinit import entropy_figure, teacher_logits

@@ -15,7 +15,7 @@ from __future__ import annotations
 from absl import app, logging
 
 from d3d_tf.core import cli, config_flags
-from d3d_tf.probes import probe
+from d3d_tf.probes import task as probe
 
 config_flags.define_flags(probe.ProbeConfig)
 

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from d3d_tf.ava import ava_map
+from d3d_tf.ava import frame_map as ava_map
 from d3d_tf.ava.ava import Boxes, LabelMap
 
 LABELS = LabelMap((1, 5), ("walk", "sit"))

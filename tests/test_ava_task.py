@@ -8,15 +8,9 @@ import pytest
 import tensorflow as tf
 
 from d3d_tf import methods
-from d3d_tf.ava import (
-    ava,
-    ava_head,
-    ava_map,
-    ava_pipeline,
-    ava_saved_model,
-    ava_task,
-    synthetic_ava,
-)
+from d3d_tf.ava import ava, ava_head, ava_pipeline, ava_saved_model, synthetic_ava
+from d3d_tf.ava import frame_map as ava_map
+from d3d_tf.ava import task as ava_task
 from d3d_tf.data import preprocessing
 from d3d_tf.training import trainer
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from d3d_tf import methods
-from d3d_tf.ava import ava, ava_map
+from d3d_tf.ava import ava
+from d3d_tf.ava import frame_map as ava_map
 from d3d_tf.demo import ava as demo_ava
 from d3d_tf.demo import report as demo_report
 from d3d_tf.metrics import paired
@@ -95,7 +96,8 @@ def test_demo_refuses_ava_without_its_flagfiles(tmp_path):
 def test_a_16_frame_classifier_initialises_an_8_frame_detector(tmp_path):
     # The demo's classifiers see 16x64^2 clips, its detectors 8x64^2: the backbone's
     # weights do not depend on the number of frames.
-    from d3d_tf.ava import ava_head, ava_task
+    from d3d_tf.ava import ava_head
+    from d3d_tf.ava import task as ava_task
     from d3d_tf.models import s3dg, saving
 
     cfg = s3dg.make_config("s3dg", depth_multiplier=0.1)

@@ -1,4 +1,4 @@
-"""DistInit (d3d_tf.distinit.distinit): Eq. 1-3, the entropy filter, frozen teachers, the task."""
+"""DistInit (d3d_tf.distinit.task): Eq. 1-3, the entropy filter, frozen teachers, the task."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,9 @@ import tensorflow as tf
 
 from d3d_tf import methods, models
 from d3d_tf.data import pipeline, records
-from d3d_tf.distinit import distinit, distinit_targets, teacher_logits
+from d3d_tf.distinit import precompute_targets as distinit_targets
+from d3d_tf.distinit import task as distinit
+from d3d_tf.distinit import teacher_logits
 from d3d_tf.models import saving
 from d3d_tf.training import trainer
 

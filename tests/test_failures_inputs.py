@@ -62,7 +62,7 @@ def test_evaluate_with_every_shard_damaged_says_how_many(tmp_path):
 
 
 def test_flow_is_checked_in_every_shard(tmp_path):
-    from d3d_tf.probes import probe
+    from d3d_tf.probes import task as probe
 
     # Shard 0 empty, shard 1 with flow, shard 2 without (prepared with --flow=none).
     data = tmp_path / "data"
@@ -108,7 +108,8 @@ def test_a_truncated_slim_checkpoint_names_its_data_file(tmp_path):
 def test_ava_records_of_another_label_map_are_refused_before_training(tmp_path):
     import numpy as np
 
-    from d3d_tf.ava import ava, ava_task
+    from d3d_tf.ava import ava
+    from d3d_tf.ava import task as ava_task
     from d3d_tf.data import codec
 
     frames = codec.encode_jpeg_frames(np.zeros((2, 16, 16, 3), np.uint8), 90)
@@ -141,7 +142,7 @@ def test_probe_endpoints_follow_the_models_family():
     import types
 
     from d3d_tf.models import s3dg
-    from d3d_tf.probes import probe
+    from d3d_tf.probes import task as probe
 
     resnet = types.SimpleNamespace(name="r3d_18", config={"final_endpoint": "pooled"})
     assert probe.resolve_endpoints(("all",), resnet) == ["conv1", "layer1", "layer2", "layer3",

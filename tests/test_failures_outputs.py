@@ -11,7 +11,8 @@ import matplotlib.figure
 import numpy as np
 import pytest
 
-from d3d_tf.ava import ava_map, ava_task
+from d3d_tf.ava import frame_map as ava_map
+from d3d_tf.ava import task as ava_task
 from d3d_tf.ava.ava import Boxes
 from d3d_tf.core import atomic
 from d3d_tf.data import preprocessing

@@ -177,7 +177,7 @@ def _stored_teachers(path):
 def test_distinit_targets_of_another_teacher_are_refused_not_mixed(tmp_path):
     from test_distinit import _image_teacher
 
-    from d3d_tf.distinit import distinit_targets
+    from d3d_tf.distinit import precompute_targets as distinit_targets
     from d3d_tf.training import trainer
 
     a = _image_teacher(3, 0, str(tmp_path / "a.keras"))
@@ -223,7 +223,7 @@ def test_distinit_targets_of_another_teacher_are_refused_not_mixed(tmp_path):
 def test_train_checks_every_precomputed_shard(tmp_path):
     from test_distinit import _image_teacher
 
-    from d3d_tf.distinit import distinit_targets
+    from d3d_tf.distinit import precompute_targets as distinit_targets
     from d3d_tf.training import trainer
 
     a = _image_teacher(3, 0, str(tmp_path / "a.keras"))
@@ -247,7 +247,8 @@ def test_stored_logits_of_another_width_stop_train_before_the_graph(tmp_path):
 
     from test_distinit import _image_teacher
 
-    from d3d_tf.distinit import distinit_targets, teacher_logits
+    from d3d_tf.distinit import precompute_targets as distinit_targets
+    from d3d_tf.distinit import teacher_logits
     from d3d_tf.training import trainer
 
     a = _image_teacher(3, 0, str(tmp_path / "a.keras"))
@@ -268,7 +269,7 @@ def test_stored_logits_of_another_width_stop_train_before_the_graph(tmp_path):
 def test_teacher_sources_that_are_no_teacher_are_one_line_errors(tmp_path):
     import keras
 
-    from d3d_tf.distinit import distinit
+    from d3d_tf.distinit import task as distinit
 
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.GlobalAveragePooling2D()(inputs)
@@ -288,7 +289,7 @@ def test_distinit_targets_cli_refusals_are_one_line(tmp_path):
     from test_distinit import _image_teacher
     from test_prepare import ROOT
 
-    from d3d_tf.distinit import distinit_targets
+    from d3d_tf.distinit import precompute_targets as distinit_targets
 
     a = _image_teacher(3, 0, str(tmp_path / "a.keras"))
     pattern = _two_shards(tmp_path / "u")

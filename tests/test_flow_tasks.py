@@ -15,7 +15,8 @@ import probe_fixtures
 
 from d3d_tf import methods
 from d3d_tf.core import config_flags
-from d3d_tf.probes import decoders, flow_tasks, probe
+from d3d_tf.probes import decoders, flow_tasks
+from d3d_tf.probes import task as probe
 from d3d_tf.training import trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -109,7 +109,7 @@ def test_difference_title_counts_improved_and_degraded(figures, tmp_path):
 
 def _probe_run(root, name, label, decoder, *, layers, zeros, finetune=False, eval_data="d/*",
                frames=True, pred_scale=0.5):
-    """A probe folder like `d3d_tf.probes.probe` writes: probe.json and 3A/examples.npz."""
+    """A probe folder like `d3d_tf.probes.task` writes: probe.json and 3A/examples.npz."""
     import json
     import os
 
@@ -214,7 +214,7 @@ def test_fig5_without_kept_frames_says_so(figures, tmp_path):
 
 
 def test_display_frame_is_the_frame_under_the_middle_flow_step():
-    from d3d_tf.probes.probe import _display_frame
+    from d3d_tf.probes.task import _display_frame
 
     clip = np.arange(8, dtype=np.float32)[:, None, None, None] * np.ones((8, 4, 4, 3))
     clip[5, 0, 0] = 100.0                       # 4 flow steps over 8 frames: step 2 = frame 5
@@ -227,7 +227,7 @@ def test_display_frame_is_the_frame_under_the_middle_flow_step():
 
 
 def test_filters_picture_has_a_labelled_row_per_model(figures, tmp_path):
-    from d3d_tf.distinit import representation
+    from d3d_tf.distinit import representation_figures as representation
 
     rng = np.random.default_rng(0)
     inflated = np.repeat(rng.normal(size=(1, 7, 7, 3, 64)), 3, axis=0)
@@ -249,7 +249,7 @@ def test_filters_picture_has_a_labelled_row_per_model(figures, tmp_path):
 
 
 def test_embedding_legend_is_readable(figures, tmp_path):
-    from d3d_tf.distinit import representation
+    from d3d_tf.distinit import representation_figures as representation
 
     points = np.random.default_rng(0).normal(size=(40, 2))
     representation.scatter_png(points, np.arange(40) % 4, str(tmp_path / "e.png"),

@@ -13,7 +13,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 import probe_fixtures
 
 from d3d_tf.data import pipeline
-from d3d_tf.probes import decoders, probe
+from d3d_tf.probes import decoders
+from d3d_tf.probes import task as probe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""d3d_tf.distinit.representation: filter pictures, temporal variation, PCA and t-SNE."""
+"""d3d_tf.distinit.representation_figures: filter pictures, temporal variation, PCA and t-SNE."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from d3d_tf.distinit import representation as R
+from d3d_tf.distinit import representation_figures as R
 from d3d_tf.weights import inflate
 
 

@@ -9,7 +9,7 @@ from d3d_tf import methods, models
 from d3d_tf.distill.task import Distiller
 from d3d_tf.models import saving
 from d3d_tf.probes import decoders
-from d3d_tf.probes import probe as probe_lib
+from d3d_tf.probes import task as probe_lib
 from d3d_tf.training import trainer
 
 T, S, K = 4, 32, 4

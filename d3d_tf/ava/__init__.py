@@ -12,4 +12,4 @@ TASKS = ("ava",)
 
 def register_tasks() -> None:
     """Registers this method's training tasks (`d3d_tf.training.task`; imports TensorFlow)."""
-    from d3d_tf.ava import ava_task  # noqa: F401
+    from d3d_tf.ava import task as ava_task  # noqa: F401

@@ -204,7 +204,7 @@ def save_detector_dir(directory: str, detector: keras.Model, *, name: str, label
                       rgb_range: str, source: str = "", metrics: dict | None = None,
                       pretraining: dict | None = None) -> None:
     """Writes `detector.json` and `weights.npz` (module doc); `pretraining`: what the
-    backbone was pre-trained on (`d3d_tf.ava.ava_task.pretraining`)."""
+    backbone was pre-trained on (`d3d_tf.ava.task.pretraining`)."""
     os.makedirs(directory, exist_ok=True)
     saving.save_weights(detector, os.path.join(directory, saving.WEIGHTS_FILE))
     info = {"name": name, "backbone": dataclasses.asdict(detector.d3d_config),

@@ -117,7 +117,8 @@ def cells(dirs: dict[int, str], train_seeds: int, a: str = "baseline",
     and `b` on the val ground truth, as functions of the val videos' bootstrap weights (the
     videos of every ground-truth or detection keyframe, sorted, the same for every training
     seed of a data seed). FileNotFoundError naming the file while one is missing."""
-    from d3d_tf.ava import ava, ava_map
+    from d3d_tf.ava import ava
+    from d3d_tf.ava import frame_map as ava_map
     from d3d_tf.metrics import paired
 
     out = []

@@ -12,4 +12,4 @@ TASKS = ("distinit",)
 
 def register_tasks() -> None:
     """Registers this method's training tasks (`d3d_tf.training.task`; imports TensorFlow)."""
-    from d3d_tf.distinit import distinit  # noqa: F401
+    from d3d_tf.distinit import task as distinit  # noqa: F401

@@ -19,7 +19,7 @@ import tensorflow as tf
 from d3d_tf.core import atomic, config_flags
 from d3d_tf.core.config_flags import field
 from d3d_tf.data import pipeline, preprocessing
-from d3d_tf.distinit import representation as R
+from d3d_tf.distinit import representation_figures as R
 from d3d_tf.models import registry, saving
 
 EMBEDDINGS = ("tsne", "pca")

@@ -131,7 +131,7 @@ def model_info(spec: dict, directory: str = "") -> dict:
 
 def pretraining_name(info: dict | None) -> str:
     """D3D Table 5's Pretraining cell of a detector's recorded pretraining (`info`, as
-    `d3d_tf.ava.ava_task.pretraining` returns it): the folder of its backbone's training
+    `d3d_tf.ava.task.pretraining` returns it): the folder of its backbone's training
     records and its classes ("kinetics400 (400 classes)"), else its source; "none (scratch)"
     for `{}`; "n/a" for None (a detector saved before it was recorded)."""
     if info is None:

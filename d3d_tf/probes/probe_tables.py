@@ -1,4 +1,4 @@
-"""probe.json files (`d3d_tf.probes.probe`) -> D3D's Table 1, Fig. 4 and Fig. 5.
+"""probe.json files (`d3d_tf.probes.task`) -> D3D's Table 1, Fig. 4 and Fig. 5.
 
     runs = load_runs(["probes/s3dg_pwc", "probes/d3d_pwc", "probes/teacher_pwc"])
     table1(runs)                          # markdown: decoder x modality at 3A

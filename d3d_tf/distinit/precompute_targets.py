@@ -26,7 +26,8 @@ from d3d_tf.core import progress as progress_lib
 from d3d_tf.core.config_flags import field
 from d3d_tf.data import records
 from d3d_tf.data.pipeline import RGB_RANGES
-from d3d_tf.distinit import distinit, teacher_logits
+from d3d_tf.distinit import task as distinit
+from d3d_tf.distinit import teacher_logits
 
 
 @dataclasses.dataclass

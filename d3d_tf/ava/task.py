@@ -5,7 +5,7 @@
 
 Training feeds the ground-truth person boxes with jitter (`--ava_box_jitter`); evaluation
 feeds the keyframe records' proposals (a person detector's boxes) and scores frame-mAP
-(`d3d_tf.ava.ava_map`) against the ground truth stored in the records. The loss per clip:
+(`d3d_tf.ava.frame_map`) against the ground truth stored in the records. The loss per clip:
 sigmoid cross-entropy summed over classes and averaged over its boxes, plus
 `--ava_box_loss_weight` x the Huber loss of the box offsets (summed over the 4, averaged over
 boxes). The step logic (replica scaling, clipping, L2) is `tasks.Task`'s.
@@ -24,7 +24,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from d3d_tf.ava import ava, ava_head, ava_map, ava_pipeline
+from d3d_tf.ava import ava, ava_head, ava_pipeline
+from d3d_tf.ava import frame_map as ava_map
 from d3d_tf.core import atomic
 from d3d_tf.core import progress as progress_lib
 from d3d_tf.core.config_flags import field
