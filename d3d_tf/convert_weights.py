@@ -27,8 +27,6 @@ from absl import app, flags, logging
 
 from d3d_tf.core import cli
 from d3d_tf.data import preprocessing
-from d3d_tf.models import saving
-from d3d_tf.weights import slim as slim_import
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum(
@@ -123,6 +121,9 @@ def main(argv):
 
 def convert():
     """Converts --source to --out_dir (and runs --check_clip); library errors propagate."""
+    from d3d_tf.models import saving
+    from d3d_tf.weights import slim as slim_import
+
     source = getattr(FLAGS, "from")
     labels = _read_labels(FLAGS.labels)
     if source == "slim":

@@ -23,23 +23,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import TYPE_CHECKING
 
 from absl import app, flags, logging
 
-from d3d_tf.ava import ava_task
-from d3d_tf.core import atomic, cli, config_flags
-from d3d_tf.data import damaged_shards, pipeline, preprocessing, read_errors
-from d3d_tf.distinit import entropy_figure, teacher_logits
+from d3d_tf.ava.ava import AvaEvalConfig
+from d3d_tf.core import cli, config_flags
+from d3d_tf.data.read_options import ReadConfig
 from d3d_tf.metrics import paper_tables
-from d3d_tf.models import saving
-from d3d_tf.training import evaluation
+
+if TYPE_CHECKING:
+    from d3d_tf.data import damaged_shards
+    from d3d_tf.models import saving
+    from d3d_tf.training import evaluation
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("task", "classify", ["classify", "ava"], "classify: clip/video accuracy of "
                   "classifiers; ava: frame-mAP of an AVA detector (one --model_dir) on keyframe "
                   "records (docs/ava.md).")
-config_flags.define_flags(ava_task.AvaEvalConfig)
-config_flags.define_flags(damaged_shards.ReadConfig)
+config_flags.define_flags(AvaEvalConfig)
+config_flags.define_flags(ReadConfig)
 flags.DEFINE_multi_string("model_dir", None, "Model directory or training run directory "
                           "(repeatable).")
 flags.DEFINE_multi_string("name", None, "Display name per --model_dir (default: directory name).")
@@ -91,6 +94,10 @@ def evaluate_model(directory: str, *, data: str, num_frames=None, crop_size=None
                    ) -> tuple[evaluation.Predictions, saving.ModelSpec]:
     """Predictions of the model directory on `data` (deterministic order); with
     `skip_damaged`, damaged shards are read up to the damage and entered in that log."""
+    from d3d_tf.data import pipeline, read_errors
+    from d3d_tf.models import saving
+    from d3d_tf.training import evaluation
+
     spec = saving.load_spec(directory)
     t = num_frames or spec.input_shape[0]
     size = crop_size or spec.input_shape[1]
@@ -114,6 +121,11 @@ def evaluate_model(directory: str, *, data: str, num_frames=None, crop_size=None
 
 def main(argv):
     del argv
+    from d3d_tf.core import atomic
+    from d3d_tf.data import damaged_shards, pipeline, preprocessing
+    from d3d_tf.models import saving
+    from d3d_tf.training import evaluation
+
     logging.set_verbosity(logging.INFO)
     if FLAGS.average:
         if not FLAGS.out_dir:
@@ -149,7 +161,7 @@ def main(argv):
         pipeline.list_files(FLAGS.data)  # before any model loads
     except FileNotFoundError as e:
         raise app.UsageError(f"--data: {e}") from None
-    skip = config_flags.from_flags(damaged_shards.ReadConfig).skip_corrupt_records
+    skip = config_flags.from_flags(ReadConfig).skip_corrupt_records
     names = FLAGS.name or [saving.run_name(d) for d in FLAGS.model_dir]
     if len(names) != len(FLAGS.model_dir):
         raise app.UsageError("give one --name per --model_dir")
@@ -233,6 +245,8 @@ STALE_OUTPUTS = ("per_class.csv", "per_video.csv", "per_class_*.png", "confusion
 
 
 def _write_outputs(out_dir, results, preds, class_names, pair):
+    from d3d_tf.training import evaluation
+
     evaluation.write_report(out_dir, results, class_names)
     evaluation.write_per_video_csv(os.path.join(out_dir, evaluation.PER_VIDEO_CSV), preds)
     per_class = {n: r["video"]["per_class"] for n, r in results.items()}
@@ -254,6 +268,8 @@ def _write_outputs(out_dir, results, preds, class_names, pair):
 
 def _write_tables(out_dir: str, runs: list[dict], labels=None) -> None:
     """OUT/<table>.md for every --table, from `runs` (results.json dicts)."""
+    from d3d_tf.core import atomic
+
     for name in FLAGS.table or []:
         lines = paper_tables.table(name, runs, labels)
         atomic.write_text(os.path.join(out_dir, f"{name}.md"), "\n".join(lines) + "\n")
@@ -264,6 +280,9 @@ def _write_tables(out_dir: str, runs: list[dict], labels=None) -> None:
 def _write_fig6(out_dir: str, runs: list[dict]) -> None:
     """OUT/distinit_fig6.png: the accuracy line and, with --teacher_targets, the density of the
     teacher's entropy per stored frame."""
+    from d3d_tf.data import pipeline
+    from d3d_tf.distinit import entropy_figure, teacher_logits
+
     entropies, teacher = None, ""
     try:
         if FLAGS.teacher_targets:
@@ -299,13 +318,15 @@ def _tables_from_results():
 
 
 def _evaluate_ava():
+    from d3d_tf.ava import ava_task
+
     if len(FLAGS.model_dir) != 1:
         raise app.UsageError("--task=ava evaluates one --model_dir (a detector directory)")
-    if config_flags.from_flags(damaged_shards.ReadConfig).skip_corrupt_records:
+    if config_flags.from_flags(ReadConfig).skip_corrupt_records:
         raise app.UsageError("--skip_corrupt_records is not available with --task=ava")
     try:
         out = ava_task.evaluate_detector(
-            FLAGS.model_dir[0], FLAGS.data, config_flags.from_flags(ava_task.AvaEvalConfig),
+            FLAGS.model_dir[0], FLAGS.data, config_flags.from_flags(AvaEvalConfig),
             FLAGS.out_dir, batch_size=FLAGS.batch_size)
     except (ValueError, FileNotFoundError) as e:
         raise app.UsageError(str(e))

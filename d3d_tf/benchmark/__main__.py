@@ -29,6 +29,8 @@ Parts:
   two_stream  seconds per video of the two-stream model end to end (decode, TV-L1 flow, flow
            S3D-G, RGB S3D-G, average) against D3D (decode, RGB S3D-G) on one video file
            (--video; default a synthetic 10-s 256x256 one), --iters rounds; the ratio
+  cli      seconds every `python -m d3d_tf.<tool>` takes to print its --help and to refuse a
+           misspelled flag, median of --iters runs each (--cli_tools: some tools only)
 Timings are medians after a warm-up call; numbers depend on the machine and its load.
 """
 from __future__ import annotations
@@ -45,7 +47,8 @@ from d3d_tf.benchmark import two_stream
 from d3d_tf.core import cli, config_flags
 
 FLAGS = flags.FLAGS
-PARTS = ("model", "distill", "data", "flow", "export", "profile", "torchvision", "two_stream")
+PARTS = ("model", "distill", "data", "flow", "export", "profile", "torchvision", "two_stream",
+         "cli")
 flags.DEFINE_list("parts", list(PARTS), f"Which parts to run, from {PARTS}.")
 flags.DEFINE_bool("smoke", False, "Tiny sizes and few iterations: checks that it runs.")
 flags.DEFINE_list("modes", ["eager", "function", "xla"], "model: execution modes.")
@@ -68,6 +71,8 @@ flags.DEFINE_integer("accelerator_batch", None, "data: clips of one accelerator'
                      "(default 8, with the H100 estimate).", lower_bound=1)
 flags.DEFINE_integer("threads", 2, "torchvision: threads of each framework's process.")
 flags.DEFINE_integer("rounds", 2, "torchvision: alternating rounds (each case once a round).")
+flags.DEFINE_list("cli_tools", None, "cli: the tools to time, e.g. d3d_tf.evaluate (default: "
+                  "every tool).")
 flags.DEFINE_string("json", None, "Also write every result as JSON to this file ('-' = stdout).")
 config_flags.define_flags(two_stream.TwoStreamConfig)
 
@@ -317,10 +322,29 @@ def two_stream_part(log) -> list[dict]:
                                                log=log)
 
 
-def main(argv):
-    del argv
+def cli_part(log) -> list[dict]:
+    from d3d_tf.benchmark import cli_help
+
+    return cli_help.run_cli_benchmark(FLAGS.cli_tools, repeats=1 if FLAGS.smoke else FLAGS.iters,
+                                      log=log)
+
+
+def cli_table(results) -> str:
+    return _table(("tool", "--help s", "misspelled flag s"),
+                  [(r["tool"], f"{r['help_s']:.2f}", f"{r['misspelled_s']:.2f}")
+                   for r in results])
+
+
+def data_table(results) -> str:
     from d3d_tf.benchmark import data as throughput
 
+    return throughput.format_table(
+        results, FLAGS.accelerator_step_s or throughput.H100_ESTIMATE_STEP_S,
+        FLAGS.accelerator_batch or throughput.H100_ESTIMATE_BATCH)
+
+
+def main(argv):
+    del argv
     unknown = [p for p in FLAGS.parts if p not in PARTS]
     if unknown:
         raise app.UsageError(f"--parts: unknown {unknown}; choose from {PARTS}")
@@ -331,14 +355,13 @@ def main(argv):
     runners = {
         "model": (model_part, model_table),
         "distill": (distill_part, distill_table),
-        "data": (data_part, lambda results: throughput.format_table(
-            results, FLAGS.accelerator_step_s or throughput.H100_ESTIMATE_STEP_S,
-            FLAGS.accelerator_batch or throughput.H100_ESTIMATE_BATCH)),
+        "data": (data_part, data_table),
         "flow": (flow_part, flow_table),
         "export": (export_part, export_table),
         "profile": (profile_part, profile_table),
         "torchvision": (torchvision_part, torchvision_table),
         "two_stream": (two_stream_part, two_stream.format_table),
+        "cli": (cli_part, cli_table),
     }
     everything = {"smoke": FLAGS.smoke, "cpu_count": os.cpu_count()}
     tables = []

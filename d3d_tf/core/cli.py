@@ -9,6 +9,14 @@ on device" / "Disk quota exceeded", also when wrapped in another exception): the
 file being written and says what the tool kept (`KEPT_ON_DISK_FULL`). Set D3D_TRACEBACK=1 to
 get the full traceback instead. Flag-parsing errors (an unknown flag, a value below its bound) are
 absl's own short `FATAL Flags parsing error: ...` line.
+
+Fast and quiet: a tool's module declares its flags from TensorFlow-free modules and imports
+TensorFlow (and Keras, and the libraries built on them) inside `main`, so `--help` and a usage
+error answer before TensorFlow loads (`python -m d3d_tf.benchmark --parts=cli` times them).
+TensorFlow's start-up log lines (oneDNN, CUDA, CPU features) are hidden: `run` sets
+TF_CPP_MIN_LOG_LEVEL=2 before `main`, unless the user set it or asked for absl's
+`--verbosity=1` (`-v 1`). `run(main, groups=...)` prints `--help` grouped by section, with
+titles (`help_groups`); `--helpfull` still lists every flag absl knows.
 """
 from __future__ import annotations
 
@@ -16,7 +24,7 @@ import errno
 import os
 import sys
 
-from absl import app
+from absl import app, flags
 
 USER_ERRORS = (app.UsageError, ValueError, FileNotFoundError, FileExistsError)
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -78,9 +86,64 @@ def error_line(error: BaseException, tool: str | None = None) -> str | None:
     return None
 
 
-def run(main) -> None:
-    """`app.run(main)`, printing the errors above as one line (see the module doc)."""
+def quiet_tensorflow(verbose: bool = False) -> None:
+    """Hides TensorFlow's start-up log lines (TF_CPP_MIN_LOG_LEVEL=2: C++ INFO and WARNING),
+    unless `verbose` or the user set TF_CPP_MIN_LOG_LEVEL. Call it before TensorFlow is imported:
+    the level is read once, at import."""
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def help_groups(*configs, extra=()) -> list[tuple[str, list[str]]]:
+    """`--help` groups of config dataclasses' flags: `config_flags.flag_groups` of each config
+    in order, then `extra` [(title, [flag names])] (a tool's hand-declared flags)."""
+    from d3d_tf.core import config_flags
+
+    groups = []
+    for config in configs:
+        groups += config_flags.flag_groups(config)
+    return groups + [(title, list(names)) for title, names in extra]
+
+
+HELP_ARGS = ("--help", "-help", "-?", "--helpshort", "-helpshort")
+
+
+def grouped_help(groups, flag_values=flags.FLAGS, doc: str | None = None) -> str:
+    """The tool's doc, then its flags under each group's title (aliases beside their flag); the
+    main module's flags in no group come last under "Other flags"."""
+    main = sys.modules.get("__main__")
+    doc = (main.__doc__ if doc is None else doc) or f"USAGE: {tool_name()} [flags]"
+    module_flags = flag_values.flags_by_module_dict().get(sys.argv[0], [])
+    aliases = {}
+    for flag in module_flags:
+        if flag.help.startswith("Alias for --"):
+            aliases.setdefault(flag.help[len("Alias for --"):].rstrip("."), []).append(flag)
+    lines, shown = [doc.strip("\n"), ""], set()
+    for title, names in [*groups, ("Other flags", [f.name for f in module_flags])]:
+        group = [flag_values[n] for n in names if n in flag_values and n not in shown]
+        group += [a for f in group for a in aliases.get(f.name, []) if a.name not in shown]
+        if not group:
+            continue
+        shown |= {f.name for f in group}
+        lines.append(f"{title}:")
+        flag_values._render_flag_list(group, lines, prefix="  ")  # absl's own layout
+        lines.append("")
+    lines.append("Try --helpfull to get a list of all flags.")
+    return "\n".join(lines)
+
+
+def run(main, *, groups=None) -> None:
+    """`app.run(main)`, printing the errors above as one line and `--help` grouped by `groups`
+    ([(title, [flag names])], e.g. `help_groups(...)`) when given (see the module doc)."""
+    def parse(argv):
+        args = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+        if groups is not None and any(a in HELP_ARGS for a in args):
+            print(grouped_help(groups))
+            sys.exit(1)  # absl's status for --help
+        return app.parse_flags_with_usage(argv)
+
     def wrapped(argv):
+        quiet_tensorflow(flags.FLAGS["verbosity"].value >= 1)
         try:
             return main(argv)
         except Exception as e:  # anything but a user error or a full disk is re-raised
@@ -90,4 +153,4 @@ def run(main) -> None:
             print(line, file=sys.stderr)
             sys.exit(1)
 
-    app.run(wrapped)
+    app.run(wrapped, flags_parser=parse)

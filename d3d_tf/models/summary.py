@@ -9,11 +9,12 @@ clip (batch 1); batch norm, ReLU, pooling and the gating's elementwise work are 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
-from d3d_tf.models.layers import SelfGating
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclasses.dataclass
@@ -26,6 +27,10 @@ class Row:
 
 def layer_flops(layer) -> int:
     """FLOPs (2 x MACs) of one layer for batch 1; 0 for layers without multiply-adds."""
+    import keras  # here, not at import: `--help` answers before TensorFlow loads
+
+    from d3d_tf.models.layers import SelfGating
+
     if isinstance(layer, keras.layers.Conv3D):
         out = layer.output.shape
         kernel = layer.kernel.shape  # [kt,kh,kw,cin,cout]
@@ -42,6 +47,8 @@ def _endpoint_of(layer_name: str) -> str:
 
 def endpoint_table(model: keras.Model) -> list[Row]:
     """One row per endpoint (and `Logits` when the model has a head), in build order."""
+    import keras
+
     rows: dict[str, Row] = {}
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
@@ -108,7 +115,7 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-    from absl import app
+    from d3d_tf.core import cli
 
     _define_flags()
-    app.run(main)
+    cli.run(main)
