@@ -77,3 +77,50 @@ def test_train_flags_are_the_train_config_fields():
     assert options["head"] == "global" and options["gating_startat"] is None
     assert "temporal_conv_startat" not in options  # None: the preset's value
     train.FLAGS.unparse_flags()
+
+
+@dataclasses.dataclass
+class Inner:
+    frames: int = field(8, "Frames.", min=1)
+    side: int | None = field(None, "Side.")
+
+
+@dataclasses.dataclass
+class Outer:
+    out: str = field("o", "Out.")
+    clip: Inner = config_flags.section(Inner, "Clip")
+    other: Toy = config_flags.section(Toy, "Toy things")
+
+
+def test_sections_are_flat_flags_grouped_under_their_titles():
+    fv = flags.FlagValues()
+    config_flags.define_flags(Outer, flag_values=fv, defaults={"frames": 4, "path": "p0"})
+    fv(["prog", "--side=3", "--mode=b"])
+    c = config_flags.from_flags(Outer, flag_values=fv, steps=7)
+    assert c.clip == Inner(frames=4, side=3)
+    assert c.other == Toy(path="p0", mode="b", steps=7)
+    assert fv["frames"].help.endswith("Frames.") and "(required)" not in fv["path"].help
+    assert config_flags.flag_groups(Outer) == [
+        ("General", ["out"]), ("Clip", ["frames", "side"]),
+        ("Toy things", ["path", "mode", "steps", "rate", "sizes", "names", "flag"])]
+    with pytest.raises(ValueError, match="--frames must be >= 1, got 0"):
+        config_flags.check(dataclasses.replace(c, clip=Inner(frames=0)))
+
+
+def test_a_name_twice_in_one_tree_or_a_default_for_no_field_is_refused():
+    @dataclasses.dataclass
+    class Twice:
+        frames: int = field(1, "Frames again.")
+        clip: Inner = config_flags.section(Inner, "Clip")
+
+    with pytest.raises(TypeError, match="frames declared twice"):
+        config_flags.define_flags(Twice, flag_values=flags.FlagValues())
+    @dataclasses.dataclass
+    class AliasTwice:
+        sizes: tuple = field((1,), "Sizes.", aliases=("side",))
+        clip: Inner = config_flags.section(Inner, "Clip")
+
+    with pytest.raises(TypeError, match="side declared twice"):
+        config_flags.define_flags(AliasTwice, flag_values=flags.FlagValues())
+    with pytest.raises(TypeError, match="unknown field.*nope"):
+        config_flags.define_flags(Inner, flag_values=flags.FlagValues(), defaults={"nope": 1})

@@ -19,6 +19,12 @@ list; the item type is `metadata["item"]`, else that of the default's first item
 default to None. A field without a default is required: `from_flags` raises
 ValueError naming the flag when it is missing. `metadata["flag"] = False` keeps a field off the
 command line (set in code only).
+
+Sections: a field declared with `section(ClipConfig, "Clip")` holds a nested dataclass whose
+fields are flags too, grouped under the title in `--help` (`flag_groups`). Flag names stay
+flat (the leaf field's name), so one name means one setting in every tool that shares the
+section; a name used twice in one tree is a TypeError. `define_flags(cls, defaults={...})` sets
+a tool's own default for a shared field without declaring it again.
 """
 from __future__ import annotations
 
@@ -46,15 +52,48 @@ def _base_type(hint):
     return hint, False
 
 
+def is_section(f) -> bool:
+    return "section" in f.metadata
+
+
 def flag_fields(cls):
-    """The fields of `cls` that are flags, with their resolved types: [(field, type)]."""
+    """The leaf fields of `cls` that are flags, sections expanded: [(field, type)]."""
+    return [(f, t) for _, f, t in _walk(cls)]
+
+
+def _walk(cls, path=()):
+    """[(path of section names, field, type)] of every leaf flag field under `cls`."""
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
         if f.metadata.get("flag", True) is False:
             continue
-        out.append((f, _base_type(hints[f.name])[0]))
+        if is_section(f):
+            out += _walk(f.metadata["section"], path + (f.name,))
+        else:
+            out.append((path, f, _base_type(hints[f.name])[0]))
     return out
+
+
+def section(cls, title: str, **metadata):
+    """A field holding the nested config `cls` (a group of flags titled `title`)."""
+    return dataclasses.field(default_factory=cls,
+                             metadata={"section": cls, "title": title, **metadata})
+
+
+def flag_groups(cls, title: str = "General") -> list[tuple[str, list[str]]]:
+    """[(title, [flag names])] in declaration order: the top-level fields under `title`, then
+    one group per section (nested sections get their own group)."""
+    groups = {(): (title, [])}
+    for path, f, _ in _walk(cls):
+        if path not in groups:
+            owner, fld = cls, None
+            for name in path:
+                fld = {x.name: x for x in dataclasses.fields(owner)}[name]
+                owner = fld.metadata["section"]
+            groups[path] = (fld.metadata["title"], [])
+        groups[path][1].append(f.name)
+    return [g for g in groups.values() if g[1]]
 
 
 def _default(f):
@@ -72,11 +111,21 @@ def _item_type(f):
     return type(default[0]) if default else str
 
 
-def define_flags(cls, *, flag_values=flags.FLAGS, exclude=(), module_name=None) -> None:
+def define_flags(cls, *, flag_values=flags.FLAGS, exclude=(), module_name=None,
+                 defaults=None) -> None:
     """Defines one absl flag per field of the dataclass `cls` (see the module doc).
 
     The flags belong to the calling module (`module_name`), so its `--help` lists them.
+    `defaults` ({field name: value}) replaces the declared defaults of those fields.
     """
+    defaults = dict(defaults or {})
+    names = [n for f, _ in flag_fields(cls) for n in (f.name, *f.metadata.get("aliases", ()))]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise TypeError(f"{cls.__name__}: flag name(s) {', '.join(twice)} declared twice")
+    unknown = sorted(set(defaults) - set(names))
+    if unknown:
+        raise TypeError(f"{cls.__name__}: defaults for unknown field(s) {', '.join(unknown)}")
     if module_name is None:
         module_name = sys._getframe(1).f_globals.get("__name__", "")
         if module_name == "__main__":  # absl names the main module by its file
@@ -85,8 +134,8 @@ def define_flags(cls, *, flag_values=flags.FLAGS, exclude=(), module_name=None) 
         if f.name in exclude or f.name in flag_values:
             continue
         help_ = f.metadata.get("help") or f.name.replace("_", " ")
-        default = _default(f)
-        if f.default is _MISSING and f.default_factory is _MISSING:
+        default = defaults.get(f.name, _default(f))
+        if _required(f) and f.name not in defaults:
             help_ += " (required)"
         kw = {"flag_values": flag_values, "module_name": module_name}
         choices = f.metadata.get("choices")
@@ -112,8 +161,11 @@ def define_flags(cls, *, flag_values=flags.FLAGS, exclude=(), module_name=None) 
 
 def check(config) -> None:
     """ValueError naming the field for a value outside its `choices` or below its `min`."""
-    for f, _ in flag_fields(type(config)):
-        value = getattr(config, f.name)
+    for path, f, _ in _walk(type(config)):
+        owner = config
+        for name in path:
+            owner = getattr(owner, name)
+        value = getattr(owner, f.name)
         if value is None:
             continue
         choices = f.metadata.get("choices")
@@ -124,19 +176,33 @@ def check(config) -> None:
             raise ValueError(f"--{f.name} must be >= {f.metadata['min']}, got {value}")
 
 
+def _required(f) -> bool:
+    return f.default is _MISSING and f.default_factory is _MISSING
+
+
 def from_flags(cls, *, flag_values=flags.FLAGS, exclude=(), **overrides):
-    """An instance of `cls` from the parsed flags (and `overrides`, which win).
+    """An instance of `cls` from the parsed flags (and `overrides`, which win; a section's
+    fields are overridden by name like any other, or the section as a whole).
 
     Raises ValueError naming the flag when a required one is missing or a list item does not
     parse as its type.
     """
+    hints = typing.get_type_hints(cls)
     values = {}
-    for f, typ in flag_fields(cls):
-        if f.name in exclude or f.name in overrides:
+    for f in dataclasses.fields(cls):
+        if f.name in overrides or f.metadata.get("flag", True) is False:
             continue
+        if is_section(f):
+            sub = f.metadata["section"]
+            inner = {n: overrides.pop(n) for n in list(overrides)
+                     if n in {x.name for x, _ in flag_fields(sub)}}
+            values[f.name] = from_flags(sub, flag_values=flag_values, exclude=exclude, **inner)
+            continue
+        if f.name in exclude:
+            continue
+        typ = _base_type(hints[f.name])[0]
         value = flag_values[f.name].value
-        required = f.default is _MISSING and f.default_factory is _MISSING
-        if required and value in (None, "", []):
+        if _required(f) and value in (None, "", []):
             raise ValueError(f"--{f.name} is required")
         if typ is tuple and value is not None:
             item = _item_type(f)
