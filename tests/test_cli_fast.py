@@ -81,3 +81,21 @@ def test_benchmark_cli_part_times_a_tool():
     row = next(ln for ln in r.stdout.splitlines() if ln.startswith("d3d_tf.probe_report"))
     help_s, misspelled_s = (float(v) for v in row.split()[1:])
     assert 0 < help_s < 60 and 0 < misspelled_s < 60, row
+
+
+def test_help_is_grouped_by_section_and_old_flag_names_stay_aliases():
+    r = subprocess.run([sys.executable, "-m", "d3d_tf.evaluate", "--help"], capture_output=True,
+                       text=True, cwd=ROOT, timeout=300, check=False)
+    out = r.stdout
+    titles = ["Models:", "General:", "Clip (default: the model's input T and H):", "Reading:",
+              "AVA (--task=ava):"]
+    where = [out.index(f"\n{t}\n") for t in titles]
+    assert where == sorted(where), out
+    clip = out[where[2]:where[3]]
+    assert all(f"--{n}:" in clip for n in ("num_frames", "crop_size", "frame_stride",
+                                            "resize_short_side")), clip
+    assert "--num_clips: Alias for --eval_clips." in out[where[1]:where[2]]
+    assert "logtostderr" not in out and "--helpfull" in out
+    full = subprocess.run([sys.executable, "-m", "d3d_tf.evaluate", "--helpfull"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+    assert "--[no]logtostderr" in full.stdout and "--eval_crops" in full.stdout
