@@ -45,36 +45,65 @@ from absl import app, flags
 
 from d3d_tf.benchmark import two_stream
 from d3d_tf.core import cli, config_flags
+from d3d_tf.core.config_flags import field, section
 
 FLAGS = flags.FLAGS
 PARTS = ("model", "distill", "data", "flow", "export", "profile", "torchvision", "two_stream",
          "cli")
-flags.DEFINE_list("parts", list(PARTS), f"Which parts to run, from {PARTS}.")
-flags.DEFINE_bool("smoke", False, "Tiny sizes and few iterations: checks that it runs.")
-flags.DEFINE_list("modes", ["eager", "function", "xla"], "model: execution modes.")
-flags.DEFINE_list("precisions", ["float32", "bfloat16"], "model: float32 and/or bfloat16.")
-flags.DEFINE_list("conv_impls", ["2d", "2d_spatial", "3d"], "model: conv lowerings compared "
-                  "side by side "
-                  "(tf.function only; eager and XLA use this CPU's auto choice).")
-flags.DEFINE_integer("iters", 3, "Timed calls per case (after one warm-up call).")
-flags.DEFINE_integer("max_batch", 8, "model: cap of the 'largest batch that fits' search.")
-flags.DEFINE_integer("demo_frames", 16, "Demo size: frames per clip.")
-flags.DEFINE_integer("demo_size", 64, "Demo size: crop side, pixels.")
-flags.DEFINE_float("demo_depth_multiplier", 0.25, "Demo size: depth multiplier.")
-flags.DEFINE_integer("num_videos", 8, "data: synthetic videos written per stored size.")
-flags.DEFINE_integer("num_batches", 10, "data: timed batches per case.")
-flags.DEFINE_float("accelerator_step_s", None, "data: seconds of one accelerator's train step "
-                   "of --accelerator_batch clips, for the cores it needs (default "
-                   "0.08 s: an H100 ESTIMATE for S3D-G at 64x224^2 in mixed float16, not a "
-                   "measurement; docs/gpu.md).", lower_bound=0)
-flags.DEFINE_integer("accelerator_batch", None, "data: clips of one accelerator's train step "
-                     "(default 8, with the H100 estimate).", lower_bound=1)
-flags.DEFINE_integer("threads", 2, "torchvision: threads of each framework's process.")
-flags.DEFINE_integer("rounds", 2, "torchvision: alternating rounds (each case once a round).")
-flags.DEFINE_list("cli_tools", None, "cli: the tools to time, e.g. d3d_tf.evaluate (default: "
-                  "every tool).")
-flags.DEFINE_string("json", None, "Also write every result as JSON to this file ('-' = stdout).")
-config_flags.define_flags(two_stream.TwoStreamConfig)
+
+
+@dataclasses.dataclass
+class ModelFlags:
+    """model (and distill, export, profile: the demo size)."""
+    modes: tuple = field(("eager", "function", "xla"), "model: execution modes.")
+    precisions: tuple = field(("float32", "bfloat16"), "model: float32 and/or bfloat16.")
+    conv_impls: tuple = field(("2d", "2d_spatial", "3d"), "model: conv lowerings compared side "
+                              "by side (tf.function only; eager and XLA use this CPU's auto "
+                              "choice).")
+    max_batch: int = field(8, "model: cap of the 'largest batch that fits' search.")
+    demo_frames: int = field(16, "Demo size: frames per clip.")
+    demo_size: int = field(64, "Demo size: crop side, pixels.")
+    demo_depth_multiplier: float = field(0.25, "Demo size: depth multiplier.")
+
+
+@dataclasses.dataclass
+class DataFlags:
+    """data: the input pipeline."""
+    num_videos: int = field(8, "data: synthetic videos written per stored size.")
+    num_batches: int = field(10, "data: timed batches per case.")
+    accelerator_step_s: float | None = field(None, "data: seconds of one accelerator's train "
+                                             "step of --accelerator_batch clips, for the cores "
+                                             "it needs (default 0.08 s: an H100 ESTIMATE for "
+                                             "S3D-G at 64x224^2 in mixed float16, not a "
+                                             "measurement; docs/gpu.md).", min=0)
+    accelerator_batch: int | None = field(None, "data: clips of one accelerator's train step "
+                                          "(default 8, with the H100 estimate).", min=1)
+
+
+@dataclasses.dataclass
+class TorchvisionFlags:
+    threads: int = field(2, "torchvision: threads of each framework's process.")
+    rounds: int = field(2, "torchvision: alternating rounds (each case once a round).")
+
+
+@dataclasses.dataclass
+class BenchmarkConfig:
+    """The flags of `python -m d3d_tf.benchmark` (`d3d_tf.core.config_flags`), a section per
+    part; main reads them as FLAGS."""
+    parts: tuple = field(PARTS, f"Which parts to run, from {PARTS}.")
+    smoke: bool = field(False, "Tiny sizes and few iterations: checks that it runs.")
+    iters: int = field(3, "Timed calls per case (after one warm-up call).")
+    json: str | None = field(None, "Also write every result as JSON to this file ('-' = "
+                             "stdout).")
+    model: ModelFlags = section(ModelFlags, "model, distill, export, profile")
+    data: DataFlags = section(DataFlags, "data")
+    torchvision: TorchvisionFlags = section(TorchvisionFlags, "torchvision")
+    two_stream: two_stream.TwoStreamConfig = section(two_stream.TwoStreamConfig, "two_stream")
+    cli_tools: tuple | None = field(None, "cli: the tools to time, e.g. d3d_tf.evaluate "
+                                    "(default: every tool).")
+
+
+config_flags.define_flags(BenchmarkConfig)
 
 
 def _table(header, rows) -> str:
@@ -381,4 +410,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, groups=cli.help_groups(BenchmarkConfig))
