@@ -64,14 +64,25 @@ def test_every_tool_answers_help_and_a_misspelled_flag_before_importing_tensorfl
 
 
 def test_tensorflow_start_up_lines_are_hidden_unless_asked(monkeypatch):
+    # A tool that imports TensorFlow in main, then stops with a usage error: only that line.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    r = subprocess.run([sys.executable, "-m", "d3d_tf.data_service", "--worker"], env=env,
+                       capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+    line = ("d3d_tf.data_service: error: --worker needs --dispatcher_address=HOST:PORT "
+            "(--help lists the flags)")
+    assert r.stderr.splitlines() == [line]
+    assert cli.START_UP_LINE.match("I0000 00:00:1796619278.921730    9001 port.cc:153] oneDNN")
+    assert not cli.START_UP_LINE.match("I0000 00:00:17.9    9001 trainer.py:12] step 3")
+    # -v 1, or TF_CPP_MIN_LOG_LEVEL set by the user: TensorFlow's own behaviour.
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
-    cli.quiet_tensorflow(verbose=True)                 # -v 1: TensorFlow's own default
-    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    before = list(sys.meta_path)
+    cli.quiet_tensorflow(verbose=True)
+    assert sys.meta_path == before
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
     cli.quiet_tensorflow()
-    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")   # the user's choice wins
-    cli.quiet_tensorflow()
-    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    assert sys.meta_path == before
 
 
 def test_benchmark_cli_part_times_a_tool():

@@ -13,16 +13,22 @@ absl's own short `FATAL Flags parsing error: ...` line.
 Fast and quiet: a tool's module declares its flags from TensorFlow-free modules and imports
 TensorFlow (and Keras, and the libraries built on them) inside `main`, so `--help` and a usage
 error answer before TensorFlow loads (`python -m d3d_tf.benchmark --parts=cli` times them).
-TensorFlow's start-up log lines (oneDNN, CUDA, CPU features) are hidden: `run` sets
-TF_CPP_MIN_LOG_LEVEL=2 before `main`, unless the user set it or asked for absl's
-`--verbosity=1` (`-v 1`). `run(main, groups=...)` prints `--help` grouped by section, with
-titles (`help_groups`); `--helpfull` still lists every flag absl knows.
+TensorFlow's start-up log lines (oneDNN, CUDA, CPU features) are hidden: before `main`, `run`
+arranges that TensorFlow's import drops them (`quiet_tensorflow`), unless the user set
+TF_CPP_MIN_LOG_LEVEL or asked for absl's `--verbosity=1` (`-v 1`). `run(main, groups=...)`
+prints `--help` grouped by section, with titles (`help_groups`); `--helpfull` still lists every
+flag absl knows.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import importlib.abc
+import importlib.util
 import os
+import re
 import sys
+import tempfile
 
 from absl import app, flags
 
@@ -86,12 +92,77 @@ def error_line(error: BaseException, tool: str | None = None) -> str | None:
     return None
 
 
+# TensorFlow's start-up lines: absl's notice, oneDNN, the CUDA stubs and driver, the CPU features
+# (with its second line). TensorFlow 2.21 writes them to file descriptor 2 before its logging is
+# set up, so TF_CPP_MIN_LOG_LEVEL does not hide them.
+START_UP_LINE = re.compile(
+    r"(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|[IWE]\d{4} [\d:.]+ +\d+ (port|cudart_stub|cpu_feature_guard|cuda_platform|cuda_dnn"
+    r"|cuda_fft|cuda_blas|cuda_executor)\.cc:\d+\]"
+    r"|To enable the following instructions: )")
+
+
+@contextlib.contextmanager
+def stderr_without_start_up_lines():
+    """Captures file descriptor 2 (C++ and Python writes alike) for the block, then writes what
+    it caught back to stderr except TensorFlow's start-up lines (`START_UP_LINE`)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            lines = caught.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not START_UP_LINE.match(line))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """Runs TensorFlow's own loader, and its device discovery, inside
+    `stderr_without_start_up_lines`; hands the module its own loader back afterwards."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        with stderr_without_start_up_lines():
+            try:
+                self.loader.exec_module(module)
+                module.config.list_physical_devices()  # the CUDA driver's line comes here
+            finally:
+                module.__loader__ = module.__spec__.loader = self.loader
+
+
+class _QuietTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once; the real finders find it
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
 def quiet_tensorflow(verbose: bool = False) -> None:
-    """Hides TensorFlow's start-up log lines (TF_CPP_MIN_LOG_LEVEL=2: C++ INFO and WARNING),
-    unless `verbose` or the user set TF_CPP_MIN_LOG_LEVEL. Call it before TensorFlow is imported:
-    the level is read once, at import."""
-    if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Hides TensorFlow's start-up lines (oneDNN, CUDA, CPU features) when TensorFlow is imported
+    later in this process, unless `verbose` (absl's `-v 1`) or the user set
+    TF_CPP_MIN_LOG_LEVEL (then TensorFlow logs as it does by default). Everything else written
+    to stderr during the import is kept."""
+    if verbose or "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+        return
+    if not any(isinstance(f, _QuietTensorFlow) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlow())
 
 
 def help_groups(*configs, extra=()) -> list[tuple[str, list[str]]]:

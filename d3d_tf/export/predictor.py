@@ -37,7 +37,7 @@ class PredictConfig:
     `python -m d3d_tf.predict`."""
 
     num_clips: int = field(1, "Evenly spaced clips per video; their softmaxes are averaged.",
-                           min=1)
+                           min=1, aliases=("eval_clips",))  # train's and evaluate's name
     frame_stride: int = field(1, "Take every n-th frame within a clip.", min=1)
     resize_short_side: int | None = field(None, "Short side in pixels before the centre crop "
                                           "(default: the model's input size).", min=1)
