@@ -165,15 +165,12 @@ def quiet_tensorflow(verbose: bool = False) -> None:
         sys.meta_path.insert(0, _QuietTensorFlow())
 
 
-def help_groups(*configs, extra=()) -> list[tuple[str, list[str]]]:
+def help_groups(*configs) -> list[tuple[str, list[str]]]:
     """`--help` groups of config dataclasses' flags: `config_flags.flag_groups` of each config
-    in order, then `extra` [(title, [flag names])] (a tool's hand-declared flags)."""
+    in order (a tool puts its hand-declared flags in groups of its own beside them)."""
     from d3d_tf.core import config_flags
 
-    groups = []
-    for config in configs:
-        groups += config_flags.flag_groups(config)
-    return groups + [(title, list(names)) for title, names in extra]
+    return [group for config in configs for group in config_flags.flag_groups(config)]
 
 
 HELP_ARGS = ("--help", "-help", "-?", "--helpshort", "-helpshort")
