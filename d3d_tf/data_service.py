@@ -9,39 +9,48 @@ the trainer names, so they need the same files (a shared file system or gs://). 
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 
-from absl import app, flags
+from absl import app
 
-from d3d_tf.core import cli
+from d3d_tf.core import cli, config_flags
+from d3d_tf.core.config_flags import field
 
-FLAGS = flags.FLAGS
-flags.DEFINE_bool("dispatcher", False, "Run the dispatcher (one per cluster).")
-flags.DEFINE_bool("worker", False, "Run a worker (any number, on any hosts).")
-flags.DEFINE_integer("port", 0, "Port to serve on (0: a free one, printed).", lower_bound=0)
-flags.DEFINE_string("dispatcher_address", None, "--worker: the dispatcher, host:port.")
-flags.DEFINE_string("host", None, "--worker: the name trainers reach this host by (default: "
-                    "its fully qualified name).")
-flags.DEFINE_string("work_dir", None, "--dispatcher: folder for its journal, so that a "
-                    "restarted dispatcher resumes its jobs (optional).")
+
+@dataclasses.dataclass
+class ServiceConfig:
+    """The flags of `python -m d3d_tf.data_service` (`d3d_tf.core.config_flags`)."""
+    dispatcher: bool = field(False, "Run the dispatcher (one per cluster).")
+    worker: bool = field(False, "Run a worker (any number, on any hosts).")
+    port: int = field(0, "Port to serve on (0: a free one, printed).", min=0)
+    dispatcher_address: str | None = field(None, "--worker: the dispatcher, host:port.")
+    host: str | None = field(None, "--worker: the name trainers reach this host by (default: "
+                             "its fully qualified name).")
+    work_dir: str | None = field(None, "--dispatcher: folder for its journal, so that a "
+                                 "restarted dispatcher resumes its jobs (optional).")
+
+
+config_flags.define_flags(ServiceConfig)
 
 
 def main(argv):
     del argv
     from d3d_tf.data import service
 
-    if FLAGS.dispatcher == FLAGS.worker:
+    c = config_flags.from_flags(ServiceConfig)
+    if c.dispatcher == c.worker:
         raise app.UsageError("give exactly one of --dispatcher and --worker")
-    if FLAGS.dispatcher:
-        server = service.start_dispatcher(FLAGS.port, FLAGS.work_dir)
+    if c.dispatcher:
+        server = service.start_dispatcher(c.port, c.work_dir)
         print(f"tf.data service dispatcher at {server.target}: train with "
               f"--data_service={server.target} (host name as the trainers reach it)",
               flush=True)
     else:
-        if not FLAGS.dispatcher_address:
+        if not c.dispatcher_address:
             raise app.UsageError("--worker needs --dispatcher_address=HOST:PORT")
-        server = service.start_worker(FLAGS.dispatcher_address, FLAGS.port, FLAGS.host)
-        print(f"tf.data service worker for {FLAGS.dispatcher_address} serving", flush=True)
+        server = service.start_worker(c.dispatcher_address, c.port, c.host)
+        print(f"tf.data service worker for {c.dispatcher_address} serving", flush=True)
     try:
         server.join()
     except KeyboardInterrupt:
@@ -49,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, groups=cli.help_groups(ServiceConfig))

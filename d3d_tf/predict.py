@@ -55,4 +55,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, groups=[("Model", ["export_path", "json"]),
+                          *cli.help_groups(PredictConfig)])

@@ -17,35 +17,10 @@ from absl import app, flags
 
 from d3d_tf.ava import ava
 from d3d_tf.core import cli, config_flags
-from d3d_tf.core.config_flags import field
+from d3d_tf.core.config_flags import field, section
 from d3d_tf.data import datasets, prepare_hosts, prepare_lib
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("format", "manifest", [*datasets.FORMATS, "ava"],
-                  "Input format: kinetics (CSV), ucf101 / hmdb51 (split files), folder "
-                  "(class-per-folder tree), list (unlabeled file list), manifest (synthetic), "
-                  "ava (AVA CSVs: one record per keyframe, see docs/ava.md).")
-flags.DEFINE_string("annotations", "", "Kinetics CSV, UCF-101/HMDB-51 split folder, file "
-                    "list, manifest.csv or AVA annotation CSV (unused for --format=folder).")
-flags.DEFINE_string("video_dir", "", "Folder holding the videos (kinetics, ucf101, hmdb51, "
-                    "folder).")
-flags.DEFINE_integer("fold", 1, "UCF-101 / HMDB-51 split number (1, 2 or 3).")
-flags.DEFINE_string("split", "train", "Which split to write (train, test, val, ...); "
-                    "folder and list inputs give every video this split.")
-flags.DEFINE_string("out_dir", None, "Output folder for shards, labels.txt and info JSON.")
-flags.DEFINE_enum("flow", "tvl1", list(prepare_lib.FLOW_CHOICES),
-                  "Optical flow to store: tvl1 (the papers'), farneback (fast, not the "
-                  "papers'), dis (OpenCV's DIS: many times faster than tvl1, NOT the papers' "
-                  "flow; docs/data_scale.md), none.")
-flags.DEFINE_float("fps", None, "Resample videos to this frame rate (default: keep).")
-flags.DEFINE_integer("resize_short_side", None, "Resize frames so the short side is this many "
-                     "pixels (default: keep).")
-flags.DEFINE_integer("max_frames", None, "Keep at most this many frames per video.")
-flags.DEFINE_integer("num_shards", 8, "Number of TFRecord shards for this split.")
-flags.DEFINE_integer("workers", 0, "Worker processes (0 = number of CPU cores).")
-flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of stored frames (1-100).")
-config_flags.define_flags(ava.AvaPrepareConfig)
-config_flags.define_flags(prepare_hosts.HostConfig)
 
 
 @dataclasses.dataclass
@@ -58,33 +33,66 @@ class EngineConfig:
                                      "DirectRunner's defaults; docs/data_scale.md).")
 
 
-config_flags.define_flags(EngineConfig)
-flags.DEFINE_string("verify", None, "Instead of preparing: read every shard matching this "
-                    "glob, check every record and decode every frame and flow image, print "
-                    "the record count and exit (non-zero naming the shard on damage).")
+@dataclasses.dataclass
+class PrepareFlags:
+    """The flags of `python -m d3d_tf.prepare` (`d3d_tf.core.config_flags`)."""
+    format: str = field("manifest", "Input format: kinetics (CSV), ucf101 / hmdb51 (split "
+                        "files), folder (class-per-folder tree), list (unlabeled file list), "
+                        "manifest (synthetic), ava (AVA CSVs: one record per keyframe, see "
+                        "docs/ava.md).", choices=(*datasets.FORMATS, "ava"))
+    annotations: str = field("", "Kinetics CSV, UCF-101/HMDB-51 split folder, file list, "
+                             "manifest.csv or AVA annotation CSV (unused for --format=folder).")
+    video_dir: str = field("", "Folder holding the videos (kinetics, ucf101, hmdb51, folder).")
+    fold: int = field(1, "UCF-101 / HMDB-51 split number (1, 2 or 3).")
+    split: str = field("train", "Which split to write (train, test, val, ...); folder and list "
+                       "inputs give every video this split.")
+    out_dir: str | None = field(None, "Output folder for shards, labels.txt and info JSON.")
+    flow: str = field("tvl1", "Optical flow to store: tvl1 (the papers'), farneback (fast, not "
+                      "the papers'), dis (OpenCV's DIS: many times faster than tvl1, NOT the "
+                      "papers' flow; docs/data_scale.md), none.",
+                      choices=prepare_lib.FLOW_CHOICES)
+    fps: float | None = field(None, "Resample videos to this frame rate (default: keep).")
+    resize_short_side: int | None = field(None, "Resize frames so the short side is this many "
+                                          "pixels (default: keep).")
+    max_frames: int | None = field(None, "Keep at most this many frames per video.")
+    num_shards: int = field(8, "Number of TFRecord shards for this split.")
+    workers: int = field(0, "Worker processes (0 = number of CPU cores).")
+    jpeg_quality: int = field(90, "JPEG quality of stored frames (1-100).")
+    verify: str | None = field(None, "Instead of preparing: read every shard matching this "
+                               "glob, check every record and decode every frame and flow "
+                               "image, print the record count and exit (non-zero naming the "
+                               "shard on damage).")
+    ava: ava.AvaPrepareConfig = section(ava.AvaPrepareConfig, "AVA (--format=ava)")
+    hosts: prepare_hosts.HostConfig = section(prepare_hosts.HostConfig, "Several machines")
+    engine: EngineConfig = section(EngineConfig, "Apache Beam")
+
+
+config_flags.define_flags(PrepareFlags)
+HELP_GROUPS = cli.help_groups(PrepareFlags)
 
 
 def main(argv):
     del argv
-    if FLAGS.verify:
+    c = config_flags.from_flags(PrepareFlags)
+    if c.verify:
         from d3d_tf.data import records
         try:
-            total = records.verify_shards(FLAGS.verify, parse=True, decode=True)
+            total = records.verify_shards(c.verify, parse=True, decode=True)
         except records.RecordError as e:
             sys.exit(f"error: {e}")
-        print(f"{FLAGS.verify}: {total} records, all shards readable, every frame decodes")
+        print(f"{c.verify}: {total} records, all shards readable, every frame decodes")
         return
-    if not FLAGS.out_dir:
+    if not c.out_dir:
         sys.exit("error: --out_dir is required")
-    if FLAGS.format == "ava":
-        _prepare_ava()
+    if c.format == "ava":
+        _prepare_ava(c)
         return
     try:
         entries, labels = datasets.read_dataset(
-            FLAGS.format, annotations=FLAGS.annotations, video_dir=FLAGS.video_dir,
-            split=FLAGS.split, fold=FLAGS.fold)
-        config = _config()
-        beam_options = config_flags.from_flags(EngineConfig).beam_options
+            c.format, annotations=c.annotations, video_dir=c.video_dir,
+            split=c.split, fold=c.fold)
+        config = _config(c)
+        beam_options = c.engine.beam_options
         if beam_options is None:
             summary = prepare_lib.prepare(entries, labels, config)
         else:
@@ -100,12 +108,12 @@ def _print_summary(summary: prepare_lib.PrepareSummary, config: prepare_lib.Prep
         print(config.hosts.finish_hint(config.out_dir, config.split))
 
 
-def _config() -> prepare_lib.PrepareConfig:
+def _config(c: PrepareFlags) -> prepare_lib.PrepareConfig:
     return prepare_lib.PrepareConfig(
-        out_dir=FLAGS.out_dir, split=FLAGS.split, flow=FLAGS.flow, fps=FLAGS.fps,
-        short_side=FLAGS.resize_short_side, max_frames=FLAGS.max_frames,
-        num_shards=FLAGS.num_shards, workers=FLAGS.workers, jpeg_quality=FLAGS.jpeg_quality,
-        hosts=config_flags.from_flags(prepare_hosts.HostConfig))
+        out_dir=c.out_dir, split=c.split, flow=c.flow, fps=c.fps,
+        short_side=c.resize_short_side, max_frames=c.max_frames,
+        num_shards=c.num_shards, workers=c.workers, jpeg_quality=c.jpeg_quality,
+        hosts=c.hosts)
 
 
 def _prepare_beam():
@@ -117,17 +125,17 @@ def _prepare_beam():
     return prepare_beam
 
 
-def _prepare_ava():
-    if config_flags.from_flags(EngineConfig).beam_options is not None:
+def _prepare_ava(c: PrepareFlags):
+    if c.engine.beam_options is not None:
         raise app.UsageError("--beam_options does not support --format=ava (run it without)")
     try:
-        config = _config()
-        summary = ava.prepare(FLAGS.annotations, FLAGS.video_dir,
-                              config_flags.from_flags(ava.AvaPrepareConfig), config)
+        config = _config(c)
+        summary = ava.prepare(c.annotations, c.video_dir,
+                              c.ava, config)
     except (datasets.AnnotationError, prepare_lib.PrepareError) as e:
         sys.exit(f"error: {e}")
     _print_summary(summary, config)
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, groups=HELP_GROUPS)

@@ -156,10 +156,10 @@ def test_evaluate_cli_writes_metrics_for_clips_times_crops(tmp_path):
     cmd = [sys.executable, "-m", "d3d_tf.evaluate", f"--model_dir={tmp_path / 'model'}",
            "--name=tiny", f"--data={data}", "--num_clips=2", "--num_crops=3",
            "--batch_size=5", "--table=d3d_table2", f"--out_dir={out}"]
-    # The refused --num_crops runs beside the evaluation (each process spends its time
-    # importing TensorFlow).
+    # The refused --eval_crops runs beside the evaluation (each process spends its time
+    # importing TensorFlow); --num_clips / --num_crops above are its old names, still accepted.
     done, refused = run_side_by_side(
-        [cmd, cmd[:-1] + ["--num_crops=2", f"--out_dir={tmp_path / 'refused'}"]], env=env,
+        [cmd, cmd[:-1] + ["--eval_crops=2", f"--out_dir={tmp_path / 'refused'}"]], env=env,
         cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     # Progress with an ETA: after the first batch and at the end.
@@ -196,7 +196,7 @@ def test_evaluate_cli_writes_metrics_for_clips_times_crops(tmp_path):
     assert done.returncode == 1 and "--compare needs two of ['tiny']" in done.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
-    assert refused.returncode != 0 and "--num_crops must be 1 or 3" in refused.stderr
+    assert refused.returncode != 0 and "--eval_crops must be 1 or 3" in refused.stderr
     assert not (tmp_path / "refused").exists()
 
     both = f"{out / 'results.json'},{out / 'results.json'}"

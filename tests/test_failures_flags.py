@@ -31,10 +31,11 @@ for f in sorted(flags.FLAGS.get_flags_for_module("d3d_tf.evaluate"), key=lambda 
     parsed = copy.deepcopy(flags.FLAGS)  # parsing happens before main(): no model loads
     try:
         parsed(["evaluate", f"--{f.name}=0"])
-    except flags.IllegalFlagValueError as e:
-        print(f.name, "|", str(e).splitlines()[0])
+    except flags.IllegalFlagValueError as e:  # an alias names the flag it stands for
+        alias = f.help.startswith("Alias for --")
+        print(f.name, "|", f.help[12:-1] if alias else f.name, "|", str(e).splitlines()[0])
     else:
-        print(f.name, "| ACCEPTED")
+        print(f.name, "|", f.name, "| ACCEPTED")
 """
 
 
@@ -42,11 +43,13 @@ def test_every_integer_flag_of_evaluate_must_be_positive():
     # In a subprocess: importing d3d_tf.evaluate here would collide with other CLIs' flags.
     proc = subprocess.run([sys.executable, "-c", _EVALUATE_BOUNDS], cwd=H.REPO, env=H.env(),
                           capture_output=True, text=True, timeout=900, check=True)
-    results = dict(ln.split(" | ", 1) for ln in proc.stdout.splitlines() if " | " in ln)
-    assert {"num_frames", "num_clips", "frame_stride", "crop_size", "batch_size",
-            "num_crops", "resize_short_side", "plot_top", "ava_max_boxes"} <= set(results)
-    for name, message in results.items():
-        assert message.startswith(f"flag --{name}=0: "), (name, message)
+    results = {name: (flag, message) for name, flag, message in
+               (ln.split(" | ", 2) for ln in proc.stdout.splitlines() if " | " in ln)}
+    assert {"num_frames", "eval_clips", "frame_stride", "crop_size", "batch_size",
+            "eval_crops", "resize_short_side", "plot_top", "ava_max_boxes"} <= set(results)
+    assert results["num_clips"][0] == "eval_clips" and results["num_crops"][0] == "eval_crops"
+    for name, (flag, message) in results.items():
+        assert message.startswith(f"flag --{flag}=0: "), (name, message)
 
 
 def test_predict_flag_bounds_are_one_line_before_any_model_loads(tmp_path):

@@ -355,6 +355,20 @@ class AvaPrepareConfig:
     min_box_score: float = field(0.0, "--format=ava: drop person boxes scoring below this.")
 
 
+@dataclasses.dataclass
+class AvaEvalConfig:
+    """How a saved detector is scored: the AVA flags of `python -m d3d_tf.evaluate --task=ava`
+    (`ava_task.evaluate_detector`)."""
+    ava_groundtruth: str | None = field(None, "--task=ava: ground-truth CSV to score against, "
+                                        "as the official script does (default: the ground "
+                                        "truth stored in the records).")
+    ava_label_map: str | None = field(None, "--task=ava: label map of the evaluated classes "
+                                      "(default: the detector's classes).")
+    ava_excluded: str | None = field(None, "--task=ava: excluded-timestamps CSV.")
+    ava_max_boxes: int = field(32, "--task=ava: proposals scored per keyframe (best first).",
+                               min=1)
+
+
 def find_video(video_dir: str, video_id: str) -> str:
     """`video_dir/video_id.EXT` for the first existing extension (else the .mp4 path)."""
     for ext in VIDEO_EXTENSIONS:

@@ -15,7 +15,6 @@ Outputs under `model_dir`: `ckpt/`, `train/` and `eval/` summaries as for every 
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
@@ -28,7 +27,6 @@ from d3d_tf.ava import ava, ava_head, ava_pipeline
 from d3d_tf.ava import frame_map as ava_map
 from d3d_tf.core import atomic
 from d3d_tf.core import progress as progress_lib
-from d3d_tf.core.config_flags import field
 from d3d_tf.data import records
 from d3d_tf.models import cpu_choices, s3dg, saving
 from d3d_tf.training import network, tasks
@@ -264,17 +262,7 @@ class AvaTask(task_lib.TrainingTask):
 
 # ---- evaluation of a saved detector (python -m d3d_tf.evaluate --task=ava) -------------------
 
-@dataclasses.dataclass
-class AvaEvalConfig:
-    """The AVA options of `python -m d3d_tf.evaluate --task=ava` (each field is a flag)."""
-    ava_groundtruth: str | None = field(None, "--task=ava: ground-truth CSV to score against, "
-                                        "as the official script does (default: the ground "
-                                        "truth stored in the records).")
-    ava_label_map: str | None = field(None, "--task=ava: label map of the evaluated classes "
-                                      "(default: the detector's classes).")
-    ava_excluded: str | None = field(None, "--task=ava: excluded-timestamps CSV.")
-    ava_max_boxes: int = field(32, "--task=ava: proposals scored per keyframe (best first).",
-                               min=1)
+AvaEvalConfig = ava.AvaEvalConfig  # in ava.py, TF-free: evaluate declares its flags first
 
 
 def pretraining(init_from: str | None) -> dict:

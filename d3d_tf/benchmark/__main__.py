@@ -29,6 +29,8 @@ Parts:
   two_stream  seconds per video of the two-stream model end to end (decode, TV-L1 flow, flow
            S3D-G, RGB S3D-G, average) against D3D (decode, RGB S3D-G) on one video file
            (--video; default a synthetic 10-s 256x256 one), --iters rounds; the ratio
+  cli      seconds every `python -m d3d_tf.<tool>` takes to print its --help and to refuse a
+           misspelled flag, median of --iters runs each (--cli_tools: some tools only)
 Timings are medians after a warm-up call; numbers depend on the machine and its load.
 """
 from __future__ import annotations
@@ -43,33 +45,65 @@ from absl import app, flags
 
 from d3d_tf.benchmark import two_stream
 from d3d_tf.core import cli, config_flags
+from d3d_tf.core.config_flags import field, section
 
 FLAGS = flags.FLAGS
-PARTS = ("model", "distill", "data", "flow", "export", "profile", "torchvision", "two_stream")
-flags.DEFINE_list("parts", list(PARTS), f"Which parts to run, from {PARTS}.")
-flags.DEFINE_bool("smoke", False, "Tiny sizes and few iterations: checks that it runs.")
-flags.DEFINE_list("modes", ["eager", "function", "xla"], "model: execution modes.")
-flags.DEFINE_list("precisions", ["float32", "bfloat16"], "model: float32 and/or bfloat16.")
-flags.DEFINE_list("conv_impls", ["2d", "2d_spatial", "3d"], "model: conv lowerings compared "
-                  "side by side "
-                  "(tf.function only; eager and XLA use this CPU's auto choice).")
-flags.DEFINE_integer("iters", 3, "Timed calls per case (after one warm-up call).")
-flags.DEFINE_integer("max_batch", 8, "model: cap of the 'largest batch that fits' search.")
-flags.DEFINE_integer("demo_frames", 16, "Demo size: frames per clip.")
-flags.DEFINE_integer("demo_size", 64, "Demo size: crop side, pixels.")
-flags.DEFINE_float("demo_depth_multiplier", 0.25, "Demo size: depth multiplier.")
-flags.DEFINE_integer("num_videos", 8, "data: synthetic videos written per stored size.")
-flags.DEFINE_integer("num_batches", 10, "data: timed batches per case.")
-flags.DEFINE_float("accelerator_step_s", None, "data: seconds of one accelerator's train step "
-                   "of --accelerator_batch clips, for the cores it needs (default "
-                   "0.08 s: an H100 ESTIMATE for S3D-G at 64x224^2 in mixed float16, not a "
-                   "measurement; docs/gpu.md).", lower_bound=0)
-flags.DEFINE_integer("accelerator_batch", None, "data: clips of one accelerator's train step "
-                     "(default 8, with the H100 estimate).", lower_bound=1)
-flags.DEFINE_integer("threads", 2, "torchvision: threads of each framework's process.")
-flags.DEFINE_integer("rounds", 2, "torchvision: alternating rounds (each case once a round).")
-flags.DEFINE_string("json", None, "Also write every result as JSON to this file ('-' = stdout).")
-config_flags.define_flags(two_stream.TwoStreamConfig)
+PARTS = ("model", "distill", "data", "flow", "export", "profile", "torchvision", "two_stream",
+         "cli")
+
+
+@dataclasses.dataclass
+class ModelFlags:
+    """model (and distill, export, profile: the demo size)."""
+    modes: tuple = field(("eager", "function", "xla"), "model: execution modes.")
+    precisions: tuple = field(("float32", "bfloat16"), "model: float32 and/or bfloat16.")
+    conv_impls: tuple = field(("2d", "2d_spatial", "3d"), "model: conv lowerings compared side "
+                              "by side (tf.function only; eager and XLA use this CPU's auto "
+                              "choice).")
+    max_batch: int = field(8, "model: cap of the 'largest batch that fits' search.")
+    demo_frames: int = field(16, "Demo size: frames per clip.")
+    demo_size: int = field(64, "Demo size: crop side, pixels.")
+    demo_depth_multiplier: float = field(0.25, "Demo size: depth multiplier.")
+
+
+@dataclasses.dataclass
+class DataFlags:
+    """data: the input pipeline."""
+    num_videos: int = field(8, "data: synthetic videos written per stored size.")
+    num_batches: int = field(10, "data: timed batches per case.")
+    accelerator_step_s: float | None = field(None, "data: seconds of one accelerator's train "
+                                             "step of --accelerator_batch clips, for the cores "
+                                             "it needs (default 0.08 s: an H100 ESTIMATE for "
+                                             "S3D-G at 64x224^2 in mixed float16, not a "
+                                             "measurement; docs/gpu.md).", min=0)
+    accelerator_batch: int | None = field(None, "data: clips of one accelerator's train step "
+                                          "(default 8, with the H100 estimate).", min=1)
+
+
+@dataclasses.dataclass
+class TorchvisionFlags:
+    threads: int = field(2, "torchvision: threads of each framework's process.")
+    rounds: int = field(2, "torchvision: alternating rounds (each case once a round).")
+
+
+@dataclasses.dataclass
+class BenchmarkConfig:
+    """The flags of `python -m d3d_tf.benchmark` (`d3d_tf.core.config_flags`), a section per
+    part; main reads them as FLAGS."""
+    parts: tuple = field(PARTS, f"Which parts to run, from {PARTS}.")
+    smoke: bool = field(False, "Tiny sizes and few iterations: checks that it runs.")
+    iters: int = field(3, "Timed calls per case (after one warm-up call).")
+    json: str | None = field(None, "Also write every result as JSON to this file ('-' = "
+                             "stdout).")
+    model: ModelFlags = section(ModelFlags, "model, distill, export, profile")
+    data: DataFlags = section(DataFlags, "data")
+    torchvision: TorchvisionFlags = section(TorchvisionFlags, "torchvision")
+    two_stream: two_stream.TwoStreamConfig = section(two_stream.TwoStreamConfig, "two_stream")
+    cli_tools: tuple | None = field(None, "cli: the tools to time, e.g. d3d_tf.evaluate "
+                                    "(default: every tool).")
+
+
+config_flags.define_flags(BenchmarkConfig)
 
 
 def _table(header, rows) -> str:
@@ -317,10 +351,29 @@ def two_stream_part(log) -> list[dict]:
                                                log=log)
 
 
-def main(argv):
-    del argv
+def cli_part(log) -> list[dict]:
+    from d3d_tf.benchmark import cli_help
+
+    return cli_help.run_cli_benchmark(FLAGS.cli_tools, repeats=1 if FLAGS.smoke else FLAGS.iters,
+                                      log=log)
+
+
+def cli_table(results) -> str:
+    return _table(("tool", "--help s", "misspelled flag s"),
+                  [(r["tool"], f"{r['help_s']:.2f}", f"{r['misspelled_s']:.2f}")
+                   for r in results])
+
+
+def data_table(results) -> str:
     from d3d_tf.benchmark import data as throughput
 
+    return throughput.format_table(
+        results, FLAGS.accelerator_step_s or throughput.H100_ESTIMATE_STEP_S,
+        FLAGS.accelerator_batch or throughput.H100_ESTIMATE_BATCH)
+
+
+def main(argv):
+    del argv
     unknown = [p for p in FLAGS.parts if p not in PARTS]
     if unknown:
         raise app.UsageError(f"--parts: unknown {unknown}; choose from {PARTS}")
@@ -331,14 +384,13 @@ def main(argv):
     runners = {
         "model": (model_part, model_table),
         "distill": (distill_part, distill_table),
-        "data": (data_part, lambda results: throughput.format_table(
-            results, FLAGS.accelerator_step_s or throughput.H100_ESTIMATE_STEP_S,
-            FLAGS.accelerator_batch or throughput.H100_ESTIMATE_BATCH)),
+        "data": (data_part, data_table),
         "flow": (flow_part, flow_table),
         "export": (export_part, export_table),
         "profile": (profile_part, profile_table),
         "torchvision": (torchvision_part, torchvision_table),
         "two_stream": (two_stream_part, two_stream.format_table),
+        "cli": (cli_part, cli_table),
     }
     everything = {"smoke": FLAGS.smoke, "cpu_count": os.cpu_count()}
     tables = []
@@ -358,4 +410,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, groups=cli.help_groups(BenchmarkConfig))

@@ -65,7 +65,8 @@ class TwoStreamConfig:
                               "10-s 256x256 video written to a temporary folder).")
     num_frames: int = field(64, "two_stream: frames per clip (T).", min=2)
     crop_size: int = field(224, "two_stream: clip side, pixels.", min=16)
-    num_clips: int = field(1, "two_stream: evenly spaced clips per video (K).", min=1)
+    num_clips: int = field(1, "two_stream: evenly spaced clips per video (K).", min=1,
+                           aliases=("eval_clips",))  # train's, evaluate's and predict's name
     depth_multiplier: float = field(1.0, "two_stream: depth multiplier of the random-weight "
                                     "S3D-Gs.")
     num_classes: int = field(400, "two_stream: classes of the random-weight S3D-Gs.", min=1)

@@ -12,19 +12,21 @@ import json
 
 from absl import app, flags, logging
 
-from d3d_tf.ava import ava_saved_model
 from d3d_tf.core import cli, config_flags
-from d3d_tf.export import common, saved_model, tflite
+from d3d_tf.export.config import ExportConfig
 
 FLAGS = flags.FLAGS
-config_flags.define_flags(common.ExportConfig)
+config_flags.define_flags(ExportConfig)
 
 
 def main(argv):
+    from d3d_tf.ava import ava_saved_model
+    from d3d_tf.export import saved_model, tflite
+
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
-        config = config_flags.from_flags(common.ExportConfig)
+        config = config_flags.from_flags(ExportConfig)
         if config.format != "tflite" and (config.quantize != "float32"
                                           or config.calibration_data):
             raise ValueError("--quantize / --calibration_data apply to --format=tflite only")
@@ -46,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, groups=cli.help_groups(ExportConfig))

@@ -37,7 +37,7 @@ class PredictConfig:
     `python -m d3d_tf.predict`."""
 
     num_clips: int = field(1, "Evenly spaced clips per video; their softmaxes are averaged.",
-                           min=1)
+                           min=1, aliases=("eval_clips",))  # train's and evaluate's name
     frame_stride: int = field(1, "Take every n-th frame within a clip.", min=1)
     resize_short_side: int | None = field(None, "Short side in pixels before the centre crop "
                                           "(default: the model's input size).", min=1)
@@ -101,7 +101,7 @@ class Predictor:
     def _load_tflite(self, path, num_threads):
         from ai_edge_litert.interpreter import Interpreter
 
-        from d3d_tf.export import tflite
+        from d3d_tf.export import config
 
         self.kind = "tflite"
         self.path = path
@@ -114,7 +114,7 @@ class Predictor:
         detail = self._runner.get_input_details()["frames"]
         _, self.frames, self.height, self.width, _ = (int(d) for d in detail["shape"])
         num_classes = int(self._runner.get_output_details()["probabilities"]["shape"][-1])
-        self.labels = tflite.tflite_labels(path) or [f"class_{i}" for i in range(num_classes)]
+        self.labels = config.tflite_labels(path) or [f"class_{i}" for i in range(num_classes)]
 
     def probabilities(self, clips: np.ndarray) -> np.ndarray:
         """uint8 [K,T,H,W,3] -> softmax probabilities float32 [K,C]."""

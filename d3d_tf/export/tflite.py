@@ -44,6 +44,7 @@ from ai_edge_litert import schema_py_generated as schema
 from d3d_tf.core import atomic
 from d3d_tf.data import damaged_shards, pipeline, preprocessing, read_errors
 from d3d_tf.export import common
+from d3d_tf.export.config import card_stem, tflite_labels  # noqa: F401 (also tflite.*)
 
 QUANTIZE_MODES = common.QUANTIZE_MODES
 _BUILTIN_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
@@ -326,15 +327,3 @@ def export_tflite(config: common.ExportConfig) -> str:
     common.write_model_card(config.out_dir, spec, model_dir=model_dir, fmt="TFLite",
                             extra=extra, stem=card_stem(path))
     return path
-
-
-def card_stem(tflite_path: str) -> str:
-    """`<name>_<quantize>` of a .tflite path: each variant's model card is
-    `<stem>_model_card.{json,md}` beside it, so exporting int8 keeps the float32 card."""
-    return os.path.splitext(os.path.basename(tflite_path))[0]
-
-
-def tflite_labels(path: str) -> list[str] | None:
-    """Class names written beside a .tflite file (None if there are none)."""
-    candidate = os.path.join(os.path.dirname(os.path.abspath(path)), common.LABELS_FILE)
-    return preprocessing.read_labels(candidate) if os.path.isfile(candidate) else None

@@ -9,11 +9,14 @@ clip (batch 1); batch norm, ReLU, pooling and the gating's elementwise work are 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
-from d3d_tf.models.layers import SelfGating
+from d3d_tf.core.config_flags import field
+
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclasses.dataclass
@@ -26,6 +29,10 @@ class Row:
 
 def layer_flops(layer) -> int:
     """FLOPs (2 x MACs) of one layer for batch 1; 0 for layers without multiply-adds."""
+    import keras  # here, not at import: `--help` answers before TensorFlow loads
+
+    from d3d_tf.models.layers import SelfGating
+
     if isinstance(layer, keras.layers.Conv3D):
         out = layer.output.shape
         kernel = layer.kernel.shape  # [kt,kh,kw,cin,cout]
@@ -42,6 +49,8 @@ def _endpoint_of(layer_name: str) -> str:
 
 def endpoint_table(model: keras.Model) -> list[Row]:
     """One row per endpoint (and `Logits` when the model has a head), in build order."""
+    import keras
+
     rows: dict[str, Row] = {}
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
@@ -70,45 +79,44 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+@dataclasses.dataclass
+class SummaryConfig:
+    """The flags of `python -m d3d_tf.models.summary` (`d3d_tf.core.config_flags`); num_frames
+    and crop_size are the names every tool gives the clip (`d3d_tf.data.clip`)."""
+    model: str = field("s3dg", "Model preset: s3dg, s3d or i3d.")
+    num_frames: int = field(64, "Input frames T.", min=1)
+    crop_size: int = field(224, "Input height and width, pixels.", min=1)
+    channels: int = field(3, "Input channels: 3 for RGB, 2 for optical flow.", min=1)
+    num_classes: int = field(400, "Classes of the logits head.", min=1)
+    depth_multiplier: float = field(1.0, "Channel multiplier of every conv.")
+    first_temporal_kernel_size: int | None = field(None, "Temporal kernel of the stem (default: "
+                                                   "the preset's).", min=1)
+
+
 def main(argv):
     del argv
-    from absl import flags
-
     from d3d_tf import models
+    from d3d_tf.core import config_flags
 
-    f = flags.FLAGS
-    options = {"depth_multiplier": f.depth_multiplier}
-    if f.first_temporal_kernel_size is not None:
-        options["first_temporal_kernel_size"] = f.first_temporal_kernel_size
+    c = config_flags.from_flags(SummaryConfig)
+    options = {"depth_multiplier": c.depth_multiplier}
+    if c.first_temporal_kernel_size is not None:
+        options["first_temporal_kernel_size"] = c.first_temporal_kernel_size
     model = models.build_classifier(
-        f.model,
-        num_classes=f.num_classes,
-        input_shape=(f.num_frames, f.crop_size, f.crop_size, f.channels),
+        c.model,
+        num_classes=c.num_classes,
+        input_shape=(c.num_frames, c.crop_size, c.crop_size, c.channels),
         **options,
     )
-    shape = f"{f.num_frames}x{f.crop_size}x{f.crop_size}x{f.channels}"
-    print(f"{f.model}: input {shape}, {f.num_classes} classes")
+    shape = f"{c.num_frames}x{c.crop_size}x{c.crop_size}x{c.channels}"
+    print(f"{c.model}: input {shape}, {c.num_classes} classes")
     print(format_table(endpoint_table(model)))
     trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     print(f"trainable parameters: {trainable:,} (the rest are batch-norm moving statistics)")
 
 
-def _define_flags():
-    from absl import flags
-
-    flags.DEFINE_string("model", "s3dg", "Model preset: s3dg, s3d or i3d.")
-    flags.DEFINE_integer("num_frames", 64, "Input frames T.")
-    flags.DEFINE_integer("crop_size", 224, "Input height and width, pixels.")
-    flags.DEFINE_integer("channels", 3, "Input channels: 3 for RGB, 2 for optical flow.")
-    flags.DEFINE_integer("num_classes", 400, "Classes of the logits head.")
-    flags.DEFINE_float("depth_multiplier", 1.0, "Channel multiplier of every conv.")
-    flags.DEFINE_integer(
-        "first_temporal_kernel_size", None, "Temporal kernel of the stem (default: the preset's)."
-    )
-
-
 if __name__ == "__main__":
-    from absl import app
+    from d3d_tf.core import cli, config_flags
 
-    _define_flags()
-    app.run(main)
+    config_flags.define_flags(SummaryConfig)
+    cli.run(main, groups=cli.help_groups(SummaryConfig))
