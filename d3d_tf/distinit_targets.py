@@ -11,18 +11,19 @@ from __future__ import annotations
 from absl import app
 
 from d3d_tf.core import cli, config_flags
-from d3d_tf.distinit import precompute_targets as distinit_targets
+from d3d_tf.distinit.config import TargetsConfig
 
-config_flags.define_flags(distinit_targets.TargetsConfig)
+config_flags.define_flags(TargetsConfig)
 
 
 def main(argv):
     del argv
+    from d3d_tf.distinit import precompute_targets  # TensorFlow, once the flags are parsed
     try:
-        distinit_targets.precompute(config_flags.from_flags(distinit_targets.TargetsConfig))
+        precompute_targets.precompute(config_flags.from_flags(TargetsConfig))
     except (ValueError, FileNotFoundError) as e:
         raise app.UsageError(str(e)) from e
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, groups=cli.help_groups(TargetsConfig))

@@ -15,16 +15,17 @@ from __future__ import annotations
 from absl import app, logging
 
 from d3d_tf.core import cli, config_flags
-from d3d_tf.probes import task as probe
+from d3d_tf.probes.config import ProbeConfig
 
-config_flags.define_flags(probe.ProbeConfig)
+config_flags.define_flags(ProbeConfig)
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
+    from d3d_tf.probes import task as probe  # TensorFlow, once the flags are parsed
     try:
-        config = config_flags.from_flags(probe.ProbeConfig)
+        config = config_flags.from_flags(ProbeConfig)
         probe.validate(config)
     except (ValueError, FileNotFoundError) as e:
         raise app.UsageError(str(e))
@@ -32,4 +33,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, groups=cli.help_groups(ProbeConfig))

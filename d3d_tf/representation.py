@@ -10,20 +10,20 @@ from __future__ import annotations
 from absl import app
 
 from d3d_tf.core import cli, config_flags
-from d3d_tf.distinit import representation_report
+from d3d_tf.distinit.config import ReportConfig
 
-config_flags.define_flags(representation_report.ReportConfig)
+config_flags.define_flags(ReportConfig)
 
 
 def main(argv):
     del argv
+    from d3d_tf.distinit import representation_report  # TensorFlow, once the flags are parsed
     try:
-        out = representation_report.write_report(
-            config_flags.from_flags(representation_report.ReportConfig))
+        out = representation_report.write_report(config_flags.from_flags(ReportConfig))
     except (ValueError, FileNotFoundError) as e:
         raise app.UsageError(str(e)) from e
     print(out)
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, groups=cli.help_groups(ReportConfig))

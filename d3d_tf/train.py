@@ -10,7 +10,6 @@ every flag. TensorFlow is imported once the flags are parsed.
 """
 from __future__ import annotations
 
-import inspect
 import sys
 
 from absl import app, flags, logging
@@ -19,9 +18,6 @@ from d3d_tf import methods
 from d3d_tf.core import cli, config_flags
 
 FLAGS = flags.FLAGS
-# Every setting of the TrainConfig (each method's section too) is a flag of the same name,
-# default and help text.
-config_flags.define_flags(methods.TrainConfig)
 
 
 def config_from_flags():
@@ -39,12 +35,25 @@ def task_in(argv) -> str:
     return "classify"
 
 
+def _other_sections(argv) -> set[str]:
+    """The help titles of the methods' sections other than the chosen --task's."""
+    return {m.SECTION[2] for m in methods.METHODS} - {methods.section_of(task_in(argv))}
+
+
 def help_groups(argv) -> list[tuple[str, list[str]]]:
     """`--help`'s sections: the common ones and the chosen --task's own (if it has one)."""
-    chosen = methods.section_of(task_in(argv))
-    others = {m.SECTION[2] for m in methods.METHODS} - {chosen}
+    others = _other_sections(argv)
     return [(t, names) for t, names in config_flags.flag_groups(methods.TrainConfig)
             if t not in others]
+
+
+# Every setting of the TrainConfig (each method's section too) is a flag of the same name,
+# default and help text. The other tasks' flags belong to d3d_tf.methods: `--helpfull` lists
+# them, `--help` does not.
+_HIDDEN = [n for t, names in config_flags.flag_groups(methods.TrainConfig)
+           if t in _other_sections(sys.argv) for n in names]
+config_flags.define_flags(methods.TrainConfig, exclude=_HIDDEN)
+config_flags.define_flags(methods.TrainConfig, module_name=methods.__name__)
 
 
 def main(argv):
@@ -61,7 +70,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    if "groups" in inspect.signature(cli.run).parameters:  # grouped --help
-        cli.run(main, groups=help_groups(sys.argv))
-    else:
-        cli.run(main)
+    cli.run(main, groups=help_groups(sys.argv))

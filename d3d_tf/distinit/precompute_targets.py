@@ -15,7 +15,6 @@ is refused before anything is written (its targets would mix with the new ones).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import numpy as np
@@ -23,27 +22,11 @@ import tensorflow as tf
 
 from d3d_tf.core import atomic, config_flags, fingerprint
 from d3d_tf.core import progress as progress_lib
-from d3d_tf.core.config_flags import field
 from d3d_tf.data import records
-from d3d_tf.data.pipeline import RGB_RANGES
+from d3d_tf.distinit import config, teacher_logits
 from d3d_tf.distinit import task as distinit
-from d3d_tf.distinit import teacher_logits
 
-
-@dataclasses.dataclass
-class TargetsConfig:
-    """Inputs of `precompute` (also the flags of `python -m d3d_tf.distinit_targets`)."""
-    records: str = field(help="Glob of the TFRecord shards to label (from d3d_tf.prepare).")
-    out_dir: str = field(help="Folder for the labelled copies (same shard names) and "
-                         "labels.txt.")
-    teachers: tuple = field((), "Image teachers: keras.applications names (ResNet50), .keras "
-                            "files or model directories, in the order --distinit_teachers "
-                            "will list them.")
-    teacher_weights: tuple = field(("imagenet",), "Weights of each keras.applications teacher "
-                                   "(imagenet, a local file, or none).")
-    rgb_range: str = field("[-1,1]", "RGB range the teachers are given frames in (the "
-                           "training run's --rgb_range).", choices=RGB_RANGES)
-    batch_frames: int = field(64, "Frames per teacher call.", min=1)
+TargetsConfig = config.TargetsConfig  # the flags of python -m d3d_tf.distinit_targets
 
 
 def frame_logits(teachers, frames_uint8: np.ndarray, rgb_range: str, batch: int) -> np.ndarray:

@@ -10,47 +10,23 @@ drawn: all, or `classes` of them chosen at random).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import numpy as np
 import tensorflow as tf
 
 from d3d_tf.core import atomic, config_flags
-from d3d_tf.core.config_flags import field
 from d3d_tf.data import pipeline, preprocessing
+from d3d_tf.distinit import config
 from d3d_tf.distinit import representation_figures as R
 from d3d_tf.models import registry, saving
 
-EMBEDDINGS = ("tsne", "pca")
 # The first convolution of each registered family (`registry.family_of(preset).name`): its
 # kernel `[T,H,W,Cin,Cout]` is the filters picture (R(2+1)D: the [1,7,7] spatial part).
 FIRST_CONV = {"resnet3d": "conv1", "s3dg": "Conv2d_1a_7x7"}
 
 
-@dataclasses.dataclass
-class ReportConfig:
-    """Flags of `python -m d3d_tf.representation`."""
-    model_dir: tuple = field(help="Model directory (or training run directory) of a video "
-                             "network (ResNet, S3D-G, I3D); several, comma separated, are drawn "
-                             "side by side (a row "
-                             "of filters, a panel of the embedding each), as the paper compares "
-                             "DistInit with inflation or supervision.")
-    out_dir: str = field(help="Folder for filters.png, embedding.png, representation.json.")
-    name: tuple = field((), "One name per --model_dir for the pictures (default: the model's "
-                        "preset, with the folder's name when two share one).")
-    data: str | None = field(None, "Glob of labeled TFRecord shards for the embedding (none: "
-                             "filters only).")
-    labels: str | None = field(None, "labels.txt (default: next to the shards).")
-    embedding: str = field("tsne", "tsne (numpy, exact) or pca (linear fallback).",
-                           choices=EMBEDDINGS)
-    max_videos: int = field(300, "Videos embedded at most (t-SNE is O(N^2)).", min=5)
-    batch_size: int = field(8, "Clips per forward pass.", min=1)
-    classes: int = field(0, "Classes embedded: 0 = every class present in --data; N = a "
-                         "random subset of N of them (seeded by --class_seed, the same "
-                         "subset for every --model_dir; other classes' videos are left out), "
-                         "as the paper draws 10 random classes.", min=0)
-    class_seed: int = field(0, "Seed of the random class subset of --classes.")
+ReportConfig = config.ReportConfig  # the flags of python -m d3d_tf.representation
 
 
 def present_classes(pattern: str) -> list[int]:
