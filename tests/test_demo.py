@@ -222,7 +222,8 @@ def test_data_seeds_given_drawn_fresh_and_kept_for_a_rerun(tmp_path):
     out = str(tmp_path)
 
     def resolve(**flags):  # the demo's flags as parsed (a list flag gives strings)
-        return demo_run.resolve_data_seeds(demo_run.DemoConfig(out_dir=out, **flags))
+        return demo_run.resolve_data_seeds(demo_run.DemoConfig(
+            out_dir=out, draws=demo_protocol.DataSeedsConfig(**flags)))
 
     assert resolve(data_seeds=("7", "9")) == [7, 9]
     assert resolve() == []  # the flagfile's one seed, in out_dir itself

@@ -102,8 +102,9 @@ def test_each_data_seed_runs_the_whole_demo_in_its_folder(tmp_path, monkeypatch)
                         lambda out, stage: ran.append((out, stage.name, stage.command)))
     monkeypatch.setattr(demo_distinit, "write_shape_manifest", lambda *a: "manifest.csv")
     out = str(tmp_path / "out")
+    draws = demo_protocol.DataSeedsConfig(data_seeds=("7", "9"))
     path = demo_distinit.run(demo_distinit.DemoConfig(out_dir=out, configs=CONFIGS, seeds=2,
-                                                      data_seeds=("7", "9")))
+                                                      draws=draws))
     assert path == os.path.join(out, "protocol.md")
     for d in (7, 9):
         folder = os.path.join(out, f"data_{d}")

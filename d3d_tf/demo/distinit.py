@@ -32,7 +32,7 @@ import shlex
 import time
 
 from d3d_tf.core import cli, config_flags
-from d3d_tf.core.config_flags import field
+from d3d_tf.core.config_flags import field, section
 from d3d_tf.data import synthetic
 from d3d_tf.demo import distinit_report, protocol
 from d3d_tf.demo.stages import Stage, marker_path, python_module, run_stage
@@ -59,15 +59,7 @@ class DemoConfig:
                          ".flags).")
     workers: int = field(0, "Worker processes for rendering and preparing videos "
                          "(0 = all cores).", min=0)
-    data_seeds: tuple = field((), "Data seeds to run the whole demo on, each in "
-                              "<out_dir>/data_<seed>/ (pool, labeled and image sets drawn with "
-                              "generator seeds 10*seed, 10*seed+1, 10*seed+2), judged together "
-                              "in <out_dir>/protocol.md (docs/protocol.md); empty = the "
-                              "flagfiles' own seeds, in <out_dir>.")
-    fresh_data_seeds: int = field(0, "Draw this many data seeds at random (never the "
-                                  "development seeds), remember them in "
-                                  "<out_dir>/data_seeds.json so a rerun resumes them, and run "
-                                  "as with --data_seeds.", min=0)
+    draws: protocol.DataSeedsConfig = section(protocol.DataSeedsConfig, "Data seeds")
     data_seed: int | None = field(None, "The data seed this config's out_dir holds (None: the "
                                   "flagfiles' seeds); set per data seed by `run`.", flag=False)
 
@@ -221,7 +213,8 @@ def run(c: DemoConfig) -> str:
     # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) hides the progress lines.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     start = time.time()
-    data_seeds = protocol.resolve_data_seeds(c.out_dir, c.data_seeds, c.fresh_data_seeds)
+    data_seeds = protocol.resolve_data_seeds(c.out_dir, c.draws.data_seeds,
+                                       c.draws.fresh_data_seeds)
     if not data_seeds:
         path = run_data_seed(c)
     else:

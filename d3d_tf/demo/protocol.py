@@ -11,13 +11,29 @@ the protocol's rule; this module only gathers the cells and words the result. De
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
 
 import numpy as np
 
+from d3d_tf.core.config_flags import field
 from d3d_tf.metrics import paired
+
+
+@dataclasses.dataclass
+class DataSeedsConfig:
+    """Which draws of the data a demo runs on (a section of both demos' configs)."""
+    data_seeds: tuple = field((), "Data seeds to run the whole demo on, each in "
+                              "<out_dir>/data_<seed>/, judged together in "
+                              "<out_dir>/protocol.md (docs/protocol.md says what a data seed "
+                              "draws in each demo); empty = the flagfiles' own seeds, in "
+                              "<out_dir>.")
+    fresh_data_seeds: int = field(0, "Draw this many data seeds at random (never the "
+                                  "development seeds), remember them in "
+                                  "<out_dir>/data_seeds.json so a rerun resumes them, and run "
+                                  "as with --data_seeds.", min=0)
 
 # Settings are chosen by looking at these data seeds only (0: synthetic.flags' own, where the
 # demo's settings were first chosen, and `make demo`'s); acceptance runs never use them.

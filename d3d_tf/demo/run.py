@@ -24,7 +24,7 @@ import dataclasses
 import os
 import time
 
-from d3d_tf.core.config_flags import field
+from d3d_tf.core.config_flags import field, section
 from d3d_tf.demo import probes, protocol, report
 from d3d_tf.demo.stages import Stage, run_stage
 from d3d_tf.demo.stages import python_module as _python_module
@@ -40,14 +40,7 @@ class DemoConfig:
                          "teacher.flags, baseline.flags, d3d.flags).")
     workers: int = field(0, "Worker processes for flow extraction (0 = all cores).", min=0)
     tflite_int8: bool = field(True, "Also export a full-integer int8 TFLite model.")
-    data_seeds: tuple = field((), "Data seeds (the generator's --seed) to run the whole demo "
-                              "on, each in <out_dir>/data_<seed>/, judged together in "
-                              "<out_dir>/protocol.md (docs/protocol.md); empty = the one seed "
-                              "of synthetic.flags, in <out_dir>.")
-    fresh_data_seeds: int = field(0, "Draw this many data seeds at random (never the "
-                                  "development seeds), remember them in "
-                                  "<out_dir>/data_seeds.json so a rerun resumes them, and run "
-                                  "as with --data_seeds.", min=0)
+    draws: protocol.DataSeedsConfig = section(protocol.DataSeedsConfig, "Data seeds")
     export: bool = field(True, "Export seed 0's D3D (SavedModel, TFLite) and run predict.")
     ava: bool = field(False, "Also run the AVA comparison (the paper's Table 5) per data "
                       "seed: detectors initialised from the D3D and from the S3D-G run of "
@@ -63,7 +56,7 @@ RUNS = (  # name, flagfile, method label, modality, is run at inference on RGB o
 
 
 def run(c: DemoConfig) -> str:
-    """The whole demo (once per data seed with `c.data_seeds` / `c.fresh_data_seeds`); returns
+    """The whole demo (once per data seed of `c.draws`); returns
     the path of its report (`report.md`, or `protocol.md` over several data seeds)."""
     _check_ava_configs(c)
     out = c.out_dir
@@ -88,7 +81,8 @@ def run(c: DemoConfig) -> str:
 def resolve_data_seeds(c: DemoConfig) -> list[int]:
     """--data_seeds, or the fresh seeds drawn by an earlier run of this out_dir, or new ones
     (ValueError naming the flag for a bad combination)."""
-    return protocol.resolve_data_seeds(c.out_dir, c.data_seeds, c.fresh_data_seeds)
+    return protocol.resolve_data_seeds(c.out_dir, c.draws.data_seeds,
+                                       c.draws.fresh_data_seeds)
 
 
 def run_data_seed(c: DemoConfig, out: str, data_seed: int | None) -> str:
