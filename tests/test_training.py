@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 
 import keras
 import numpy as np
@@ -265,3 +266,32 @@ def test_train_restores_the_callers_dtype_policy(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         trainer.train(config)
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_lambda_rule_matches_the_distillation_loss_to_the_action_loss_once():
+    """The paper's rule: the first step sets lambda so that lambda * L_d equals the action loss
+    of that batch; later steps keep it, and so does a checkpoint restored into a new task."""
+    keras.utils.set_random_seed(0)
+    teacher = models.build_classifier("s3dg", input_shape=(T, S, S, 2), in_channels=2, **SHORT)
+    student = models.build_classifier("s3dg", input_shape=(T, S, S, 3), **SHORT)
+    task = Distiller(student, teacher, teacher_modality="flow", distill_weights=(2.0,),
+                     action_loss_weight=0.5, lambda_rule=True)
+    task.compile(optimizer=keras.optimizers.SGD(0.003, momentum=0.9))
+    logs = _run(task, _batch(), 3)
+    first = logs[0]
+    # --distill_weights stays a multiplier: lambda * L_d = 2 x the action loss (0.5 CE).
+    assert first["lambda"] * first["distill"] == pytest.approx(2 * 0.5 * first["ce"], rel=1e-4)
+    assert first["total"] == pytest.approx(0.5 * first["ce"] * 3 + first["l2"], rel=1e-4)
+    assert [log["lambda"] for log in logs] == pytest.approx([first["lambda"]] * 3, rel=1e-6)
+    # ... while the ratio it was set from moved: the rule decided once, not every step.
+    assert logs[2]["ce"] / logs[2]["distill"] != pytest.approx(first["ce"] / first["distill"],
+                                                               rel=1e-6)
+    path = tf.train.Checkpoint(factor=task.rule_factor).save(os.path.join(
+        tempfile.mkdtemp(), "ckpt"))
+    again = Distiller(student, teacher, teacher_modality="flow", distill_weights=(2.0,),
+                      action_loss_weight=0.5, lambda_rule=True)
+    tf.train.Checkpoint(factor=again.rule_factor).restore(path)
+    again.compile(optimizer=keras.optimizers.SGD(0.003, momentum=0.9))
+    assert _run(again, _batch(), 1)[0]["lambda"] == pytest.approx(first["lambda"], rel=1e-6)
+    with pytest.raises(ValueError, match="action_loss_weight above 0"):
+        Distiller(student, teacher, action_loss_weight=0.0, lambda_rule=True)

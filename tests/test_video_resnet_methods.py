@@ -61,3 +61,27 @@ def test_video_resnet_is_probed_at_an_endpoint():
     task.compile(optimizer=tf.keras.optimizers.Adam(1e-3))
     logs = tf.function(task.train_step)(_batch())
     assert np.isfinite(float(logs["epe"])) and float(logs["flow"]) > 0
+
+
+def test_a_resumed_distill_run_keeps_the_lambda_of_its_first_step(tmp_path):
+    """--distill_lambda_rule decides lambda at step 1; the checkpoint keeps it, so a run
+    resumed at step 2 goes on with it instead of deciding anew from its own first batch."""
+    data = train_fixtures.write_dataset(str(tmp_path / "data"), videos=2, frames=T, size=S,
+                                        with_flow=True, shards=1)
+    teacher = models.build_classifier("r3d_18", input_shape=(T, S, S, 2), in_channels=2,
+                                      num_classes=len(train_fixtures.CLASSES),
+                                      depth_multiplier=0.125)
+    tdir = str(tmp_path / "teacher")
+    saving.save_model_dir(tdir, teacher, saving.spec_for(
+        teacher, name="r3d_18", labels=list(train_fixtures.CLASSES), modality="flow"))
+    run = dict(model_dir=str(tmp_path / "run"), train_data=data, task="distill", teacher=tdir,
+               model="r3d_18", depth_multiplier=0.125, num_frames=T, crop_size=S, batch_size=2,
+               log_every=1, precision="float32", conv_impl="3d", distill_lambda_rule=True)
+    first = trainer.train(methods.TrainConfig(**run, train_steps=1))["first_train_logs"]
+    assert first["lambda"] * first["distill"] == pytest.approx(first["ce"], rel=1e-4)
+    resumed = trainer.train(methods.TrainConfig(**run, train_steps=2))
+    assert resumed["start_step"] == 1
+    second = resumed["final_train_logs"]  # step 2 (first_train_logs stays step 1)
+    assert second["lambda"] == pytest.approx(first["lambda"], rel=1e-6)
+    assert second["ce"] / second["distill"] != pytest.approx(first["ce"] / first["distill"],
+                                                             rel=1e-6)

@@ -203,8 +203,10 @@ def regime_checks(dirs: dict[int, str], train_seeds: int, num_classes: int) -> l
             s = _train_summary(out_dir, "d3d" + run_suffix(seed))
             first = s.get("first_train_logs") or {}
             weights = (s.get("config") or {}).get("distill_weights") or ()
-            if "ce" in first and "distill" in first and len(weights) == 1:
-                ratios.append(weights[0] * first["distill"] / first["ce"])
+            # `lambda` is logged when the run set it by the rule (--distill_lambda_rule).
+            lam_value = first.get("lambda", weights[0] if len(weights) == 1 else None)
+            if "ce" in first and "distill" in first and lam_value is not None:
+                ratios.append(lam_value * first["distill"] / first["ce"])
         lam = (f"λ·L_d / CE at the start {min(ratios):.2f}–{max(ratios):.2f}" if ratios
                else "λ·L_d / CE at the start unknown")
         if ratios and not all(LAMBDA_RATIO[0] <= r <= LAMBDA_RATIO[1] for r in ratios):

@@ -18,3 +18,8 @@ class DistillConfig:
                                    aliases=("distill_weight",))
     action_loss_weight: float = field(1.0, "distill: weight of the CE loss; 0 = 'D3D without "
                                       "action loss'.")
+    distill_lambda_rule: bool = field(False, "distill: the paper's rule for lambda (Sec. 5.6): "
+                                      "the first step multiplies each --distill_weights value "
+                                      "by the action loss over that endpoint's L_d on its "
+                                      "batch, so lambda * L_d starts equal to the action loss; "
+                                      "the factor is kept in checkpoints.")

@@ -31,11 +31,17 @@ class Distiller(tasks.Task):
       (`layer2` for a video ResNet: names of the student's family, `models.registry`).
     distill_weights: lambda per endpoint (paper: 1 at logits and 2C/4C, 100 at 4F).
     action_loss_weight: 0 = "D3D without action loss" (CE still logged).
+    lambda_rule: the paper's rule (Sec. 5.6), "lambda such that the scale of the distillation
+      loss roughly matches that of the cross entropy loss": the first training step multiplies
+      each lambda by action_loss_weight * CE / L_d of its batch (all replicas), and that factor
+      stays (a variable, `rule_factor`, kept in the run's checkpoints). Logged as `lambda`
+      (`lambda_<endpoint>` when several).
     """
 
     def __init__(self, student: keras.Model, teacher: keras.Model, *,
                  teacher_modality: str = "flow", endpoints=("logits",),
-                 distill_weights=(1.0,), action_loss_weight: float = 1.0, **kwargs):
+                 distill_weights=(1.0,), action_loss_weight: float = 1.0,
+                 lambda_rule: bool = False, **kwargs):
         super().__init__(student, modality="rgb", **kwargs)
         if teacher_modality not in ("rgb", "flow"):
             raise ValueError(f"teacher_modality must be 'rgb' or 'flow', got {teacher_modality!r}")
@@ -59,6 +65,16 @@ class Distiller(tasks.Task):
         self.endpoints = endpoints
         self.distill_weights = distill_weights
         self.action_loss_weight = float(action_loss_weight)
+        if lambda_rule and self.action_loss_weight <= 0:
+            raise ValueError("the lambda rule matches L_d to the action loss: it needs an "
+                             "action_loss_weight above 0")
+        self.lambda_rule = bool(lambda_rule)
+        # 0 until the first training step sets it; aggregation: every replica assigns the same
+        # all-reduced value.
+        self.rule_factor = tf.Variable(tf.zeros([len(endpoints)]), trainable=False,
+                                       name="lambda_rule_factor",
+                                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self._rule_logs = {}
 
     @staticmethod
     def _outputs(out):
@@ -71,11 +87,37 @@ class Distiller(tasks.Task):
         terms = {"ce": losses.cross_entropy(batch["label"], logits,
                                             label_smoothing=self.label_smoothing)}
         weights = {"ce": self.action_loss_weight}
+        names = []
         for e, w in zip(self.endpoints, self.distill_weights):
             name = "distill" if len(self.endpoints) == 1 else f"distill_{e}"
             terms[name] = losses.distillation_mse(student[e], tf.stop_gradient(teacher[e]))
             weights[name] = w
+            names.append(name)
+        if self.lambda_rule:
+            factor = self._rule(terms, names, training)
+            for i, name in enumerate(names):
+                weights[name] = weights[name] * factor[i]
+                self._rule_logs["lambda" + name[len("distill"):]] = weights[name]
         return terms, weights, logits
+
+    def _rule(self, terms, names, training):
+        """The rule's factor per endpoint [E]: the stored one, or at the first step the
+        action loss over each L_d of this batch (all replicas)."""
+        means = tf.stack([tf.reduce_mean(terms[n]) for n in ("ce", *names)])
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:  # the global batch's means
+            means = ctx.all_reduce(tf.distribute.ReduceOp.MEAN, means)
+        means = tf.stop_gradient(means)
+        ratio = self.action_loss_weight * means[0] / tf.maximum(means[1:], 1e-12)
+        factor = tf.where(self.rule_factor[0] > 0, tf.identity(self.rule_factor), ratio)
+        if training:
+            self.rule_factor.assign(factor)
+        return factor
+
+    def _logs(self, batch, terms, per_example, l2, logits):
+        logs = super()._logs(batch, terms, per_example, l2, logits)
+        logs.update(self._rule_logs)
+        return logs
 
 
 def load_teacher(directory: str, *, input_shape, endpoints=()) -> tuple[keras.Model, object]:
@@ -107,6 +149,9 @@ class DistillTask(task.TrainingTask):
         teacher_spec = saving.load_spec(c.teacher)
         if c.modality != "rgb":
             raise ValueError("--task=distill trains an RGB student: use --modality=rgb")
+        if c.distill_lambda_rule and c.action_loss_weight <= 0:
+            raise ValueError("--distill_lambda_rule matches L_d to the action loss: it needs "
+                             f"--action_loss_weight above 0, got {c.action_loss_weight}")
         if len(c.distill_weights) not in (1, len(c.distill_endpoints)):
             raise ValueError(f"--distill_weights has {len(c.distill_weights)} values for "
                              f"{len(c.distill_endpoints)} --distill_endpoints values")
@@ -135,8 +180,12 @@ class DistillTask(task.TrainingTask):
         step = Distiller(student, teacher, teacher_modality=self.teacher_spec.modality,
                          endpoints=c.distill_endpoints, distill_weights=c.distill_weights,
                          action_loss_weight=c.action_loss_weight,
-                         **self.step_options(global_batch))
+                         lambda_rule=c.distill_lambda_rule, **self.step_options(global_batch))
         return step, student
+
+    def checkpoint_state(self, step_model) -> dict:
+        # The rule's lambda is decided once: a resumed run must keep it, not recompute it.
+        return {"lambda_rule_factor": step_model.rule_factor} if step_model.lambda_rule else {}
 
     def modalities(self):
         mods = ["rgb"]

@@ -72,7 +72,8 @@ def run(c, task, *, make_optimizer=make_optimizer) -> dict:
         step_model.compile(optimizer=make_optimizer(c, loss_scale=precision == "mixed_float16"))
         optimizer = step_model.optimizer
         optimizer.build(network.trainable_variables)
-        ckpt = tf.train.Checkpoint(network=network, optimizer=optimizer)
+        ckpt = tf.train.Checkpoint(network=network, optimizer=optimizer,
+                                   **task.checkpoint_state(step_model))
     checkpoints.remove_temp_dirs(os.path.join(out_dir, "ckpt"))
     # The newest intact checkpoint (damaged ones are skipped loudly), before the manager
     # reads the folder's checkpoint list.

@@ -106,6 +106,10 @@ class TrainingTask:
         return {"label_smoothing": c.label_smoothing, "global_batch_size": global_batch,
                 "clip_norm": c.clip_norm}
 
+    def checkpoint_state(self, step_model) -> dict:
+        """Trackables the run's checkpoints keep besides the network and the optimizer."""
+        return {}
+
     def init_weights(self, net) -> None:
         """Initializes a new run's network (not called when a checkpoint is restored)."""
 
