@@ -74,12 +74,15 @@ def test_a_resumed_distill_run_keeps_the_lambda_of_its_first_step(tmp_path):
     tdir = str(tmp_path / "teacher")
     saving.save_model_dir(tdir, teacher, saving.spec_for(
         teacher, name="r3d_18", labels=list(train_fixtures.CLASSES), modality="flow"))
-    run = dict(model_dir=str(tmp_path / "run"), train_data=data, task="distill", teacher=tdir,
-               model="r3d_18", depth_multiplier=0.125, num_frames=T, crop_size=S, batch_size=2,
-               log_every=1, precision="float32", conv_impl="3d", distill_lambda_rule=True)
-    first = trainer.train(methods.TrainConfig(**run, train_steps=1))["first_train_logs"]
+    config = methods.TrainConfig(
+        model_dir=str(tmp_path / "run"), train_data=data, task="distill", teacher=tdir,
+        model="r3d_18", depth_multiplier=0.125, num_frames=T, crop_size=S, batch_size=2,
+        log_every=1, precision="float32", conv_impl="3d", distill_lambda_rule=True,
+        train_steps=1)
+    first = trainer.train(config)["first_train_logs"]
     assert first["lambda"] * first["distill"] == pytest.approx(first["ce"], rel=1e-4)
-    resumed = trainer.train(methods.TrainConfig(**run, train_steps=2))
+    config.train_steps = 2
+    resumed = trainer.train(config)
     assert resumed["start_step"] == 1
     second = resumed["final_train_logs"]  # step 2 (first_train_logs stays step 1)
     assert second["lambda"] == pytest.approx(first["lambda"], rel=1e-6)
