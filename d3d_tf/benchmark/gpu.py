@@ -26,18 +26,9 @@ import os
 import sys
 import tempfile
 
-import keras
-import numpy as np
-import tensorflow as tf
 from absl import app, flags
 
-from d3d_tf import models
-from d3d_tf.benchmark import data as throughput
-from d3d_tf.benchmark import latency
 from d3d_tf.core import cli
-from d3d_tf.distill.task import Distiller
-from d3d_tf.models import cpu_choices
-from d3d_tf.training import tasks, trainer
 
 PRECISIONS = ("float32", "mixed_float16")
 MODES = ("function", "xla")
@@ -64,6 +55,7 @@ SIZES = {
 
 
 def _network(size: Size, channels: int):
+    from d3d_tf import models
     return models.build_classifier(
         "s3dg", num_classes=size.num_classes, input_shape=(size.frames, size.crop, size.crop,
                                                            channels),
@@ -72,6 +64,8 @@ def _network(size: Size, channels: int):
 
 
 def _clips(size: Size, batch: int, seed: int = 0) -> dict:
+    import numpy as np
+    import tensorflow as tf
     rng = np.random.default_rng(seed)
     shape = (batch, size.frames, size.crop, size.crop)
     return {"rgb": tf.constant(rng.uniform(-1, 1, (*shape, 3)), tf.float32),
@@ -80,6 +74,9 @@ def _clips(size: Size, batch: int, seed: int = 0) -> dict:
 
 
 def _with_policy(precision: str, fn):
+    import keras
+
+    from d3d_tf.training import trainer
     previous = keras.mixed_precision.global_policy()
     trainer.set_precision_policy(precision)
     try:
@@ -92,11 +89,18 @@ def train_step_seconds(model: str, size: Size, *, precision: str, xla: bool,
                        iters: int = 3) -> float:
     """Median seconds of one train step of `model` (`S3D-G` or `D3D`) on `size.batch` clips,
     through the training code (`trainer.make_train_function`, default strategy)."""
+    import keras
+    import tensorflow as tf
+
+    from d3d_tf.benchmark import latency
+    from d3d_tf.distill.task import Distiller
+    from d3d_tf.training import tasks, trainer
+
     def build():
         student = _network(size, 3)
         if model == "D3D":
             return Distiller(student, _network(size, 2), teacher_modality="flow",
-                                   global_batch_size=size.batch)
+                             global_batch_size=size.batch)
         return tasks.Classifier(student, global_batch_size=size.batch)
 
     task = _with_policy(precision, build)
@@ -113,6 +117,9 @@ def train_step_seconds(model: str, size: Size, *, precision: str, xla: bool,
 
 def inference_seconds(size: Size, *, precision: str, xla: bool, iters: int = 3) -> float:
     """Median seconds of the S3D-G forward pass on one clip."""
+    import tensorflow as tf
+
+    from d3d_tf.benchmark import latency
     network = _with_policy(precision, lambda: _network(size, 3))
     clip = _clips(size, 1)["rgb"]
     forward = tf.function(lambda x: tf.cast(network(x, training=False), tf.float32),
@@ -125,6 +132,7 @@ def pipeline_rates(size: Size, work_dir: str, *, num_batches: int = 10,
                    log=print) -> dict[str, dict]:
     """The training pipeline at `size`: {"RGB": result, "RGB+flow": result} of
     `benchmark.data.run_data_benchmark` (clips_per_s with all cores, clips_per_s_per_core)."""
+    from d3d_tf.benchmark import data as throughput
     frames, height, width = size.stored
     cases = [throughput.DataBenchCase(f"pipeline {'+'.join(m)}", frames, height, width,
                                       size.frames, size.crop, size.batch, m)
@@ -136,6 +144,7 @@ def pipeline_rates(size: Size, work_dir: str, *, num_batches: int = 10,
 
 def _run_or_oom(fn, *args, **kwargs):
     """`fn(*args, **kwargs)`, or None when the device runs out of memory."""
+    import tensorflow as tf
     try:
         return fn(*args, **kwargs)
     except tf.errors.ResourceExhaustedError:
@@ -180,6 +189,9 @@ def run(size: Size, *, precisions=PRECISIONS, modes=MODES, iters: int = 3,
 
 def device_line() -> str:
     """The accelerator (or CPU) the numbers come from."""
+    import tensorflow as tf
+
+    from d3d_tf.models import cpu_choices
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         names = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
