@@ -3,15 +3,12 @@ and the model-zoo table of docs/weights.md checked against the converter.
 
 No speed is asserted: the benchmark measures, the tests check what it measures.
 """
-import ast
-import functools
 import json
 import os
 import re
 import shlex
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -161,26 +158,36 @@ def _zoo_rows():
             for ln in lines[2:]]
 
 
-def _convert_weights_flags():
-    """(a FlagValues with the flags `python -m d3d_tf.convert_weights` defines, the flags it
-    requires). Its `flags.DEFINE_*` statements run against a fresh FlagValues: parsing then
-    needs no TensorFlow and does not clash with other tools' flags in this process."""
-    from absl import flags
+_PARSE = """
+import json, sys
+from absl import flags
+import d3d_tf.convert_weights  # defines the tool's flags (no TensorFlow: test_cli_fast)
+out = []
+for argv in json.loads(sys.argv[1]):
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(["convert_weights", *argv])
+    except flags.Error as e:
+        out.append({"error": str(e)})
+        continue
+    out.append({n: {"value": flags.FLAGS[n].value, "present": flags.FLAGS[n].present}
+                for n in ("from", "source", "out_dir", "rgb_range")})
+print("JSON" + json.dumps(out))
+"""
 
-    from d3d_tf.data import preprocessing
 
-    source = _read("d3d_tf", "convert_weights.py")
-    calls = [node for node in ast.parse(source).body if isinstance(node, ast.Expr)
-             and ast.unparse(node.value).startswith("flags.DEFINE_")]
-    fresh = flags.FlagValues()
-    proxy = types.SimpleNamespace(**{
-        name: functools.partial(getattr(flags, name), flag_values=fresh)
-        for name in dir(flags) if name.startswith("DEFINE_")})
-    code = compile(ast.Module(body=calls, type_ignores=[]), "convert_weights.py", "exec")
-    exec(code, {"flags": proxy, "preprocessing": preprocessing})  # noqa: S102 (the tool's own)
-    assert {"from", "source", "out_dir", "rgb_range", "ignore"} <= set(fresh)
-    required = re.search(r"mark_flags_as_required\(\[([^\]]*)\]", source).group(1)
-    return fresh, re.findall(r'"(\w+)"', required)
+def _parse_convert_weights(commands: list[str]) -> list[dict]:
+    """Each documented `python -m d3d_tf.convert_weights ...` parsed by the tool's own flags
+    (one subprocess: the flags need no TensorFlow), {flag: {value, present}} or {error}."""
+    argvs = []
+    for command in commands:
+        argv = shlex.split(command)
+        assert argv[:3] == ["python", "-m", "d3d_tf.convert_weights"], command
+        argvs.append(argv[3:])
+    r = subprocess.run([sys.executable, "-c", _PARSE, json.dumps(argvs)], capture_output=True,
+                       text=True, cwd=ROOT, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.split("JSON", 1)[1])
 
 
 def test_model_zoo_commands_parse_with_the_converters_flags():
@@ -193,20 +200,18 @@ def test_model_zoo_commands_parse_with_the_converters_flags():
     for doc in (("docs", "weights.md"), ("docs", "distinit.md")):
         joined = _read(*doc).replace("\\\n", " ")
         documented += re.findall(r"python -m d3d_tf\.convert_weights +--[^\n`]*", joined)
-    for command in documented:
-        argv = shlex.split(command)
-        assert argv[:3] == ["python", "-m", "d3d_tf.convert_weights"], command
-        parsed, required = _convert_weights_flags()
-        parsed(["convert_weights", *argv[3:]])  # an unknown flag or bad value raises here
-        assert required == ["from", "source", "out_dir"]
-        for name in required:
-            assert parsed[name].present, (name, command)
-    for row in rows:
-        parsed, _ = _convert_weights_flags()
-        parsed(["convert_weights", *shlex.split(row["conversion command"].strip("`"))[3:]])
+    required = re.search(r"mark_flags_as_required\(\[([^\]]*)\]",
+                         _read("d3d_tf", "convert_weights.py")).group(1)
+    assert re.findall(r'"(\w+)"', required) == ["from", "source", "out_dir"]
+    parsed = _parse_convert_weights(documented)  # an unknown flag or bad value: an error
+    for command, flags_ in zip(documented, parsed):
+        assert "error" not in flags_, (command, flags_)
+        for name in ("from", "source", "out_dir"):
+            assert flags_[name]["present"], (name, command)
+    for row, flags_ in zip(rows, parsed):
         # The input range the table gives is the one the converter records.
-        source = parsed["from"].value
-        recorded = parsed["rgb_range"].value or ("[-1,1]" if source == "slim" else "[0,1]")
+        source = flags_["from"]["value"]
+        recorded = flags_["rgb_range"]["value"] or ("[-1,1]" if source == "slim" else "[0,1]")
         assert row["input"].startswith(f"RGB in `{recorded}`") or (
             row["input"].startswith("flow") and source == "slim"), row
 
