@@ -1,14 +1,17 @@
 """The demo's flagfiles: the shared settings live once (configs/demo/common/), and the runs
 the demo compares differ only in what the comparison is about."""
+import dataclasses
 import os
 
 from absl import flags
 
+from d3d_tf.distill.config import DistillConfig
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join("configs", "demo")
-# What makes D3D the baseline plus distillation (and the run folder each writes).
-DISTILLATION = {"task", "teacher", "distill_endpoints", "distill_weights", "distill_loss",
-                "distill_temperature", "action_loss_weight", "model_dir"}
+# What makes D3D the baseline plus distillation: the fields of --task=distill's section, the
+# task, and the run folder each writes.
+DISTILLATION = {f.name for f in dataclasses.fields(DistillConfig)} | {"task", "model_dir"}
 
 
 def settings(path: str) -> dict[str, str]:
