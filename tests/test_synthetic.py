@@ -165,13 +165,13 @@ def test_demo_data_flagfile(tmp_path):
     """configs/demo/synthetic.flags parses and selects the 4 translation classes."""
     flagfile = os.path.join(os.path.dirname(__file__), "..", "configs", "demo", "synthetic.flags")
     subprocess.run([sys.executable, "-m", "d3d_tf.synthetic", f"--flagfile={flagfile}",
-                    f"--out_dir={tmp_path}", "--videos_per_class=8", "--frames=3", "--size=32"],
+                    f"--out_dir={tmp_path}", "--videos_per_class=14", "--frames=3", "--size=32"],
                    check=True, capture_output=True)
     assert (tmp_path / "labels.txt").read_text().split() == list(synthetic.CLASS_NAMES[:4])
     with open(tmp_path / "manifest.csv") as f:
         splits = [row["split"] for row in csv.DictReader(f)]
-    # --test_fraction=0.625: the last 5 of every 8 videos of a class are test videos.
-    assert splits == (["train"] * 3 + ["test"] * 5) * 4
+    # --test_fraction=0.7143: of 14 videos a class the last 10 test (of the demo's 140, 100).
+    assert splits == (["train"] * 4 + ["test"] * 10) * 4
 
 
 def _nearest_centroid_loo_accuracy(features, labels):
