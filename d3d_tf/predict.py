@@ -3,7 +3,7 @@
     python -m d3d_tf.predict clip1.mp4 clip2.webm --export_path=exports/s3dg/1
     python -m d3d_tf.predict clip.mp4 --export_path=exports/tflite/s3dg_float32.tflite --json
 
-Clips are sampled, cropped and normalized exactly as evaluation does (`d3d_tf.export.predictor`).
+Clips are sampled, cropped and normalized exactly as evaluation does (`d3d_tf.deploy.predictor`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 from absl import app, flags
 
 from d3d_tf.core import cli, config_flags
-from d3d_tf.export.predictor import PredictConfig, Predictor, predict_video
+from d3d_tf.deploy.predictor import PredictConfig, Predictor, predict_video
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("export_path", None, "SavedModel directory (version dir or model base "

@@ -8,7 +8,7 @@ tensorflow).
 gRPC sends the clip as a binary TensorProto (uint8 bytes) to `serving_default`, much smaller
 and faster than the REST JSON of raw pixels (a 64x224x224x3 clip is 9.6 MB here, ~35 MB as
 JSON). The clip size comes from GetModelMetadata, the frames are picked and cropped by
-`d3d_tf.export.predictor` (the rule `python -m d3d_tf.predict` and evaluation use), the clip
+`d3d_tf.deploy.predictor` (the rule `python -m d3d_tf.predict` and evaluation use), the clip
 softmaxes averaged and the top-5 printed as `d3d_tf.predict` prints them.
 """
 from __future__ import annotations
@@ -81,7 +81,7 @@ def main(argv):
     from absl import flags
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    from d3d_tf.export import predictor
+    from d3d_tf.deploy import predictor
 
     FLAGS = flags.FLAGS
     if len(argv) < 2:

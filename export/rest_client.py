@@ -12,7 +12,7 @@ a clip is T JPEG frames, each `{"b64": <base64 of the JPEG file>}`, sent to the
 
 The clip size T, H, W is read from the server's model metadata
 (`GET /v1/models/<name>/metadata`), so the client always matches the deployed signature. The
-frames are picked and cropped by `d3d_tf.export.predictor` (the rule `python -m d3d_tf.predict`
+frames are picked and cropped by `d3d_tf.deploy.predictor` (the rule `python -m d3d_tf.predict`
 and evaluation use), the clip softmaxes averaged and the top-5 printed as `d3d_tf.predict`
 prints them. The HTTP part needs only the standard library; decoding a video uses d3d_tf.
 """
@@ -166,7 +166,7 @@ def video_top_k(outputs: list[dict], top_k: int = 5) -> list[tuple[float, str]]:
 def main(argv):
     from absl import flags
 
-    from d3d_tf.export import predictor
+    from d3d_tf.deploy import predictor
 
     FLAGS = flags.FLAGS
     if len(argv) < 2:

@@ -13,7 +13,7 @@ import numpy as np
 from model_fixtures import informative_weights
 
 from d3d_tf import models
-from d3d_tf.export.tflite import synthetic_clips
+from d3d_tf.deploy.tflite import synthetic_clips
 from d3d_tf.models import saving
 
 FRAMES, SIZE = 8, 32
@@ -51,7 +51,7 @@ def detector_dir(folder, name="s3dg") -> str:
 
 @functools.cache
 def saved_model_version_dir() -> str:
-    from d3d_tf.export import common, saved_model
+    from d3d_tf.deploy import common, saved_model
 
     return saved_model.export_saved_model(common.ExportConfig(
         model_dir=os.path.dirname(model_dir()),  # the run dir: resolved to run/model

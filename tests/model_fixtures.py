@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from d3d_tf.export.tflite import synthetic_clips
+from d3d_tf.deploy.tflite import synthetic_clips
 
 # S3D-G's inception blocks per stage, written out from TF-Slim's nets/s3dg.py (not read from
 # d3d_tf.models) so that tests check the code against an independent table: (branch 0 1x1,

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from d3d_tf.benchmark import latency
 from d3d_tf.data import preprocessing
-from d3d_tf.export import common, saved_model, tflite
+from d3d_tf.deploy import common, saved_model, tflite
 from d3d_tf.models import saving
 
 BIN = os.path.dirname(sys.executable)

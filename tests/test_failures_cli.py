@@ -38,7 +38,7 @@ def test_export_errors_are_one_line(tmp_path):
 
 
 def test_export_sizes_are_checked_up_front():
-    from d3d_tf.export import common
+    from d3d_tf.deploy import common
 
     for kw, flag in (({"frames": 0}, "--num_frames"), ({"size": -1}, "--crop_size")):
         with pytest.raises(ValueError, match=f"{flag} must be >= 1"):

@@ -11,7 +11,7 @@ import pytest
 
 from d3d_tf.core import atomic
 from d3d_tf.data import preprocessing
-from d3d_tf.export import common, saved_model, tflite
+from d3d_tf.deploy import common, saved_model, tflite
 from d3d_tf.models import saving
 
 

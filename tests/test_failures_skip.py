@@ -156,7 +156,7 @@ def test_evaluate_stops_at_a_damaged_shard_by_default(tmp_path):
 
 
 def test_int8_calibration_skips_damaged_shards(tmp_path, caplog):
-    from d3d_tf.export import common, tflite
+    from d3d_tf.deploy import common, tflite
 
     pattern, cut, _ = _damaged_dataset(str(tmp_path / "data"))
     cfg = common.ExportConfig(model_dir=_tiny_model_dir(), out_dir=str(tmp_path / "tflite"),

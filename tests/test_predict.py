@@ -8,7 +8,7 @@ import pytest
 from process_helpers import run_side_by_side
 
 from d3d_tf.data import video
-from d3d_tf.export import predictor as predict
+from d3d_tf.deploy import predictor as predict
 
 
 def _video(path, n=20, h=40, w=48, seed=0):

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from d3d_tf.data import pipeline, preprocessing, records, video
-from d3d_tf.export import predictor as predict
+from d3d_tf.deploy import predictor as predict
 from d3d_tf.models import saving
 
 

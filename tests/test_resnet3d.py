@@ -168,7 +168,7 @@ def test_tflite_has_no_3d_op_and_matches_keras():
     """R(2+1)D's [1,3,3] / [3,1,1] convs lower to CONV_2D (conv_impl 2d_all lowers the rest)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from d3d_tf.export import tflite
+    from d3d_tf.deploy import tflite
 
     # One block per stage: the same conv kinds as the 18-layer net, half the ops to convert.
     net = models.build_classifier("r2plus1d_18", num_classes=3, input_shape=(4, 16, 16, 3),

@@ -129,7 +129,7 @@ def served(tmp_path_factory):
 def _expected(path, num_clips, *, jpeg_quality=None):
     """(score, label) lines `python -m d3d_tf.predict` gives, from the local Predictor; with
     `jpeg_quality`, on the clips after the REST client's JPEG round trip."""
-    from d3d_tf.export import predictor as P
+    from d3d_tf.deploy import predictor as P
 
     pred = P.Predictor(H.saved_model_version_dir())
     config = P.PredictConfig(num_clips=num_clips)
@@ -207,7 +207,7 @@ def test_standin_rest_formats_versions_metadata_and_errors(served):
     JPEG frames in columnar [T] form, each equal to the signature called directly."""
     import urllib.request
 
-    from d3d_tf.export import predictor as P
+    from d3d_tf.deploy import predictor as P
 
     server, video = served
     rest = _load("rest_client")
@@ -290,7 +290,7 @@ def test_documented_serving_commands_match_the_code():
     import dataclasses
     import re
 
-    from d3d_tf.export import common
+    from d3d_tf.deploy import common
 
     def read(*parts):
         with open(os.path.join(H.REPO, *parts)) as f:

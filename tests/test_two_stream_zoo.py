@@ -15,7 +15,7 @@ import pytest
 
 from d3d_tf.benchmark import data as throughput
 from d3d_tf.benchmark import two_stream
-from d3d_tf.export import predictor
+from d3d_tf.deploy import predictor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

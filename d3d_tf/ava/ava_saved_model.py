@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from d3d_tf.ava import ava_head
 from d3d_tf.data import preprocessing
-from d3d_tf.export import common, saved_model
+from d3d_tf.deploy import common, saved_model
 
 
 def serving_function(detector, rgb_range: str):

@@ -221,7 +221,7 @@ def flow_table(results) -> str:
 def export_part(log) -> list[dict]:
     from d3d_tf import models
     from d3d_tf.benchmark import latency
-    from d3d_tf.export import common, saved_model, tflite
+    from d3d_tf.deploy import common, saved_model, tflite
     from d3d_tf.models import saving
 
     results = []

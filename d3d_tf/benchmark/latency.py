@@ -70,7 +70,7 @@ def saved_model_latency(path: str, *, batch: int = 1, warmup: int = 2,
     """Latency of the `serving_default` signature of a SavedModel (version dir or model base)."""
     import tensorflow as tf
 
-    from d3d_tf.export import saved_model
+    from d3d_tf.deploy import saved_model
 
     fn = tf.saved_model.load(saved_model.find_saved_model(path)).signatures[
         saved_model.SIGNATURE_KEY]

@@ -11,7 +11,7 @@ The two pipelines, each timed stage by stage, in seconds per video:
   D3D         decode -> RGB S3D-G (D3D is an RGB S3D-G: the flow stream is distilled into it,
               so at inference it costs what an RGB S3D-G costs)
 
-* decode: the predictor's own preprocessing (`d3d_tf.export.predictor`: PyAV decode of every
+* decode: the predictor's own preprocessing (`d3d_tf.deploy.predictor`: PyAV decode of every
   frame, resize so the short side is the crop size, centre crop, K = `num_clips` evenly spaced
   clips of T frames, short videos looped; `d3d_tf.data.preprocessing`'s clip rule). D3D's decode is
   `predictor.video_clips` itself; the two-stream decode is the same steps, keeping the frames
@@ -105,7 +105,7 @@ def decode_with_next_frames(path: str, shape, config) -> tuple[np.ndarray, np.nd
     clips. `shape` has `frames`, `height`, `width` (a `predictor.ClipShape`); `config` is a
     `predictor.PredictConfig`."""
     from d3d_tf.data import video
-    from d3d_tf.export import predictor
+    from d3d_tf.deploy import predictor
 
     short = config.resize_short_side or max(shape.height, shape.width)
     frames = video.read_video(path, short_side=short)
@@ -211,7 +211,7 @@ def _run(path, config, repeats, log):
     import tensorflow as tf
 
     from d3d_tf.data import video
-    from d3d_tf.export import predictor
+    from d3d_tf.deploy import predictor
 
     shape = predictor.ClipShape(config.num_frames, config.crop_size, config.crop_size)
     predict = predictor.PredictConfig(num_clips=config.num_clips)

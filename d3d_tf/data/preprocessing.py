@@ -4,7 +4,7 @@
 * `normalize_rgb`: uint8 (or float 0..255) pixels -> the network's range, `[-1,1]` or `[0,1]`.
   The input pipeline, the SavedModel and the TFLite graphs call it.
 * `eval_clip_starts` / `clip_indices`: which stored frames a clip takes (the eval rule: K starts
-  evenly spaced, loop short videos). The input pipeline and `d3d_tf.export.predictor` call it.
+  evenly spaced, loop short videos). The input pipeline and `d3d_tf.deploy.predictor` call it.
 * `read_labels` / `write_labels`: `labels.txt`, one class name a line.
 
 A leaf of the package, below every layer (models, data, training, export import it; it imports

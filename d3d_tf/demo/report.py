@@ -58,7 +58,7 @@ def _network_gflops(model_dir: str) -> float | None:
 
 def tflite_accuracy_lines(export_dir: str) -> list[str]:
     """The accuracy each TFLite export measured (its `*_model_card.json`), a line each."""
-    from d3d_tf.export import common
+    from d3d_tf.deploy import common
 
     lines = []
     for card_path in sorted(glob.glob(os.path.join(export_dir, f"*_{common.MODEL_CARD_JSON}"))):

@@ -13,7 +13,7 @@ import json
 from absl import app, flags, logging
 
 from d3d_tf.core import cli, config_flags
-from d3d_tf.export.config import ExportConfig
+from d3d_tf.deploy.config import ExportConfig
 
 FLAGS = flags.FLAGS
 config_flags.define_flags(ExportConfig)
@@ -21,7 +21,7 @@ config_flags.define_flags(ExportConfig)
 
 def main(argv):
     from d3d_tf.ava import ava_saved_model
-    from d3d_tf.export import saved_model, tflite
+    from d3d_tf.deploy import saved_model, tflite
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")

@@ -43,8 +43,8 @@ from ai_edge_litert import schema_py_generated as schema
 
 from d3d_tf.core import atomic
 from d3d_tf.data import damaged_shards, pipeline, preprocessing, read_errors
-from d3d_tf.export import common
-from d3d_tf.export.config import card_stem, tflite_labels  # noqa: F401 (also tflite.*)
+from d3d_tf.deploy import common
+from d3d_tf.deploy.config import card_stem, tflite_labels  # noqa: F401 (also tflite.*)
 
 QUANTIZE_MODES = common.QUANTIZE_MODES
 _BUILTIN_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
@@ -235,7 +235,7 @@ def accuracy(path: str, model: keras.Model, spec, clips) -> dict:
     clips: iterable of (uint8 `[1,T,H,W,3]`, label). Returns {"clips", "tflite_top1",
     "float_top1", "agreement"} (fractions; agreement: clips both models give the same class).
     """
-    from d3d_tf.export.predictor import Predictor
+    from d3d_tf.deploy.predictor import Predictor
 
     lite_model = Predictor(path)
     n = hits_tflite = hits_float = agree = 0

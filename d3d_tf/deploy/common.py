@@ -13,7 +13,7 @@ import keras
 
 from d3d_tf.core import atomic
 from d3d_tf.data import preprocessing
-from d3d_tf.export.config import (  # noqa: F401 (the names export/ has always had)
+from d3d_tf.deploy.config import (  # noqa: F401 (the names export/ has always had)
     FORMATS,
     LABELS_FILE,
     MODEL_CARD_JSON,

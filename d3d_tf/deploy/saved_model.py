@@ -24,7 +24,7 @@ A frame of another size, another number of frames or a rank other than 1 or 2 is
 T, H and W are fixed in the signature: a clip of another size is REJECTED by the signature
 (TF reports the expected and the given shape), as is any dtype but uint8 and any rank but 5.
 Resizing belongs to the client, which also has to pick the frames (short-side resize + centre
-crop, as `d3d_tf.export.predictor` does); resizing inside the graph would hide a mismatch between
+crop, as `d3d_tf.deploy.predictor` does); resizing inside the graph would hide a mismatch between
 training and serving preprocessing. Normalization (`x/127.5 - 1` or `x/255`, the model's
 `rgb_range`) is inside the graph, so clients send raw pixels.
 
@@ -40,7 +40,7 @@ import keras
 import tensorflow as tf
 
 from d3d_tf.data import preprocessing
-from d3d_tf.export import common
+from d3d_tf.deploy import common
 from d3d_tf.models import saving
 
 SIGNATURE_KEY = "serving_default"

@@ -80,7 +80,7 @@ class Predictor:
     def _load_saved_model(self, path):
         import tensorflow as tf
 
-        from d3d_tf.export import saved_model
+        from d3d_tf.deploy import saved_model
 
         self.kind = "saved_model"
         self.path = saved_model.find_saved_model(path)
@@ -101,7 +101,7 @@ class Predictor:
     def _load_tflite(self, path, num_threads):
         from ai_edge_litert.interpreter import Interpreter
 
-        from d3d_tf.export import config
+        from d3d_tf.deploy import config
 
         self.kind = "tflite"
         self.path = path
