@@ -1,4 +1,5 @@
 """The probe task and CLI: frozen vs fine-tuned backbones, learning, probe.json, bad input."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -150,3 +151,42 @@ def test_cli_sweeps_endpoints_and_the_report_draws_table_and_figures(setup):
                f"--eval_data={setup['test']}", f"--out_dir={out}_bad")
     assert bad.returncode != 0 and "Unknown endpoint '3Z'" in bad.stderr
     assert "Traceback" not in bad.stderr and not os.path.exists(out + "_bad")
+
+
+def test_an_interrupted_probe_resumes_and_other_settings_start_over(setup, monkeypatch):
+    """A probe is a run of the training loop: checkpoints in OUT/<alias>/ckpt, a rerun after a
+    crash resumes from the newest one; a rerun with another decoder does not reuse them."""
+    from d3d_tf.training import optimization
+
+    out = str(setup["dir"] / "resume")
+    cfg = _config(setup, out_dir=out, train_steps=4, decoder="spatial")
+    make_config = probe.run_config
+    monkeypatch.setattr(probe, "run_config",
+                        lambda c, o: dataclasses.replace(make_config(c, o), checkpoint_every=2))
+    make_train = optimization.make_train_function
+
+    def crashing_at_step_3(*args, **kwargs):
+        fn, calls = make_train(*args, **kwargs), []
+
+        def step(batch):
+            calls.append(1)
+            if len(calls) == 3:
+                raise RuntimeError("killed at step 3")
+            return fn(batch)
+        return step
+
+    monkeypatch.setattr(optimization, "make_train_function", crashing_at_step_3)
+    with pytest.raises(RuntimeError, match="killed at step 3"):
+        probe.run(cfg)
+    assert not os.path.exists(os.path.join(out, "probe.json"))
+    monkeypatch.setattr(optimization, "make_train_function", make_train)
+
+    def summary():
+        with open(os.path.join(out, "3A", "train_summary.json")) as f:
+            return json.load(f)
+
+    result = probe.run(cfg)["results"][0]
+    assert (summary()["start_step"], summary()["step"]) == (2, 4)
+    assert np.isfinite(result["epe"]) and result["backbone_unchanged"] is True
+    probe.run(dataclasses.replace(cfg, decoder="simple"))
+    assert (summary()["start_step"], summary()["step"]) == (0, 4)

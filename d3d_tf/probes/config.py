@@ -36,7 +36,8 @@ class ProbeConfig:
     train_data: str = field(help="Glob of training TFRecord shards (with flow/encoded).")
     eval_data: str = field(help="Glob of evaluation TFRecord shards (with flow/encoded).")
     out_dir: str = field(help="Output directory: probe.json and <endpoint>/ (TensorBoard "
-                         "train/ and eval/ logs, examples.npz).")
+                         "train/ and eval/ logs, examples.npz, weights.npz, checkpoints: an "
+                         "interrupted probe resumes).")
     endpoints: tuple = field(("3A",), "Endpoints to probe, one decoder each: aliases (3A, 4F) "
                              "or slim names, or 'all' for every endpoint of the network.",
                              aliases=("endpoint",))

@@ -24,30 +24,38 @@ pooled TV-L1 target and the predicted flow ([N,T',H',W',2] px) of the first eval
 Fig. 5 (`d3d_tf.probe_report`), and OUT/<alias>/weights.npz the trained probe (backbone up to
 the endpoint and decoder, by variable path), which `--task=cnn_flow` of `d3d_tf.train` starts
 from.
+
+Each endpoint's probe is a run of the training loop (`d3d_tf.training.loop`, task
+`ProbeTraining`) with OUT/<alias>/ as its model_dir: checkpoints in ckpt/, so an interrupted
+probe resumes where it stopped (a rerun with other settings starts over: `probe_settings.json`
+records what the checkpoints were made with), the run lock, train/ and eval/ summaries and
+train_summary.json, on any strategy.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
-import time
+import shutil
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from d3d_tf.core import atomic, config_flags
+from d3d_tf.core import atomic, config_flags, fingerprint
 from d3d_tf.core import progress as progress_lib
 from d3d_tf.data import pipeline
 from d3d_tf.models import registry, s3dg, saving
 from d3d_tf.probes import config as probe_config
 from d3d_tf.probes import decoders, flow_probe
 from d3d_tf.probes.probe_tables import EXAMPLES_FILE, PROBE_FILE
-from d3d_tf.training import inputs, optimization, summaries, tasks
-from d3d_tf.training import strategy as strategy_lib
-from d3d_tf.training.config import OptimizerConfig, ScheduleConfig
+from d3d_tf.training import config as train_config
+from d3d_tf.training import inputs, loop, tasks
+from d3d_tf.training import task as task_lib
 
 SHORT_NAMES = {v: k for k, v in s3dg.ALIASES.items()}
+RESUME_FILE = "probe_settings.json"  # in OUT/<alias>/: what its checkpoints were made with
 ProbeConfig = probe_config.ProbeConfig  # the flags of python -m d3d_tf.probe (TF-free)
 
 
@@ -155,12 +163,43 @@ def _pipeline_config(c: ProbeConfig, spec, *, training: bool) -> pipeline.Pipeli
         rgb_range=spec.rgb_range, shuffle_buffer=c.shuffle_buffer, seed=c.seed)
 
 
-def _optimizer(c: ProbeConfig):
-    """The training optimizer and schedule (`d3d_tf.training.optimization`) of this probe's
-    settings (SGD with momentum 0.9)."""
-    return optimization.make_optimizer(
-        OptimizerConfig(optimizer=c.optimizer, learning_rate=c.learning_rate),
-        ScheduleConfig(schedule=c.schedule, warmup_steps=c.warmup_steps), c.train_steps)
+def run_config(c: ProbeConfig, out: str):
+    """The training loop's settings of one endpoint's probe (a core TrainConfig, no method
+    section): the probe's optimizer, schedule, steps, batch and seed, float32, the endpoint's
+    folder `out` as model_dir (checkpoints there, so an interrupted probe resumes), one
+    evaluation at the end."""
+    return _RunConfig(
+        model_dir=out, train_data=c.train_data, eval_data=c.eval_data,
+        optimizer=c.optimizer, learning_rate=c.learning_rate, clip_norm=c.clip_norm,
+        schedule=c.schedule, warmup_steps=c.warmup_steps, train_steps=c.train_steps,
+        batch_size=c.batch_size, eval_batch_size=c.eval_batch_size, strategy=c.strategy,
+        precision="float32", checkpoint_every=max(1, min(500, c.train_steps)), eval_every=0,
+        log_every=c.log_every, seed=c.seed, modality=c.modality, random_flip=c.random_flip,
+        shuffle_buffer=c.shuffle_buffer, frame_stride=c.frame_stride,
+        resize_short_side=c.resize_short_side)
+
+
+_RunConfig = train_config.assemble(name="ProbeRunConfig")
+
+# Settings that change what a probe's checkpoints hold or mean: a rerun with others starts over.
+_RESUME_KEYS = ("model_dir", "train_data", "decoder", "pwc_dense", "finetune", "modality",
+                "num_frames", "crop_size", "frame_stride", "resize_short_side", "random_flip",
+                "batch_size", "train_steps", "optimizer", "learning_rate", "schedule",
+                "warmup_steps", "clip_norm", "shuffle_buffer", "seed")
+
+
+def _start_over_unless_same(c: ProbeConfig, endpoint: str, out: str) -> None:
+    """Removes `out`'s checkpoints when they were made with other settings (or by a probe that
+    recorded none), so that only the same probe resumes; records this probe's settings."""
+    made_from = {"endpoint": endpoint, **{k: getattr(c, k) for k in _RESUME_KEYS}}
+    sidecar = os.path.join(out, RESUME_FILE)
+    ckpt = os.path.join(out, "ckpt")
+    if os.path.isdir(ckpt) and not fingerprint.matches(fingerprint.read(sidecar), made_from):
+        logging.info("probe %s: %s holds checkpoints of other settings; starting over",
+                     SHORT_NAMES.get(endpoint, endpoint), ckpt)
+        shutil.rmtree(ckpt)
+    os.makedirs(out, exist_ok=True)
+    fingerprint.write(sidecar, made_from)
 
 
 def build_probe(model_dir: str, endpoint: str, decoder: str, *, input_shape, finetune: bool,
@@ -237,86 +276,99 @@ def evaluate_probe(model: keras.Model, dataset, modality: str, *, max_clips: int
     return clips, {k: np.stack(v) if v else np.zeros((0,), np.float32) for k, v in kept.items()}
 
 
+class ProbeTraining(task_lib.TrainingTask):
+    """One endpoint's probe as a task of the training loop (`d3d_tf.training.loop`): the
+    network is the frozen (or fine-tuned) backbone up to `endpoint` with a new decoder, the
+    step `FlowProbe`, the evaluation per-clip EPE, and what it saves the trained probe and
+    the example flows, in the endpoint's folder (the run's model_dir)."""
+
+    name = "probe"
+    supports_skip_corrupt = False
+
+    def __init__(self, config, probe: ProbeConfig, spec: saving.ModelSpec, endpoint: str):
+        super().__init__(config)
+        self.probe, self.spec, self.endpoint = probe, spec, endpoint
+        self.alias = SHORT_NAMES.get(endpoint, endpoint)
+        self.log_prefix = f"probe {self.alias} "
+        self.clips: list = []
+        self.kept: dict = {}
+        self.unchanged = None
+
+    def label_names(self) -> list[str]:
+        return []
+
+    def build(self, num_classes: int, global_batch: int):
+        p = self.probe
+        cfg = _pipeline_config(p, self.spec, training=True)
+        model, _, _ = build_probe(p.model_dir, self.endpoint, p.decoder,
+                                  input_shape=(cfg.num_frames, cfg.crop_size, cfg.crop_size),
+                                  finetune=p.finetune, dense=p.pwc_dense)
+        self.digest = backbone_digest(model)  # the saved network's, before any step
+        self.grid = list(model.output["flow"].shape[1:4])
+        self.channels = int(model.get_layer(f"{decoders.PREFIX}.Conv2d_1").input.shape[-1])
+        self.decoder_params = int(sum(np.prod(w.shape)
+                                      for w in decoders.decoder_variables(model)))
+        step = FlowProbe(model, modality=self.spec.modality, global_batch_size=global_batch,
+                         clip_norm=p.clip_norm)
+        return step, model
+
+    def modalities(self) -> list[str]:
+        return list(dict.fromkeys((self.spec.modality, "flow")))
+
+    def train_dataset(self, seed: int, modalities, ctx, damage):
+        cfg = dataclasses.replace(_pipeline_config(self.probe, self.spec, training=True),
+                                  seed=seed)
+        return pipeline.make_dataset(cfg, ctx)
+
+    def eval_modality(self) -> str:
+        return self.spec.modality
+
+    def evaluate(self, net, damage) -> dict:
+        p = self.probe
+        self.unchanged = backbone_digest(net) == self.digest
+        if not p.finetune and not self.unchanged:
+            raise RuntimeError(f"frozen probe at {self.endpoint}: a backbone variable changed")
+        cfg = _pipeline_config(p, self.spec, training=False)
+        self.clips, self.kept = evaluate_probe(
+            net, pipeline.make_dataset(cfg), self.spec.modality, max_clips=p.max_eval_clips,
+            examples=p.examples, progress_every_s=30, total_clips=pipeline.num_eval_clips(cfg))
+        return {"epe": float(np.mean([x["epe"] for x in self.clips])),
+                "zeros_epe": float(np.mean([x["zeros_epe"] for x in self.clips]))}
+
+    def eval_line(self, step: int, metrics: dict, seconds: float) -> str:
+        return (f"probe {self.alias}: EPE {metrics['epe']:.3f} px (all zeros "
+                f"{metrics['zeros_epe']:.3f} px) on {len(self.clips)} clips ({seconds:.0f}s)")
+
+    def save(self, directory: str, net, names, metrics: dict, step: int, train_inputs) -> None:
+        # Backbone up to the endpoint + decoder: what --task=cnn_flow starts from
+        # (--flow_net_init names the endpoint's folder, the run's model_dir).
+        out = self.config.model_dir
+        saving.save_weights(net, os.path.join(out, saving.WEIGHTS_FILE))
+        with atomic.open_for_write(os.path.join(out, EXAMPLES_FILE), "wb") as f:
+            np.savez(f, **self.kept, video_ids=np.array(
+                [x["video_id"] for x in self.clips[:len(self.kept["pred"])]]))
+
+
 def probe_endpoint(c: ProbeConfig, spec: saving.ModelSpec, endpoint: str) -> dict:
-    """Trains and evaluates one decoder at `endpoint`; returns its probe.json entry."""
+    """Trains (or resumes) and evaluates one decoder at `endpoint` through the training loop;
+    returns its probe.json entry."""
     alias = SHORT_NAMES.get(endpoint, endpoint)
     out = os.path.join(c.out_dir, alias)
-    os.makedirs(out, exist_ok=True)
-    train_cfg = _pipeline_config(c, spec, training=True)
-    shape = (train_cfg.num_frames, train_cfg.crop_size, train_cfg.crop_size)
-    strategy = strategy_lib.make_strategy(c.strategy)
-    strategy_lib.per_replica_batch(strategy, c.batch_size)
-    keras.utils.set_random_seed(c.seed)
-    with strategy.scope():
-        model, _, _ = build_probe(c.model_dir, endpoint, c.decoder, input_shape=shape,
-                                  finetune=c.finetune, dense=c.pwc_dense)
-        task = FlowProbe(model, modality=spec.modality, global_batch_size=c.batch_size,
-                         clip_norm=c.clip_norm)
-        task.compile(optimizer=_optimizer(c))
-        task.optimizer.build(model.trainable_variables)
-    before = backbone_digest(model)
-    dist = strategy.distribute_datasets_from_function(
-        lambda ctx: pipeline.make_dataset(train_cfg, ctx))
-
-    train_fn = optimization.make_train_function(strategy, task)
-
-    writer = tf.summary.create_file_writer(os.path.join(out, "train"))
-    t0 = time.time()
-    logs = {}
-    progress = progress_lib.Progress(c.train_steps)  # rate from the end of step 1
-    for step, batch in enumerate(dist, start=1):
-        logs = train_fn(batch)
-        progress.update()
-        if step == 1 or step % c.log_every == 0 or step == c.train_steps:
-            values = {k: float(v) for k, v in logs.items()}
-            if not all(np.isfinite(list(values.values()))):
-                raise FloatingPointError(f"non-finite probe loss at step {step}: {values}")
-            logging.info("probe %s step %d/%d  %s  ETA %s", alias, step, c.train_steps,
-                         "  ".join(f"{k} {v:.4g}" for k, v in values.items()),
-                         progress_lib.hms(progress.eta()))
-            with writer.as_default():
-                for k, v in values.items():
-                    summaries.scalar(f"train/{k}", v, step=step)
-                summaries.scalar("train/learning_rate", float(task.optimizer.learning_rate),
-                                 step=step)
-        if step >= c.train_steps:
-            break
-    train_seconds = time.time() - t0
-    unchanged = backbone_digest(model) == before
-    if not c.finetune and not unchanged:
-        raise RuntimeError(f"frozen probe at {endpoint}: a backbone variable changed")
-    eval_cfg = _pipeline_config(c, spec, training=False)
-    clips, kept = evaluate_probe(model, pipeline.make_dataset(eval_cfg), spec.modality,
-                                 max_clips=c.max_eval_clips, examples=c.examples,
-                                 progress_every_s=30,
-                                 total_clips=pipeline.num_eval_clips(eval_cfg))
-    # Backbone up to the endpoint + decoder: what --task=cnn_flow starts from (--flow_net_init).
-    saving.save_weights(model, os.path.join(out, saving.WEIGHTS_FILE))
-    with atomic.open_for_write(os.path.join(out, EXAMPLES_FILE), "wb") as f:
-        np.savez(f, **kept,
-                 video_ids=np.array([x["video_id"] for x in clips[:len(kept["pred"])]]))
-    result = {
+    _start_over_unless_same(c, endpoint, out)
+    rc = run_config(c, out)
+    task = ProbeTraining(rc, c, spec, endpoint)
+    with loop.held(rc):
+        summary = loop.run(rc, task)
+    return {
         "endpoint": endpoint, "alias": alias,
-        "grid": list(model.output["flow"].shape[1:4]),
-        "channels": int(model.get_layer(f"{decoders.PREFIX}.Conv2d_1").input.shape[-1]),
-        "decoder_params": int(sum(np.prod(w.shape) for w in decoders.decoder_variables(model))),
-        "epe": float(np.mean([x["epe"] for x in clips])),
-        "zeros_epe": float(np.mean([x["zeros_epe"] for x in clips])),
-        "num_clips": len(clips),
-        "final_train_logs": {k: float(v) for k, v in logs.items()},
-        "train_seconds": train_seconds,
-        "backbone_unchanged": unchanged,
-        "clips": clips,
+        "grid": task.grid, "channels": task.channels, "decoder_params": task.decoder_params,
+        "epe": summary["epe"], "zeros_epe": summary["zeros_epe"],
+        "num_clips": len(task.clips),
+        "final_train_logs": summary["final_train_logs"],
+        "train_seconds": summary["train_seconds"],
+        "backbone_unchanged": task.unchanged,
+        "clips": task.clips,
     }
-    eval_writer = tf.summary.create_file_writer(os.path.join(out, "eval"))
-    with eval_writer.as_default():
-        for k in ("epe", "zeros_epe"):
-            summaries.scalar(f"eval/{k}", result[k], step=c.train_steps)
-    writer.flush()
-    eval_writer.flush()
-    logging.info("probe %s: EPE %.3f px (all zeros %.3f px) on %d clips", alias, result["epe"],
-                 result["zeros_epe"], len(clips))
-    return result
 
 
 def default_label(model_dir: str) -> str:

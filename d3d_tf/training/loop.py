@@ -16,6 +16,7 @@ Outputs under `model_dir`:
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import math
 import os
@@ -26,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from d3d_tf.core import atomic
+from d3d_tf.core import atomic, run_lock
 from d3d_tf.core import progress as progress_lib
 from d3d_tf.data import damaged_shards, read_errors
 from d3d_tf.data import service as data_service
@@ -41,13 +42,28 @@ def make_optimizer(c, *, loss_scale: bool = False):
                                        loss_scale=loss_scale)
 
 
+@contextlib.contextmanager
+def held(c):
+    """What a run holds around `run`: `c.model_dir`'s run lock (a second process on the same
+    folder is refused, `run_lock.RunLockedError` naming the first), read errors of
+    --train_data / --eval_data in one line, and the caller's Keras dtype policy, restored on
+    return and on error."""
+    policy = keras.mixed_precision.global_policy()
+    try:
+        with run_lock.hold(c.model_dir, run_lock.lock_name(c.strategy)), \
+                read_errors.explained(c.train_data, c.eval_data):
+            yield
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
 def run(c, task, *, make_optimizer=make_optimizer) -> dict:
     """Trains (or resumes) `task` (a `d3d_tf.training.task.TrainingTask`) with the run
     settings `c` (a TrainConfig); returns the summary written to train_summary.json.
     `make_optimizer(c, loss_scale=...)`: the optimizer (default: the settings' optimizer and
     schedule, `optimization.make_optimizer`).
 
-    The caller holds the run lock and restores Keras' dtype policy (`trainer.train`)."""
+    Call it inside `held(c)` (the run lock, the dtype policy)."""
     names = task.label_names()
     strategy = strategy_lib.make_strategy(c.strategy)
     replicas = strategy.num_replicas_in_sync
@@ -154,7 +170,7 @@ def run(c, task, *, make_optimizer=make_optimizer) -> dict:
                 step_times.append((now - t_last) / steps_last)
             clips_per_s = steps_last * c.batch_size / max(now - t_last, 1e-9)
             lr = float(optimizer.learning_rate)
-            logging.info("step %d/%d  %s  lr %.3g  %.1f clips/s  ETA %s%s", step,
+            logging.info("%sstep %d/%d  %s  lr %.3g  %.1f clips/s  ETA %s%s", task.log_prefix, step,
                          c.train_steps, "  ".join(f"{k} {v:.4g}" for k, v in values.items()),
                          lr, clips_per_s, progress_lib.hms(progress.eta()),
                          f"  ({damage.count_text()})" if damage and damage.shards else "")

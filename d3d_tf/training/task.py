@@ -61,6 +61,7 @@ class TrainingTask:
     name = ""                     # set by `register`
     uses_init_from = False        # --init_from means something to this task
     supports_skip_corrupt = True  # its input pipeline can skip damaged shards
+    log_prefix = ""               # starts the loop's step lines (e.g. "probe 3A ")
 
     def __init__(self, config):
         self.config = config

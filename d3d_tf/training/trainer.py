@@ -6,11 +6,8 @@ Outputs under `model_dir`: see `d3d_tf.training.loop`.
 """
 from __future__ import annotations
 
-import keras
-
 from d3d_tf import models
-from d3d_tf.core import config_flags, run_lock
-from d3d_tf.data import read_errors
+from d3d_tf.core import config_flags
 from d3d_tf.data import service as data_service
 from d3d_tf.training import inputs, loop, network, optimization
 from d3d_tf.training import strategy as strategy_lib
@@ -119,13 +116,8 @@ def train(config: TrainConfig) -> dict:
     on the same model_dir is refused (run_lock.RunLockedError naming the first).
     """
     validate(config)
-    policy = keras.mixed_precision.global_policy()
-    try:
-        with run_lock.hold(config.model_dir, run_lock.lock_name(config.strategy)), \
-                read_errors.explained(config.train_data, config.eval_data):
-            return _train(config)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
+    with loop.held(config):
+        return _train(config)
 
 
 def _train(config: TrainConfig) -> dict:
