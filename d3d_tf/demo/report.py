@@ -316,7 +316,9 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None,
     lines.append("")
     if comparison is not None:
         lines += [("Video top-1 of D3D against the RGB baseline, paired video by video "
-                  "(docs/protocol.md):"), ""]
+                  f"(docs/protocol.md; data seed {data_seed}: "
+                  f"{protocol.data_seeds_note([data_seed])}; the verdicts on fresh draws are "
+                  "in docs/protocol.md, \"Acceptance runs\"):"), ""]
         lines += protocol.comparison_lines(comparison, a="S3D-G", b="D3D") + [""]
         lines += protocol.regime_checks({data_seed: out_dir}, seeds, len(labels)) + [""]
 
