@@ -163,6 +163,9 @@ def _pipeline_config(c: ProbeConfig, spec, *, training: bool) -> pipeline.Pipeli
         rgb_range=spec.rgb_range, shuffle_buffer=c.shuffle_buffer, seed=c.seed)
 
 
+_RunConfig = train_config.assemble(name="ProbeRunConfig")
+
+
 def run_config(c: ProbeConfig, out: str):
     """The training loop's settings of one endpoint's probe (a core TrainConfig, no method
     section): the probe's optimizer, schedule, steps, batch and seed, float32, the endpoint's
@@ -173,13 +176,10 @@ def run_config(c: ProbeConfig, out: str):
         optimizer=c.optimizer, learning_rate=c.learning_rate, clip_norm=c.clip_norm,
         schedule=c.schedule, warmup_steps=c.warmup_steps, train_steps=c.train_steps,
         batch_size=c.batch_size, eval_batch_size=c.eval_batch_size, strategy=c.strategy,
-        precision="float32", checkpoint_every=max(1, min(500, c.train_steps)), eval_every=0,
+        precision="float32", checkpoint_every=min(500, c.train_steps), eval_every=0,
         log_every=c.log_every, seed=c.seed, modality=c.modality, random_flip=c.random_flip,
         shuffle_buffer=c.shuffle_buffer, frame_stride=c.frame_stride,
         resize_short_side=c.resize_short_side)
-
-
-_RunConfig = train_config.assemble(name="ProbeRunConfig")
 
 # Settings that change what a probe's checkpoints hold or mean: a rerun with others starts over.
 _RESUME_KEYS = ("model_dir", "train_data", "decoder", "pwc_dense", "finetune", "modality",
