@@ -199,9 +199,13 @@ def test_sigkill_then_resume_at_saved_step(tmp_path):
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    latest = tf.train.latest_checkpoint(ckpt_dir)
-    assert latest, "no checkpoint was written before the kill"
-    saved = int(latest.rsplit("-", 1)[1])
+    # The rerun resumes from the newest intact checkpoint on disk, which the kill can leave
+    # newer than the one the `checkpoint` index names (killed between the two writes).
+    from d3d_tf.training import checkpoints
+
+    intact = [p for p in checkpoints.list_checkpoints(ckpt_dir) if checkpoints.damage(p) is None]
+    assert intact, "no checkpoint was written before the kill"
+    saved = int(intact[0].rsplit("-", 1)[1])
     assert saved < 40, "the run finished before it could be killed"
     rerun = subprocess.run(args, env=_env(), cwd=ROOT, capture_output=True, text=True,
                            timeout=600, check=False)
