@@ -270,7 +270,10 @@ def _protocol_data_seed(out, data_seed, gaps, *, first_logs=None, probe_gap=-0.3
         for name, epe in (("baseline", 2.0), ("d3d", 2.0 + probe_gap)):
             clips = [{"video_id": f"v{v}", "epe": epe + 0.01 * v, "zeros_epe": 2.5}
                      for v in range(100)]
-            _write(os.path.join(out, "probes", name + suffix, "probe.json"), {"clips": clips})
+            # The layout `d3d_tf.probe` writes: one result per endpoint.
+            _write(os.path.join(out, "probes", name + suffix, "probe.json"),
+                   {"results": [{"alias": "3A", "epe": epe, "zeros_epe": 2.5,
+                                 "clips": clips}]})
     os.makedirs(os.path.join(out, "records"), exist_ok=True)
     with open(os.path.join(out, "records", "labels.txt"), "w") as f:
         f.write("a\nb\nc\nd\n")

@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import probe_fixtures
 
 from d3d_tf.data import pipeline
+from d3d_tf.demo import protocol
 from d3d_tf.probes import decoders
 from d3d_tf.probes import task as probe
 
@@ -130,6 +132,15 @@ def test_cli_sweeps_endpoints_and_the_report_draws_table_and_figures(setup):
         assert len(x["clips"]) == 4 and np.isfinite(x["epe"])
         assert x["epe"] == pytest.approx(np.mean([c["epe"] for c in x["clips"]]))
         assert os.listdir(os.path.join(out, x["alias"], "train"))   # TensorBoard events
+    # The demo's protocol report pairs the 3A clips of this very file (a hand-made layout in
+    # its tests once hid a crash on real probes).
+    demo = setup["dir"] / "demo_probes"
+    for run in ("baseline", "d3d"):
+        os.makedirs(demo / "probes" / run)
+        shutil.copy(os.path.join(out, "probe.json"), demo / "probes" / run / "probe.json")
+    (cell,) = protocol.probe_cells({7: str(demo)}, train_seeds=1)
+    at_3a = {c["video_id"]: c["epe"] for c in result["results"][1]["clips"]}
+    assert cell.data_seed == 7 and list(cell.a) == [at_3a[v] for v in sorted(at_3a)]
     # Fig. 5's RGB row: the RGB run keeps the input frame of each example clip
     with np.load(os.path.join(out, "3A", "examples.npz")) as ex:
         assert ex["frame"].shape == (2, 32, 32, 3) and ex["frame"].dtype == np.uint8

@@ -142,12 +142,17 @@ def paired_cells(data_seed: int, runs) -> list[paired.Cell]:
                         np.array([y[v] for v in common])) for seed, x, y in runs]
 
 
-def _probe_epe(out_dir: str, run: str) -> dict[str, float] | None:
-    path = os.path.join(out_dir, "probes", run, "probe.json")
+def _probe_epe(out_dir: str, run: str, alias: str = "3A") -> dict[str, float] | None:
+    """Per-clip EPE of `run`'s probe at `alias` (its probe.json as `d3d_tf.probe` writes it:
+    one result per endpoint), or None while that probe has not run."""
+    from d3d_tf.probes import probe_tables
+
+    path = os.path.join(out_dir, "probes", run, probe_tables.PROBE_FILE)
     if not os.path.isfile(path):
         return None
     with open(path) as f:
-        return clip_epe(json.load(f))
+        result = probe_tables.result_at(json.load(f), alias)
+    return clip_epe(result) if result else None
 
 
 def probe_cells(dirs: dict[int, str], train_seeds: int, a: str = "baseline",
