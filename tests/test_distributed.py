@@ -205,7 +205,7 @@ def test_sigkill_then_resume_at_saved_step(tmp_path):
 
     intact = [p for p in checkpoints.list_checkpoints(ckpt_dir) if checkpoints.damage(p) is None]
     assert intact, "no checkpoint was written before the kill"
-    saved = int(intact[0].rsplit("-", 1)[1])
+    saved = checkpoints.checkpoint_number(intact[0])
     assert saved < 40, "the run finished before it could be killed"
     rerun = subprocess.run(args, env=_env(), cwd=ROOT, capture_output=True, text=True,
                            timeout=600, check=False)

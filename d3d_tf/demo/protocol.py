@@ -150,8 +150,7 @@ def _probe_epe(out_dir: str, run: str, alias: str = "3A") -> dict[str, float] | 
     path = os.path.join(out_dir, "probes", run, probe_tables.PROBE_FILE)
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        result = probe_tables.result_at(json.load(f), alias)
+    result = probe_tables.result_at(probe_tables.load_runs([path])[0], alias)
     return clip_epe(result) if result else None
 
 
