@@ -44,6 +44,22 @@ def test_seed_zero_runs_keep_their_names_so_more_seeds_reuse_them(tmp_path):
     assert "--model_dir=out/runs/d3d/model" in evaluate and "--out_dir=out/eval" in evaluate
 
 
+def test_a_shared_teacher_is_trained_once_and_serves_every_seed():
+    def stages(seed):
+        return demo_run.seed_stages("out", "configs/demo", "out/records", seed,
+                                    shared_teacher=True)
+
+    assert [s.name for s in stages(0)] == ["train_teacher", "train_baseline", "train_d3d",
+                                           "evaluate"]
+    later = {s.name: s.command for s in stages(2)}
+    assert list(later) == ["train_baseline_seed2", "train_d3d_seed2", "evaluate_seed2"]
+    assert "--teacher=out/runs/teacher/model" in later["train_d3d_seed2"]
+    assert "--seed=2" in later["train_d3d_seed2"]
+    evaluate = later["evaluate_seed2"]
+    assert "--model_dir=out/runs/teacher/model" in evaluate and "--name=teacher" in evaluate
+    assert "--model_dir=out/runs/d3d_seed2/model" in evaluate
+
+
 def test_demo_library_modules_define_no_flags_and_no_module_imports_tensorflow():
     # `python -m d3d_tf.demo` defines its flags in d3d_tf.demo.run; if a report or stage module
     # imported it, a tool importing them next to the DistInit demo (same flag names) would hit
@@ -288,6 +304,9 @@ def test_protocol_report_judges_every_claim_over_data_seeds(tmp_path):
         report = f.read()
     assert ("Data seeds: 3001, 3002, 3003 (development seeds, never used here: 0, 101, 102)"
             in report)
+    # Seed 1 was evaluated with no teacher run of its own: seed 0's served both.
+    assert ("training seeds per data seed: 2 (one flow teacher per data seed (training seed "
+            "0's) for every training seed)") in report
     assert "| 3001 | 50.0 | 65.0 | +15.0 |" in report
     assert "| pooled | 50.0 | 61.7 | **+11.7** |" in report
     assert "**D3D is better than S3D-G**" in report
@@ -303,6 +322,9 @@ def test_protocol_report_judges_every_claim_over_data_seeds(tmp_path):
     assert "**No claim** for D3D against S3D-G" in report
     assert "higher in 2 and lower in 1 of 3 data seeds" in report
     assert "λ·L_d / CE at the start 5.71–5.71, outside 0.5–2.0" in report
+    os.makedirs(os.path.join(dirs[3001], "runs", "teacher_seed1"))
+    with open(demo_report.write_protocol_report(str(tmp_path), dirs, seeds=2)) as f:
+        assert "training seeds per data seed: 2 (a flow teacher per training seed)" in f.read()
 
 
 def test_a_report_over_development_seeds_says_it_is_no_evidence():

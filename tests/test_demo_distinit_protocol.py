@@ -257,3 +257,41 @@ def test_a_fine_tuning_of_an_older_demo_from_seed_0s_distinit_is_not_reused(tmp_
     marker.write_text(json.dumps({"command": " ".join(stage.command), "seconds": 1.0}))
     demo_distinit.run(c)  # a marker of this demo's own command is reused as before
     assert "distinit_r3d_18_seed1" in ran
+
+
+def test_r2plus1d_can_run_fewer_training_seeds_and_the_reports_pair_what_ran(tmp_path):
+    c = demo_distinit.DemoConfig(out_dir="out", configs=CONFIGS, seeds=3, r2plus1d_seeds=1)
+    assert demo_distinit.network_seeds(c) == {"r3d_18": 3, "r2plus1d_18": 1}
+    pre = [s.name for s in demo_distinit.pretraining_stages(c) if s.name.startswith("distinit")]
+    assert pre == ["distinit_r3d_18", "distinit_r2plus1d_18", "distinit_r3d_18_seed1",
+                   "distinit_r3d_18_seed2"]
+    seed2 = {s.name: s.command for s in demo_distinit.seed_stages(c, 2)}
+    assert list(seed2) == ["finetune_scratch_r3d_18_seed2", "finetune_inflated_r3d_18_seed2",
+                           "finetune_distinit_r3d_18_seed2", "evaluate_seed2"]
+    assert not [a for a in seed2["evaluate_seed2"] if "r2plus1d" in a]
+    assert len(demo_distinit.seed_stages(c, 0)) == 6  # seed 0: all five fine-tunings
+    with pytest.raises(ValueError, match="r2plus1d_seeds=4 exceeds seeds=3"):
+        demo_distinit.network_seeds(demo_distinit.DemoConfig(seeds=3, r2plus1d_seeds=4))
+    # Reports: R(2+1)D-18's claim pairs its one seed per data seed; Res3D-18's both seeds.
+    dirs = {}
+    for d in (3001, 3002, 3003):
+        dirs[d] = str(tmp_path / f"data_{d}")
+        _data_seed_folder(dirs[d], 0.2, seeds=1)
+        _write_eval(dirs[d], demo_distinit_report.run_suffix(1),
+                    dict(zip(RUNS[:3], (0.3, 0.5, 0.7))), count=40)
+    seeds = {"r3d_18": 2, "r2plus1d_18": 1}
+    with open(demo_distinit_report.write_protocol_report(str(tmp_path), dirs,
+                                                         seeds=seeds)) as f:
+        report = f.read()
+    assert "training seeds per data seed: 2 (R(2+1)D-18: 1)." in report
+    sections = report.split("\n## ")
+    assert "(6 cells;" in sections[2] and "(3 cells;" in sections[5]
+    assert "- R(2+1)D-18, DistInit > scratch: **holds**." in report
+    # Counted as if R(2+1)D-18 had run both seeds, its comparison has no second seed to pair.
+    with open(demo_distinit_report.write_protocol_report(str(tmp_path), dirs, seeds=2)) as f:
+        assert "- R(2+1)D-18, DistInit > scratch: **not shown**." in f.read()
+    with open(demo_distinit_report.write_report(dirs[3001], seeds=seeds, data_seed=3001)) as f:
+        single = f.read()
+    assert "2 (R(2+1)D-18: 1) seeds on 40 test videos" in single
+    assert "DistInit R(2+1)D-18 (50.0%) **beats** Scratch R(2+1)D-18 (30.0%) by the " \
+           "protocol's rule" in single

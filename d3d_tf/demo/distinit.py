@@ -54,6 +54,10 @@ class DemoConfig:
     out_dir: str = field("demo_out/distinit", "Where every artifact of the demo goes.")
     seeds: int = field(1, "Training seeds 0..N-1: each pre-trains its own DistInit students "
                        "and fine-tunes every network; the report gives mean ± std.", min=1)
+    r2plus1d_seeds: int | None = field(None, "Training seeds 0..N-1 of R(2+1)D-18 (its "
+                                       "DistInit pre-training and fine-tunings), at most "
+                                       "--seeds; unset: --seeds. Res3D-18 always runs --seeds.",
+                                       min=1)
     configs: str = field("configs/demo/distinit", "Folder of the demo's flagfiles (pool, "
                          "labeled, images, prepare, teacher, distinit, inflate, finetune "
                          ".flags).")
@@ -62,6 +66,20 @@ class DemoConfig:
     draws: protocol.DataSeedsConfig = section(protocol.DataSeedsConfig, "Data seeds")
     data_seed: int | None = field(None, "The data seed this config's out_dir holds (None: the "
                                   "flagfiles' seeds); set per data seed by `run`.", flag=False)
+
+
+def network_seeds(c: DemoConfig) -> dict[str, int]:
+    """network -> how many training seeds (0..N-1) it runs: `c.seeds`, R(2+1)D-18's
+    `c.r2plus1d_seeds` when set (ValueError when it exceeds `c.seeds`)."""
+    r2p1 = c.seeds if c.r2plus1d_seeds is None else c.r2plus1d_seeds
+    if r2p1 > c.seeds:
+        raise ValueError(f"r2plus1d_seeds={r2p1} exceeds seeds={c.seeds}")
+    return {"r3d_18": c.seeds, "r2plus1d_18": r2p1}
+
+
+def _runs_seed(c: DemoConfig, network: str, seed: int) -> bool:
+    """Whether `network` trains with training seed `seed` (only R(2+1)D-18 can stop early)."""
+    return network != "r2plus1d_18" or c.r2plus1d_seeds is None or seed < c.r2plus1d_seeds
 
 
 def run_name(method: str, network: str, seed: int = 0) -> str:
@@ -149,7 +167,7 @@ def distinit_stages(c: DemoConfig, seed: int) -> list[Stage]:
         f"--train_data={os.path.join(targets, 'train-*.tfrecord')}",
         f"--labels={os.path.join(targets, 'labels.txt')}", f"--seed={seed}",
         f"--model_dir={os.path.dirname(init_dir(c.out_dir, 'distinit', network, seed))}"))
-        for network in NETWORKS]
+        for network in NETWORKS if _runs_seed(c, network, seed)]
 
 
 def init_dir(out: str, method: str, network: str, seed: int = 0) -> str | None:
@@ -164,10 +182,13 @@ def init_dir(out: str, method: str, network: str, seed: int = 0) -> str | None:
 
 
 def seed_stages(c: DemoConfig, seed: int) -> list[Stage]:
-    """The five fine-tunings of one seed on the labeled set, then their evaluation."""
+    """The five fine-tunings of one seed on the labeled set (three from seed
+    `c.r2plus1d_seeds` on: Res3D-18's), then their evaluation."""
     labeled = os.path.join(c.out_dir, "records", "labeled")
     stages, names, model_dirs = [], [], []
     for method, network in FINETUNE_RUNS:
+        if not _runs_seed(c, network, seed):
+            continue
         name = run_name(method, network, seed)
         run_dir = os.path.join(c.out_dir, "runs", "finetune", name)
         init = init_dir(c.out_dir, method, network, seed)
@@ -205,6 +226,7 @@ def run(c: DemoConfig) -> str:
     """Runs (or reuses) every stage, once per data seed when `c` names some, and writes the
     report (`protocol.md` over the data seeds, else `report.md`); returns its path."""
     config_flags.check(c)
+    network_seeds(c)
     missing = [f"{n}.flags" for n in FLAGFILES
                if not os.path.isfile(os.path.join(c.configs, f"{n}.flags"))]
     if missing:
@@ -222,7 +244,8 @@ def run(c: DemoConfig) -> str:
         for i, (d, folder) in enumerate(dirs.items()):
             print(f"\n[demo] data seed {d} ({i + 1} of {len(dirs)}) in {folder}", flush=True)
             run_data_seed(dataclasses.replace(c, out_dir=folder, data_seed=d))
-        path = distinit_report.write_protocol_report(c.out_dir, dirs, seeds=c.seeds)
+        path = distinit_report.write_protocol_report(c.out_dir, dirs,
+                                                     seeds=network_seeds(c))
     print(f"\n[demo] finished in {time.time() - start:.0f} s (stages reused from earlier runs "
           f"are not counted); report: {path}")
     return path
@@ -279,7 +302,8 @@ def run_data_seed(c: DemoConfig) -> str:
             run_stage(c.out_dir, stage)
     for stage in representation_stages(c):
         run_stage(c.out_dir, stage)
-    return distinit_report.write_report(c.out_dir, seeds=c.seeds, data_seed=c.data_seed)
+    return distinit_report.write_report(c.out_dir, seeds=network_seeds(c),
+                                        data_seed=c.data_seed)
 
 
 def main(argv):

@@ -78,15 +78,30 @@ def _label(method: str, network: str) -> str:
     return f"{METHOD_NAMES[method]} {NETWORK_NAMES[network]}"
 
 
-def paired_comparisons(dirs: dict, seeds: int) -> dict:
+def per_network(seeds) -> dict[str, int]:
+    """`seeds` (training seeds of every network, or network -> its own count, as
+    `d3d_tf.demo.distinit.network_seeds` gives) as network -> count."""
+    return dict(seeds) if isinstance(seeds, dict) else {n: seeds for n in NETWORK_NAMES}
+
+
+def seeds_text(seeds) -> str:
+    """'5', or '5 (R(2+1)D-18: 2)' where a network runs fewer training seeds."""
+    counts = per_network(seeds)
+    most = max(counts.values())
+    fewer = [f"{NETWORK_NAMES[n]}: {k}" for n, k in counts.items() if k != most]
+    return f"{most}" + (f" ({', '.join(fewer)})" if fewer else "")
+
+
+def paired_comparisons(dirs: dict, seeds) -> dict:
     """(a, b, network) of COMPARISONS -> video top-1 of a's fine-tuning minus b's, paired
-    video by video over `dirs` (data seed -> demo out_dir) and training seeds 0..seeds-1
-    (`d3d_tf.metrics.paired.Comparison`, its A = b, its B = a), or None while an
-    `eval*/per_video.csv` or a run in it is missing."""
-    out = {}
+    video by video over `dirs` (data seed -> demo out_dir) and the network's training seeds
+    0..N-1 (`seeds`: N, or network -> N) (`d3d_tf.metrics.paired.Comparison`, its A = b, its
+    B = a), or None while an `eval*/per_video.csv` or a run in it is missing."""
+    out, counts = {}, per_network(seeds)
     for a, b, network in COMPARISONS:
         try:
-            out[(a, b, network)] = protocol.compare_runs(dirs, seeds, f"{b}_{network}",
+            out[(a, b, network)] = protocol.compare_runs(dirs, counts[network],
+                                                         f"{b}_{network}",
                                                               f"{a}_{network}")
         except (FileNotFoundError, KeyError):
             out[(a, b, network)] = None
@@ -98,12 +113,13 @@ def _interval(result) -> str:
     return f"paired 95 % interval of the gap [{100 * p.low:+.1f}, {100 * p.high:+.1f}] points"
 
 
-def interpretation(evals: list, seeds: int, *, num_classes: int | None = None,
+def interpretation(evals: list, seeds, *, num_classes: int | None = None,
                    teacher_top1: float | None = None, teacher_classes: int = 4,
                    comparisons: dict | None = None) -> list[str]:
     """What the numbers say (video top-1), written from the numbers rather than assumed.
 
-    `evals`: one evaluation results.json (a dict run name -> metrics) per seed.
+    `evals`: one evaluation results.json (a dict run name -> metrics) per seed; `seeds`: their
+    number, or network -> its number (`per_network`).
     `comparisons`: `paired_comparisons` of this out_dir; where one is given, a difference is
     claimed by the protocol's rule (docs/protocol.md: paired 95 % interval off 0, the same
     sign in every data seed). Where it is missing (evaluations from before per_video.csv), a
@@ -193,9 +209,10 @@ def interpretation(evals: list, seeds: int, *, num_classes: int | None = None,
         lines.append("- This run does **not** show DistInit's gain of the paper's Table 1 "
                      "(about 16 points over scratch and 4 over inflation on HMDB-51).")
     if count:
-        lines.append(f"- {'One seed' if seeds == 1 else f'{seeds} seeds'} on {count} test "
-                     f"videos: one video is {100 / count:.1f} points. A training seed runs its "
-                     "own DistInit pre-training and fine-tunings; the image teacher and the "
+        counted = "One seed" if seeds == 1 else f"{seeds_text(seeds)} seeds"
+        lines.append(f"- {counted} on {count} test videos: one video is "
+                     f"{100 / count:.1f} points. A training seed runs its own DistInit "
+                     "pre-training and fine-tunings; the image teacher and the "
                      "inflation made from it ran once (the fixed image model both start from), "
                      "so the ± does not include their variation: a new draw of the data "
                      "(`--data_seeds`) does.")
@@ -241,15 +258,16 @@ def _table1_order(comparisons: dict) -> list[str]:
             f"- R(2+1)D-18, DistInit > scratch: {word(r2p1)}."]
 
 
-def write_protocol_report(out_dir: str, dirs: dict[int, str], *, seeds: int) -> str:
+def write_protocol_report(out_dir: str, dirs: dict[int, str], *, seeds) -> str:
     """`<out_dir>/protocol.md`: Table 1's order (docs/protocol.md's DistInit claims) judged
     over the data seeds of `dirs` (data seed -> that seed's demo out_dir) and `seeds`
-    training seeds each; returns its path."""
+    training seeds each (or network -> its number); returns its path."""
     rows = [(m, n) for m, n, _, source in ROWS if source]
     lines = ["# The DistInit demo judged by the evidence protocol", "",
              (f"Data seeds: {', '.join(str(d) for d in dirs)} "
               f"({protocol.data_seeds_note(dirs)}); "
-              f"training seeds per data seed: {seeds}. Data seed d draws the unlabeled pool, "
+              f"training seeds per data seed: {seeds_text(seeds)}. Data seed d draws the "
+              "unlabeled pool, "
               "the labeled set and the image set with the generator's seeds 10·d, 10·d+1 and "
               "10·d+2. Training seed s pre-trains both DistInit students and fine-tunes every "
               "start with seed s; the image teacher and the inflation made from it run once "
@@ -264,7 +282,7 @@ def write_protocol_report(out_dir: str, dirs: dict[int, str], *, seeds: int) -> 
     chance = None
     for d, folder in dirs.items():
         evals = [_load(os.path.join(folder, "eval" + run_suffix(s), "results.json"))
-                 for s in range(seeds)]
+                 for s in range(max(per_network(seeds).values()))]
         teacher = (_load(os.path.join(folder, "runs", "image_teacher", "train_summary.json"))
                    or {}).get("video_top1")
         cells = []
@@ -324,10 +342,11 @@ def _teacher_lines(out_dir: str, teacher: dict, shapes: int) -> list[str]:
     return lines
 
 
-def write_report(out_dir: str, *, seeds: int = 1, data_seed: int | None = None) -> str:
-    """Writes `<out_dir>/report.md` and returns its path (`data_seed`: the data seed of this
-    out_dir's videos, as the paired tables name it; None: the flagfiles' own seeds)."""
-    suffixes = [run_suffix(s) for s in range(seeds)]
+def write_report(out_dir: str, *, seeds=1, data_seed: int | None = None) -> str:
+    """Writes `<out_dir>/report.md` and returns its path (`seeds`: training seeds, or network
+    -> its number; `data_seed`: the data seed of this out_dir's videos, as the paired tables
+    name it; None: the flagfiles' own seeds)."""
+    suffixes = [run_suffix(s) for s in range(max(per_network(seeds).values()))]
     evals = [_load(os.path.join(out_dir, "eval" + s, "results.json")) for s in suffixes]
     labels_path = os.path.join(out_dir, "records", "labeled", "labels.txt")
     labels = preprocessing.read_labels(labels_path) if os.path.exists(labels_path) else []
@@ -351,7 +370,8 @@ def write_report(out_dir: str, *, seeds: int = 1, data_seed: int | None = None) 
     if spec:
         t, h, w, _ = spec["input_shape"]
         lines += [(f"Clips: {t} frames of {h}x{w} px; width multiplier "
-                   f"{spec['config'].get('depth_multiplier')}; seeds: {seeds}."), ""]
+                   f"{spec['config'].get('depth_multiplier')}; seeds: {seeds_text(seeds)}."),
+                  ""]
     lines += ["## Teacher and pre-training", ""] + (_teacher_lines(out_dir, teacher, shapes) or
                                                      ["- n/a"]) + [""]
 

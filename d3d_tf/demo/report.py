@@ -235,6 +235,17 @@ def _interpretation(evals, seeds: int, num_classes: int = 0, comparison=None) ->
     return lines
 
 
+def teacher_note(out_dir: str, seeds: int) -> str:
+    """How many flow teachers the seeds of `out_dir` used, in words: one per training seed, or
+    seed 0's for all (`--shared_teacher`: seed 1 has an evaluation but no teacher run)."""
+    if seeds < 2:
+        return "one flow teacher"
+    shared = (not os.path.isdir(os.path.join(out_dir, "runs", "teacher" + run_suffix(1)))
+              and os.path.isdir(os.path.join(out_dir, "eval" + run_suffix(1))))
+    return ("one flow teacher per data seed (training seed 0's) for every training seed"
+            if shared else "a flow teacher per training seed")
+
+
 def _try_compare(dirs: dict[int, str], seeds: int, a: str = "baseline", b: str = "d3d"):
     """D3D minus the baseline (`d3d_tf.metrics.paired`), or None while a per-video file is
     missing."""
@@ -278,7 +289,8 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None,
         t, h, w, _ = spec["input_shape"]
         lines.append(f"Clips: {t} frames of {h}x{w} px; network `{spec['name']}` with "
                      f"depth_multiplier {spec['config']['depth_multiplier']}; "
-                     f"{spec['num_classes']} classes; seeds: {seeds}.")
+                     f"{spec['num_classes']} classes; seeds: {seeds}; "
+                     f"{teacher_note(out_dir, seeds)}.")
         lines.append("")
 
     lines += ["## Results (cf. the paper's Table 2)", "",
@@ -392,11 +404,13 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None,
 def write_protocol_report(out_dir: str, dirs: dict[int, str], *, seeds: int) -> str:
     """`<out_dir>/protocol.md`: the claims of docs/protocol.md judged over the data seeds of
     `dirs` (data seed -> that seed's demo out_dir) and `seeds` training seeds each."""
-    labels = _labels(os.path.join(next(iter(dirs.values())), "records", "labels.txt"))
+    first = next(iter(dirs.values()))
+    labels = _labels(os.path.join(first, "records", "labels.txt"))
     lines = ["# The demo judged by the evidence protocol", "",
              (f"Data seeds: {', '.join(str(d) for d in dirs)} "
               f"({protocol.data_seeds_note(dirs)}); "
-             f"training seeds per data seed: {seeds}. Every gap is paired: the same test "
+             f"training seeds per data seed: {seeds} ({teacher_note(first, seeds)}). "
+             "Every gap is paired: the same test "
              "videos, the same training seed; intervals are the hierarchical bootstrap of "
              "docs/protocol.md, and a claim needs the pooled interval off 0 and the same sign "
              "in every data seed."), "",

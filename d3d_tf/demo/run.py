@@ -42,6 +42,11 @@ class DemoConfig:
     tflite_int8: bool = field(True, "Also export a full-integer int8 TFLite model.")
     draws: protocol.DataSeedsConfig = section(protocol.DataSeedsConfig, "Data seeds")
     export: bool = field(True, "Export seed 0's D3D (SavedModel, TFLite) and run predict.")
+    shared_teacher: bool = field(False, "Train the flow teacher with training seed 0 only and "
+                                 "distill every training seed's D3D student from it (one "
+                                 "teacher per data seed, as the acceptance runs of "
+                                 "docs/protocol.md did); false: each training seed trains "
+                                 "its own teacher.")
     ava: bool = field(False, "Also run the AVA comparison (the paper's Table 5) per data "
                       "seed: detectors initialised from the D3D and from the S3D-G run of "
                       "every training seed, on multi-actor data drawn with the data seed "
@@ -103,7 +108,8 @@ def run_data_seed(c: DemoConfig, out: str, data_seed: int | None) -> str:
             f"--split={split}", f"--out_dir={records}", "--flow=tvl1",
             f"--workers={c.workers}", f"--num_shards={shards}")))
     for seed in range(c.seeds):
-        for stage in seed_stages(out, c.configs, records, seed):
+        for stage in seed_stages(out, c.configs, records, seed,
+                                 shared_teacher=c.shared_teacher):
             run_stage(out, stage)
     # Motion probes at 3A (PWC, frozen): seed 0's teacher, every seed's baseline and D3D.
     for name, args in probes.stage_args(out, c.configs, records, c.seeds):
@@ -154,12 +160,18 @@ def run_ava(c: DemoConfig, out: str, data_seed: int) -> None:
         run_stage(out, stage)
 
 
-def seed_stages(out: str, configs: str, records: str, seed: int) -> list[Stage]:
-    """The teacher, baseline and D3D trainings of one seed, then their evaluation."""
+def seed_stages(out: str, configs: str, records: str, seed: int, *,
+                shared_teacher: bool = False) -> list[Stage]:
+    """The teacher, baseline and D3D trainings of one seed, then their evaluation. With
+    `shared_teacher`, seeds after 0 train no teacher: their D3D student distills from seed 0's
+    and their evaluation includes it."""
     suffix = protocol.run_suffix(seed)
     test_data = os.path.join(records, "test-*.tfrecord")
     stages, model_dirs = [], {}
     for name, flagfile, _, _ in RUNS:
+        if name == "teacher" and shared_teacher and seed > 0:
+            model_dirs[name] = os.path.join(out, "runs", name + protocol.run_suffix(0), "model")
+            continue
         run_dir = os.path.join(out, "runs", name + suffix)
         extra = [f"--model_dir={run_dir}", f"--seed={seed}",
                  f"--train_data={os.path.join(records, 'train-*.tfrecord')}",
