@@ -101,8 +101,7 @@ def paired_comparisons(dirs: dict, seeds) -> dict:
     for a, b, network in COMPARISONS:
         try:
             out[(a, b, network)] = protocol.compare_runs(dirs, counts[network],
-                                                         f"{b}_{network}",
-                                                              f"{a}_{network}")
+                                                         f"{b}_{network}", f"{a}_{network}")
         except (FileNotFoundError, KeyError):
             out[(a, b, network)] = None
     return out
@@ -266,15 +265,15 @@ def write_protocol_report(out_dir: str, dirs: dict[int, str], *, seeds) -> str:
     lines = ["# The DistInit demo judged by the evidence protocol", "",
              (f"Data seeds: {', '.join(str(d) for d in dirs)} "
               f"({protocol.data_seeds_note(dirs)}); "
-              f"training seeds per data seed: {seeds_text(seeds)}. Data seed d draws the "
-              "unlabeled pool, "
-              "the labeled set and the image set with the generator's seeds 10·d, 10·d+1 and "
-              "10·d+2. Training seed s pre-trains both DistInit students and fine-tunes every "
-              "start with seed s; the image teacher and the inflation made from it run once "
-              "per data seed (the fixed image model, ImageNet's role, that DistInit and "
-              "inflation both start from). Every gap is paired: the same test videos, the same "
-              "training seed; intervals are the hierarchical bootstrap of docs/protocol.md, and "
-              "a claim needs the pooled interval off 0 and the same sign in every data seed."),
+              f"training seeds per data seed: {seeds_text(seeds)}. "
+              "Data seed d draws the unlabeled pool, the labeled set and the image set with the "
+              "generator's seeds 10·d, 10·d+1 and 10·d+2. Training seed s pre-trains the DistInit "
+              "students and fine-tunes every start with seed s; the image teacher and the "
+              "inflation made from it run once per data seed (the fixed image model, ImageNet's "
+              "role, that DistInit and inflation both start from). Every gap is paired: the same "
+              "test videos, the same training seed; intervals are the hierarchical bootstrap of "
+              "docs/protocol.md, and a claim needs the pooled interval off 0 and the same sign in "
+              "every data seed."),
              "", "## Per data seed (video top-1 %, mean over training seeds)", "",
              ("| data seed | image teacher (held-out pool) | "
               + " | ".join(_label(m, n) for m, n in rows) + " |"),
