@@ -95,17 +95,14 @@ def interpretation(runs: dict) -> list[str]:
 
 
 def _seed_results(out_dir: str) -> list[tuple[int, dict, dict]]:
-    """(seed, baseline 3A result, D3D 3A result) of every seed whose two probes both ran."""
-    from d3d_tf.probes import probe_tables
-
+    """(seed, baseline 3A result, D3D 3A result) of seeds 0, 1, ... while both probes ran."""
     found, seed = [], 0
     while True:
-        dirs = [probe_dir(out_dir, seed_name(n, seed)) for n in ("baseline", "d3d")]
-        if not all(os.path.isfile(os.path.join(d, probe_tables.PROBE_FILE)) for d in dirs):
+        base, d3d = (protocol.probe_result(out_dir, seed_name(n, seed))
+                     for n in ("baseline", "d3d"))
+        if not (base and d3d):
             break
-        base, d3d = (probe_tables.result_at(probe_tables.load_runs([d])[0], "3A") for d in dirs)
-        if base and d3d:
-            found.append((seed, base, d3d))
+        found.append((seed, base, d3d))
         seed += 1
     return found
 

@@ -142,15 +142,20 @@ def paired_cells(data_seed: int, runs) -> list[paired.Cell]:
                         np.array([y[v] for v in common])) for seed, x, y in runs]
 
 
-def _probe_epe(out_dir: str, run: str, alias: str = "3A") -> dict[str, float] | None:
-    """Per-clip EPE of `run`'s probe at `alias` (its probe.json as `d3d_tf.probe` writes it:
-    one result per endpoint), or None while that probe has not run."""
+def probe_result(out_dir: str, run: str, alias: str = "3A") -> dict | None:
+    """The result at `alias` of `run`'s probe in `<out_dir>/probes/<run>/` (probe.json as
+    `d3d_tf.probe` writes it: one result per endpoint), or None while it has not run."""
     from d3d_tf.probes import probe_tables
 
     path = os.path.join(out_dir, "probes", run, probe_tables.PROBE_FILE)
     if not os.path.isfile(path):
         return None
-    result = probe_tables.result_at(probe_tables.load_runs([path])[0], alias)
+    return probe_tables.result_at(probe_tables.load_runs([path])[0], alias)
+
+
+def _probe_epe(out_dir: str, run: str) -> dict[str, float] | None:
+    """Per-clip EPE (px) of `run`'s 3A probe, or None while it has not run."""
+    result = probe_result(out_dir, run)
     return clip_epe(result) if result else None
 
 
