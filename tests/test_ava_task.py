@@ -50,7 +50,9 @@ def test_training_lowers_the_loss_and_saves_a_detector(run):
 def test_pipeline_feeds_jittered_truth_in_training_and_proposals_at_eval(run):
     root, paths, config, _ = run
     train = ava_task.pipeline_config(config, training=True, seed=0)
-    batch = next(iter(ava_pipeline.make_dataset(train)))
+    dataset = ava_pipeline.make_dataset(train)
+    assert dataset.options().autotune.enabled is False  # see test_pipeline's autotuner test
+    batch = next(iter(dataset))
     assert batch["rgb"].shape == (4, 4, 32, 32, 3) and batch["boxes"].shape == (4, 4, 4)
     mask = batch["box_mask"].numpy()
     assert (mask.sum(1) == 2).all()  # two actors per keyframe, padded to 4

@@ -163,6 +163,16 @@ def test_short_videos_loop(tmp_path):
         np.testing.assert_array_equal(f, (f[0] + np.arange(5)) % 3)
 
 
+def test_pipelines_run_without_tf_data_autotuner(pattern):
+    # Deleting an iterator waits for the autotuner's next wake-up (its period grows to 60 s):
+    # with it on, trainings sat idle for up to a minute after their last step.
+    for training in (True, False):
+        cfg = PipelineConfig(pattern, num_frames=4, crop_size=24, batch_size=2,
+                             training=training, seed=0)
+        options = pipeline.make_dataset(cfg).options()
+        assert options.autotune.enabled is False and options.deterministic is True
+
+
 def test_seeded_pipeline_is_deterministic(pattern):
     def take(seed):
         cfg = PipelineConfig(pattern, num_frames=4, crop_size=24, batch_size=4,

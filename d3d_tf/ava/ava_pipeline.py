@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from d3d_tf.ava import ava, ava_head
 from d3d_tf.data import records
-from d3d_tf.data.pipeline import RGB_RANGES, list_files
+from d3d_tf.data.pipeline import RGB_RANGES, list_files, with_options
 
 
 @dataclasses.dataclass
@@ -162,4 +162,4 @@ def make_dataset(config: AvaPipelineConfig,
                                            num_parallel_calls=tf.data.AUTOTUNE,
                                            deterministic=True)
     ds = ds.batch(batch, drop_remainder=config.training)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return with_options(ds.prefetch(tf.data.AUTOTUNE), deterministic=True)

@@ -296,7 +296,15 @@ def make_dataset(config: PipelineConfig,
     ds = ds.unbatch()  # [K,...] clips -> K elements (K = 1 in training)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder,
                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    ds = ds.prefetch(tf.data.AUTOTUNE)
+    return with_options(ds.prefetch(tf.data.AUTOTUNE), deterministic)
+
+
+def with_options(ds: tf.data.Dataset, deterministic: bool) -> tf.data.Dataset:
+    """`ds` with the tf.data options every pipeline of the project shares."""
     options = tf.data.Options()
     options.deterministic = deterministic
+    # tf.data's autotuner wakes on a period that doubles up to 60 s, and deleting an iterator
+    # waits for its next wake-up: up to a minute idle after every training. Without it,
+    # AUTOTUNE stages run at tf.data's fixed initial parallelism, which keeps pace here.
+    options.autotune.enabled = False
     return ds.with_options(options)
