@@ -29,14 +29,15 @@ demo: $(STAMP)
 
 # The evidence protocol (docs/protocol.md): the demo on DATA_SEEDS (default: 3 drawn at random,
 # never the development seeds) x 3 training seeds sharing one flow teacher per data seed, with
-# the AVA comparison (D3D vs S3D-G backbone), judged in protocol_out/protocol.md; then the
-# DistInit demo on the same data seeds (the drawn ones: protocol_out/data_seeds.json, copied to
-# protocol_out/distinit/ unless it holds a draw of its own) x 5 training seeds (R(2+1)D-18: 2),
-# judged in protocol_out/distinit/protocol.md. A rerun resumes the same draw and reuses
-# finished stages.
+# the AVA comparison (D3D vs S3D-G backbone, training seeds 0-1), judged in
+# protocol_out/protocol.md; then the DistInit demo on the same data seeds (the drawn ones:
+# protocol_out/data_seeds.json, copied to protocol_out/distinit/ unless it holds a draw of its
+# own) x 5 training seeds (R(2+1)D-18: 2), judged in protocol_out/distinit/protocol.md. A rerun
+# resumes the same draw and reuses finished stages.
 DATA_SEEDS ?=
 protocol: $(STAMP)
-	$(PY) -m d3d_tf.demo --out_dir=protocol_out --seeds=3 --shared_teacher --export=false --ava \
+	$(PY) -m d3d_tf.demo --out_dir=protocol_out --seeds=3 --shared_teacher --export=false \
+	  --probe_teacher=false --ava --ava_seeds=2 \
 	  $(if $(DATA_SEEDS),--data_seeds=$(DATA_SEEDS),--fresh_data_seeds=3)
 	@if [ -z "$(DATA_SEEDS)" ] && [ ! -e protocol_out/distinit/data_seeds.json ]; then \
 	  mkdir -p protocol_out/distinit && \

@@ -83,6 +83,38 @@ def test_demo_runs_the_ava_stages_only_with_the_option(tmp_path, monkeypatch):
     assert _arg(synthetic, "seed") == "77"
 
 
+def test_ava_seeds_limit_the_detectors_and_the_reports_pair_what_ran(tmp_path, monkeypatch):
+    from d3d_tf.demo import run as demo_run
+
+    ran = []
+    monkeypatch.setattr(demo_run, "run_stage", lambda out, stage: ran.append(stage.name))
+    c = demo_run.DemoConfig(seeds=3, ava=True, ava_seeds=2, export=False, configs="configs/demo",
+                            probe_teacher=False)
+    demo_run.run_data_seed(c, str(tmp_path / "stages"), 77)
+    assert "train_d3d_seed2" in ran and "probe_d3d_seed2" in ran  # the classification: 3 seeds
+    assert "train_teacher" in ran and "probe_teacher" not in ran
+    detectors = [n for n in ran if n.startswith(("ava_train_", "ava_evaluate_"))]
+    assert len(detectors) == 8 and not [n for n in detectors if n.endswith("_seed2")]
+    with pytest.raises(ValueError, match="ava_seeds=4 exceeds seeds=3"):
+        demo_run.run(dataclasses.replace(c, ava_seeds=4, out_dir=str(tmp_path / "refused")))
+    assert not (tmp_path / "refused").exists()
+
+    # The reports pair the two training seeds that ran, not the demo's three.
+    dirs = {11: str(tmp_path / "data_11"), 12: str(tmp_path / "data_12")}
+    for d, folder in dirs.items():
+        _fake_ava_dir(folder, d, 2, wrong_a=1)
+    with open(demo_report.write_protocol_report(str(tmp_path), dirs, seeds=3,
+                                                ava_seeds=2)) as f:
+        section = f.read().split("## AVA: D3D backbone against S3D-G backbone")[1]
+    assert "training seeds 0–1 of each data seed" in section
+    assert "data seed 12 / training seed 1:" in section and "training seed 2:" not in section
+    assert "**D3D backbone is better than S3D-G backbone**" in section
+    with open(demo_report.write_protocol_report(str(tmp_path), dirs, seeds=3)) as f:
+        assert "missing AVA results" in f.read()  # all three seeds asked for: one is missing
+    with open(demo_report.write_report(dirs[11], seeds=3, data_seed=11, ava_seeds=2)) as f:
+        assert "training seeds 0–1 of each data seed" in f.read()
+
+
 def test_demo_refuses_ava_without_its_flagfiles(tmp_path):
     from d3d_tf.demo import run as demo_run
 

@@ -24,6 +24,10 @@ def test_probe_stages_cover_teacher_and_every_seeds_baseline_and_d3d():
                            "probe_baseline_seed2", "probe_d3d_seed2"]
     assert "--model_dir=out/runs/d3d_seed2/model" in seeds["probe_d3d_seed2"]
     assert "--out_dir=out/probes/baseline_seed1" in seeds["probe_baseline_seed1"]
+    no_teacher = demo_probes.stage_args("out", "configs/demo", "out/records", seeds=2,
+                                        teacher=False)
+    assert [name for name, _ in no_teacher] == ["probe_baseline", "probe_d3d",
+                                                "probe_baseline_seed1", "probe_d3d_seed1"]
 
 
 def test_seed_table_says_whether_every_seed_agrees(tmp_path):

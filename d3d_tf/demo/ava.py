@@ -173,13 +173,14 @@ def section_lines(dirs: dict[int, str], train_seeds: int, *, draws: int | None =
                                           **({"draws": draws} if draws else {}))
     except FileNotFoundError as e:
         return [f"- missing AVA results: {e}"]
+    which = "training seed 0" if train_seeds == 1 else f"training seeds 0–{train_seeds - 1}"
     lines = [("Frame-mAP (IoU 0.5, ×100) of two detectors trained alike on the built-in "
               "multi-actor data, one with its backbone initialised from the D3D run of the "
               "same data and training seed, one from the S3D-G baseline run (the paper's "
-              "Table 5), recomputed from their `detections.csv` on the val keyframes; the "
-              "interval resamples the val videos and recomputes both detectors' frame-mAP on "
-              "each resample (docs/protocol.md). The protocol reports this comparison either "
-              "way: it seeks no claim here."), ""]
+              f"Table 5; {which} of each data seed), recomputed from their `detections.csv` "
+              "on the val keyframes; the interval resamples the val videos and recomputes both "
+              "detectors' frame-mAP on each resample (docs/protocol.md). The protocol reports "
+              "this comparison either way: it seeks no claim here."), ""]
     lines += protocol.comparison_lines(result, a=la, b=lb)
     per_cell = ", ".join(f"data seed {d} / training seed {s}: {100 * g:+.1f}"
                          for (d, s), g in result.cells.items())

@@ -29,14 +29,15 @@ def seed_name(name: str, seed: int) -> str:
     return name + protocol.run_suffix(seed)
 
 
-def stage_args(out_dir: str, configs: str, records: str,
-               seeds: int = 1) -> list[tuple[str, list[str]]]:
-    """(stage name, `python -m d3d_tf.probe` arguments): seed 0's teacher, and the baseline
-    and D3D of every seed (the probe's verdict, like the classification's, needs them all)."""
+def stage_args(out_dir: str, configs: str, records: str, seeds: int = 1, *,
+               teacher: bool = True) -> list[tuple[str, list[str]]]:
+    """(stage name, `python -m d3d_tf.probe` arguments): seed 0's teacher (unless `teacher`
+    is false), and the baseline and D3D of every seed (the probe's verdict, like the
+    classification's, needs them all)."""
     stages = []
     for seed in range(seeds):
         for name, label, modality in PROBED:
-            if name == "teacher" and seed:
+            if name == "teacher" and (seed or not teacher):
                 continue
             run = seed_name(name, seed)
             stages.append((f"probe_{run}", [

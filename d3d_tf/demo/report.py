@@ -256,9 +256,10 @@ def _try_compare(dirs: dict[int, str], seeds: int, a: str = "baseline", b: str =
 
 
 def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None,
-                 data_seed: int = 0) -> str:
+                 data_seed: int = 0, ava_seeds: int | None = None) -> str:
     """Writes `<out_dir>/report.md` and returns its path (`data_seed`: the generator's seed of
-    this out_dir's videos, as the paired table names it)."""
+    this out_dir's videos, as the paired table names it; `ava_seeds`: the training seeds
+    the AVA comparison ran, default `seeds`)."""
     suffixes = _suffixes(seeds)
     train = {name: [_load(os.path.join(out_dir, "runs", name + s, "train_summary.json"))
                     for s in suffixes] for name, *_ in METHODS[:3]}
@@ -351,7 +352,7 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None,
 
     from d3d_tf.demo import ava
 
-    lines += ava.report_section(out_dir, seeds, data_seed)
+    lines += ava.report_section(out_dir, seeds if ava_seeds is None else ava_seeds, data_seed)
 
     videos_dir = os.path.join(out_dir, "videos")
     if os.path.exists(os.path.join(videos_dir, "manifest.csv")):
@@ -401,9 +402,11 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None,
     return report
 
 
-def write_protocol_report(out_dir: str, dirs: dict[int, str], *, seeds: int) -> str:
+def write_protocol_report(out_dir: str, dirs: dict[int, str], *, seeds: int,
+                          ava_seeds: int | None = None) -> str:
     """`<out_dir>/protocol.md`: the claims of docs/protocol.md judged over the data seeds of
-    `dirs` (data seed -> that seed's demo out_dir) and `seeds` training seeds each."""
+    `dirs` (data seed -> that seed's demo out_dir) and `seeds` training seeds each (the AVA
+    comparison over `ava_seeds`, default `seeds`)."""
     first = next(iter(dirs.values()))
     labels = _labels(os.path.join(first, "records", "labels.txt"))
     lines = ["# The demo judged by the evidence protocol", "",
@@ -438,7 +441,7 @@ def write_protocol_report(out_dir: str, dirs: dict[int, str], *, seeds: int) -> 
         lines.append("- no probe results yet")
     from d3d_tf.demo import ava
 
-    lines += ava.protocol_section(dirs, seeds)
+    lines += ava.protocol_section(dirs, seeds if ava_seeds is None else ava_seeds)
     path = os.path.join(out_dir, "protocol.md")
     atomic.write_text(path, "\n".join(lines) + "\n")
     return path

@@ -47,10 +47,15 @@ class DemoConfig:
                                  "teacher per data seed, as the acceptance runs of "
                                  "docs/protocol.md did); false: each training seed trains "
                                  "its own teacher.")
+    probe_teacher: bool = field(True, "Also probe seed 0's flow teacher at 3A: a reference "
+                                "row of the report's probe table (the protocol's claims "
+                                "compare the RGB networks only).")
     ava: bool = field(False, "Also run the AVA comparison (the paper's Table 5) per data "
                       "seed: detectors initialised from the D3D and from the S3D-G run of "
                       "every training seed, on multi-actor data drawn with the data seed "
                       "(d3d_tf.demo.ava; docs/protocol.md).")
+    ava_seeds: int | None = field(None, "With --ava: training seeds 0..N-1 get detectors, at "
+                                  "most --seeds; unset: --seeds.", min=1)
 
 
 RUNS = (  # name, flagfile, method label, modality, is run at inference on RGB only
@@ -77,7 +82,7 @@ def run(c: DemoConfig) -> str:
         for i, (d, folder) in enumerate(dirs.items()):
             print(f"\n[demo] data seed {d} ({i + 1} of {len(dirs)}) in {folder}", flush=True)
             run_data_seed(c, folder, d)
-        path = report.write_protocol_report(out, dirs, seeds=c.seeds)
+        path = report.write_protocol_report(out, dirs, seeds=c.seeds, ava_seeds=ava_seeds(c))
     print(f"\n[demo] finished in {time.time() - start:.0f} s (stages reused from earlier runs "
           f"are not counted); report: {path}")
     return path
@@ -112,12 +117,14 @@ def run_data_seed(c: DemoConfig, out: str, data_seed: int | None) -> str:
                                  shared_teacher=c.shared_teacher):
             run_stage(out, stage)
     # Motion probes at 3A (PWC, frozen): seed 0's teacher, every seed's baseline and D3D.
-    for name, args in probes.stage_args(out, c.configs, records, c.seeds):
+    for name, args in probes.stage_args(out, c.configs, records, c.seeds,
+                                        teacher=c.probe_teacher):
         run_stage(out, Stage(name, _python_module("probe", *args)))
     if c.ava:
         run_ava(c, out, data_seed)
     if not c.export:
-        return report.write_report(out, seeds=c.seeds, data_seed=data_seed)
+        return report.write_report(out, seeds=c.seeds, data_seed=data_seed,
+                                   ava_seeds=ava_seeds(c))
     # Seed 0's student is the one exported.
     d3d_model = os.path.join(out, "runs", "d3d" + protocol.run_suffix(0), "model")
     export_dir = os.path.join(out, "export")
@@ -137,13 +144,24 @@ def run_data_seed(c: DemoConfig, out: str, data_seed: int | None) -> str:
             "predict", held_out, f"--export_path={model}", "--json", "--num_clips=2"),
             stdout=os.path.join(out, f"predict_{tag}.json")))
     return report.write_report(out, seeds=c.seeds, held_out=held_out,
-                                    data_seed=data_seed)
+                               data_seed=data_seed, ava_seeds=ava_seeds(c))
+
+
+def ava_seeds(c: DemoConfig) -> int:
+    """How many training seeds (0..N-1) the AVA comparison runs: `c.ava_seeds`, or `c.seeds`
+    when unset (ValueError when it exceeds `c.seeds`)."""
+    n = c.seeds if c.ava_seeds is None else c.ava_seeds
+    if n > c.seeds:
+        raise ValueError(f"ava_seeds={n} exceeds seeds={c.seeds}")
+    return n
 
 
 def _check_ava_configs(c: DemoConfig) -> None:
-    """With --ava, the AVA flagfiles must be in --configs (checked before any stage runs)."""
+    """With --ava, the AVA flagfiles must be in --configs and --ava_seeds within --seeds
+    (checked before any stage runs)."""
     from d3d_tf.demo import ava
 
+    ava_seeds(c)
     missing = ava.missing_configs(c.configs) if c.ava else []
     if missing:
         raise ValueError(f"--ava needs {', '.join(missing)} (--configs={c.configs}); "
@@ -156,7 +174,7 @@ def run_ava(c: DemoConfig, out: str, data_seed: int) -> None:
     the S3D-G- and the D3D-initialised detector and their evaluation."""
     from d3d_tf.demo import ava
 
-    for stage in ava.stages(out, c.configs, c.seeds, data_seed, c.workers):
+    for stage in ava.stages(out, c.configs, ava_seeds(c), data_seed, c.workers):
         run_stage(out, stage)
 
 
