@@ -71,10 +71,8 @@ class DemoConfig:
 def network_seeds(c: DemoConfig) -> dict[str, int]:
     """network -> how many training seeds (0..N-1) it runs: `c.seeds`, R(2+1)D-18's
     `c.r2plus1d_seeds` when set (ValueError when it exceeds `c.seeds`)."""
-    r2p1 = c.seeds if c.r2plus1d_seeds is None else c.r2plus1d_seeds
-    if r2p1 > c.seeds:
-        raise ValueError(f"r2plus1d_seeds={r2p1} exceeds seeds={c.seeds}")
-    return {"r3d_18": c.seeds, "r2plus1d_18": r2p1}
+    return {"r3d_18": c.seeds,
+            "r2plus1d_18": protocol.first_seeds("r2plus1d_seeds", c.r2plus1d_seeds, c.seeds)}
 
 
 def _runs_seed(c: DemoConfig, network: str, seed: int) -> bool:

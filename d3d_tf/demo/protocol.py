@@ -51,6 +51,15 @@ def run_suffix(seed: int) -> str:
     return "" if seed == 0 else f"_seed{seed}"
 
 
+def first_seeds(name: str, count: int | None, seeds: int) -> int:
+    """How many training seeds (0..N-1) a part of a demo runs: `count`, or all `seeds` when
+    None (ValueError naming `name` when it exceeds `seeds`)."""
+    n = seeds if count is None else count
+    if n > seeds:
+        raise ValueError(f"{name}={n} exceeds seeds={seeds}")
+    return n
+
+
 def data_seeds_note(data_seeds) -> str:
     """The reports' words on `data_seeds`: whether the settings could have been chosen on
     them (a development seed among them makes the run a development run, not evidence)."""

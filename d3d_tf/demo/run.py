@@ -150,10 +150,7 @@ def run_data_seed(c: DemoConfig, out: str, data_seed: int | None) -> str:
 def ava_seeds(c: DemoConfig) -> int:
     """How many training seeds (0..N-1) the AVA comparison runs: `c.ava_seeds`, or `c.seeds`
     when unset (ValueError when it exceeds `c.seeds`)."""
-    n = c.seeds if c.ava_seeds is None else c.ava_seeds
-    if n > c.seeds:
-        raise ValueError(f"ava_seeds={n} exceeds seeds={c.seeds}")
-    return n
+    return protocol.first_seeds("ava_seeds", c.ava_seeds, c.seeds)
 
 
 def _check_ava_configs(c: DemoConfig) -> None:
