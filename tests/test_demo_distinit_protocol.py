@@ -295,3 +295,21 @@ def test_r2plus1d_can_run_fewer_training_seeds_and_the_reports_pair_what_ran(tmp
     assert "2 (R(2+1)D-18: 1) seeds on 40 test videos" in single
     assert "DistInit R(2+1)D-18 (50.0%) **beats** Scratch R(2+1)D-18 (30.0%) by the " \
            "protocol's rule" in single
+
+
+def test_a_mean_prints_the_same_in_the_per_seed_table_and_the_paired_table(tmp_path):
+    # Scratch R(2+1)D-18 at 25.0 and 30.5 %: a mean of 27.75 that float arithmetic puts on
+    # either side of the half depending on how it is summed (round 3 printed 27.7 and 27.8).
+    out = str(tmp_path / "data_5")
+    _data_seed_folder(out, 0.1, count=400)
+    for seed, scratch in enumerate((0.25, 0.305)):
+        _write_eval(out, demo_distinit_report.run_suffix(seed), dict(zip(
+            RUNS, (0.3, 0.5, 0.7, scratch, 0.4))), count=400)
+    with open(demo_distinit_report.write_protocol_report(str(tmp_path), {5: out},
+                                                         seeds=2)) as f:
+        report = f.read()
+    assert "| 5 | 90.0 | 30.0 | 50.0 | 70.0 | 27.8 | 40.0 |" in report
+    assert "| 5 | 27.8 | 40.0 | +12.3 |" in report
+    assert [demo_protocol.percent(x) for x in (0.2775, 0.27749999999999997, 0.2765)] == \
+        ["27.8", "27.8", "27.7"]
+    assert demo_protocol.percent(-0.1235, signed=True) == "-12.4"

@@ -287,7 +287,7 @@ def write_protocol_report(out_dir: str, dirs: dict[int, str], *, seeds) -> str:
         cells = []
         for m, n in rows:
             values = [v for v in _top1(evals, f"{m}_{n}") if v is not None]
-            cells.append(f"{100 * statistics.mean(values):.1f}" if values else "–")
+            cells.append(protocol.percent(statistics.mean(values)) if values else "–")
         lines.append(f"| {d} | {'–' if teacher is None else f'{100 * teacher:.1f}'} | "
                      + " | ".join(cells) + " |")
         labels_path = os.path.join(folder, "records", "labeled", "labels.txt")

@@ -12,6 +12,7 @@ the protocol's rule; this module only gathers the cells and words the result. De
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import json
 import os
 import random
@@ -240,8 +241,16 @@ def compare_runs(dirs: dict[int, str], train_seeds: int, a: str, b: str) -> pair
     return paired.compare(accuracy_cells(dirs, train_seeds, a, b))
 
 
+def percent(x: float, *, signed: bool = False) -> str:
+    """A fraction as percent with one decimal, halves rounded away from zero on the value as
+    written (0.2775 -> "27.8"), so one mean computed two ways prints the same."""
+    exact = decimal.Decimal(repr(round(100 * float(x), 9))).quantize(decimal.Decimal("0.1"),
+                                                              decimal.ROUND_HALF_UP)
+    return f"{exact:+}" if signed else f"{exact}"
+
+
 def _pts(x: float) -> str:
-    return f"{100 * x:+.1f}"
+    return percent(x, signed=True)
 
 
 def comparison_lines(result: paired.Comparison, *, a: str, b: str, unit: str = "points",
@@ -250,7 +259,7 @@ def comparison_lines(result: paired.Comparison, *, a: str, b: str, unit: str = "
     fmt = _pts if unit == "points" else (lambda x: f"{x:+.3f}")
     lines = [f"| data seed | {a} | {b} | {b} − {a} ({unit}) | 95 % interval |",
              "| ---: | ---: | ---: | ---: | --- |"]
-    value = (lambda x: f"{100 * x:.1f}") if unit == "points" else (lambda x: f"{x:.3f}")
+    value = percent if unit == "points" else (lambda x: f"{x:.3f}")
     for d, g in result.per_data_seed.items():
         lines.append(f"| {d} | {value(g.mean_a)} | {value(g.mean_b)} | {fmt(g.mean)} | "
                      f"[{fmt(g.low)}, {fmt(g.high)}] |")

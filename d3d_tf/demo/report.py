@@ -146,7 +146,7 @@ def seed_table(evals) -> list[str]:
     for seed, e in enumerate(evals):
         if e:
             lines.append(f"| {seed} | " + " | ".join(
-                f"{100 * e[n]['video']['top1']:.1f}" if n in e else "–"
+                protocol.percent(e[n]['video']['top1']) if n in e else "–"
                 for n, _ in SEED_COLUMNS) + " |")
     return ["Video top-1 (%) per seed:", ""] + lines + [""]
 
