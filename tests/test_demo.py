@@ -163,6 +163,7 @@ def test_report_calls_a_gap_of_one_test_video_noise(tmp_path, monkeypatch):
     assert "beats the RGB baseline" not in report
     assert "| 5 | 62.5 | 65.6 | +3.1 |" in report  # the paired table names the data seed
     assert "**No claim** for D3D against S3D-G" in report
+    assert "higher in 1 and lower in 0 of 1 data seed." in report
     assert "data seed 5: development seeds, never used here" in report
     # Four videos better, and no video worse, is a claim.
     top1["d3d"] = 24 / 32
@@ -170,7 +171,8 @@ def test_report_calls_a_gap_of_one_test_video_noise(tmp_path, monkeypatch):
     with open(demo_report.write_report(out, seeds=1)) as f:
         report = f.read()
     assert "D3D (75.0%) beats the RGB baseline (62.5%)" in report
-    assert "**D3D is better than S3D-G**" in report
+    assert "**D3D is better than S3D-G**: the pooled interval excludes 0 and the sign holds " \
+           "in its one data seed." in report
     # The built-in draw is a development seed: its verdict is said to be no evidence.
     assert "data seed 0: **includes the development seed(s) 0**" in report
     assert "not evidence on new data" in report

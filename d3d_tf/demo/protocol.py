@@ -271,18 +271,19 @@ def comparison_lines(result: paired.Comparison, *, a: str, b: str, unit: str = "
     verdict = result.verdict()
     better = "B < A" if lower_is_better else "B > A"
     worse = "B > A" if lower_is_better else "B < A"
+    every = "its one data seed" if n == 1 else f"all {n} data seeds"
     if verdict == better:
         words = (f"**{b} is better than {a}**: the pooled interval excludes 0 and the sign "
-                 f"holds in all {n} data seeds.")
+                 f"holds in {every}.")
     elif verdict == worse:
         words = (f"**{b} is worse than {a}**: the pooled interval excludes 0 and the sign "
-                 f"holds in all {n} data seeds.")
+                 f"holds in {every}.")
     else:
         words = (f"**No claim** for {b} against {a}: the pooled interval "
                  f"[{fmt(p.low)}, {fmt(p.high)}] "
                  + ("includes 0" if p.low <= 0 <= p.high else "excludes 0")
                  + f", and {b}'s value is higher in {above} and lower in {below} of {n} "
-                 "data seeds.")
+                 + ("data seed." if n == 1 else "data seeds."))
     cells = sum(1 for _ in result.cells)
     return lines + ["", (f"- {words} ({cells} cells; test videos per data seed: "
                         f"{', '.join(str(v) for v in result.videos.values())}.)")]
