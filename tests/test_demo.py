@@ -1,6 +1,7 @@
 """The demo's stage runner (reuse, failure) and its report (numbers land in the table)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -335,3 +336,27 @@ def test_a_report_over_development_seeds_says_it_is_no_evidence():
     assert "never used here: 0, 101, 102" in demo_protocol.data_seeds_note([5000, 6000])
     note = demo_protocol.data_seeds_note([101, 5000])
     assert "includes the development seed(s) 101" in note and "not evidence" in note
+
+
+def test_protocol_report_ends_with_the_cost_of_its_stages_and_the_machines_speed(tmp_path):
+    dirs = {}
+    for d, step in ((3001, 0.08), (3002, 0.10)):
+        dirs[d] = str(tmp_path / f"data_{d}")
+        _protocol_data_seed(dirs[d], d, (0.1, 0.2))
+        for seed, (stage, seconds) in enumerate((("train_d3d", 200.0), ("evaluate", 20.0))):
+            _write(os.path.join(dirs[d], "stages", f"{stage}.done"),
+                   {"command": "...", "seconds": seconds + d - 3001})
+            _write(os.path.join(dirs[d], "runs", "d3d" + demo_report.run_suffix(seed),
+                                "train_summary.json"), {"seconds_per_step": step + seed / 100})
+    with open(demo_report.write_protocol_report(str(tmp_path), dirs, seeds=2)) as f:
+        report = f.read()
+    cost = report.split("## Cost on this machine")[1]
+    assert "- Stages: 442 s (0.12 h) of wall time in all; data seed 3001 220 s, data seed " \
+           "3002 222 s; the longest stage train_d3d of data seed 3002 (201 s)." in cost
+    # The median of 0.08, 0.09, 0.10, 0.11 s/step.
+    assert "the D3D student trained at a median 0.095 s/step over 4 runs" in cost
+    # No stage has finished: no cost section.
+    for folder in dirs.values():
+        shutil.rmtree(os.path.join(folder, "stages"))
+    with open(demo_report.write_protocol_report(str(tmp_path), dirs, seeds=2)) as f:
+        assert "## Cost" not in f.read()

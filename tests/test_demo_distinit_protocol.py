@@ -206,8 +206,12 @@ def test_the_single_data_seed_report_states_the_paired_verdicts(tmp_path):
     for seed in range(2):
         _write_eval(out, demo_distinit_report.run_suffix(seed), dict(zip(
             RUNS, (8 / 32, 16 / 32, 19 / 32, 8 / 32, 20 / 32))), count=32)
+    os.makedirs(os.path.join(out, "stages"))
+    with open(os.path.join(out, "stages", "train_image_teacher.done"), "w") as f:
+        json.dump({"command": "...", "seconds": 41.4}, f)
     with open(demo_distinit_report.write_report(out, seeds=2, data_seed=7)) as f:
         report = f.read()
+    assert "| train_image_teacher | 41 |\n| total | 41 |" in report
     assert "DistInit Res3D-18 (59.4%) and Inflated Res3D-18 (50.0%) show **no reliable " \
            "difference** (2 of 2 seeds) by the protocol's rule: paired 95 % interval of the " \
            "gap [+0.0, +21.9] points." in report
@@ -313,3 +317,24 @@ def test_a_mean_prints_the_same_in_the_per_seed_table_and_the_paired_table(tmp_p
     assert [demo_protocol.percent(x) for x in (0.2775, 0.27749999999999997, 0.2765)] == \
         ["27.8", "27.8", "27.7"]
     assert demo_protocol.percent(-0.1235, signed=True) == "-12.4"
+
+
+def test_protocol_report_ends_with_the_cost_and_the_pretraining_speed(tmp_path):
+    out = str(tmp_path / "data_5")
+    _data_seed_folder(out, 0.1)
+    for seed, step in enumerate((0.07, 0.09)):
+        suffix = demo_distinit_report.run_suffix(seed)
+        os.makedirs(os.path.join(out, "runs", "distinit_r3d_18" + suffix))
+        with open(os.path.join(out, "runs", "distinit_r3d_18" + suffix,
+                               "train_summary.json"), "w") as f:
+            json.dump({"seconds_per_step": step}, f)
+        os.makedirs(os.path.join(out, "stages"), exist_ok=True)
+        with open(os.path.join(out, "stages", f"distinit_r3d_18{suffix}.done"), "w") as f:
+            json.dump({"command": "...", "seconds": 100.0 + seed}, f)
+    with open(demo_distinit_report.write_protocol_report(str(tmp_path), {5: out},
+                                                         seeds=2)) as f:
+        cost = f.read().split("## Cost on this machine")[1]
+    assert "- Stages: 201 s (0.06 h) of wall time in all; data seed 5 201 s; the longest " \
+           "stage distinit_r3d_18_seed1 of data seed 5 (101 s)." in cost
+    assert "the DistInit Res3D-18 pre-training trained at a median 0.080 s/step over 2 runs" \
+        in cost

@@ -9,14 +9,13 @@ seeds=N)` can be rerun on its own; `write_protocol_report(out_dir, dirs, seeds=N
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 import statistics
 
 from d3d_tf.core import atomic
 from d3d_tf.data import preprocessing
-from d3d_tf.demo import protocol
+from d3d_tf.demo import protocol, stages
 from d3d_tf.demo.protocol import run_suffix
 from d3d_tf.metrics import paper_tables
 
@@ -304,17 +303,12 @@ def write_protocol_report(out_dir: str, dirs: dict[int, str], *, seeds) -> str:
     lines += notes + ([""] if notes else [])
     lines += _comparison_sections(comparisons)
     lines += ["## Table 1's order", ""] + _table1_order(comparisons)
+    lines += [""] + protocol.cost_lines(dirs, speed_run="distinit_r3d_18",
+                                        speed_label="the DistInit Res3D-18 pre-training",
+                                        train_seeds=per_network(seeds)["r3d_18"])
     path = os.path.join(out_dir, "protocol.md")
     atomic.write_text(path, "\n".join(lines) + "\n")
     return path
-
-
-def _stage_times(out_dir: str) -> list[tuple[str, float]]:
-    rows = []
-    for path in sorted(glob.glob(os.path.join(out_dir, "stages", "*.done")),
-                       key=os.path.getmtime):
-        rows.append((os.path.basename(path)[:-5], (_load(path) or {}).get("seconds", 0.0)))
-    return rows
 
 
 def _teacher_lines(out_dir: str, teacher: dict, shapes: int) -> list[str]:
@@ -430,7 +424,7 @@ def write_report(out_dir: str, *, seeds=1, data_seed: int | None = None) -> str:
                    f"({os.path.relpath(eval_dir, out_dir)}/per_class_difference.png)"),
                   "*per-class accuracy, DistInit minus inflated Res3D-18 (cf. Fig. 7)*", ""]
 
-    times = _stage_times(out_dir)
+    times = stages.stage_times(out_dir)
     if times:
         lines += ["## Stage times", "", "| stage | seconds |", "| --- | --- |"]
         lines += [f"| {name} | {seconds:.0f} |" for name, seconds in times]

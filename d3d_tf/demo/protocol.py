@@ -20,6 +20,7 @@ import random
 import numpy as np
 
 from d3d_tf.core.config_flags import field
+from d3d_tf.demo import stages
 from d3d_tf.metrics import paired
 
 
@@ -287,3 +288,29 @@ def comparison_lines(result: paired.Comparison, *, a: str, b: str, unit: str = "
     cells = sum(1 for _ in result.cells)
     return lines + ["", (f"- {words} ({cells} cells; test videos per data seed: "
                         f"{', '.join(str(v) for v in result.videos.values())}.)")]
+
+
+def cost_lines(dirs: dict[int, str], *, speed_run: str, speed_label: str,
+               train_seeds: int) -> list[str]:
+    """The "Cost on this machine" section: the wall time of every draw's stages, and the
+    median seconds per step of `speed_run`'s trainings (`<dir>/runs/<speed_run><suffix>`),
+    the figure that tells a fast machine's run from a slow one's."""
+    per_draw = {d: stages.stage_times(folder) for d, folder in dirs.items()}
+    total = sum(s for rows in per_draw.values() for _, s in rows)
+    if not total:
+        return []
+    longest = max(((s, name, d) for d, rows in per_draw.items() for name, s in rows))
+    lines = ["## Cost on this machine", "",
+             (f"- Stages: {total:.0f} s ({total / 3600:.2f} h) of wall time in all; "
+              + ", ".join(f"data seed {d} {sum(s for _, s in rows):.0f} s"
+                          for d, rows in per_draw.items())
+              + f"; the longest stage {longest[1]} of data seed {longest[2]} ({longest[0]:.0f} "
+              "s). A stage reused on a rerun counts the run that did it; setting up the "
+              "environment is not included.")]
+    steps = [t["seconds_per_step"] for folder in dirs.values() for s in range(train_seeds)
+             if (t := _train_summary(folder, speed_run + run_suffix(s))).get("seconds_per_step")]
+    if steps:
+        lines.append(f"- This machine's speed: {speed_label} trained at a median "
+                     f"{float(np.median(steps)):.3f} s/step over {len(steps)} runs; compare "
+                     "it to tell how much of a cost difference is the machine's.")
+    return lines + [""]

@@ -442,6 +442,8 @@ def write_protocol_report(out_dir: str, dirs: dict[int, str], *, seeds: int,
     from d3d_tf.demo import ava
 
     lines += ava.protocol_section(dirs, ava_seeds or seeds)
+    lines += [""] + protocol.cost_lines(dirs, speed_run="d3d", speed_label="the D3D student",
+                                        train_seeds=seeds)
     path = os.path.join(out_dir, "protocol.md")
     atomic.write_text(path, "\n".join(lines) + "\n")
     return path

@@ -7,6 +7,7 @@ A finished stage leaves `<out_dir>/stages/<stage>.done` holding its command and 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import shlex
@@ -54,3 +55,18 @@ def run_stage(out_dir: str, stage: Stage) -> float:
         json.dump({"command": pretty, "seconds": seconds}, f)
     print(f"[demo] {stage.name}: finished in {seconds:.0f} s", flush=True)
     return seconds
+
+
+def stage_times(out_dir: str) -> list[tuple[str, float]]:
+    """(stage, wall seconds) of every finished stage of `out_dir`, in the order they finished;
+    a stage reused on a rerun keeps the time of the run that did it."""
+    rows = []
+    for path in sorted(glob.glob(os.path.join(out_dir, "stages", "*.done")),
+                       key=os.path.getmtime):
+        try:
+            with open(path) as f:
+                seconds = float(json.load(f).get("seconds", 0.0))
+        except (OSError, ValueError, AttributeError):
+            seconds = 0.0
+        rows.append((os.path.basename(path)[:-len(".done")], seconds))
+    return rows
