@@ -226,3 +226,25 @@ def compare_statistic(cells, *, draws: int = DRAWS, seed: int = 0) -> Comparison
                  float(np.mean([g.mean_a for g in per.values()])),
                  float(np.mean([g.mean_b for g in per.values()])))
     return Comparison(pooled, per, cell_gaps, {d: g[0].videos for d, g in groups.items()})
+
+
+def power(gap: float, spread: float, *, data_seeds: int = 3, train_seeds: int = 3,
+          videos: int = 400, base: float = 0.8, rounds: int = 300, draws: int = 2000,
+          seed: int = 0) -> float:
+    """The fraction of `rounds` simulated rounds in which the rule claims B > A when every
+    cell's gap (accuracy, a fraction) is drawn from normal(`gap`, `spread`): `data_seeds` x
+    `train_seeds` cells, `videos` test videos each, A right on a fraction `base` of them and B
+    on `base + gap` (the videos A gets right nested in B's). How often a round of that size
+    can show a gain of that size; docs/protocol.md uses it for the D3D claim."""
+    rng = np.random.default_rng(seed)
+    order = np.arange(videos)
+    claims = 0
+    for r in range(rounds):
+        cells = []
+        for d in range(data_seeds):
+            for s in range(train_seeds):
+                b = np.clip(base + rng.normal(gap, spread), 0.0, 1.0)
+                cells.append(Cell(d, s, (order < round(base * videos)).astype(float),
+                                  (order < round(b * videos)).astype(float)))
+        claims += compare(cells, draws=draws, seed=r).verdict() == "B > A"
+    return claims / rounds
