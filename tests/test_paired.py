@@ -99,7 +99,7 @@ def test_bad_cells_are_refused_with_the_data_seed(cells, message):
 def test_power_is_the_rate_of_claims_over_simulated_rounds():
     # A gain far above its spread is claimed in every round; no gain almost never; a gain
     # near the spread in between, and more often with more training seeds per data seed.
-    kw = dict(videos=100, draws=300)
+    kw = {"videos": 100, "draws": 300}
     assert paired.power(0.3, 0.01, rounds=5, **kw) == 1.0
     assert paired.power(0.0, 0.1, rounds=20, **kw) <= 0.05
     few = paired.power(0.07, 0.1, train_seeds=2, rounds=30, **kw)
