@@ -245,8 +245,8 @@ def compare_runs(dirs: dict[int, str], train_seeds: int, a: str, b: str) -> pair
 def percent(x: float, *, signed: bool = False) -> str:
     """A fraction as percent with one decimal, halves rounded away from zero on the value as
     written (0.2775 -> "27.8"), so one mean computed two ways prints the same."""
-    exact = decimal.Decimal(repr(round(100 * float(x), 9))).quantize(decimal.Decimal("0.1"),
-                                                              decimal.ROUND_HALF_UP)
+    written = decimal.Decimal(repr(round(100 * float(x), 9)))
+    exact = written.quantize(decimal.Decimal("0.1"), decimal.ROUND_HALF_UP)
     return f"{exact:+}" if signed else f"{exact}"
 
 
@@ -299,7 +299,7 @@ def cost_lines(dirs: dict[int, str], *, speed_run: str, speed_label: str,
     total = sum(s for rows in per_draw.values() for _, s in rows)
     if not total:
         return []
-    longest = max(((s, name, d) for d, rows in per_draw.items() for name, s in rows))
+    longest = max((s, name, d) for d, rows in per_draw.items() for name, s in rows)
     lines = ["## Cost on this machine", "",
              (f"- Stages: {total:.0f} s ({total / 3600:.2f} h) of wall time in all; "
               + ", ".join(f"data seed {d} {sum(s for _, s in rows):.0f} s"

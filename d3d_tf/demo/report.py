@@ -352,7 +352,7 @@ def write_report(out_dir: str, *, seeds: int = 1, held_out: str | None = None,
 
     from d3d_tf.demo import ava
 
-    lines += ava.report_section(out_dir, ava_seeds or seeds, data_seed)
+    lines += ava.report_section(out_dir, seeds if ava_seeds is None else ava_seeds, data_seed)
 
     videos_dir = os.path.join(out_dir, "videos")
     if os.path.exists(os.path.join(videos_dir, "manifest.csv")):
@@ -441,7 +441,7 @@ def write_protocol_report(out_dir: str, dirs: dict[int, str], *, seeds: int,
         lines.append("- no probe results yet")
     from d3d_tf.demo import ava
 
-    lines += ava.protocol_section(dirs, ava_seeds or seeds)
+    lines += ava.protocol_section(dirs, seeds if ava_seeds is None else ava_seeds)
     lines += [""] + protocol.cost_lines(dirs, speed_run="d3d", speed_label="the D3D student",
                                         train_seeds=seeds)
     path = os.path.join(out_dir, "protocol.md")
